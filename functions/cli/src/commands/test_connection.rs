@@ -1,0 +1,316 @@
+//! `m365-provisioner test-connection`: token, organization, domains and permissions, each
+//! reported with what to fix.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use m365_graph::{Cloud, Credentials, GraphClient, GraphError, GraphSettings};
+use m365_sandbox::{Sandbox, demo};
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::exit::Code;
+
+/// The Graph application permissions the provisioner needs, each with the broader permissions
+/// that also grant it (DESIGN §3).
+const REQUIRED: &[(&str, &[&str])] = &[
+    ("User.ReadWrite.All", &["Directory.ReadWrite.All"]),
+    ("Group.ReadWrite.All", &["Directory.ReadWrite.All"]),
+    (
+        "Organization.Read.All",
+        &[
+            "Organization.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+        ],
+    ),
+];
+
+/// Granted but not needed: least privilege says remove them.
+const UNNEEDED: &[&str] = &["Application.ReadWrite.All"];
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Credentials come from the environment (or a file for the secret), never from the command line
+where other users of the machine could read them:
+  M365_TENANT              tenant GUID or domain, e.g. contoso.onmicrosoft.com
+  M365_CLIENT_ID           application (client) ID of the app registration
+  M365_CLIENT_SECRET       the client secret's Value (not its ID)
+  M365_CLIENT_SECRET_FILE  or: a file holding the secret
+
+Examples:
+  m365-provisioner test-connection --sandbox
+  M365_TENANT=contoso.onmicrosoft.com M365_CLIENT_ID=... M365_CLIENT_SECRET_FILE=secret.txt \\
+      m365-provisioner test-connection --cloud global")]
+pub struct Args {
+    /// Test against an embedded sandbox tenant with its demo app (no credentials needed).
+    #[arg(long, conflicts_with_all = ["tenant", "client_id", "login_url", "graph_url"])]
+    sandbox: bool,
+    /// Tenant GUID or domain name.
+    #[arg(long, env = "M365_TENANT")]
+    tenant: Option<String>,
+    /// Application (client) ID.
+    #[arg(long, env = "M365_CLIENT_ID")]
+    client_id: Option<String>,
+    /// File holding the client secret (else M365_CLIENT_SECRET).
+    #[arg(long, env = "M365_CLIENT_SECRET_FILE", value_name = "FILE")]
+    client_secret_file: Option<PathBuf>,
+    /// National cloud: global (also GCC), usgov-high (GCC High), usgov-dod (DoD), china.
+    #[arg(long, env = "M365_CLOUD", default_value = "global")]
+    cloud: String,
+    /// Override the login host (e.g. a sandbox tenant at http://127.0.0.1:8750).
+    #[arg(long, env = "M365_LOGIN_URL")]
+    login_url: Option<String>,
+    /// Override the Graph host, without /v1.0.
+    #[arg(long, env = "M365_GRAPH_URL")]
+    graph_url: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> Code {
+    if args.sandbox {
+        let running = match Sandbox::demo().start().await {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot start the embedded sandbox tenant");
+                return Code::Failure;
+            }
+        };
+        let settings = GraphSettings::for_local(running.base_url());
+        let credentials = Credentials {
+            tenant: demo::INITIAL_DOMAIN.to_owned(),
+            client_id: demo::CLIENT_ID.to_owned(),
+            client_secret: SecretString::from(demo::CLIENT_SECRET),
+        };
+        let code = check(settings, credentials, args.json).await;
+        running.stop().await;
+        return code;
+    }
+    let (settings, credentials) = match settings_from(&args) {
+        Ok(pair) => pair,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            return Code::Config;
+        }
+    };
+    check(settings, credentials, args.json).await
+}
+
+fn settings_from(args: &Args) -> Result<(GraphSettings, Credentials), String> {
+    let cloud = Cloud::parse(&args.cloud).ok_or_else(|| {
+        format!(
+            "unknown cloud {:?}: use global, usgov-high, usgov-dod or china",
+            args.cloud
+        )
+    })?;
+    let tenant = args.tenant.clone().ok_or(
+        "no tenant: set M365_TENANT (or --tenant) to the tenant GUID or a domain such as contoso.onmicrosoft.com",
+    )?;
+    let client_id = args.client_id.clone().ok_or(
+        "no client id: set M365_CLIENT_ID (or --client-id) to the app registration's Application (client) ID",
+    )?;
+    let secret = match &args.client_secret_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read the client secret file {}: {e}", path.display()))?,
+        None => std::env::var("M365_CLIENT_SECRET").map_err(|_| {
+            "no client secret: set M365_CLIENT_SECRET, or M365_CLIENT_SECRET_FILE to a file holding it".to_owned()
+        })?,
+    };
+    if secret.is_empty() {
+        return Err("the client secret is empty".to_owned());
+    }
+    let settings = GraphSettings {
+        cloud,
+        login_url: args.login_url.clone(),
+        graph_url: args.graph_url.clone(),
+        ..GraphSettings::default()
+    };
+    let credentials = Credentials {
+        tenant,
+        client_id,
+        client_secret: SecretString::from(secret),
+    };
+    Ok((settings, credentials))
+}
+
+/// Which required permissions the granted roles lack, and which granted ones are not needed.
+fn assess(roles: &[String]) -> (Vec<&'static str>, Vec<&'static str>) {
+    let has = |name: &str| roles.iter().any(|r| r.eq_ignore_ascii_case(name));
+    let missing = REQUIRED
+        .iter()
+        .filter(|(name, broader)| !has(name) && !broader.iter().any(|b| has(b)))
+        .map(|(name, _)| *name)
+        .collect();
+    let unneeded = UNNEEDED.iter().copied().filter(|n| has(n)).collect();
+    (missing, unneeded)
+}
+
+async fn check(settings: GraphSettings, credentials: Credentials, json: bool) -> Code {
+    let tenant = credentials.tenant.clone();
+    let client = match GraphClient::new(settings, credentials) {
+        Ok(client) => client,
+        Err(error) => return fail(json, "settings", &error, Code::Config),
+    };
+    let roles = match client.token_roles().await {
+        Ok(roles) => roles,
+        Err(error) => return fail(json, "token", &error, Code::Connection),
+    };
+    let organization = match client.organization().await {
+        Ok(mut orgs) if !orgs.is_empty() => orgs.swap_remove(0),
+        Ok(_) => {
+            let message = format!("tenant {tenant} returned no organization object");
+            return report_failure(json, "organization", &message, Code::Connection);
+        }
+        Err(error) => return fail(json, "organization", &error, Code::Connection),
+    };
+    let domains = match client.domains().await {
+        Ok(domains) => domains,
+        Err(error) => return fail(json, "domains", &error, Code::Connection),
+    };
+    let (missing, unneeded) = assess(&roles);
+    let code = if missing.is_empty() {
+        Code::Success
+    } else {
+        Code::Connection
+    };
+
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = json!({
+            "ok": missing.is_empty(),
+            "tenant": {"id": organization.id, "displayName": organization.display_name},
+            "domains": domains.iter().map(|d| json!({
+                "name": d.id, "verified": d.is_verified, "default": d.is_default,
+                "initial": d.is_initial, "authenticationType": d.authentication_type,
+            })).collect::<Vec<_>>(),
+            "permissions": {"granted": roles, "missing": missing, "unneeded": unneeded},
+        });
+        let _ = writeln!(out, "{value:#}");
+        return code;
+    }
+    let _ = writeln!(out, "token          ok (client credentials)");
+    let _ = writeln!(
+        out,
+        "organization   {} ({})",
+        organization.display_name.as_deref().unwrap_or("(no name)"),
+        organization.id
+    );
+    for domain in &domains {
+        let mut notes = Vec::new();
+        if domain.is_initial {
+            notes.push("initial");
+        }
+        if domain.is_default {
+            notes.push("default");
+        }
+        if domain.authentication_type.as_deref() == Some("Federated") {
+            notes.push("federated: users need onPremisesImmutableId");
+        }
+        if !domain.is_verified {
+            notes.push("NOT verified: no user can be created in it");
+        }
+        let _ = writeln!(out, "domain         {} {}", domain.id, paren(&notes));
+    }
+    for (name, _) in REQUIRED {
+        let state = if missing.contains(name) {
+            "MISSING"
+        } else {
+            "granted"
+        };
+        let _ = writeln!(out, "permission     {name:<24} {state}");
+    }
+    for name in &missing {
+        let _ = writeln!(
+            out,
+            "  fix: in the app registration, API permissions → Add → Microsoft Graph → Application permissions → {name}, then \"Grant admin consent\""
+        );
+    }
+    for name in &unneeded {
+        let _ = writeln!(
+            out,
+            "note           {name} is granted but not needed: remove it (least privilege)"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if missing.is_empty() {
+            "result         ready to provision"
+        } else {
+            "result         NOT ready: grant the missing permissions"
+        }
+    );
+    code
+}
+
+fn paren(notes: &[&str]) -> String {
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!("({})", notes.join(", "))
+    }
+}
+
+fn fail(json: bool, step: &str, error: &GraphError, code: Code) -> Code {
+    report_failure(json, step, &error.to_string(), code)
+}
+
+fn report_failure(json: bool, step: &str, message: &str, code: Code) -> Code {
+    if json {
+        let value = json!({"ok": false, "failedStep": step, "error": message});
+        let _ = writeln!(std::io::stdout(), "{value:#}");
+    } else {
+        let _ = writeln!(std::io::stderr(), "error: {step}: {message}");
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn names_every_missing_permission() {
+        let (missing, unneeded) = assess(&roles(&["User.Read.All"]));
+        assert_eq!(
+            missing,
+            [
+                "User.ReadWrite.All",
+                "Group.ReadWrite.All",
+                "Organization.Read.All"
+            ]
+        );
+        assert!(unneeded.is_empty());
+    }
+
+    #[test]
+    fn broader_permissions_cover_the_required_ones() {
+        let (missing, _) = assess(&roles(&["Directory.ReadWrite.All"]));
+        assert!(missing.is_empty());
+        let (missing, _) = assess(&roles(&[
+            "User.ReadWrite.All",
+            "Group.ReadWrite.All",
+            "Directory.Read.All",
+        ]));
+        assert!(missing.is_empty());
+    }
+
+    #[test]
+    fn flags_application_readwrite_as_unneeded() {
+        let (missing, unneeded) = assess(&roles(&[
+            "User.ReadWrite.All",
+            "Group.ReadWrite.All",
+            "Organization.Read.All",
+            "Application.ReadWrite.All",
+        ]));
+        assert!(missing.is_empty());
+        assert_eq!(unneeded, ["Application.ReadWrite.All"]);
+    }
+}

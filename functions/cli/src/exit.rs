@@ -1,0 +1,28 @@
+//! Documented exit codes of `m365-provisioner`.
+
+use std::process::ExitCode;
+
+/// What a run ended with. The numbers are stable: scripts and schedulers branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Everything asked for was done.
+    Success = 0,
+    /// An unexpected failure (I/O, runtime) that none of the codes below describes.
+    Failure = 1,
+    /// The configuration or the command line is wrong; nothing was changed.
+    Config = 2,
+    /// The run finished, but some objects failed; each is recorded with its reason.
+    #[allow(dead_code, reason = "used by sync once the engine lands")]
+    PartialFailure = 3,
+    /// The deletion circuit breaker stopped the run before its first destructive operation.
+    #[allow(dead_code, reason = "used by sync once the engine lands")]
+    BreakerTripped = 4,
+    /// The tenant could not be reached or refused the credentials.
+    Connection = 5,
+}
+
+impl From<Code> for ExitCode {
+    fn from(code: Code) -> Self {
+        ExitCode::from(code as u8)
+    }
+}

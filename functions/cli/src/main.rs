@@ -1,0 +1,67 @@
+//! `m365-provisioner`: the command line of the provisioner. Each subcommand is a thin wrapper
+//! around the shared libraries; exit codes are part of the interface (see [`exit`]).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod exit;
+
+/// Provision users, groups, memberships, licenses and managers from an identity source into
+/// Microsoft 365 (Entra ID) through Microsoft Graph.
+///
+/// Exit codes: 0 success · 2 configuration or usage error · 3 finished with per-object failures ·
+/// 4 deletion circuit breaker tripped · 5 connection or authentication failure.
+#[derive(Debug, Parser)]
+#[command(name = "m365-provisioner", version, about, long_about)]
+struct Cli {
+    /// Log filter (tracing syntax), e.g. `info`, `debug`, `m365_graph=debug`.
+    #[arg(long, global = true, env = "M365_LOG", default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sandbox tenant: a local server that answers Microsoft Graph v1.0 and the
+    /// Entra ID token endpoint as they do, with a seeded demo tenant.
+    Sandbox(commands::sandbox::Args),
+    /// Check credentials and permissions against a tenant: obtains a token, reads the
+    /// organization, and names every missing Graph permission.
+    TestConnection(commands::test_connection::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot start the async runtime");
+            return exit::Code::Failure.into();
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Sandbox(args) => commands::sandbox::run(args).await,
+            Command::TestConnection(args) => commands::test_connection::run(args).await,
+        }
+    });
+    code.into()
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,415 @@
+//! Token endpoint `POST /{tenant}/oauth2/v2.0/token` (client credentials, graph-facts §1) and the
+//! validation of bearer tokens on `/v1.0/` routes.
+//!
+//! Tokens are JWTs signed HS256 with a random key per sandbox: a token from another sandbox (or
+//! anything else) fails signature validation.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{KeyInit, Mac};
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use crate::config::AppSeed;
+use crate::tenant::TenantState;
+use crate::wire::{GErr, now_secs};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// An AADSTS error (graph-facts §1).
+pub(crate) struct AadError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub code: u32,
+    pub text: String,
+}
+
+impl AadError {
+    fn new(status: StatusCode, error: &'static str, code: u32, text: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            code,
+            text: text.into(),
+        }
+    }
+
+    /// The OAuth2 error body with `error_description` "AADSTSnnn: ...\r\nTrace ID: ...".
+    pub fn body(&self) -> Value {
+        let trace = uuid::Uuid::new_v4().to_string();
+        let correlation = uuid::Uuid::new_v4().to_string();
+        let now = time::OffsetDateTime::now_utc();
+        let timestamp = format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        json!({
+            "error": self.error,
+            "error_description": format!(
+                "AADSTS{}: {}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {timestamp}",
+                self.code, self.text
+            ),
+            "error_codes": [self.code],
+            "timestamp": timestamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": format!("https://login.microsoftonline.com/error?code={}", self.code),
+        })
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::parse_str(s).is_ok()
+}
+
+fn is_domain_name(s: &str) -> bool {
+    s.contains('.')
+        && s.len() <= 255
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// A successful issue: the response body.
+pub(crate) fn issue(
+    state: &TenantState,
+    key: &[u8],
+    accepted_resources: &[String],
+    lifetime_secs: u64,
+    tenant: &str,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<Value, AadError> {
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let bad = StatusCode::BAD_REQUEST;
+    // Tenant: a GUID or a domain name (900023), and one that exists (90002).
+    if !is_guid(tenant) && !is_domain_name(tenant) {
+        return Err(AadError::new(
+            bad,
+            "invalid_request",
+            900023,
+            format!(
+                "Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain."
+            ),
+        ));
+    }
+    let tenant_ok = tenant.eq_ignore_ascii_case(&state.tenant_id)
+        || state
+            .domains
+            .iter()
+            .any(|d| d.id.eq_ignore_ascii_case(tenant));
+    if !tenant_ok {
+        return Err(AadError::new(
+            bad,
+            "invalid_request",
+            90002,
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
+        ));
+    }
+    let grant = field("grant_type").unwrap_or("");
+    if grant.is_empty() {
+        return Err(AadError::new(
+            bad,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        ));
+    }
+    if grant != "client_credentials" {
+        return Err(AadError::new(
+            bad,
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{grant}'."),
+        ));
+    }
+    // Client credentials: form fields or HTTP Basic (graph-facts §1).
+    let mut client_id = field("client_id").map(str::to_owned);
+    let mut secret = field("client_secret").map(str::to_owned);
+    if let Some((id, pw)) = basic_auth(headers) {
+        client_id.get_or_insert(id);
+        secret.get_or_insert(pw);
+    }
+    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
+        return Err(AadError::new(
+            bad,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        ));
+    };
+    let scope = field("scope").unwrap_or("");
+    if scope.is_empty() {
+        return Err(AadError::new(
+            bad,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.",
+        ));
+    }
+    let Some(app) = state
+        .apps
+        .iter()
+        .find(|a| a.client_id.eq_ignore_ascii_case(&client_id))
+    else {
+        return Err(AadError::new(
+            bad,
+            "unauthorized_client",
+            700016,
+            format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                state.display_name
+            ),
+        ));
+    };
+    // Scope: one resource's `/.default` (70011 / 1002012 / 500011).
+    let scopes: Vec<&str> = scope.split_whitespace().collect();
+    let resource = if scopes.len() == 1 {
+        scopes[0].strip_suffix("/.default")
+    } else {
+        None
+    };
+    let resource = match resource {
+        Some(r) if !r.is_empty() => r.to_owned(),
+        _ if scopes.len() == 1 && scopes[0].contains("://") => {
+            return Err(AadError::new(
+                bad,
+                "invalid_scope",
+                1002012,
+                format!(
+                    "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                ),
+            ));
+        }
+        _ => {
+            return Err(AadError::new(
+                bad,
+                "invalid_scope",
+                70011,
+                format!(
+                    "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+                ),
+            ));
+        }
+    };
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return Err(AadError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    };
+    if secret != app.client_secret {
+        return Err(AadError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                app.client_id
+            ),
+        ));
+    }
+    if app.secret_expired {
+        return Err(AadError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000222,
+            format!(
+                "The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.",
+                app.client_id
+            ),
+        ));
+    }
+    if !accepted_resources.iter().any(|r| {
+        r.trim_end_matches('/')
+            .eq_ignore_ascii_case(resource.trim_end_matches('/'))
+    }) {
+        return Err(AadError::new(
+            bad,
+            "invalid_resource",
+            500011,
+            format!(
+                "The resource principal named {resource} was not found in the tenant named {}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
+                state.display_name
+            ),
+        ));
+    }
+    let now = now_secs();
+    let lifetime = i64::try_from(lifetime_secs).unwrap_or(3600);
+    let token = sign(key, &claims(state, app, &resource, now, lifetime));
+    Ok(json!({
+        "token_type": "Bearer",
+        "expires_in": (lifetime - 1).max(0),
+        "ext_expires_in": (lifetime - 1).max(0),
+        "access_token": token,
+    }))
+}
+
+fn claims(state: &TenantState, app: &AppSeed, resource: &str, now: i64, lifetime: i64) -> Value {
+    json!({
+        "aud": resource,
+        "iss": format!("https://sts.windows.net/{}/", state.tenant_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "app_displayname": app.display_name,
+        "appid": app.client_id,
+        "appidacr": "1",
+        "idp": format!("https://sts.windows.net/{}/", state.tenant_id),
+        "idtyp": "app",
+        "oid": app.client_id,
+        "roles": app.roles,
+        "sub": app.client_id,
+        "tid": state.tenant_id,
+        "uti": uuid::Uuid::new_v4().simple().to_string(),
+        "ver": "1.0",
+    })
+}
+
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, pw) = decoded.split_once(':')?;
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some((dec(id), dec(pw)))
+}
+
+fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    match HmacSha256::new_from_slice(key) {
+        Ok(mut m) => {
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Signs claims as an HS256 JWT.
+pub(crate) fn sign(key: &[u8], claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"HS256"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes());
+    let signing_input = format!("{header}.{payload}");
+    let sig = URL_SAFE_NO_PAD.encode(mac(key, signing_input.as_bytes()));
+    format!("{signing_input}.{sig}")
+}
+
+/// The caller of a /v1.0 request, from a valid token.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub app_id: String,
+    pub roles: Vec<String>,
+}
+
+fn invalid_token(message: &str) -> GErr {
+    GErr::new(
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        message,
+    )
+    .with_header(
+        "WWW-Authenticate",
+        "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"",
+    )
+}
+
+/// Validates `Authorization: Bearer` for /v1.0 (401 `InvalidAuthenticationToken` bodies).
+pub(crate) fn authenticate(
+    headers: &HeaderMap,
+    key: &[u8],
+    tenant_id: &str,
+    accepted_resources: &[String],
+) -> Result<Caller, GErr> {
+    let raw = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    let token = raw
+        .strip_prefix("Bearer ")
+        .or_else(|| raw.strip_prefix("bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if token.is_empty() {
+        return Err(invalid_token("Access token is empty."));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(invalid_token(
+            "IDX14100: JWT is not well formed, there are no dots (.).\nThe token needs to be in JWS or JWE Compact Serialization Format. (JWS): 'EncodedHeader.EndcodedPayload.EncodedSignature'. (JWE): 'EncodedProtectedHeader.EncodedEncryptedKey.EncodedInitializationVector.EncodedCiphertext.EncodedAuthenticationTag'.",
+        ));
+    }
+    let payload: Option<Value> = URL_SAFE_NO_PAD
+        .decode(parts[1])
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(payload) = payload else {
+        return Err(invalid_token("Invalid JWT token. The token is malformed."));
+    };
+    let expected =
+        URL_SAFE_NO_PAD.encode(mac(key, format!("{}.{}", parts[0], parts[1]).as_bytes()));
+    if expected != parts[2] {
+        return Err(invalid_token("Access token validation failure."));
+    }
+    let now = now_secs();
+    let exp = payload.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let nbf = payload.get("nbf").and_then(Value::as_i64).unwrap_or(0);
+    if now >= exp || now + 300 < nbf {
+        return Err(invalid_token(
+            "Lifetime validation failed, the token is expired.",
+        ));
+    }
+    let aud = payload.get("aud").and_then(Value::as_str).unwrap_or("");
+    if !accepted_resources.iter().any(|r| {
+        r.trim_end_matches('/')
+            .eq_ignore_ascii_case(aud.trim_end_matches('/'))
+    }) {
+        return Err(invalid_token(
+            "Access token validation failure. Invalid audience.",
+        ));
+    }
+    if payload.get("tid").and_then(Value::as_str) != Some(tenant_id) {
+        return Err(invalid_token("Access token validation failure."));
+    }
+    Ok(Caller {
+        app_id: payload
+            .get("appid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        roles: payload
+            .get("roles")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
