@@ -1768,10 +1768,10 @@ fn unified_users_only() -> GErr {
     GErr::bad_request("Only users can be added as members of a Microsoft 365 group.")
 }
 
+/// Members and owners count together (microsoftgraph/microsoft-graph-docs issue #6016: one owner
+/// and 20 members fail with this text).
 fn too_many_refs() -> GErr {
-    GErr::bad_request(
-        "The request contains more than 20 object references for the following modified properties: 'members'. At most 20 are allowed per request.",
-    )
+    GErr::bad_request("A resource cannot contain more than 20 link changes")
 }
 
 fn create_group(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {

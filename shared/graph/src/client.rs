@@ -1,0 +1,668 @@
+//! The client core: request execution with tokens, pacing, concurrency, retries, counters.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use bytes::Bytes;
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::error::{ErrorContext, GraphError, classify, parse_retry_after};
+use crate::pacing::{Cost, Pacer, PacerRegistry, request_cost};
+use crate::settings::{Credentials, Endpoints, GraphSettings};
+use crate::token::{
+    IssuedToken, TokenCache, TokenClaims, TokenFetcher, decode_claims, transport_kind,
+};
+
+/// `User-Agent` sent on every request.
+pub const USER_AGENT: &str = concat!("m365-provisioner/", env!("CARGO_PKG_VERSION"));
+
+/// Counters of what this client (and its clones) sent and received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    /// Graph requests, batch items counted one by one (the `$batch` envelope is not counted).
+    pub requests: u64,
+    /// HTTP requests sent to Graph (a `$batch` envelope counts once; retries count).
+    pub http_requests: u64,
+    /// Write requests (POST/PATCH/PUT/DELETE), batch items included.
+    pub writes: u64,
+    /// 429 responses received, batch items included.
+    pub throttled: u64,
+    /// Retries of whole requests or batch items (throttling, transient, replication lag).
+    pub retries: u64,
+    /// Token requests this client made to the token endpoint.
+    pub token_requests: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    requests: AtomicU64,
+    http_requests: AtomicU64,
+    writes: AtomicU64,
+    throttled: AtomicU64,
+    retries: AtomicU64,
+    token_requests: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn count_request(&self, method: &Method) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if is_write(method) {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn count_throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> RequestStats {
+        RequestStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            http_requests: self.http_requests.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            token_requests: self.token_requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
+    )
+}
+
+/// Token cache and pacer registry a client uses; by default the process-wide ones.
+#[derive(Debug, Clone)]
+pub struct SharedState {
+    pub tokens: Arc<TokenCache>,
+    pub pacers: Arc<PacerRegistry>,
+}
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState {
+            tokens: TokenCache::global(),
+            pacers: PacerRegistry::global(),
+        }
+    }
+}
+
+impl SharedState {
+    /// A private token cache and pacer registry (tests, or isolating tenants).
+    pub fn isolated() -> Self {
+        SharedState {
+            tokens: Arc::new(TokenCache::new()),
+            pacers: Arc::new(PacerRegistry::new()),
+        }
+    }
+}
+
+/// Microsoft Graph v1.0 client. Cheap to clone; clones share tokens, pacing, the concurrency
+/// limit and counters.
+#[derive(Clone)]
+pub struct GraphClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("graph", &self.inner.endpoints.graph_base)
+            .field("tenant", &self.inner.credentials.tenant)
+            .field("client_id", &self.inner.credentials.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: GraphSettings,
+    pub(crate) endpoints: Endpoints,
+    pub(crate) credentials: Credentials,
+    http: reqwest::Client,
+    tokens: Arc<TokenCache>,
+    pub(crate) pacer: Arc<Pacer>,
+    semaphore: tokio::sync::Semaphore,
+    pub(crate) stats: Stats,
+}
+
+/// One request to send: absolute URL plus what errors, logs and pacing need.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    /// Path below the version root, no query (for errors, logs and cost).
+    pub(crate) path: String,
+    query: String,
+    pub(crate) body: Option<Value>,
+    /// Re-send after a transient failure. Off for creates, whose retry is an explicit
+    /// look-up-then-create in the operation (Gotcha 13).
+    pub(crate) retry_transient: bool,
+}
+
+/// A successful response.
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub(crate) body: Bytes,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Collection<T> {
+    #[serde(default = "Vec::new")]
+    pub(crate) value: Vec<T>,
+    #[serde(rename = "@odata.nextLink", default)]
+    pub(crate) next_link: Option<String>,
+}
+
+impl GraphClient {
+    /// A client using the process-wide token cache and pacer registry.
+    pub fn new(settings: GraphSettings, credentials: Credentials) -> Result<Self, GraphError> {
+        GraphClient::with_shared(settings, credentials, SharedState::default())
+    }
+
+    /// A client using the given token cache and pacer registry.
+    pub fn with_shared(
+        settings: GraphSettings,
+        credentials: Credentials,
+        shared: SharedState,
+    ) -> Result<Self, GraphError> {
+        settings.validate()?;
+        if credentials.tenant.trim().is_empty() {
+            return Err(GraphError::Config(
+                "tenant is empty; set the directory (tenant) ID or its domain name".into(),
+            ));
+        }
+        if credentials.client_id.trim().is_empty() {
+            return Err(GraphError::Config(
+                "client_id is empty; set the application (client) ID of the app registration"
+                    .into(),
+            ));
+        }
+        if credentials.client_secret.expose_secret().is_empty() {
+            return Err(GraphError::Config(
+                "client_secret is empty; set the client secret's Value".into(),
+            ));
+        }
+        let endpoints = settings.endpoints()?;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let pacer = shared.pacers.pacer(
+            &endpoints.graph_host,
+            &credentials.client_id,
+            &credentials.tenant,
+            &settings.pacing,
+        );
+        Ok(GraphClient {
+            inner: Arc::new(Inner {
+                semaphore: tokio::sync::Semaphore::new(settings.concurrency),
+                settings,
+                endpoints,
+                credentials,
+                http,
+                tokens: shared.tokens,
+                pacer,
+                stats: Stats::default(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &GraphSettings {
+        &self.inner.settings
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.inner.credentials.tenant
+    }
+
+    /// Counters since this client was built (shared with clones).
+    pub fn stats(&self) -> RequestStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Graph requests sent (batch items counted individually).
+    pub fn request_count(&self) -> u64 {
+        self.stats().requests
+    }
+
+    /// The pacer's current rate multiplier (1.0 = full configured quota).
+    pub fn pacing_factor(&self) -> f64 {
+        self.inner.pacer.rate_factor()
+    }
+
+    fn fetcher(&self) -> TokenFetcher<'_> {
+        TokenFetcher {
+            http: &self.inner.http,
+            endpoints: &self.inner.endpoints,
+            credentials: &self.inner.credentials,
+            policy: &self.inner.settings.transient_retry,
+        }
+    }
+
+    async fn token(&self, rejected: Option<&IssuedToken>) -> Result<IssuedToken, GraphError> {
+        let (token, fetched) = self.inner.tokens.get(&self.fetcher(), rejected).await?;
+        if fetched {
+            self.inner
+                .stats
+                .token_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(token)
+    }
+
+    /// Obtains a token now (fetching it if needed): the first step of a connection test.
+    pub async fn authenticate(&self) -> Result<(), GraphError> {
+        self.token(None).await.map(|_| ())
+    }
+
+    /// Claims of the current access token (fetching one if needed).
+    pub async fn token_claims(&self) -> Result<TokenClaims, GraphError> {
+        let t = self.token(None).await?;
+        Ok(decode_claims(t.value.expose_secret()).unwrap_or_default())
+    }
+
+    /// The application permissions (`roles` claim) of the current token.
+    pub async fn token_roles(&self) -> Result<Vec<String>, GraphError> {
+        Ok(self.token_claims().await?.roles)
+    }
+
+    // ---- request building ------------------------------------------------------------------
+
+    /// A call to `path_and_query`, relative to the version root (`/users?$top=999`).
+    pub(crate) fn call(&self, method: Method, path_and_query: &str, body: Option<Value>) -> Call {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (path_and_query.to_string(), String::new()),
+        };
+        Call {
+            retry_transient: true,
+            url: format!("{}{}", self.inner.endpoints.graph_base, path_and_query),
+            method,
+            path,
+            query,
+            body,
+        }
+    }
+
+    /// A call to an absolute URL Graph gave us (`@odata.nextLink`), used verbatim. Refuses URLs
+    /// on another host so the bearer token never leaves Graph.
+    pub(crate) fn call_absolute(&self, url: &str) -> Result<Call, GraphError> {
+        let host = &self.inner.endpoints.graph_host;
+        let base = &self.inner.endpoints.graph_base;
+        let same_origin = url
+            .get(..host.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(host))
+            && url[host.len()..].starts_with('/');
+        if !same_origin {
+            return Err(GraphError::Decode {
+                detail:
+                    "a nextLink pointed outside the configured Graph host; refusing to follow it"
+                        .into(),
+                ctx: Box::new(ErrorContext {
+                    method: "GET".into(),
+                    path: "(nextLink)".into(),
+                    ..ErrorContext::default()
+                }),
+            });
+        }
+        let rest = url
+            .get(base.len()..)
+            .filter(|_| url.starts_with(base.as_str()))
+            .unwrap_or(&url[host.len()..]);
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (rest.to_string(), String::new()),
+        };
+        Ok(Call {
+            method: Method::GET,
+            url: url.to_string(),
+            path,
+            query,
+            body: None,
+            retry_transient: true,
+        })
+    }
+
+    pub(crate) fn cost(&self, call: &Call) -> Cost {
+        request_cost(call.method.as_str(), &call.path, &call.query)
+    }
+
+    pub(crate) fn graph_base(&self) -> &str {
+        &self.inner.endpoints.graph_base
+    }
+
+    // ---- execution ---------------------------------------------------------------------------
+
+    /// Sends `call`, retrying throttling (after Retry-After) and transient failures (backoff
+    /// with jitter), bounded by `max_attempts` and `transient_retry.max_attempts`.
+    pub(crate) async fn send(&self, call: &Call) -> Result<RawResponse, GraphError> {
+        let settings = &self.inner.settings;
+        let transient_cap = settings.transient_retry.max_attempts.max(1);
+        let mut policy = settings.transient_retry.clone();
+        policy.max_attempts = settings.max_attempts;
+        let mut transient_failures: u32 = 0;
+        let attempt_counter = std::sync::atomic::AtomicU32::new(0);
+        let op = || {
+            let n = attempt_counter.fetch_add(1, Ordering::Relaxed) + 1;
+            self.attempt(call, n)
+        };
+        op.retry(policy.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|e: &GraphError| match e {
+                GraphError::Throttled { .. } => true,
+                GraphError::Transient { .. } => call.retry_transient,
+                _ => false,
+            })
+            .adjust(|e, next| {
+                if matches!(e, GraphError::Transient { .. }) {
+                    transient_failures += 1;
+                    if transient_failures >= transient_cap {
+                        return None;
+                    }
+                }
+                // Retry-After overrides the computed backoff; without one, back off.
+                let next = next?;
+                Some(e.retry_after().unwrap_or(next))
+            })
+            .notify(|e, d| {
+                self.inner.stats.count_retry();
+                tracing::warn!(
+                    method = %call.method, path = %call.path, status = e.status().unwrap_or(0),
+                    delay_ms = d.as_millis() as u64, error = %e, "Graph request failed; retrying"
+                );
+            })
+            .await
+    }
+
+    async fn attempt(&self, call: &Call, attempt: u32) -> Result<RawResponse, GraphError> {
+        let span = tracing::debug_span!(
+            "graph_request",
+            method = %call.method,
+            path = %call.path,
+            attempt,
+            status = tracing::field::Empty,
+        );
+        async {
+            self.inner.pacer.acquire(self.cost(call)).await;
+            let _permit = self
+                .inner
+                .semaphore
+                .acquire()
+                .await
+                .map_err(|_| GraphError::Config("the client was shut down".into()))?;
+            let mut token = self.token(None).await?;
+            let mut renewed = false;
+            loop {
+                let client_request_id = uuid::Uuid::new_v4().to_string();
+                let ctx = ErrorContext {
+                    method: call.method.to_string(),
+                    path: call.path.clone(),
+                    client_request_id: Some(client_request_id.clone()),
+                    ..ErrorContext::default()
+                };
+                let mut req = self
+                    .inner
+                    .http
+                    .request(call.method.clone(), &call.url)
+                    .bearer_auth(token.value.expose_secret())
+                    .header("client-request-id", &client_request_id)
+                    .header("Accept", "application/json");
+                if self.inner.settings.background_priority {
+                    req = req.header("x-ms-throttle-priority", "Low");
+                }
+                if let Some(body) = &call.body {
+                    req = req.json(body);
+                } else if is_write(&call.method) {
+                    req = req.header("Content-Length", "0");
+                }
+                self.inner
+                    .stats
+                    .http_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                if call.path != "/$batch" {
+                    self.inner.stats.count_request(&call.method);
+                }
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut ctx = ctx;
+                        ctx.message = if e.is_timeout() {
+                            format!(
+                                "request timed out after {:.1} s",
+                                self.inner.settings.request_timeout.as_secs_f64()
+                            )
+                        } else {
+                            transport_kind(&e).to_string()
+                        };
+                        return Err(GraphError::transport(ctx));
+                    }
+                };
+                let status = resp.status().as_u16();
+                tracing::Span::current().record("status", status);
+                let headers = resp.headers().clone();
+                let body = match resp.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let mut ctx = ctx;
+                        ctx.status = Some(status);
+                        ctx.message = transport_kind(&e).to_string();
+                        return Err(GraphError::transport(ctx));
+                    }
+                };
+                if status == 401 && !renewed {
+                    // The token may have been revoked or expired early: renew once.
+                    renewed = true;
+                    token = self.token(Some(&token)).await?;
+                    continue;
+                }
+                let retry_after = header_str(&headers, "retry-after").and_then(parse_retry_after);
+                if status == 429 {
+                    self.inner.stats.count_throttled();
+                    self.inner.pacer.on_throttled(retry_after);
+                } else if (200..300).contains(&status) {
+                    self.inner.pacer.on_success(
+                        header_str(&headers, "x-ms-throttle-limit-percentage")
+                            .and_then(|v| v.trim().parse::<f64>().ok()),
+                    );
+                }
+                if (200..300).contains(&status) {
+                    tracing::debug!(status, "Graph request done");
+                    return Ok(RawResponse { body });
+                }
+                let mut ctx = ctx;
+                ctx.request_id = header_str(&headers, "request-id").map(str::to_string);
+                let err = classify(ctx, status, &body, retry_after);
+                tracing::debug!(status, error = %err, "Graph request failed");
+                return Err(err);
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Retries `op` while it fails with replication lag (404 / "do not exist"), per
+    /// `replication_retry`.
+    pub(crate) async fn with_replication_retry<T, F, Fut>(&self, op: F) -> Result<T, GraphError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, GraphError>>,
+    {
+        op.retry(self.inner.settings.replication_retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|e: &GraphError| e.is_replication_lag())
+            .notify(|e, d| {
+                self.inner.stats.count_retry();
+                tracing::info!(delay_ms = d.as_millis() as u64, error = %e, "object not visible yet (replication); retrying");
+            })
+            .await
+    }
+
+    // ---- JSON helpers ------------------------------------------------------------------------
+
+    pub(crate) async fn send_json<T: DeserializeOwned>(&self, call: Call) -> Result<T, GraphError> {
+        let resp = self.send(&call).await?;
+        decode(&call, &resp.body)
+    }
+
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, GraphError> {
+        self.send_json(self.call(Method::GET, path, None)).await
+    }
+
+    /// GET where 404 means "absent".
+    pub(crate) async fn get_optional<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, GraphError> {
+        match self.get_json(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(GraphError::NotFound { ctx }) if ctx.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn send_no_content(&self, call: Call) -> Result<(), GraphError> {
+        self.send(&call).await.map(|_| ())
+    }
+
+    /// All pages of a collection (for small collections: domains, SKUs, license details).
+    pub(crate) async fn get_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Vec<T>, GraphError> {
+        let mut pager = Pager::<T>::new(self.clone(), path);
+        let mut out = Vec::new();
+        while let Some(page) = pager.next_page().await? {
+            out.extend(page);
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T, GraphError> {
+    let body = if body.is_empty() {
+        b"null".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        GraphError::decode(
+            ErrorContext {
+                method: call.method.to_string(),
+                path: call.path.clone(),
+                ..ErrorContext::default()
+            },
+            e.to_string(),
+        )
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+}
+
+/// A page-at-a-time reader of a Graph collection: follows `@odata.nextLink` verbatim and holds
+/// one page in memory at a time. Empty pages that still carry a nextLink are returned as empty.
+pub struct Pager<T> {
+    client: GraphClient,
+    first: Option<String>,
+    next: Option<String>,
+    done: bool,
+    pages: u64,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Pager<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pager")
+            .field("pages", &self.pages)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: DeserializeOwned> Pager<T> {
+    pub(crate) fn new(client: GraphClient, path_and_query: &str) -> Self {
+        Pager {
+            client,
+            first: Some(path_and_query.to_string()),
+            next: None,
+            done: false,
+            pages: 0,
+            _item: PhantomData,
+        }
+    }
+
+    /// The next page, or `None` when the collection is exhausted.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<T>>, GraphError> {
+        if self.done {
+            return Ok(None);
+        }
+        let call = if let Some(first) = self.first.take() {
+            self.client.call(Method::GET, &first, None)
+        } else if let Some(next) = self.next.take() {
+            self.client.call_absolute(&next)?
+        } else {
+            self.done = true;
+            return Ok(None);
+        };
+        let page: Collection<T> = match self.client.send_json(call.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Keep the position so the caller may retry the same page.
+                if self.pages == 0 {
+                    self.first = Some(format!("{}{}", call.path, query_of(&call.url)));
+                } else {
+                    self.next = Some(call.url);
+                }
+                return Err(e);
+            }
+        };
+        self.pages += 1;
+        match page.next_link {
+            Some(n) => self.next = Some(n),
+            None => self.done = true,
+        }
+        Ok(Some(page.value))
+    }
+
+    /// Pages fetched so far.
+    pub fn pages_read(&self) -> u64 {
+        self.pages
+    }
+
+    /// Reads every remaining page into one vector (only for collections known to be small).
+    pub async fn collect_all(mut self) -> Result<Vec<T>, GraphError> {
+        let mut out = Vec::new();
+        while let Some(p) = self.next_page().await? {
+            out.extend(p);
+        }
+        Ok(out)
+    }
+}
+
+fn query_of(url: &str) -> &str {
+    url.find('?').map(|i| &url[i..]).unwrap_or("")
+}

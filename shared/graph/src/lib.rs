@@ -1,0 +1,38 @@
+//! Microsoft Graph v1.0 client for provisioning.
+//!
+//! - tokens by client credentials, cached and renewed ([`TokenCache`]), national clouds
+//!   ([`Cloud`]) with endpoint overrides (the sandbox tenant);
+//! - typed operations on users, licenses, managers, groups, memberships, organization, domains
+//!   and deleted items, plus JSON `$batch`;
+//! - resilience: `Retry-After` (fractional) on 429/503, exponential backoff with jitter on
+//!   transient failures, look-up-before-re-create after uncertain creates, bounded retries for
+//!   replication lag;
+//! - pacing per (app, tenant) from Graph's identity quotas, adaptive to 429s and
+//!   `x-ms-throttle-limit-percentage`;
+//! - errors classified into [`GraphError`] with [`GraphError::is_retryable`].
+//!
+//! The specification is `shared/graph-facts.md`; section numbers in comments refer to it.
+
+mod batch;
+mod client;
+mod directory;
+pub mod error;
+mod groups;
+pub mod models;
+pub mod odata;
+pub mod pacing;
+mod settings;
+pub mod token;
+mod users;
+
+pub use batch::{BatchRequest, BatchResponse};
+pub use client::{GraphClient, Pager, RequestStats, SharedState, USER_AGENT};
+pub use error::{AuthError, ErrorContext, ErrorKind, GraphError};
+pub use models::*;
+pub use pacing::{Cost, Pacer, PacerRegistry};
+pub use reqwest::Method;
+pub use settings::{
+    Cloud, Credentials, Endpoints, GraphSettings, PacingConfig, RetryPolicy, TenantSize,
+};
+pub use token::{TokenCache, TokenClaims};
+pub use users::PAGE_SIZE;

@@ -1,0 +1,409 @@
+//! Client-side pacing against Graph's identity quotas (graph-facts §8.2, Gotcha 11).
+//!
+//! One [`Pacer`] per (Graph host, app, tenant), shared by every client and clone in the process
+//! through a [`PacerRegistry`]. Each request is charged its resource-unit cost and, for writes,
+//! one write, against two token buckets sized from [`PacingConfig`].
+//!
+//! Why a hand-written bucket rather than `governor`: governor's quota is fixed when the limiter
+//! is built, costs are whole cells against a single quota, and there is no "pause everyone until"
+//! primitive. Adaptivity (halve the rate on 429, recover additively, slow down on
+//! `x-ms-throttle-limit-percentage`) would mean rebuilding limiters and losing their state. Two
+//! float buckets under one mutex are ~60 lines and make the adaptive rate a plain multiplier.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::settings::PacingConfig;
+
+/// The throttling cost of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cost {
+    pub resource_units: u32,
+    pub writes: u32,
+}
+
+impl Cost {
+    pub fn plus(self, other: Cost) -> Cost {
+        Cost {
+            resource_units: self.resource_units + other.resource_units,
+            writes: self.writes + other.writes,
+        }
+    }
+}
+
+/// Cost of a request from the §8.2 table. `path` is relative to the version root (with or
+/// without a leading `/v1.0`), `query` the raw query string without `?`.
+pub fn request_cost(method: &str, path: &str, query: &str) -> Cost {
+    let method = method.to_ascii_uppercase();
+    let p = path.trim_start_matches('/');
+    let p = p.strip_prefix("v1.0/").unwrap_or(p);
+    let p = p.split('?').next().unwrap_or(p);
+    let segs: Vec<String> = p
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let is_write = matches!(method.as_str(), "POST" | "PATCH" | "PUT" | "DELETE");
+    let (base, writes): (i64, u32) = match (method.as_str(), s.as_slice()) {
+        ("GET", ["users"]) => (2, 0),
+        ("GET", ["groups", _, "members"]) => (3, 0),
+        ("GET", ["groups", _, "transitivemembers"]) => (5, 0),
+        ("GET", ["subscribedskus"]) => (3, 0),
+        ("GET", ["users" | "me", .., "licensedetails"]) => (2, 0),
+        (
+            "GET",
+            [
+                "users",
+                _,
+                "memberof" | "transitivememberof" | "ownedobjects",
+            ],
+        )
+        | ("GET", ["me", "memberof" | "transitivememberof" | "ownedobjects"]) => (2, 0),
+        ("POST", ["directoryobjects", "getbyids"]) => (3, 0),
+        ("POST", ["users", _, "checkmembergroups" | "checkmemberobjects"]) => (4, 0),
+        ("POST", ["users", _, "getmembergroups" | "getmemberobjects"]) => (2, 0),
+        ("GET", ["applications"]) => (2, 0),
+        _ => (1, u32::from(is_write)),
+    };
+    let mut ru = base;
+    let q = query.to_ascii_lowercase();
+    let has = |name: &str| {
+        q.split('&').any(|kv| {
+            let k = kv.split('=').next().unwrap_or("");
+            k == name || k == name.replace('$', "%24")
+        })
+    };
+    if has("$select") {
+        ru -= 1;
+    }
+    if has("$expand") {
+        ru += 1;
+    }
+    let top = q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "$top" || k == "%24top").then(|| v.parse::<u32>().ok())?
+    });
+    if top.is_some_and(|t| t < 20) {
+        ru -= 1;
+    }
+    Cost {
+        resource_units: ru.max(1) as u32,
+        writes,
+    }
+}
+
+/// Lowest rate multiplier after repeated 429s.
+const MIN_FACTOR: f64 = 0.05;
+/// Multiplicative decrease on a 429.
+const DECREASE: f64 = 0.5;
+/// At most one multiplicative decrease per this period.
+const DECREASE_COOLDOWN: Duration = Duration::from_secs(1);
+/// Additive recovery per successful response.
+const RECOVERY_STEP: f64 = 0.02;
+
+#[derive(Debug)]
+struct Bucket {
+    capacity: f64,
+    tokens: f64,
+    /// Tokens per second at factor 1.0.
+    rate: f64,
+}
+
+impl Bucket {
+    fn new(quota: u32, window: Duration, safety: f64) -> Bucket {
+        let capacity = (f64::from(quota) * safety).max(1.0);
+        Bucket {
+            capacity,
+            tokens: capacity,
+            rate: capacity / window.as_secs_f64().max(0.001),
+        }
+    }
+
+    fn refill(&mut self, elapsed: f64, factor: f64) {
+        self.tokens = (self.tokens + elapsed * self.rate * factor).min(self.capacity);
+    }
+
+    /// Seconds until `cost` tokens are available.
+    fn wait_for(&self, cost: f64, factor: f64) -> f64 {
+        let cost = cost.min(self.capacity);
+        if self.tokens >= cost {
+            0.0
+        } else {
+            (cost - self.tokens) / (self.rate * factor)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PacerState {
+    ru: Bucket,
+    writes: Bucket,
+    factor: f64,
+    paused_until: Option<Instant>,
+    last: Instant,
+    last_decrease: Option<Instant>,
+}
+
+/// Adaptive pacer for one (app, tenant). Shared by `Arc`.
+#[derive(Debug)]
+pub struct Pacer {
+    enabled: bool,
+    state: Mutex<PacerState>,
+}
+
+impl Pacer {
+    pub fn new(config: &PacingConfig) -> Pacer {
+        Pacer {
+            enabled: config.enabled,
+            state: Mutex::new(PacerState {
+                ru: Bucket::new(
+                    config.resource_unit_quota,
+                    config.ru_window,
+                    config.safety_factor,
+                ),
+                writes: Bucket::new(
+                    config.write_quota,
+                    config.write_window,
+                    config.safety_factor,
+                ),
+                factor: 1.0,
+                paused_until: None,
+                last: Instant::now(),
+                last_decrease: None,
+            }),
+        }
+    }
+
+    /// Current rate multiplier (1.0 = full configured quota).
+    pub fn rate_factor(&self) -> f64 {
+        self.state.lock().map(|s| s.factor).unwrap_or(1.0)
+    }
+
+    /// Waits until `cost` fits in both buckets (and any global pause is over), then takes it.
+    pub async fn acquire(&self, cost: Cost) {
+        loop {
+            let wait = {
+                let Ok(mut s) = self.state.lock() else {
+                    return;
+                };
+                let now = Instant::now();
+                let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
+                s.last = now;
+                let factor = s.factor;
+                s.ru.refill(elapsed, factor);
+                s.writes.refill(elapsed, factor);
+                match s.paused_until {
+                    Some(until) if until > now => until - now,
+                    _ => {
+                        s.paused_until = None;
+                        if !self.enabled {
+                            return;
+                        }
+                        let ru = f64::from(cost.resource_units);
+                        let wr = f64::from(cost.writes);
+                        let w = s.ru.wait_for(ru, factor).max(s.writes.wait_for(wr, factor));
+                        if w <= 0.0 {
+                            s.ru.tokens -= ru.min(s.ru.capacity);
+                            s.writes.tokens -= wr.min(s.writes.capacity);
+                            return;
+                        }
+                        Duration::from_secs_f64(w.min(60.0))
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A 429: everyone on this (app, tenant) waits `retry_after`, and the rate halves.
+    pub fn on_throttled(&self, retry_after: Option<Duration>) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let pause = retry_after.unwrap_or(Duration::from_secs(1));
+        let until = now + pause;
+        if s.paused_until.is_none_or(|p| p < until) {
+            s.paused_until = Some(until);
+        }
+        // Concurrent requests often see the same throttling episode: decrease once per
+        // episode, not once per 429, or the rate collapses to the floor.
+        let recent = s
+            .last_decrease
+            .is_some_and(|t| now.saturating_duration_since(t) < DECREASE_COOLDOWN);
+        if !recent {
+            s.factor = (s.factor * DECREASE).max(MIN_FACTOR);
+            s.last_decrease = Some(now);
+        }
+        // What Graph charged us is gone; start the buckets empty-ish so we do not burst again.
+        s.ru.tokens = s.ru.tokens.min(0.0);
+        s.writes.tokens = s.writes.tokens.min(0.0);
+    }
+
+    /// A successful response, with `x-ms-throttle-limit-percentage` when Graph sent it.
+    pub fn on_success(&self, limit_percentage: Option<f64>) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        match limit_percentage {
+            Some(p) if p >= 0.8 => {
+                // 0.8 → no change … 1.8 → floor: slow down in proportion to the excess.
+                let target = (1.0 - (p - 0.8)).clamp(MIN_FACTOR, 1.0);
+                s.factor = s.factor.min(target).max(MIN_FACTOR);
+            }
+            _ => s.factor = (s.factor + RECOVERY_STEP).min(1.0),
+        }
+    }
+}
+
+/// Pacers keyed by (Graph host, client id, tenant). Clones of a client and separate clients for
+/// the same app and tenant share one pacer.
+#[derive(Debug, Default)]
+pub struct PacerRegistry {
+    pacers: Mutex<HashMap<(String, String, String), Arc<Pacer>>>,
+}
+
+impl PacerRegistry {
+    pub fn new() -> Self {
+        PacerRegistry::default()
+    }
+
+    /// The process-wide registry.
+    pub fn global() -> Arc<PacerRegistry> {
+        static GLOBAL: OnceLock<Arc<PacerRegistry>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| Arc::new(PacerRegistry::new()))
+            .clone()
+    }
+
+    /// The pacer for this key, created from `config` on first use.
+    pub fn pacer(
+        &self,
+        graph_host: &str,
+        client_id: &str,
+        tenant: &str,
+        config: &PacingConfig,
+    ) -> Arc<Pacer> {
+        let key = (
+            graph_host.to_ascii_lowercase(),
+            client_id.trim().to_ascii_lowercase(),
+            tenant.trim().to_ascii_lowercase(),
+        );
+        match self.pacers.lock() {
+            Ok(mut m) => m
+                .entry(key)
+                .or_insert_with(|| Arc::new(Pacer::new(config)))
+                .clone(),
+            Err(_) => Arc::new(Pacer::new(config)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(ru: u32, w: u32) -> Cost {
+        Cost {
+            resource_units: ru,
+            writes: w,
+        }
+    }
+
+    #[test]
+    fn cost_table() {
+        let cases = [
+            ("GET", "/users", "", c(2, 0)),
+            ("GET", "/users", "$select=id,displayName&$top=999", c(1, 0)),
+            ("GET", "/v1.0/users", "$top=5", c(1, 0)),
+            ("GET", "/users", "$select=id&$top=5", c(1, 0)),
+            ("GET", "/users/abc", "", c(1, 0)),
+            ("GET", "/users/abc", "$select=id", c(1, 0)),
+            ("GET", "/groups/g1/members", "", c(3, 0)),
+            ("GET", "/groups/g1/members", "$select=id", c(2, 0)),
+            ("GET", "/groups/g1/transitiveMembers", "", c(5, 0)),
+            ("GET", "/subscribedSkus", "", c(3, 0)),
+            ("GET", "/users/u1/licenseDetails", "", c(2, 0)),
+            ("GET", "/users/u1/memberOf", "$expand=x", c(3, 0)),
+            ("POST", "/directoryObjects/getByIds", "", c(3, 0)),
+            ("POST", "/users/u1/checkMemberGroups", "", c(4, 0)),
+            ("POST", "/users/u1/getMemberObjects", "", c(2, 0)),
+            ("GET", "/applications", "", c(2, 0)),
+            ("POST", "/users", "", c(1, 1)),
+            ("PATCH", "/users/u1", "", c(1, 1)),
+            ("PUT", "/users/u1/manager/$ref", "", c(1, 1)),
+            ("DELETE", "/groups/g/members/u/$ref", "", c(1, 1)),
+            ("POST", "/groups/g/members/$ref", "", c(1, 1)),
+            ("POST", "/users/u/assignLicense", "", c(1, 1)),
+            ("GET", "/organization", "", c(1, 0)),
+        ];
+        for (m, p, q, want) in cases {
+            assert_eq!(request_cost(m, p, q), want, "{m} {p}?{q}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_paces_writes_to_the_quota() {
+        let cfg = PacingConfig {
+            write_quota: 10,
+            write_window: Duration::from_secs(10),
+            resource_unit_quota: 1000,
+            ru_window: Duration::from_secs(10),
+            safety_factor: 1.0,
+            enabled: true,
+        };
+        let p = Pacer::new(&cfg);
+        let start = Instant::now();
+        for _ in 0..20 {
+            p.acquire(c(1, 1)).await;
+        }
+        // 10 in the initial burst, 10 more at 1/s.
+        let took = start.elapsed().as_secs_f64();
+        assert!((9.0..11.5).contains(&took), "{took}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttle_pauses_and_halves_then_recovers() {
+        let p = Pacer::new(&PacingConfig::default());
+        p.on_throttled(Some(Duration::from_millis(2128)));
+        // A second 429 of the same episode does not halve again.
+        p.on_throttled(Some(Duration::from_millis(2128)));
+        assert!((p.rate_factor() - 0.5).abs() < 1e-9);
+        let start = Instant::now();
+        p.acquire(c(1, 0)).await;
+        assert!(start.elapsed() >= Duration::from_millis(2128));
+        for _ in 0..100 {
+            p.on_success(None);
+        }
+        assert!((p.rate_factor() - 1.0).abs() < 1e-9);
+        p.on_success(Some(1.3));
+        assert!((p.rate_factor() - 0.5).abs() < 1e-9);
+        p.on_success(Some(0.8));
+        assert!((p.rate_factor() - 0.5).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn disabled_pacing_only_honours_pauses() {
+        let p = Pacer::new(&PacingConfig::disabled());
+        let start = Instant::now();
+        for _ in 0..10_000 {
+            p.acquire(c(5, 1)).await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(1));
+    }
+
+    #[test]
+    fn registry_shares_by_app_and_tenant() {
+        let r = PacerRegistry::new();
+        let cfg = PacingConfig::default();
+        let a = r.pacer("https://graph.microsoft.com", "App", "T", &cfg);
+        let b = r.pacer("https://graph.microsoft.com", "app", "t", &cfg);
+        let other = r.pacer("https://graph.microsoft.com", "app", "t2", &cfg);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &other));
+    }
+}

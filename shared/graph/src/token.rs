@@ -1,0 +1,494 @@
+//! Access tokens by the client-credentials flow (graph-facts §1, Gotcha 18).
+//!
+//! Tokens are cached per (login host, tenant, client id, scope) in a [`TokenCache`] that many
+//! clients can share (by default one per process), renewed ahead of expiry, and renewed once when
+//! Graph answers 401. Fetches for one key are single-flight: concurrent callers wait for one
+//! request instead of stampeding the token endpoint.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use backon::Retryable;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::error::{AuthError, GraphError};
+use crate::settings::{Credentials, Endpoints, RetryPolicy};
+
+/// Renew when less than this much of the lifetime remains...
+const RENEW_BEFORE_MAX: Duration = Duration::from_secs(300);
+/// ...or less than this fraction of it, whichever is smaller (so 60 s test tokens are not
+/// renewed on every call).
+const RENEW_FRACTION: f64 = 0.10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    login_url: String,
+    tenant: String,
+    client_id: String,
+    scope: String,
+}
+
+struct CachedToken {
+    access_token: SecretString,
+    /// The secret that obtained this token: a client holding a different secret for the same
+    /// app must not ride on it (a wrong secret would go unnoticed).
+    secret: SecretString,
+    renew_at: Instant,
+    expires_at: Instant,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+/// Shared token cache. Cheap to share via `Arc`; see [`TokenCache::global`].
+#[derive(Default)]
+pub struct TokenCache {
+    slots: Mutex<HashMap<TokenKey, Slot>>,
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("fetches", &self.fetches.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token handed to a request: the bearer value and an identity to invalidate it by.
+#[derive(Clone)]
+pub(crate) struct IssuedToken {
+    pub(crate) value: SecretString,
+}
+
+/// Decoded claims of an access token that the product uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TokenClaims {
+    /// Application permissions granted (e.g. `User.ReadWrite.All`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Tenant id.
+    #[serde(default)]
+    pub tid: Option<String>,
+    /// Application id (`appid` in v1 tokens, `azp` in v2).
+    #[serde(default, alias = "azp")]
+    pub appid: Option<String>,
+    /// Audience (the Graph resource).
+    #[serde(default)]
+    pub aud: Option<String>,
+    /// Expiry, seconds since the epoch.
+    #[serde(default)]
+    pub exp: Option<i64>,
+}
+
+/// Decodes the JWT payload (base64url, padding optional). No signature check: the token came
+/// straight from the token endpoint over TLS and is only read for diagnostics.
+pub fn decode_claims(token: &str) -> Option<TokenClaims> {
+    let payload = token.split('.').nth(1)?;
+    let trimmed = payload.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+impl TokenCache {
+    pub fn new() -> Self {
+        TokenCache::default()
+    }
+
+    /// The process-wide cache used by clients that are not given one.
+    pub fn global() -> Arc<TokenCache> {
+        static GLOBAL: OnceLock<Arc<TokenCache>> = OnceLock::new();
+        GLOBAL.get_or_init(|| Arc::new(TokenCache::new())).clone()
+    }
+
+    /// Tokens fetched from the token endpoint through this cache (successful or not).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Forgets every cached token.
+    pub fn clear(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.clear();
+        }
+    }
+
+    fn slot(&self, key: TokenKey) -> Slot {
+        match self.slots.lock() {
+            Ok(mut slots) => slots.entry(key).or_default().clone(),
+            // A poisoned map only means another thread panicked mid-insert; a fresh slot is safe.
+            Err(_) => Slot::default(),
+        }
+    }
+
+    /// A valid token, fetching one when missing, due for renewal, or equal to `rejected`
+    /// (the token Graph just answered 401 to).
+    pub(crate) async fn get(
+        &self,
+        fetcher: &TokenFetcher<'_>,
+        rejected: Option<&IssuedToken>,
+    ) -> Result<(IssuedToken, bool), GraphError> {
+        let key = TokenKey {
+            login_url: fetcher.endpoints.login_url.to_ascii_lowercase(),
+            tenant: fetcher.credentials.tenant.trim().to_ascii_lowercase(),
+            client_id: fetcher.credentials.client_id.trim().to_ascii_lowercase(),
+            scope: fetcher.endpoints.scope.clone(),
+        };
+        let slot = self.slot(key);
+        let mut guard = slot.lock().await;
+        let now = Instant::now();
+        if let Some(cached) = guard.as_ref() {
+            let same_secret =
+                cached.secret.expose_secret() == fetcher.credentials.client_secret.expose_secret();
+            let was_rejected = rejected
+                .is_some_and(|r| r.value.expose_secret() == cached.access_token.expose_secret());
+            if same_secret && !was_rejected && now < cached.renew_at && now < cached.expires_at {
+                return Ok((
+                    IssuedToken {
+                        value: cached.access_token.clone(),
+                    },
+                    false,
+                ));
+            }
+            if same_secret && !was_rejected && rejected.is_some() {
+                // Someone else already renewed after the 401: use theirs.
+                if now < cached.expires_at {
+                    return Ok((
+                        IssuedToken {
+                            value: cached.access_token.clone(),
+                        },
+                        false,
+                    ));
+                }
+            }
+        }
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let fresh = fetcher.fetch().await?;
+        let issued = IssuedToken {
+            value: fresh.access_token.clone(),
+        };
+        *guard = Some(fresh);
+        Ok((issued, true))
+    }
+}
+
+/// What a fetch needs; borrowed from the client.
+pub(crate) struct TokenFetcher<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) endpoints: &'a Endpoints,
+    pub(crate) credentials: &'a Credentials,
+    pub(crate) policy: &'a RetryPolicy,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct TokenErrorBody {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_codes: Vec<u64>,
+    #[serde(default)]
+    trace_id: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+}
+
+impl TokenFetcher<'_> {
+    fn token_url(&self) -> String {
+        let tenant = crate::odata::encode_path_segment(self.credentials.tenant.trim());
+        format!("{}/{}/oauth2/v2.0/token", self.endpoints.login_url, tenant)
+    }
+
+    async fn fetch(&self) -> Result<CachedToken, GraphError> {
+        let attempt = || self.fetch_once();
+        attempt
+            .retry(self.policy.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|e: &GraphError| e.is_retryable())
+            .notify(|e, d| {
+                tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, "token request failed; retrying");
+            })
+            .await
+    }
+
+    async fn fetch_once(&self) -> Result<CachedToken, GraphError> {
+        let form = [
+            ("client_id", self.credentials.client_id.trim()),
+            ("scope", self.endpoints.scope.as_str()),
+            (
+                "client_secret",
+                self.credentials.client_secret.expose_secret(),
+            ),
+            ("grant_type", "client_credentials"),
+        ];
+        let started = Instant::now();
+        let resp = self
+            .http
+            .post(self.token_url())
+            .header("client-request-id", uuid::Uuid::new_v4().to_string())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| {
+                // reqwest errors carry the URL (no secret: the secret is in the body), but keep
+                // only the kind to be safe.
+                AuthError::Unavailable {
+                    detail: transport_kind(&e).to_string(),
+                }
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| AuthError::Unavailable {
+            detail: transport_kind(&e).to_string(),
+        })?;
+        if (200..300).contains(&status) {
+            let parsed: TokenResponse =
+                serde_json::from_slice(&body).map_err(|_| AuthError::Rejected {
+                    error: "the token response was not the expected JSON".into(),
+                    codes: vec![],
+                    status,
+                    trace_id: None,
+                })?;
+            let lifetime = parse_expires_in(parsed.expires_in.as_ref());
+            let renew_before = RENEW_BEFORE_MAX.min(lifetime.mul_f64(RENEW_FRACTION));
+            tracing::debug!(expires_in_s = lifetime.as_secs(), "token obtained");
+            return Ok(CachedToken {
+                access_token: SecretString::from(parsed.access_token),
+                secret: self.credentials.client_secret.clone(),
+                renew_at: started + lifetime.saturating_sub(renew_before),
+                expires_at: started + lifetime,
+            });
+        }
+        let err: TokenErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        Err(GraphError::Auth(map_token_error(
+            status,
+            &err,
+            self.credentials,
+            &self.endpoints.scope,
+        )))
+    }
+}
+
+fn parse_expires_in(v: Option<&serde_json::Value>) -> Duration {
+    let secs = match v {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s.min(86_400.0)),
+        // Unknown lifetime: assume a short one so it is renewed soon.
+        _ => Duration::from_secs(300),
+    }
+}
+
+fn map_token_error(
+    status: u16,
+    body: &TokenErrorBody,
+    credentials: &Credentials,
+    scope: &str,
+) -> AuthError {
+    let codes = &body.error_codes;
+    let has = |c: u64| codes.contains(&c);
+    let client_id = credentials.client_id.trim().to_string();
+    let tenant = credentials.tenant.trim().to_string();
+    let error = body.error.as_deref().unwrap_or("");
+    if has(7_000_215) {
+        return AuthError::InvalidClientSecret { client_id };
+    }
+    if has(7_000_222) {
+        return AuthError::ExpiredClientSecret { client_id };
+    }
+    if has(700_016) {
+        return AuthError::UnknownApplication { client_id, tenant };
+    }
+    if has(90_002) {
+        return AuthError::UnknownTenant { tenant };
+    }
+    if has(900_023) {
+        return AuthError::MalformedTenant { tenant };
+    }
+    if let Some(&code) = codes.iter().find(|c| matches!(**c, 70_011 | 1_002_012)) {
+        return AuthError::InvalidScope {
+            scope: scope.to_string(),
+            code,
+        };
+    }
+    if error == "invalid_scope" {
+        return AuthError::InvalidScope {
+            scope: scope.to_string(),
+            code: codes.first().copied().unwrap_or(70_011),
+        };
+    }
+    if error == "temporarily_unavailable" || status >= 500 || status == 429 {
+        return AuthError::Unavailable {
+            detail: format!("HTTP {status} {error}"),
+        };
+    }
+    AuthError::Rejected {
+        error: if error.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            error.to_string()
+        },
+        codes: codes.clone(),
+        status,
+        trace_id: body
+            .trace_id
+            .clone()
+            .or_else(|| body.correlation_id.clone()),
+    }
+}
+
+pub(crate) fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "request timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "response body could not be read"
+    } else if e.is_request() {
+        "request could not be sent"
+    } else {
+        "transport error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials {
+            tenant: "contoso.onmicrosoft.com".into(),
+            client_id: "11111111-1111-1111-1111-111111111111".into(),
+            client_secret: SecretString::from("super-secret"),
+        }
+    }
+
+    fn err(error: &str, codes: &[u64]) -> TokenErrorBody {
+        TokenErrorBody {
+            error: Some(error.into()),
+            error_codes: codes.to_vec(),
+            trace_id: Some("trace".into()),
+            correlation_id: None,
+        }
+    }
+
+    #[test]
+    fn aadsts_codes_map_to_distinct_config_errors() {
+        let c = creds();
+        let s = "https://graph.microsoft.com/.default";
+        let m = |status, e: TokenErrorBody| map_token_error(status, &e, &c, s);
+        assert!(matches!(
+            m(401, err("invalid_client", &[7000215])),
+            AuthError::InvalidClientSecret { .. }
+        ));
+        assert!(matches!(
+            m(401, err("invalid_client", &[7000222])),
+            AuthError::ExpiredClientSecret { .. }
+        ));
+        assert!(matches!(
+            m(400, err("unauthorized_client", &[700016])),
+            AuthError::UnknownApplication { .. }
+        ));
+        assert!(matches!(
+            m(400, err("invalid_request", &[90002])),
+            AuthError::UnknownTenant { .. }
+        ));
+        assert!(matches!(
+            m(400, err("invalid_request", &[900023])),
+            AuthError::MalformedTenant { .. }
+        ));
+        assert!(matches!(
+            m(400, err("invalid_scope", &[70011])),
+            AuthError::InvalidScope { .. }
+        ));
+        assert!(matches!(
+            m(400, err("temporarily_unavailable", &[])),
+            AuthError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            m(503, TokenErrorBody::default()),
+            AuthError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            m(400, err("invalid_grant", &[12345])),
+            AuthError::Rejected { .. }
+        ));
+        // Messages name the fix and never carry the secret.
+        let msg = m(401, err("invalid_client", &[7000215])).to_string();
+        assert!(msg.contains("Value, not its ID"), "{msg}");
+        assert!(!msg.contains("super-secret"));
+        let msg = m(401, err("invalid_client", &[7000222])).to_string();
+        assert!(msg.contains("create a new client secret"), "{msg}");
+        assert!(m(503, TokenErrorBody::default()).is_retryable());
+        assert!(!m(401, err("invalid_client", &[7000215])).is_retryable());
+    }
+
+    #[test]
+    fn decodes_roles_from_jwt_payload() {
+        let payload = serde_json::json!({
+            "aud": "https://graph.microsoft.com", "tid": "t-1", "appid": "a-1",
+            "roles": ["User.ReadWrite.All", "Group.ReadWrite.All"], "exp": 1700000000
+        });
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&payload).unwrap());
+        let token = format!("eyJhbGciOiJub25lIn0.{b64}.sig");
+        let claims = decode_claims(&token).unwrap();
+        assert_eq!(
+            claims.roles,
+            vec!["User.ReadWrite.All", "Group.ReadWrite.All"]
+        );
+        assert_eq!(claims.tid.as_deref(), Some("t-1"));
+        assert_eq!(claims.appid.as_deref(), Some("a-1"));
+        // Padded base64url is accepted too; garbage is not.
+        let padded = format!("x.{}==.y", b64.trim_end_matches('='));
+        assert!(decode_claims(&padded).is_some());
+        assert!(decode_claims("not-a-jwt").is_none());
+        let no_roles = format!(
+            "x.{}.y",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"{\"tid\":\"t\"}")
+        );
+        assert!(decode_claims(&no_roles).unwrap().roles.is_empty());
+    }
+
+    #[test]
+    fn expires_in_parsing() {
+        assert_eq!(
+            parse_expires_in(Some(&serde_json::json!(3599))),
+            Duration::from_secs(3599)
+        );
+        assert_eq!(
+            parse_expires_in(Some(&serde_json::json!("3599"))),
+            Duration::from_secs(3599)
+        );
+        assert_eq!(parse_expires_in(None), Duration::from_secs(300));
+        assert_eq!(
+            parse_expires_in(Some(&serde_json::json!(-5))),
+            Duration::from_secs(300)
+        );
+        // Renewal margin: 10 % or 5 min, whichever is smaller.
+        let l = Duration::from_secs(3599);
+        assert_eq!(
+            RENEW_BEFORE_MAX.min(l.mul_f64(RENEW_FRACTION)),
+            Duration::from_secs(300)
+        );
+        let l = Duration::from_secs(60);
+        assert_eq!(
+            RENEW_BEFORE_MAX.min(l.mul_f64(RENEW_FRACTION)),
+            Duration::from_secs(6)
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Throttling (429 + Retry-After honoured, every write lands exactly once), transient faults,
+//! no duplicates after an uncertain create, client-side pacing against the sandbox quota.
+
+use std::time::{Duration, Instant};
+
+use m365_graph::{GraphError, NewGroup, PacingConfig};
+use m365_integration_tests::graph_client::*;
+use m365_sandbox::{FaultRule, FaultStatus};
+
+#[tokio::test]
+async fn throttling_is_honoured_and_every_write_lands_once() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.throttle.app_tenant_write_quota = 15;
+    knobs.throttle.app_tenant_write_window_secs = 1.0;
+    sb.sandbox().set_knobs(knobs);
+    // Client pacing at Graph's real quota (3,000 / 150 s), far above the sandbox's scaled one:
+    // the 429s and the adaptive slow-down must still get every write through.
+    let mut s = settings(&sb);
+    s.pacing = PacingConfig::default();
+    let c = client_with(s, demo_credentials());
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.create_user(&new_user(&format!("thr{i}"))).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for i in 0..40 {
+        assert_eq!(users_with_upn(&sb, &format!("thr{i}@example.com")).len(), 1);
+    }
+    let s = c.stats();
+    assert!(s.throttled > 0, "the quota was hit: {s:?}");
+    assert_eq!(sb.sandbox().stats().throttled, s.throttled);
+    assert!(c.pacing_factor() < 1.0, "the pacer slowed down after 429s");
+}
+
+#[tokio::test]
+async fn fractional_retry_after_is_waited() {
+    let sb = start_demo().await;
+    sb.sandbox().add_fault(FaultRule {
+        count: 2,
+        retry_after: Some(0.35),
+        ..FaultRule::new("GET", "/organization", FaultStatus::Status(429))
+    });
+    let c = client(&sb);
+    let start = Instant::now();
+    let org = c.organization().await.unwrap();
+    assert_eq!(org.len(), 1);
+    assert!(
+        start.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(c.stats().throttled, 2);
+}
+
+#[tokio::test]
+async fn transient_5xx_are_retried_with_backoff() {
+    let sb = start_demo().await;
+    sb.sandbox().add_fault(FaultRule {
+        count: 1,
+        ..FaultRule::new("GET", "/domains", FaultStatus::Status(500))
+    });
+    sb.sandbox().add_fault(FaultRule {
+        count: 1,
+        retry_after: Some(0.1),
+        ..FaultRule::new("GET", "/domains", FaultStatus::Status(503))
+    });
+    sb.sandbox()
+        .add_fault(FaultRule::new("GET", "/domains", FaultStatus::Status(504)));
+    let c = client(&sb);
+    assert!(!c.domains().await.unwrap().is_empty());
+    assert_eq!(c.stats().retries, 3);
+}
+
+#[tokio::test]
+async fn persistent_5xx_gives_up_as_transient() {
+    let sb = start_demo().await;
+    sb.sandbox().add_fault(FaultRule {
+        count: 100,
+        ..FaultRule::new("GET", "/domains", FaultStatus::Status(503))
+    });
+    let c = client(&sb);
+    let e = c.domains().await.unwrap_err();
+    assert!(matches!(e, GraphError::Transient { .. }), "{e:?}");
+    assert!(e.is_retryable());
+    // transient_retry.max_attempts = 5
+    assert_eq!(sb.sandbox().stats().requests, 5);
+}
+
+#[tokio::test]
+async fn timed_out_create_that_landed_is_not_duplicated() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.faults.timeout_ms = 3_000;
+    sb.sandbox().set_knobs(knobs);
+    sb.sandbox()
+        .add_fault(FaultRule::new("POST", "/users", FaultStatus::TIMEOUT));
+    let mut s = settings(&sb);
+    s.request_timeout = Duration::from_millis(800);
+    let c = client_with(s, demo_credentials());
+    let u = c.create_user(&new_user("slowpoke")).await.unwrap();
+    let stored = users_with_upn(&sb, "slowpoke@example.com");
+    assert_eq!(stored.len(), 1, "exactly one user");
+    assert_eq!(stored[0]["id"], u.id.as_str());
+}
+
+#[tokio::test]
+async fn applied_503_on_create_with_replication_lag_is_not_duplicated() {
+    // The write lands, the answer is 503, and the new user is not yet visible to the look-up:
+    // the re-post conflicts, and the client returns the user its first attempt created.
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.replication_lag_ms = 300;
+    sb.sandbox().set_knobs(knobs);
+    sb.sandbox().add_fault(FaultRule {
+        applied: true,
+        ..FaultRule::new("POST", "/users", FaultStatus::Status(503))
+    });
+    let c = client(&sb);
+    let u = c.create_user(&new_user("twice")).await.unwrap();
+    let stored = users_with_upn(&sb, "twice@example.com");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"], u.id.as_str());
+}
+
+#[tokio::test]
+async fn applied_500_on_group_create_is_not_duplicated() {
+    let sb = start_demo().await;
+    sb.sandbox().add_fault(FaultRule {
+        applied: true,
+        ..FaultRule::new("POST", "/groups", FaultStatus::Status(500))
+    });
+    let c = client(&sb);
+    let g = c
+        .create_group(&NewGroup::security("Once", "once"))
+        .await
+        .unwrap();
+    let stored = groups_named(&sb, "Once");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"], g.id.as_str());
+}
+
+#[tokio::test]
+async fn client_pacing_matched_to_the_quota_avoids_429s() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.throttle.app_tenant_write_quota = 20;
+    knobs.throttle.app_tenant_write_window_secs = 2.0;
+    sb.sandbox().set_knobs(knobs);
+    let mut s = settings(&sb);
+    s.pacing = PacingConfig {
+        write_quota: 20,
+        write_window: Duration::from_secs(2),
+        ..PacingConfig::default()
+    };
+    let c = client_with(s, demo_credentials());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.create_user(&new_user(&format!("paced{i}"))).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(c.stats().throttled, 0, "{:?}", c.stats());
+    assert_eq!(c.stats().writes, 40);
+    // 19 in the first burst (0.97 × 20), the rest at ~9.7/s.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    for i in 0..40 {
+        assert_eq!(
+            users_with_upn(&sb, &format!("paced{i}@example.com")).len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn throttle_limit_percentage_slows_the_pacer_before_any_429() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.throttle.app_tenant_write_quota = 20;
+    knobs.throttle.app_tenant_write_window_secs = 60.0;
+    sb.sandbox().set_knobs(knobs);
+    let mut s = settings(&sb);
+    s.pacing = PacingConfig::default();
+    let c = client_with(s, demo_credentials());
+    for i in 0..18 {
+        c.create_user(&new_user(&format!("warm{i}"))).await.unwrap();
+    }
+    assert_eq!(c.stats().throttled, 0);
+    assert!(
+        c.pacing_factor() < 1.0,
+        "x-ms-throttle-limit-percentage ≥ 0.8 lowered the rate: {}",
+        c.pacing_factor()
+    );
+}
