@@ -1,0 +1,30 @@
+//! The provisioning engine of m365-provisioner: the source model, mapping, planning and safety
+//! rules, and the port traits through which it reaches the world. It depends on no AWS, HTTP or
+//! LDAP crate; adapters implement [`Source`], [`Directory`], [`StateStore`], [`SecretStore`] and
+//! [`Clock`].
+
+pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod directory;
+pub mod model;
+pub mod secrets;
+pub mod source;
+pub mod state;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use directory::{
+    Directory, DirectoryCounters, DirectoryError, DirectoryOp, DirectoryResult, FailureKind,
+    GroupKind, OpOutcome, TenantDomain, TenantGroup, TenantUser,
+};
+pub use model::{
+    AttrValue, Attributes, LicenseAssignment, ObjectKind, RecordError, SourceGroup, SourceUser,
+};
+pub use secrets::{ConnectionSecrets, SecretError, SecretStore};
+pub use source::{
+    Change, ChangePage, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError,
+};
+pub use state::{
+    Checkpoint, Lease, Link, LinkOrigin, ObjectError, Phase, RunRecord, RunStatus, StateError,
+    StateResult, StateStore, UnixMillis,
+};

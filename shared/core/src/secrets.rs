@@ -1,0 +1,50 @@
+//! The `SecretStore` port: credentials come from here, never from the config file.
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+/// The credentials of one connection.
+#[derive(Clone)]
+pub struct ConnectionSecrets {
+    /// Tenant GUID or domain.
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Further named secrets (a default password, webhook signing secrets), never logged.
+    pub extra: std::collections::BTreeMap<String, SecretString>,
+}
+
+impl std::fmt::Debug for ConnectionSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSecrets")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("extra", &self.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Why secrets could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Nothing stored under that name; the message says where it was looked for.
+    #[error("{0}")]
+    Missing(String),
+    /// Stored, but not in the expected shape (names the field, never the value).
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the secret store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where credentials live: environment/file locally, AWS Secrets Manager in the cloud.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The credentials of `connection`.
+    async fn connection_secrets(&self, connection: &str) -> Result<ConnectionSecrets, SecretError>;
+
+    /// Drops any cached copy so the next call reads the store again (after a credential was
+    /// refused: it may have been rotated).
+    async fn invalidate(&self, connection: &str);
+}

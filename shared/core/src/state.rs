@@ -1,0 +1,307 @@
+//! The `StateStore` port: what the engine remembers between runs (DESIGN §9).
+//!
+//! Per connection: links source id → tenant object id with the last applied state, the source
+//! checkpoint, per-object errors with their next retry, run records, processed webhook event ids
+//! (with expiry) and a run lease with a fencing token. Adapters: SQLite (local default) and
+//! DynamoDB. Every adapter must pass [`crate::conformance`] (feature `conformance`).
+//!
+//! Rules every adapter keeps:
+//! - Expiry is checked on read (a lease or event past its expiry reads as absent), because a
+//!   store's own expiry (DynamoDB TTL) deletes lazily.
+//! - `put_checkpoint` succeeds only for the holder of the newest lease token: a stale run can
+//!   never move the cursor back (sources-facts §6.3).
+//! - Batch writes are atomic per call where the store allows it, and idempotent always.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{LicenseAssignment, ObjectKind};
+use crate::source::SourceCursor;
+
+/// Milliseconds since the Unix epoch (UTC).
+pub type UnixMillis = i64;
+
+/// How a link came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkOrigin {
+    /// This connection created the tenant object.
+    Created,
+    /// The tenant object existed and was matched (by UPN or displayName) and linked.
+    Matched,
+}
+
+/// A source identity linked to a tenant object, with the state last applied to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub kind: ObjectKind,
+    /// Immutable source id.
+    pub source_id: String,
+    /// Tenant object id (Graph `id`).
+    pub object_id: String,
+    pub origin: LinkOrigin,
+    /// Hash of the last applied desired state. An unchanged source identity hashes the same, so a
+    /// no-op run compares this alone and makes no Graph call.
+    pub hash: String,
+    /// Last applied values of the mapped attributes, by Graph property name. Used to show old →
+    /// new in plans and to send only what changed. Never holds a password.
+    pub applied: BTreeMap<String, serde_json::Value>,
+    /// Last applied `accountEnabled` (users).
+    pub enabled: bool,
+    /// Licenses this connection assigned (users). Others (group-based, manual) are not ours.
+    pub licenses: Vec<LicenseAssignment>,
+    /// Source id of the manager last applied (users).
+    pub manager: Option<String>,
+    /// Tenant object ids of the members this connection manages (groups), sorted.
+    pub members: Vec<String>,
+    /// Generation of the last full snapshot that contained this identity (mark-and-sweep).
+    pub seen_generation: u64,
+    pub updated_at: UnixMillis,
+}
+
+/// Where a connection's source reading stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Reading a full snapshot; `cursor` is where the next page starts (`None`: the first page).
+    Snapshot { cursor: Option<SourceCursor> },
+    /// The snapshot is complete; deprovisioning the links not seen in it, in source-id order
+    /// after `after`.
+    Sweep { after: Option<String> },
+    /// Between snapshots: nothing in progress.
+    Idle,
+}
+
+/// The durable checkpoint of a connection; a run resumes from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Generation of the snapshot in progress, or of the last one finished.
+    pub generation: u64,
+    pub phase: Phase,
+    /// Whether the snapshot of `generation` may be swept: every page read, and no record error
+    /// without an id.
+    pub sweep_allowed: bool,
+    /// Cursor for incremental changes, for sources that have them.
+    pub changes_cursor: Option<SourceCursor>,
+    /// When the last snapshot finished.
+    pub last_complete_at: Option<UnixMillis>,
+    pub updated_at: UnixMillis,
+}
+
+/// A per-object failure, retried with backoff in later runs (DESIGN §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectError {
+    pub kind: ObjectKind,
+    pub source_id: String,
+    /// The operation that failed (`create`, `update`, `license`, `manager`, `members`, …).
+    pub operation: String,
+    /// What went wrong and what to fix, as shown by `status`.
+    pub message: String,
+    /// Failures in a row.
+    pub attempts: u32,
+    pub first_failed_at: UnixMillis,
+    pub last_failed_at: UnixMillis,
+    /// Not retried before this instant.
+    pub next_retry_at: UnixMillis,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    /// Everything done.
+    Succeeded,
+    /// Finished; some objects failed and are recorded.
+    PartiallyFailed,
+    /// Stopped before its first destructive operation by the circuit breaker.
+    BreakerTripped,
+    /// Stopped at its deadline with a checkpoint; the next run continues.
+    Checkpointed,
+    /// Stopped by an error that concerns the whole run (source unreadable, credentials).
+    Failed,
+}
+
+/// One run of a connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub started_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    pub status: RunStatus,
+    /// Counts by name: `created`, `updated`, `disabled`, `deprovisioned`, `failed`, `graph_writes`…
+    pub counts: BTreeMap<String, u64>,
+    pub message: Option<String>,
+}
+
+/// The right to run a connection, until `expires_at`. `token` grows with every acquisition: it
+/// fences writes of a holder that lost the lease without knowing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub connection: String,
+    pub owner: String,
+    pub token: u64,
+    pub expires_at: UnixMillis,
+}
+
+/// Failures of a state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A write carried a lease token older than the newest: another run has taken over.
+    #[error(
+        "connection {connection}: the run lease was taken over by a newer run (token {presented} < {current}); this run must stop"
+    )]
+    Fenced {
+        connection: String,
+        presented: u64,
+        current: u64,
+    },
+    /// The store cannot be reached or refused the operation; worth retrying.
+    #[error("the state store is unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data cannot be read back (a format from another version, a damaged file).
+    #[error("stored state is damaged or from an unknown version: {0}")]
+    Corrupt(String),
+}
+
+impl StateError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StateError::Unavailable(_))
+    }
+}
+
+pub type StateResult<T> = Result<T, StateError>;
+
+/// Durable state of the engine.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    // --- links ---
+
+    /// Links of these source ids (missing ones are simply absent from the result).
+    async fn get_links(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<Vec<Link>>;
+
+    /// One page of links in source-id order, starting after `after`; at most `limit`.
+    async fn list_links(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StateResult<Vec<Link>>;
+
+    /// Inserts or replaces links (keyed by kind + source id).
+    async fn put_links(&self, connection: &str, links: &[Link]) -> StateResult<()>;
+
+    /// Marks links as seen in snapshot `generation` (only raises `seen_generation`).
+    async fn mark_seen(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+        generation: u64,
+    ) -> StateResult<()>;
+
+    /// Removes links; absent ones are ignored.
+    async fn delete_links(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<()>;
+
+    /// Number of links of a kind (the circuit breaker's percentage base).
+    async fn count_links(&self, connection: &str, kind: ObjectKind) -> StateResult<u64>;
+
+    // --- checkpoint ---
+
+    async fn get_checkpoint(&self, connection: &str) -> StateResult<Option<Checkpoint>>;
+
+    /// Stores the checkpoint if `lease` carries the newest token of the connection, else
+    /// [`StateError::Fenced`].
+    async fn put_checkpoint(
+        &self,
+        connection: &str,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> StateResult<()>;
+
+    // --- per-object errors ---
+
+    /// Inserts or replaces the error of (kind, source id).
+    async fn put_error(&self, connection: &str, error: &ObjectError) -> StateResult<()>;
+
+    async fn get_errors(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<Vec<ObjectError>>;
+
+    async fn clear_errors(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<()>;
+
+    /// Errors of the connection, soonest retry first; at most `limit`.
+    async fn list_errors(&self, connection: &str, limit: usize) -> StateResult<Vec<ObjectError>>;
+
+    // --- runs ---
+
+    /// Inserts or replaces a run record (keyed by id).
+    async fn put_run(&self, connection: &str, run: &RunRecord) -> StateResult<()>;
+
+    /// The latest runs, newest first.
+    async fn list_runs(&self, connection: &str, limit: usize) -> StateResult<Vec<RunRecord>>;
+
+    // --- lease ---
+
+    /// Takes the lease if it is free or expired at `now`; `None` while another owner holds it.
+    /// Every successful acquisition gets a token greater than any before it.
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        owner: &str,
+        now: UnixMillis,
+        ttl_ms: i64,
+    ) -> StateResult<Option<Lease>>;
+
+    /// Extends a lease still held (same owner and token, not expired at `now`); `None` if lost.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: UnixMillis,
+        ttl_ms: i64,
+    ) -> StateResult<Option<Lease>>;
+
+    /// Gives the lease up (no effect if it was already taken over). The token stays counted.
+    async fn release_lease(&self, lease: &Lease) -> StateResult<()>;
+
+    // --- webhook events ---
+
+    /// Records a processed event id until `expires_at`. `true` if it was not known (or its
+    /// record had expired at `now`): the caller applies the event; `false`: a duplicate.
+    async fn remember_event(
+        &self,
+        connection: &str,
+        event_id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> StateResult<bool>;
+
+    /// Forgets an event id (its processing failed and the sender will retry it).
+    async fn forget_event(&self, connection: &str, event_id: &str) -> StateResult<()>;
+
+    // --- connection ---
+
+    /// Removes everything stored for a connection except the lease token counter (rule deletion).
+    async fn clear_connection(&self, connection: &str) -> StateResult<()>;
+}
