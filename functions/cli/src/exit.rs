@@ -12,10 +12,8 @@ pub enum Code {
     /// The configuration or the command line is wrong; nothing was changed.
     Config = 2,
     /// The run finished, but some objects failed; each is recorded with its reason.
-    #[allow(dead_code, reason = "used by sync once the engine lands")]
     PartialFailure = 3,
     /// The deletion circuit breaker stopped the run before its first destructive operation.
-    #[allow(dead_code, reason = "used by sync once the engine lands")]
     BreakerTripped = 4,
     /// The tenant could not be reached or refused the credentials.
     Connection = 5,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod app;
 mod commands;
 mod exit;
 
@@ -32,6 +33,15 @@ enum Command {
     /// Check credentials and permissions against a tenant: obtains a token, reads the
     /// organization, and names every missing Graph permission.
     TestConnection(commands::test_connection::Args),
+    /// Show what a sync would do (creates, links, updates old → new, licenses, managers,
+    /// memberships, disables, deletes), changing nothing.
+    Plan(commands::plan::Args),
+    /// Bring the tenant in line with the source: plan, then carry the plan out.
+    Sync(commands::sync::Args),
+    /// Show the last runs, the linked objects and the objects in error with their next retry.
+    Status(commands::status::Args),
+    /// Manage rules: `rule delete [--deprovision]`.
+    Rule(commands::rule::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +61,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(args) => commands::sandbox::run(args).await,
             Command::TestConnection(args) => commands::test_connection::run(args).await,
+            Command::Plan(args) => commands::plan::run(args).await,
+            Command::Sync(args) => commands::sync::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Rule(args) => commands::rule::run(args).await,
         }
     });
     code.into()

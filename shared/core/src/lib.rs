@@ -4,10 +4,19 @@
 //! [`Clock`].
 
 pub mod clock;
+pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod directory;
+pub mod engine;
+pub mod executor;
+pub mod hash;
+pub mod mapping;
 pub mod model;
+pub mod plan;
+pub mod planner;
+pub mod rule;
+pub mod rule_mapping;
 pub mod secrets;
 pub mod source;
 pub mod state;

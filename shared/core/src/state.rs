@@ -7,7 +7,9 @@
 //!
 //! Rules every adapter keeps:
 //! - Expiry is checked on read (a lease or event past its expiry reads as absent), because a
-//!   store's own expiry (DynamoDB TTL) deletes lazily.
+//!   store's own expiry (DynamoDB TTL) deletes lazily. A lease or event is expired at `now` when
+//!   `expires_at <= now`.
+//! - Every time is an explicit argument; no adapter reads the clock.
 //! - `put_checkpoint` succeeds only for the holder of the newest lease token: a stale run can
 //!   never move the cursor back (sources-facts §6.3).
 //! - Batch writes are atomic per call where the store allows it, and idempotent always.
@@ -179,7 +181,8 @@ pub type StateResult<T> = Result<T, StateError>;
 pub trait StateStore: Send + Sync {
     // --- links ---
 
-    /// Links of these source ids (missing ones are simply absent from the result).
+    /// Links of these source ids (missing ones are simply absent from the result). Each link
+    /// appears at most once, even for a repeated id, in no particular order.
     async fn get_links(
         &self,
         connection: &str,
@@ -187,7 +190,8 @@ pub trait StateStore: Send + Sync {
         source_ids: &[String],
     ) -> StateResult<Vec<Link>>;
 
-    /// One page of links in source-id order, starting after `after`; at most `limit`.
+    /// One page of links in source-id order (byte order of the UTF-8 ids), starting after
+    /// `after` (which need not be a stored id); at most `limit`.
     async fn list_links(
         &self,
         connection: &str,
@@ -224,7 +228,8 @@ pub trait StateStore: Send + Sync {
     async fn get_checkpoint(&self, connection: &str) -> StateResult<Option<Checkpoint>>;
 
     /// Stores the checkpoint if `lease` carries the newest token of the connection, else
-    /// [`StateError::Fenced`].
+    /// [`StateError::Fenced`]. The check is by token alone, never by clock: a holder whose lease
+    /// expired but was not taken over still holds the newest token.
     async fn put_checkpoint(
         &self,
         connection: &str,
@@ -264,7 +269,8 @@ pub trait StateStore: Send + Sync {
 
     // --- lease ---
 
-    /// Takes the lease if it is free or expired at `now`; `None` while another owner holds it.
+    /// Takes the lease if it is free or expired at `now`; `None` while another owner holds it,
+    /// and also while this owner holds it (a holder extends with [`Self::renew_lease`]).
     /// Every successful acquisition gets a token greater than any before it.
     async fn acquire_lease(
         &self,
@@ -289,6 +295,7 @@ pub trait StateStore: Send + Sync {
 
     /// Records a processed event id until `expires_at`. `true` if it was not known (or its
     /// record had expired at `now`): the caller applies the event; `false`: a duplicate.
+    /// A duplicate leaves the stored expiry as it was.
     async fn remember_event(
         &self,
         connection: &str,
@@ -303,5 +310,6 @@ pub trait StateStore: Send + Sync {
     // --- connection ---
 
     /// Removes everything stored for a connection except the lease token counter (rule deletion).
+    /// The lease is left as it is, held or not: its holder (usually the caller) releases it.
     async fn clear_connection(&self, connection: &str) -> StateResult<()>;
 }

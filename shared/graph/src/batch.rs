@@ -179,7 +179,7 @@ fn key(id: &str) -> String {
 
 impl GraphClient {
     /// Runs `requests` through `$batch` in chunks of ≤ 20 and returns one response per
-    /// request, in input order. Items answered 429 or 503 (and 500/502/504 for non-POST
+    /// request, in input order. Items answered 429 (and 500/502/503/504 for non-POST
     /// items) are re-sent in a follow-up batch after the largest `Retry-After`, together with
     /// the items that failed 424 only because of them. Each item is paced at its own cost.
     /// Item failures are in the responses (`BatchResponse::error`), not in the `Err` of this
@@ -392,8 +392,9 @@ impl GraphClient {
                         self.inner.pacer.on_throttled(ra);
                         true
                     }
-                    503 => true,
-                    500 | 502 | 504 => r.method != Method::POST,
+                    // A POST answered 5xx may have been applied (graph-facts Gotcha 13): it is
+                    // never re-sent blindly; the caller looks the object up instead.
+                    500 | 502 | 503 | 504 => r.method != Method::POST,
                     s if (200..300).contains(&s) => {
                         self.inner.pacer.on_success(
                             resp.header("x-ms-throttle-limit-percentage")

@@ -16,6 +16,7 @@
 mod batch;
 mod client;
 mod directory;
+mod directory_adapter;
 pub mod error;
 mod groups;
 pub mod models;
@@ -27,6 +28,7 @@ mod users;
 
 pub use batch::{BatchRequest, BatchResponse};
 pub use client::{GraphClient, Pager, RequestStats, SharedState, USER_AGENT};
+pub use directory_adapter::GraphDirectory;
 pub use error::{AuthError, ErrorContext, ErrorKind, GraphError};
 pub use models::*;
 pub use pacing::{Cost, Pacer, PacerRegistry};

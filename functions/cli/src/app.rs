@@ -1,0 +1,280 @@
+//! Wiring: the configuration file → the engine's ports, built once per command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use m365_core::config::Config;
+use m365_core::mapping::DomainPolicy;
+use m365_core::planner::Rule;
+use m365_core::rule_mapping::CompiledMapping;
+use m365_core::secrets::{
+    ConnectionSecrets, EnvSecretStore, FileSecretStore, SecretStore, StaticSecretStore,
+};
+use m365_core::{Directory, Source, SystemClock};
+use m365_graph::{
+    Cloud, Credentials, GraphClient, GraphDirectory, GraphSettings, PacingConfig, TenantSize,
+};
+use m365_sandbox::{RunningSandbox, Sandbox, demo};
+use m365_source_file::{FileSource, FileSourceConfig};
+use m365_state_sqlite::SqliteStateStore;
+use secrecy::SecretString;
+
+use crate::exit::Code;
+
+/// A failure to set up, with the exit code it maps to.
+#[derive(Debug)]
+pub struct SetupError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl SetupError {
+    fn config(message: impl Into<String>) -> Self {
+        Self {
+            code: Code::Config,
+            message: message.into(),
+        }
+    }
+
+    fn connection(message: impl Into<String>) -> Self {
+        Self {
+            code: Code::Connection,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a command needs, built from one configuration file.
+pub struct App {
+    /// State key of the connection's rule: `<connection>/<rule>`.
+    pub connection: String,
+    pub config: Config,
+    pub source: Box<dyn Source>,
+    pub state: SqliteStateStore,
+    pub directory: GraphDirectory,
+    pub rule: Rule,
+    pub clock: SystemClock,
+    /// The embedded sandbox tenant, when the connection uses one; stopped on drop.
+    pub _sandbox: Option<RunningSandbox>,
+}
+
+/// The configuration file and what it is relative to.
+pub fn load_config(path: &Path) -> Result<Config, SetupError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SetupError::config(format!(
+            "cannot read the configuration file {}: {e}; pass another with --config",
+            path.display()
+        ))
+    })?;
+    Config::from_toml(&text, &path.display().to_string()).map_err(|e| SetupError::config(e.0))
+}
+
+fn relative_to(base: &Path, location: &str) -> String {
+    if location.contains("://") || Path::new(location).is_absolute() {
+        location.to_owned()
+    } else {
+        base.join(location).display().to_string()
+    }
+}
+
+fn adapter_settings<T: serde::de::DeserializeOwned>(
+    section: &str,
+    settings: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T, SetupError> {
+    serde_json::from_value(serde_json::Value::Object(settings.clone()))
+        .map_err(|e| SetupError::config(format!("[{section}]: {e}")))
+}
+
+impl App {
+    /// Builds every port. Reaches the tenant once (its domains, for UPN validation).
+    pub async fn build(config_path: &Path) -> Result<App, SetupError> {
+        let config = load_config(config_path)?;
+        let base = config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+
+        // Source.
+        let source: Box<dyn Source> = match config.source.kind.as_str() {
+            "file" => {
+                let mut settings: FileSourceConfig =
+                    adapter_settings("source", &config.source.settings)?;
+                settings.location = relative_to(&base, &settings.location);
+                Box::new(
+                    FileSource::local(settings)
+                        .map_err(|e| SetupError::config(format!("[source]: {e}")))?,
+                )
+            }
+            other => {
+                return Err(SetupError::config(format!(
+                    "[source] type = {other:?} is not available in this build: use \"file\""
+                )));
+            }
+        };
+
+        // State.
+        let state = match config.state.kind.as_str() {
+            "sqlite" => {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct SqliteSettings {
+                    path: Option<String>,
+                }
+                let settings: SqliteSettings = adapter_settings("state", &config.state.settings)?;
+                let path = settings.path.map_or_else(
+                    || {
+                        base.join(".state")
+                            .join(format!("{}.sqlite", config.connection.name))
+                    },
+                    |p| PathBuf::from(relative_to(&base, &p)),
+                );
+                SqliteStateStore::open(&path).map_err(|e| {
+                    SetupError::config(format!("[state] cannot open {}: {e}", path.display()))
+                })?
+            }
+            other => {
+                return Err(SetupError::config(format!(
+                    "[state] type = {other:?} is not available here: use \"sqlite\""
+                )));
+            }
+        };
+
+        // Secrets and the tenant.
+        let mut sandbox = None;
+        let mut graph = GraphSettings {
+            cloud: Cloud::parse(&config.connection.cloud).unwrap_or(Cloud::Global),
+            login_url: config.connection.login_url.clone(),
+            graph_url: config.connection.graph_url.clone(),
+            concurrency: config.connection.concurrency,
+            ..GraphSettings::default()
+        };
+        if let Some(size) = &config.connection.tenant_size {
+            let size = match size.as_str() {
+                "medium" => TenantSize::Medium,
+                "large" => TenantSize::Large,
+                _ => TenantSize::Small,
+            };
+            graph.pacing = PacingConfig::for_tenant_size(size);
+        }
+        let secret_store: Arc<dyn SecretStore> = if config.connection.sandbox {
+            let mut embedded = Sandbox::demo();
+            if let Some(file) = &config.connection.sandbox_state {
+                let file = relative_to(&base, file);
+                embedded = embedded.with_state_file(&file).map_err(|e| {
+                    SetupError::config(format!("connection.sandbox_state: cannot use {file}: {e}"))
+                })?;
+            }
+            let running = embedded.start().await.map_err(|e| {
+                SetupError::connection(format!("cannot start the embedded sandbox tenant: {e}"))
+            })?;
+            graph.login_url = Some(running.base_url().to_owned());
+            graph.graph_url = Some(running.base_url().to_owned());
+            sandbox = Some(running);
+            Arc::new(StaticSecretStore(ConnectionSecrets {
+                tenant: demo::INITIAL_DOMAIN.to_owned(),
+                client_id: demo::CLIENT_ID.to_owned(),
+                client_secret: SecretString::from(demo::CLIENT_SECRET),
+                extra: Default::default(),
+            }))
+        } else {
+            match config.secrets.kind.as_str() {
+                "env" => Arc::new(EnvSecretStore),
+                "file" => {
+                    #[derive(serde::Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct FileSettings {
+                        path: String,
+                    }
+                    let settings: FileSettings =
+                        adapter_settings("secrets", &config.secrets.settings)?;
+                    Arc::new(FileSecretStore {
+                        path: PathBuf::from(relative_to(&base, &settings.path)),
+                    })
+                }
+                other => {
+                    return Err(SetupError::config(format!(
+                        "[secrets] type = {other:?} is not available here: use \"env\" or \"file\""
+                    )));
+                }
+            }
+        };
+        let secrets = secret_store
+            .connection_secrets(&config.connection.name)
+            .await
+            .map_err(|e| SetupError::config(e.to_string()))?;
+        let client = GraphClient::new(
+            graph,
+            Credentials {
+                tenant: secrets.tenant.clone(),
+                client_id: secrets.client_id.clone(),
+                client_secret: secrets.client_secret.clone(),
+            },
+        )
+        .map_err(|e| SetupError::config(e.to_string()))?;
+        let directory = GraphDirectory::new(client);
+        let domains = directory
+            .domains()
+            .await
+            .map_err(|e| SetupError::connection(e.to_string()))?;
+
+        // The rule.
+        let rule_config = &config.rule;
+        let default_password = match rule_config.mapping.password.as_ref().map(|p| &p.source) {
+            Some(m365_core::mapping::PasswordSource::Secret(name)) => {
+                secrets.extra.get(name).cloned()
+            }
+            _ => None,
+        };
+        let mut mapping = CompiledMapping::new(
+            &rule_config.mapping,
+            &rule_config.group_mapping,
+            rule_config.scope.filter.as_deref(),
+            default_password,
+        )
+        .map_err(|e| SetupError::config(format!("[rule]: {e}")))?;
+        mapping
+            .users_mut()
+            .set_domain_policy(DomainPolicy::from_tenant(&domains));
+        let rule = Rule {
+            name: rule_config.name.clone(),
+            match_attribute: rule_config.match_attribute.clone(),
+            preferences: rule_config.preferences.clone(),
+            breaker: rule_config.breaker.clone(),
+            scope: rule_config.scope.clone(),
+            groups: rule_config.groups.clone(),
+            manager: rule_config.manager.clone(),
+            mapping: Box::new(mapping),
+        };
+        Ok(App {
+            connection: format!("{}/{}", config.connection.name, config.rule.name),
+            config,
+            source,
+            state,
+            directory,
+            rule,
+            clock: SystemClock,
+            _sandbox: sandbox,
+        })
+    }
+
+    pub fn engine(&self) -> m365_core::engine::Engine<'_> {
+        m365_core::engine::Engine {
+            connection: &self.connection,
+            rule: &self.rule,
+            source: self.source.as_ref(),
+            directory: &self.directory,
+            state: &self.state,
+            clock: &self.clock,
+            page_size: 1000,
+            chunk_size: 200,
+            force_change_password: self
+                .config
+                .rule
+                .mapping
+                .password
+                .as_ref()
+                .is_none_or(|p| p.reset_password),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `m365-provisioner plan`: what a sync would do, changing nothing.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::common::{ConfigArg, build};
+use crate::exit::Code;
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Reads the source, the stored state and the tenant (lookups only) and prints every operation a
+sync would carry out: creates, links of existing users and groups, updates with old → new
+values, license, manager and membership changes, disables and deletes. Nothing is written.
+
+Examples:
+  m365-provisioner plan --config examples/m365-provisioner.toml
+  m365-provisioner plan --json | jq '.steps[] | select(.op == \"create_user\")'")]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> Code {
+    let app = match build(&args.config, args.json).await {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
+    let planned = match app.engine().plan().await {
+        Ok(planned) => planned,
+        Err(error) => {
+            let message = format!("planning failed: {error}");
+            if args.json {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{:#}",
+                    json!({"ok": false, "error": message})
+                );
+            } else {
+                let _ = writeln!(std::io::stderr(), "error: {message}");
+            }
+            return Code::Connection;
+        }
+    };
+    let plan = &planned.plan;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = json!({
+            "ok": true,
+            "connection": plan.connection,
+            "counts": plan.counts(),
+            "minimal_writes": plan.minimal_writes(),
+            "steps": plan.steps,
+            "issues": plan.issues,
+            "snapshot_complete": plan.snapshot_complete,
+            "breaker": plan.breaker,
+        });
+        let _ = writeln!(out, "{value:#}");
+    } else {
+        let _ = write!(out, "{}", plan.render_table());
+        let _ = writeln!(out, "{}", summary(plan));
+    }
+    Code::Success
+}
+
+/// One line: counts per operation.
+pub fn summary(plan: &m365_core::plan::Plan) -> String {
+    if plan.steps.is_empty() {
+        return format!("plan {}: no changes", plan.connection);
+    }
+    let counts: Vec<String> = plan
+        .counts()
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect();
+    format!(
+        "plan {}: {} ({} Graph writes at least)",
+        plan.connection,
+        counts.join(", "),
+        plan.minimal_writes()
+    )
+}

@@ -1,0 +1,183 @@
+//! `m365-provisioner status`: the last runs, what is linked, and what failed.
+
+use std::io::Write;
+
+use m365_core::StateStore;
+use m365_core::model::ObjectKind;
+use serde_json::json;
+
+use super::common::ConfigArg;
+use crate::app::load_config;
+use crate::exit::Code;
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Reads only the local state: works without reaching the tenant.
+
+Example:
+  m365-provisioner status --config examples/m365-provisioner.toml")]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// How many runs and errors to show.
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+fn fmt_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    time_string(secs)
+}
+
+fn time_string(secs: i64) -> String {
+    // UTC, ISO-8601, without a time crate.
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+pub async fn run(args: Args) -> Code {
+    let config = match load_config(&args.config.config) {
+        Ok(config) => config,
+        Err(error) => return super::common::report_setup(&error, args.json),
+    };
+    let base = args
+        .config
+        .config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let path = config
+        .state
+        .settings
+        .get("path")
+        .and_then(|v| v.as_str())
+        .map_or_else(
+            || {
+                base.join(".state")
+                    .join(format!("{}.sqlite", config.connection.name))
+            },
+            |p| base.join(p),
+        );
+    let connection = format!("{}/{}", config.connection.name, config.rule.name);
+    if !path.exists() {
+        let message = format!(
+            "no state yet at {}: run `m365-provisioner sync` first",
+            path.display()
+        );
+        if args.json {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{:#}",
+                json!({"ok": true, "connection": connection, "runs": [], "note": message})
+            );
+        } else {
+            let _ = writeln!(std::io::stdout(), "{connection}: {message}");
+        }
+        return Code::Success;
+    }
+    let state = match m365_state_sqlite::SqliteStateStore::open(&path) {
+        Ok(state) => state,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {}: {error}", path.display());
+            return Code::Config;
+        }
+    };
+    let read = async {
+        Ok::<_, m365_core::StateError>((
+            state.list_runs(&connection, args.limit).await?,
+            state.count_links(&connection, ObjectKind::User).await?,
+            state.count_links(&connection, ObjectKind::Group).await?,
+            state.list_errors(&connection, args.limit).await?,
+        ))
+    };
+    let (runs, users, groups, errors) = match read.await {
+        Ok(all) => all,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error}");
+            return Code::Failure;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = json!({
+            "ok": true,
+            "connection": connection,
+            "linked": {"users": users, "groups": groups},
+            "runs": runs,
+            "errors": errors,
+        });
+        let _ = writeln!(out, "{value:#}");
+        return Code::Success;
+    }
+    let _ = writeln!(
+        out,
+        "{connection}: {users} linked users, {groups} linked groups"
+    );
+    let _ = writeln!(out, "\nlast runs:");
+    if runs.is_empty() {
+        let _ = writeln!(out, "  none yet");
+    }
+    for run in &runs {
+        let counts: Vec<String> = run
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}  {:?}  {}{}",
+            fmt_time(run.started_at),
+            run.status,
+            counts.join(" "),
+            run.message
+                .as_ref()
+                .map(|m| format!("  ({m})"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "\nobjects in error:");
+    if errors.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for error in &errors {
+        let _ = writeln!(
+            out,
+            "  {} {} [{}] attempt {}, next retry {}: {}",
+            error.kind,
+            error.source_id,
+            error.operation,
+            error.attempts,
+            fmt_time(error.next_retry_at),
+            error.message
+        );
+    }
+    Code::Success
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_iso_8601_utc() {
+        assert_eq!(time_string(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time_string(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(time_string(1_795_369_957), "2026-11-22T17:52:37Z");
+    }
+}

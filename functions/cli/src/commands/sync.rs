@@ -1,0 +1,212 @@
+//! `m365-provisioner sync`: plan, then carry the plan out.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use m365_core::engine::{RunError, SyncOptions};
+use m365_core::state::RunStatus;
+use serde_json::json;
+
+use super::common::{ConfigArg, build, owner};
+use crate::exit::Code;
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Prints the plan, carries it out, and ends with one summary line. Every result is recorded as it
+happens: a run stopped at any instant (Ctrl-C, --max-duration, a crash) resumes on the next
+sync without duplicating anything.
+
+Exit codes: 0 done (or stopped at --max-duration: run again to continue) · 2 configuration
+error · 3 finished with per-object failures (see `status`) · 4 the circuit breaker stopped
+disables/deletes · 5 connection or authentication failure.
+
+Examples:
+  m365-provisioner sync --config examples/m365-provisioner.toml
+  m365-provisioner sync --max-duration 10m
+  m365-provisioner sync --override-breaker   # after checking the plan's disables/deletes")]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Carry out disables and deletes even beyond the circuit breaker's limits.
+    #[arg(long)]
+    override_breaker: bool,
+    /// Stop cleanly after this long (e.g. 90s, 10m, 1h), leaving a checkpoint.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    max_duration: Option<Duration>,
+    /// Print the outcome as JSON instead of the plan table and summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: use e.g. 90s, 10m or 1h"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub async fn run(args: Args) -> Code {
+    let started = Instant::now();
+    let app = match build(&args.config, args.json).await {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
+    let engine = app.engine();
+    let deadline = args.max_duration.map(|d| {
+        m365_core::Clock::now(&app.clock) + i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    });
+
+    // A progress bar on stderr, shown only once a run has taken more than two seconds.
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps")
+    {
+        bar.set_style(style);
+    }
+    let show_after = started + Duration::from_secs(2);
+    let json_mode = args.json;
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+        if !json_mode && bar.is_hidden() && Instant::now() >= show_after {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    };
+    let outcome = engine
+        .sync(SyncOptions {
+            owner: owner(),
+            override_breaker: args.override_breaker,
+            deadline,
+            progress: Some(&progress),
+        })
+        .await;
+    bar.finish_and_clear();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(RunError::Busy { .. }) if !args.json => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: another sync of {} is running; try again when it ends",
+                app.connection
+            );
+            return Code::Failure;
+        }
+        Err(error) => {
+            let code = match error {
+                RunError::Plan(m365_core::planner::PlanError::Source(_)) => Code::Config,
+                RunError::Plan(_) => Code::Connection,
+                _ => Code::Failure,
+            };
+            if args.json {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{:#}",
+                    json!({"ok": false, "error": error.to_string()})
+                );
+            } else {
+                let _ = writeln!(std::io::stderr(), "error: {error}");
+            }
+            return code;
+        }
+    };
+    let run = &outcome.run;
+    let code = match run.status {
+        RunStatus::Succeeded | RunStatus::Checkpointed | RunStatus::Running => Code::Success,
+        RunStatus::PartiallyFailed => Code::PartialFailure,
+        RunStatus::BreakerTripped => Code::BreakerTripped,
+        RunStatus::Failed => Code::Connection,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = json!({
+            "ok": code == Code::Success,
+            "connection": app.connection,
+            "status": run.status,
+            "counts": run.counts,
+            "message": run.message,
+            "plan": {"steps": outcome.plan.steps.len(), "minimal_writes": outcome.plan.minimal_writes(), "issues": outcome.plan.issues},
+            "failures": outcome.report.failures,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        let _ = writeln!(out, "{value:#}");
+        return code;
+    }
+    let _ = write!(out, "{}", outcome.plan.render_table());
+    for failure in &outcome.report.failures {
+        let _ = writeln!(
+            out,
+            "failed: {} {} ({}): {}",
+            failure.kind, failure.source_id, failure.operation, failure.message
+        );
+    }
+    if let Some(message) = &run.message {
+        let _ = writeln!(out, "note: {message}");
+    }
+    let count = |name: &str| run.counts.get(name).copied().unwrap_or(0);
+    let headline = if outcome.plan.steps.is_empty() {
+        "no changes".to_owned()
+    } else {
+        let mut parts = Vec::new();
+        for (name, label) in [
+            ("created", "created"),
+            ("linked", "linked"),
+            ("updated", "updated"),
+            ("enabled", "enabled"),
+            ("disabled", "disabled"),
+            ("licensed", "license changes"),
+            ("managers", "manager changes"),
+            ("groups_created", "groups created"),
+            ("groups_matched", "groups matched"),
+            ("members_added", "members added"),
+            ("members_removed", "members removed"),
+            ("deprovisioned", "deprovisioned"),
+            ("failed", "failed"),
+            ("held", "held by the breaker"),
+        ] {
+            let n = count(name);
+            if n > 0 {
+                parts.push(format!("{n} {label}"));
+            }
+        }
+        parts.join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "sync {}: {} · {} Graph writes, {} requests, {} throttled · {:?} · {:.1} s",
+        app.connection,
+        headline,
+        count("graph_writes"),
+        count("graph_requests"),
+        count("graph_throttled"),
+        run.status,
+        started.elapsed().as_secs_f64()
+    );
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

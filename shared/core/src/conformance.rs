@@ -1,0 +1,1211 @@
+//! The [`StateStore`] conformance suite: the behaviour every adapter must show (SQLite, DynamoDB,
+//! any fake used in engine tests). An adapter's integration test calls [`run_all`] on a fresh
+//! store, or one check at a time to see which fails.
+//!
+//! Each check works on its own connection names (`conformance-<check>…`), so one store runs them
+//! all; the store must be fresh for those names (a lease left held by an earlier, aborted run
+//! would block the lease checks). Times are explicit `now` values, never the clock. A failed
+//! expectation panics with what was expected.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a conformance check is a test: a broken expectation must stop it loudly"
+)]
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::model::{LicenseAssignment, ObjectKind};
+use crate::source::SourceCursor;
+use crate::state::{
+    Checkpoint, Lease, Link, LinkOrigin, ObjectError, Phase, RunRecord, RunStatus, StateError,
+    StateResult, StateStore,
+};
+
+/// Runs every check, in order.
+pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
+    links_put_get_replace_delete(store).await;
+    get_links_missing_ids(store).await;
+    list_links_paging(store).await;
+    kinds_separated(store).await;
+    connections_isolated(store).await;
+    mark_seen_only_raises(store).await;
+    count_links(store).await;
+    checkpoint_with_current_lease(store).await;
+    checkpoint_stale_token_fenced(store).await;
+    checkpoint_after_takeover_fenced(store).await;
+    errors_put_get_clear_list(store).await;
+    runs_upsert_and_list(store).await;
+    lease_acquire_free_and_blocked(store).await;
+    lease_after_expiry_greater_token(store).await;
+    lease_renew(store).await;
+    lease_renew_after_takeover(store).await;
+    lease_release_then_acquire(store).await;
+    lease_tokens_never_reused(store).await;
+    events_remember_and_forget(store).await;
+    clear_connection_scoped(store).await;
+    large_batch(store).await;
+}
+
+// --- fixtures ---------------------------------------------------------------------------------
+
+fn ids(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A link with every field set to something that would show a lossy round trip (nested JSON,
+/// null, floats, non-ASCII).
+fn link(kind: ObjectKind, source_id: &str, n: u64) -> Link {
+    let applied = BTreeMap::from([
+        ("displayName".to_owned(), json!(format!("Ünïcode name {n}"))),
+        ("department".to_owned(), json!(null)),
+        ("employeeId".to_owned(), json!(n)),
+        (
+            "extension_x".to_owned(),
+            json!({ "nested": [1, 2.5, true, "é"], "empty": {} }),
+        ),
+    ]);
+    let members = match kind {
+        ObjectKind::Group => vec![format!("member-a-{n}"), format!("member-b-{n}")],
+        ObjectKind::User => Vec::new(),
+    };
+    Link {
+        kind,
+        source_id: source_id.to_owned(),
+        object_id: format!("{kind}-object-{source_id}-{n}"),
+        origin: if n.is_multiple_of(2) {
+            LinkOrigin::Created
+        } else {
+            LinkOrigin::Matched
+        },
+        hash: format!("hash-{n}"),
+        applied,
+        enabled: !n.is_multiple_of(3),
+        licenses: vec![
+            LicenseAssignment {
+                sku_id: format!("sku-{n}"),
+                disabled_plans: vec!["plan-a".to_owned(), "plan-b".to_owned()],
+            },
+            LicenseAssignment {
+                sku_id: "sku-plain".to_owned(),
+                disabled_plans: Vec::new(),
+            },
+        ],
+        manager: Some(format!("manager-of-{source_id}")),
+        members,
+        seen_generation: n,
+        updated_at: 1_700_000_000_000 + i64::try_from(n).unwrap(),
+    }
+}
+
+/// The same identity with everything optional emptied, as a replacement.
+fn bare_link(kind: ObjectKind, source_id: &str) -> Link {
+    Link {
+        kind,
+        source_id: source_id.to_owned(),
+        object_id: format!("replaced-{source_id}"),
+        origin: LinkOrigin::Matched,
+        hash: "replaced".to_owned(),
+        applied: BTreeMap::new(),
+        enabled: false,
+        licenses: Vec::new(),
+        manager: None,
+        members: Vec::new(),
+        seen_generation: 0,
+        updated_at: 1,
+    }
+}
+
+fn by_source_id(mut links: Vec<Link>) -> Vec<Link> {
+    links.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+    links
+}
+
+fn checkpoint(generation: u64, phase: Phase, updated_at: i64) -> Checkpoint {
+    Checkpoint {
+        generation,
+        phase,
+        sweep_allowed: generation.is_multiple_of(2),
+        changes_cursor: Some(SourceCursor(
+            json!({ "usn": generation * 100, "dc": "dc1" }),
+        )),
+        last_complete_at: Some(updated_at - 10),
+        updated_at,
+    }
+}
+
+fn object_error(
+    kind: ObjectKind,
+    source_id: &str,
+    next_retry_at: i64,
+    attempts: u32,
+) -> ObjectError {
+    ObjectError {
+        kind,
+        source_id: source_id.to_owned(),
+        operation: "update".to_owned(),
+        message: format!("{source_id}: mail is not a valid address (attempt {attempts})"),
+        attempts,
+        first_failed_at: 1_000,
+        last_failed_at: 1_000 + i64::from(attempts),
+        next_retry_at,
+    }
+}
+
+fn run(id: &str, started_at: i64, status: RunStatus) -> RunRecord {
+    RunRecord {
+        id: id.to_owned(),
+        started_at,
+        finished_at: None,
+        status,
+        counts: BTreeMap::new(),
+        message: None,
+    }
+}
+
+async fn acquire<S: StateStore + ?Sized>(
+    store: &S,
+    connection: &str,
+    owner: &str,
+    now: i64,
+    ttl: i64,
+) -> Lease {
+    store
+        .acquire_lease(connection, owner, now, ttl)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{connection}: {owner} should acquire the free lease at {now}"))
+}
+
+#[track_caller]
+fn assert_fenced(result: StateResult<()>, connection: &str, presented: u64, current: u64) {
+    match result {
+        Err(StateError::Fenced {
+            connection: c,
+            presented: p,
+            current: cur,
+        }) => {
+            assert_eq!(c, connection, "Fenced names the connection");
+            assert_eq!(p, presented, "Fenced.presented is the token written with");
+            assert_eq!(cur, current, "Fenced.current is the newest token");
+        }
+        other => panic!("{connection}: expected StateError::Fenced, got {other:?}"),
+    }
+}
+
+// --- links ------------------------------------------------------------------------------------
+
+/// Put, get, replace (every field, including emptying optional ones) and delete.
+pub async fn links_put_get_replace_delete<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-links-crud";
+    let (u1, u2) = (
+        link(ObjectKind::User, "u1", 1),
+        link(ObjectKind::User, "u2", 2),
+    );
+    store.put_links(c, &[u1.clone(), u2.clone()]).await.unwrap();
+    store.put_links(c, &[]).await.unwrap();
+    let got = store
+        .get_links(c, ObjectKind::User, &ids(&["u1", "u2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_source_id(got),
+        vec![u1.clone(), u2.clone()],
+        "round trip"
+    );
+
+    let replaced = bare_link(ObjectKind::User, "u1");
+    store
+        .put_links(c, std::slice::from_ref(&replaced))
+        .await
+        .unwrap();
+    let got = store
+        .get_links(c, ObjectKind::User, &ids(&["u1", "u2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_source_id(got),
+        vec![replaced.clone(), u2.clone()],
+        "replaced whole"
+    );
+
+    // Replacing back restores the full value: nothing of the bare one sticks.
+    store.put_links(c, std::slice::from_ref(&u1)).await.unwrap();
+    let got = store
+        .get_links(c, ObjectKind::User, &ids(&["u1"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![u1.clone()], "replaced again");
+
+    store
+        .delete_links(c, ObjectKind::User, &ids(&["u1", "never-there"]))
+        .await
+        .unwrap();
+    let got = store
+        .get_links(c, ObjectKind::User, &ids(&["u1", "u2"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![u2.clone()], "u1 deleted, u2 kept");
+    store
+        .delete_links(c, ObjectKind::User, &ids(&["u1"]))
+        .await
+        .unwrap();
+    store.delete_links(c, ObjectKind::User, &[]).await.unwrap();
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 1);
+}
+
+/// Missing ids are absent from the result; repeated ids give one link.
+pub async fn get_links_missing_ids<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-links-missing";
+    let (a, b) = (
+        link(ObjectKind::User, "a", 1),
+        link(ObjectKind::User, "c", 3),
+    );
+    store.put_links(c, &[a.clone(), b.clone()]).await.unwrap();
+    let cases: &[(&[&str], Vec<Link>)] = &[
+        (&["0", "a", "b", "c", "d"], vec![a.clone(), b.clone()]),
+        (&["c", "a"], vec![a.clone(), b.clone()]),
+        (&["a", "a", "a"], vec![a.clone()]),
+        (&["x", "y"], vec![]),
+        (&[], vec![]),
+    ];
+    for (asked, expected) in cases {
+        let got = store
+            .get_links(c, ObjectKind::User, &ids(asked))
+            .await
+            .unwrap();
+        assert_eq!(by_source_id(got), *expected, "get_links {asked:?}");
+    }
+}
+
+/// Pages in source-id (UTF-8 byte) order, after `after`, at most `limit`.
+pub async fn list_links_paging<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-links-paging";
+    let empty = store
+        .list_links(c, ObjectKind::User, None, 10)
+        .await
+        .unwrap();
+    assert!(empty.is_empty(), "an empty connection lists nothing");
+
+    // Inserted out of order; includes case, digits-as-text and non-ASCII ordering.
+    let names = [
+        "u-07", "Zeta", "u-01", "émile", "10", "9", "alpha", "Ärger", "u-03", "u-02", "u-05",
+        "u-04", "u-06", "u-08", "u-09", "u-10", "u-11", "b", "B", "日本", "u-12", "a b", "a-b",
+    ];
+    let links: Vec<Link> = names
+        .iter()
+        .zip(1..)
+        .map(|(id, n)| link(ObjectKind::User, id, n))
+        .collect();
+    store.put_links(c, &links).await.unwrap();
+    store
+        .put_links(c, &[link(ObjectKind::Group, "a-group", 1)])
+        .await
+        .unwrap();
+    let all = by_source_id(links.clone()); // String order is byte order
+    let n = all.len();
+    let id = |i: usize| all[i].source_id.clone();
+    let pos = |id: &str| all.iter().position(|l| l.source_id == id).unwrap();
+
+    let cases: Vec<(Option<String>, usize, Vec<Link>)> = vec![
+        (None, 100, all.clone()),
+        (None, n, all.clone()),
+        (None, 10, all[..10].to_vec()),
+        (Some(id(9)), 10, all[10..20].to_vec()),
+        (Some(id(19)), 10, all[20..].to_vec()),
+        (Some(id(n - 1)), 10, vec![]),
+        (None, 0, vec![]),
+        // `after` need not be a stored id: "u-05" < "u-055" < "u-06".
+        (
+            Some("u-055".to_owned()),
+            2,
+            vec![all[pos("u-06")].clone(), all[pos("u-07")].clone()],
+        ),
+        (Some(String::new()), 3, all[..3].to_vec()),
+    ];
+    for (after, limit, expected) in cases {
+        let got = store
+            .list_links(c, ObjectKind::User, after.as_deref(), limit)
+            .await
+            .unwrap();
+        assert_eq!(got, expected, "list_links after {after:?} limit {limit}");
+    }
+
+    // Walk the whole set in pages of 7: more than one page, last one short.
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_links(c, ObjectKind::User, after.as_deref(), 7)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.len() <= 7, "a page holds at most `limit` links");
+        let Some(last) = page.last() else { break };
+        after = Some(last.source_id.clone());
+        let short = page.len() < 7;
+        walked.extend(page);
+        if short {
+            break;
+        }
+    }
+    assert_eq!(walked, all, "paging visits every link once, in order");
+    assert_eq!(
+        pages,
+        n.div_ceil(7) + usize::from(n.is_multiple_of(7)),
+        "pages walked"
+    );
+}
+
+/// Users and groups with the same source id are different links.
+pub async fn kinds_separated<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-kinds";
+    let (user, group) = (
+        link(ObjectKind::User, "same", 1),
+        link(ObjectKind::Group, "same", 2),
+    );
+    store
+        .put_links(c, &[user.clone(), group.clone()])
+        .await
+        .unwrap();
+    let same = ids(&["same"]);
+    assert_eq!(
+        store.get_links(c, ObjectKind::User, &same).await.unwrap(),
+        vec![user.clone()]
+    );
+    assert_eq!(
+        store.get_links(c, ObjectKind::Group, &same).await.unwrap(),
+        vec![group.clone()]
+    );
+    assert_eq!(
+        store
+            .list_links(c, ObjectKind::Group, None, 10)
+            .await
+            .unwrap(),
+        vec![group.clone()]
+    );
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 1);
+    assert_eq!(store.count_links(c, ObjectKind::Group).await.unwrap(), 1);
+
+    store
+        .mark_seen(c, ObjectKind::User, &same, 50)
+        .await
+        .unwrap();
+    let got = store.get_links(c, ObjectKind::Group, &same).await.unwrap();
+    assert_eq!(
+        got[0].seen_generation, 2,
+        "mark_seen of users leaves groups"
+    );
+
+    store
+        .delete_links(c, ObjectKind::User, &same)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_links(c, ObjectKind::User, &same)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get_links(c, ObjectKind::Group, &same).await.unwrap(),
+        vec![group]
+    );
+}
+
+/// Two connections never see each other's links, nor block each other's lease.
+pub async fn connections_isolated<S: StateStore + ?Sized>(store: &S) {
+    let (a, b) = ("conformance-isolation-a", "conformance-isolation-b");
+    let (la, lb) = (
+        link(ObjectKind::User, "x", 1),
+        link(ObjectKind::User, "x", 2),
+    );
+    store.put_links(a, std::slice::from_ref(&la)).await.unwrap();
+    store
+        .put_links(b, &[lb.clone(), link(ObjectKind::User, "y", 3)])
+        .await
+        .unwrap();
+    let x = ids(&["x"]);
+    assert_eq!(
+        store.get_links(a, ObjectKind::User, &x).await.unwrap(),
+        vec![la.clone()]
+    );
+    assert_eq!(
+        store.get_links(b, ObjectKind::User, &x).await.unwrap(),
+        vec![lb.clone()]
+    );
+    assert_eq!(
+        store
+            .list_links(a, ObjectKind::User, None, 10)
+            .await
+            .unwrap(),
+        vec![la]
+    );
+    assert_eq!(store.count_links(b, ObjectKind::User).await.unwrap(), 2);
+
+    store.delete_links(a, ObjectKind::User, &x).await.unwrap();
+    assert_eq!(
+        store.get_links(b, ObjectKind::User, &x).await.unwrap(),
+        vec![lb]
+    );
+
+    let lease_a = acquire(store, a, "owner", 1_000, 60_000).await;
+    let lease_b = acquire(store, b, "owner", 1_000, 60_000).await;
+    assert_eq!(
+        (lease_a.connection.as_str(), lease_b.connection.as_str()),
+        (a, b)
+    );
+}
+
+/// `mark_seen` only raises `seen_generation`, touches nothing else and creates no link.
+pub async fn mark_seen_only_raises<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-mark-seen";
+    let (high, low) = (
+        link(ObjectKind::User, "high", 5),
+        link(ObjectKind::User, "low", 1),
+    );
+    store
+        .put_links(c, &[high.clone(), low.clone()])
+        .await
+        .unwrap();
+    let cases: &[(u64, u64, u64)] = &[
+        // generation marked, expected high, expected low
+        (3, 5, 3),
+        (3, 5, 3),
+        (2, 5, 3),
+        (5, 5, 5),
+        (9, 9, 9),
+    ];
+    for &(generation, want_high, want_low) in cases {
+        store
+            .mark_seen(
+                c,
+                ObjectKind::User,
+                &ids(&["high", "low", "absent"]),
+                generation,
+            )
+            .await
+            .unwrap();
+        let got = store
+            .get_links(c, ObjectKind::User, &ids(&["high", "low"]))
+            .await
+            .unwrap();
+        let expected = vec![
+            Link {
+                seen_generation: want_high,
+                ..high.clone()
+            },
+            Link {
+                seen_generation: want_low,
+                ..low.clone()
+            },
+        ];
+        assert_eq!(by_source_id(got), expected, "after mark_seen {generation}");
+    }
+    assert!(
+        store
+            .get_links(c, ObjectKind::User, &ids(&["absent"]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "mark_seen creates no link"
+    );
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 2);
+}
+
+/// Counts per kind follow puts, replacements and deletes.
+pub async fn count_links<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-count";
+    let count = |kind| async move { store.count_links(c, kind).await.unwrap() };
+    assert_eq!(
+        (
+            count(ObjectKind::User).await,
+            count(ObjectKind::Group).await
+        ),
+        (0, 0)
+    );
+    let users: Vec<Link> = (0..3)
+        .map(|i| link(ObjectKind::User, &format!("u{i}"), i))
+        .collect();
+    let groups: Vec<Link> = (0..2)
+        .map(|i| link(ObjectKind::Group, &format!("g{i}"), i))
+        .collect();
+    store.put_links(c, &users).await.unwrap();
+    store.put_links(c, &groups).await.unwrap();
+    assert_eq!(
+        (
+            count(ObjectKind::User).await,
+            count(ObjectKind::Group).await
+        ),
+        (3, 2)
+    );
+    store.put_links(c, &users).await.unwrap();
+    assert_eq!(count(ObjectKind::User).await, 3, "replacing does not add");
+    store
+        .delete_links(c, ObjectKind::User, &ids(&["u0"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            count(ObjectKind::User).await,
+            count(ObjectKind::Group).await
+        ),
+        (2, 2)
+    );
+}
+
+// --- checkpoint -------------------------------------------------------------------------------
+
+/// The holder of the current lease stores and reads back every phase.
+pub async fn checkpoint_with_current_lease<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-checkpoint";
+    assert_eq!(store.get_checkpoint(c).await.unwrap(), None);
+    let lease = acquire(store, c, "run-1", 10_000, 5_000).await;
+    let phases = [
+        Phase::Snapshot { cursor: None },
+        Phase::Snapshot {
+            cursor: Some(SourceCursor(json!({ "page": 3, "token": "abc/=+" }))),
+        },
+        Phase::Sweep { after: None },
+        Phase::Sweep {
+            after: Some("u-42".to_owned()),
+        },
+        Phase::Idle,
+    ];
+    for (i, phase) in phases.into_iter().enumerate() {
+        let cp = checkpoint(7 + i as u64, phase, 10_000 + i as i64);
+        store.put_checkpoint(c, &cp, &lease).await.unwrap();
+        assert_eq!(store.get_checkpoint(c).await.unwrap(), Some(cp));
+    }
+    let cp = Checkpoint {
+        changes_cursor: None,
+        last_complete_at: None,
+        ..checkpoint(20, Phase::Idle, 11_000)
+    };
+    let renewed = store
+        .renew_lease(&lease, 12_000, 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    store.put_checkpoint(c, &cp, &renewed).await.unwrap();
+    assert_eq!(store.get_checkpoint(c).await.unwrap(), Some(cp.clone()));
+
+    // Fencing is by token, never by clock: this lease (expiring in 1970) was not taken over, so it
+    // still carries the newest token.
+    let later = checkpoint(21, Phase::Idle, 30_000);
+    store.put_checkpoint(c, &later, &renewed).await.unwrap();
+    assert_eq!(store.get_checkpoint(c).await.unwrap(), Some(later));
+}
+
+/// Tokens that are not the newest are refused and change nothing.
+pub async fn checkpoint_stale_token_fenced<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-checkpoint-stale";
+    let forged = Lease {
+        connection: c.to_owned(),
+        owner: "nobody".to_owned(),
+        token: 1,
+        expires_at: i64::MAX,
+    };
+    let cp0 = checkpoint(1, Phase::Idle, 1);
+    assert_fenced(store.put_checkpoint(c, &cp0, &forged).await, c, 1, 0);
+    assert_eq!(
+        store.get_checkpoint(c).await.unwrap(),
+        None,
+        "no lease ever: nothing written"
+    );
+
+    let first = acquire(store, c, "run", 1_000, 60_000).await;
+    let cp1 = checkpoint(1, Phase::Snapshot { cursor: None }, 1_000);
+    store.put_checkpoint(c, &cp1, &first).await.unwrap();
+    store.release_lease(&first).await.unwrap();
+    // The same owner again: a new acquisition, a new token; the old one is stale.
+    let second = acquire(store, c, "run", 2_000, 60_000).await;
+    assert!(second.token > first.token);
+
+    let cp2 = checkpoint(2, Phase::Sweep { after: None }, 2_000);
+    let cases = [
+        (first.clone(), first.token),
+        (
+            Lease {
+                token: second.token + 1,
+                ..second.clone()
+            },
+            second.token + 1,
+        ),
+        (
+            Lease {
+                connection: "conformance-checkpoint-other".to_owned(),
+                ..second.clone()
+            },
+            second.token,
+        ),
+    ];
+    for (lease, presented) in cases {
+        let result = store.put_checkpoint(c, &cp2, &lease).await;
+        if lease.connection == c {
+            assert_fenced(result, c, presented, second.token);
+        } else {
+            assert!(
+                matches!(result, Err(StateError::Fenced { .. })),
+                "a lease of another connection is refused, got {result:?}"
+            );
+        }
+        assert_eq!(
+            store.get_checkpoint(c).await.unwrap(),
+            Some(cp1.clone()),
+            "unchanged"
+        );
+    }
+    store.put_checkpoint(c, &cp2, &second).await.unwrap();
+    assert_eq!(store.get_checkpoint(c).await.unwrap(), Some(cp2));
+}
+
+/// A holder whose expired lease was taken over by another owner is fenced.
+pub async fn checkpoint_after_takeover_fenced<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-checkpoint-takeover";
+    let old = acquire(store, c, "run-old", 1_000, 1_000).await;
+    let cp1 = checkpoint(1, Phase::Snapshot { cursor: None }, 1_000);
+    store.put_checkpoint(c, &cp1, &old).await.unwrap();
+    let new = acquire(store, c, "run-new", 5_000, 1_000).await;
+    assert!(new.token > old.token);
+
+    let zombie = checkpoint(1, Phase::Snapshot { cursor: None }, 900); // moving back
+    assert_fenced(
+        store.put_checkpoint(c, &zombie, &old).await,
+        c,
+        old.token,
+        new.token,
+    );
+    assert_eq!(store.get_checkpoint(c).await.unwrap(), Some(cp1));
+
+    let cp2 = checkpoint(2, Phase::Idle, 5_500);
+    store.put_checkpoint(c, &cp2, &new).await.unwrap();
+    assert_fenced(
+        store.put_checkpoint(c, &zombie, &old).await,
+        c,
+        old.token,
+        new.token,
+    );
+    assert_eq!(store.get_checkpoint(c).await.unwrap(), Some(cp2));
+}
+
+// --- per-object errors ------------------------------------------------------------------------
+
+/// Errors keyed by (kind, source id), listed soonest retry first, limited.
+pub async fn errors_put_get_clear_list<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-errors";
+    assert!(store.list_errors(c, 10).await.unwrap().is_empty());
+    let u1 = object_error(ObjectKind::User, "u1", 300, 1);
+    let u2 = object_error(ObjectKind::User, "u2", 100, 1);
+    let u3 = object_error(ObjectKind::User, "u3", 200, 4);
+    let g1 = object_error(ObjectKind::Group, "u1", 150, 2); // same id, other kind
+    for e in [&u1, &u2, &u3, &g1] {
+        store.put_error(c, e).await.unwrap();
+    }
+    let sorted = |mut v: Vec<ObjectError>| {
+        v.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        v
+    };
+    let got = store
+        .get_errors(c, ObjectKind::User, &ids(&["u1", "u2", "missing"]))
+        .await
+        .unwrap();
+    assert_eq!(sorted(got), vec![u1.clone(), u2.clone()]);
+    let got = store
+        .get_errors(c, ObjectKind::Group, &ids(&["u1", "u2"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![g1.clone()], "kinds are separate");
+
+    // Replace: one more attempt, retried sooner.
+    let u1b = ObjectError {
+        operation: "license".to_owned(),
+        ..object_error(ObjectKind::User, "u1", 50, 2)
+    };
+    store.put_error(c, &u1b).await.unwrap();
+    assert_eq!(
+        store
+            .get_errors(c, ObjectKind::User, &ids(&["u1"]))
+            .await
+            .unwrap(),
+        vec![u1b.clone()]
+    );
+
+    let cases: &[(usize, Vec<&ObjectError>)] = &[
+        (10, vec![&u1b, &u2, &g1, &u3]),
+        (4, vec![&u1b, &u2, &g1, &u3]),
+        (2, vec![&u1b, &u2]),
+        (0, vec![]),
+    ];
+    for (limit, expected) in cases {
+        let got = store.list_errors(c, *limit).await.unwrap();
+        let expected: Vec<ObjectError> = expected.iter().map(|e| (*e).clone()).collect();
+        assert_eq!(got, expected, "list_errors limit {limit}");
+    }
+
+    store
+        .clear_errors(c, ObjectKind::User, &ids(&["u1", "missing"]))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_errors(c, ObjectKind::User, &ids(&["u1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .get_errors(c, ObjectKind::Group, &ids(&["u1"]))
+            .await
+            .unwrap(),
+        vec![g1.clone()],
+        "clearing the user error keeps the group's"
+    );
+    assert_eq!(store.list_errors(c, 10).await.unwrap(), vec![u2, g1, u3]);
+}
+
+// --- runs -------------------------------------------------------------------------------------
+
+/// Runs are upserted by id and listed newest first by `started_at`, limited.
+pub async fn runs_upsert_and_list<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-runs";
+    assert!(store.list_runs(c, 10).await.unwrap().is_empty());
+    let r1 = run("run-1", 1_000, RunStatus::Running);
+    let r2 = run("run-2", 3_000, RunStatus::Checkpointed);
+    let r3 = run("run-3", 2_000, RunStatus::Failed);
+    for r in [&r2, &r1, &r3] {
+        store.put_run(c, r).await.unwrap();
+    }
+    store
+        .put_run(
+            "conformance-runs-other",
+            &run("run-x", 9_000, RunStatus::Running),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_runs(c, 10).await.unwrap(),
+        vec![r2.clone(), r3.clone(), r1.clone()]
+    );
+
+    let r1_done = RunRecord {
+        finished_at: Some(1_500),
+        status: RunStatus::PartiallyFailed,
+        counts: BTreeMap::from([("created".to_owned(), 12), ("failed".to_owned(), 1)]),
+        message: Some("1 object failed; see status".to_owned()),
+        ..r1.clone()
+    };
+    store.put_run(c, &r1_done).await.unwrap();
+    // Upserting a later start moves it to the front.
+    let r3_moved = RunRecord {
+        started_at: 4_000,
+        ..r3.clone()
+    };
+    store.put_run(c, &r3_moved).await.unwrap();
+
+    let cases: &[(usize, Vec<&RunRecord>)] = &[
+        (10, vec![&r3_moved, &r2, &r1_done]),
+        (2, vec![&r3_moved, &r2]),
+        (1, vec![&r3_moved]),
+        (0, vec![]),
+    ];
+    for (limit, expected) in cases {
+        let expected: Vec<RunRecord> = expected.iter().map(|r| (*r).clone()).collect();
+        assert_eq!(
+            store.list_runs(c, *limit).await.unwrap(),
+            expected,
+            "list_runs limit {limit}"
+        );
+    }
+}
+
+// --- lease ------------------------------------------------------------------------------------
+
+/// A free lease is taken; while unexpired, nobody else (nor its owner) takes it.
+pub async fn lease_acquire_free_and_blocked<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-blocked";
+    let lease = acquire(store, c, "owner-a", 1_000, 500).await;
+    assert_eq!(
+        (
+            lease.connection.as_str(),
+            lease.owner.as_str(),
+            lease.expires_at
+        ),
+        (c, "owner-a", 1_500)
+    );
+    for (owner, now) in [("owner-b", 1_000), ("owner-b", 1_499), ("owner-a", 1_200)] {
+        let got = store.acquire_lease(c, owner, now, 500).await.unwrap();
+        assert_eq!(
+            got, None,
+            "{owner} at {now} while owner-a holds the lease until 1500"
+        );
+    }
+}
+
+/// Expired at `now` means `expires_at <= now`; the next holder gets a greater token.
+pub async fn lease_after_expiry_greater_token<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-expiry";
+    let first = acquire(store, c, "owner-a", 1_000, 500).await;
+    assert_eq!(
+        store.acquire_lease(c, "owner-b", 1_499, 500).await.unwrap(),
+        None
+    );
+    let second = acquire(store, c, "owner-b", 1_500, 700).await;
+    assert!(
+        second.token > first.token,
+        "{} > {}",
+        second.token,
+        first.token
+    );
+    assert_eq!(
+        (second.owner.as_str(), second.expires_at),
+        ("owner-b", 2_200)
+    );
+    let third = acquire(store, c, "owner-a", 9_000, 700).await;
+    assert!(third.token > second.token);
+}
+
+/// Renewal keeps owner and token and moves the expiry to `now + ttl`; only a live lease renews.
+pub async fn lease_renew<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-renew";
+    let lease = acquire(store, c, "owner-a", 1_000, 500).await;
+    let renewed = store
+        .renew_lease(&lease, 1_200, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        renewed,
+        Lease {
+            expires_at: 2_200,
+            ..lease.clone()
+        }
+    );
+    assert_eq!(
+        store.acquire_lease(c, "owner-b", 2_000, 500).await.unwrap(),
+        None,
+        "extended"
+    );
+    let again = store
+        .renew_lease(&renewed, 2_100, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again,
+        Lease {
+            expires_at: 3_100,
+            ..lease.clone()
+        }
+    );
+
+    let wrong_owner = Lease {
+        owner: "owner-b".to_owned(),
+        ..again.clone()
+    };
+    assert_eq!(
+        store.renew_lease(&wrong_owner, 2_200, 1_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.renew_lease(&again, 3_100, 1_000).await.unwrap(),
+        None,
+        "expired at 3100"
+    );
+    // Not renewed above: owner-b can take it.
+    let b = acquire(store, c, "owner-b", 3_100, 500).await;
+    assert!(b.token > lease.token);
+}
+
+/// A lease taken over cannot be renewed, and releasing it does not free the new holder's.
+pub async fn lease_renew_after_takeover<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-takeover";
+    let old = acquire(store, c, "owner-a", 1_000, 500).await;
+    let new = acquire(store, c, "owner-b", 2_000, 500).await;
+    assert_eq!(store.renew_lease(&old, 2_100, 500).await.unwrap(), None);
+    store.release_lease(&old).await.unwrap();
+    assert_eq!(
+        store.acquire_lease(c, "owner-c", 2_200, 500).await.unwrap(),
+        None,
+        "b still holds"
+    );
+    let renewed = store.renew_lease(&new, 2_200, 500).await.unwrap().unwrap();
+    assert_eq!(
+        renewed,
+        Lease {
+            expires_at: 2_700,
+            ..new
+        }
+    );
+}
+
+/// Releasing frees the lease at once; the next holder gets a greater token.
+pub async fn lease_release_then_acquire<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-release";
+    let first = acquire(store, c, "owner-a", 1_000, 60_000).await;
+    store.release_lease(&first).await.unwrap();
+    let second = acquire(store, c, "owner-b", 1_001, 60_000).await;
+    assert!(second.token > first.token);
+    assert_eq!(
+        store.renew_lease(&first, 1_002, 60_000).await.unwrap(),
+        None,
+        "released"
+    );
+    store.release_lease(&first).await.unwrap(); // stale: no effect
+    assert_eq!(
+        store
+            .acquire_lease(c, "owner-c", 1_003, 60_000)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Across releases, expiries and takeovers, no token is ever handed out twice.
+pub async fn lease_tokens_never_reused<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-tokens";
+    let mut tokens = Vec::new();
+    let mut now = 1_000;
+    for i in 0..8 {
+        let owner = if i % 2 == 0 { "owner-a" } else { "owner-b" };
+        let lease = acquire(store, c, owner, now, 100).await;
+        tokens.push(lease.token);
+        match i % 3 {
+            0 => store.release_lease(&lease).await.unwrap(),
+            1 => now += 100, // let it expire exactly
+            _ => {
+                store
+                    .renew_lease(&lease, now + 50, 100)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                now += 150;
+            }
+        }
+        now += 1;
+    }
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens strictly increase: {tokens:?}"
+    );
+}
+
+// --- webhook events ---------------------------------------------------------------------------
+
+/// New → true, duplicate → false, expired (`expires_at <= now`) or forgotten → true again.
+pub async fn events_remember_and_forget<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-events";
+    // (event, now, expires_at, expected)
+    let steps: &[(&str, i64, i64, bool)] = &[
+        ("e1", 1_000, 2_000, true),
+        ("e1", 1_500, 2_500, false), // a duplicate does not extend the record
+        ("e2", 1_500, 2_500, true),
+        ("e1", 1_999, 3_000, false),
+        ("e1", 2_000, 3_000, true), // expired at 2000
+        ("e1", 2_100, 4_000, false),
+        ("e2", 2_100, 4_000, false),
+        ("e2", 2_500, 4_000, true),
+    ];
+    for &(event, now, expires_at, expected) in steps {
+        let got = store
+            .remember_event(c, event, now, expires_at)
+            .await
+            .unwrap();
+        assert_eq!(got, expected, "remember {event} at {now}");
+    }
+    store.forget_event(c, "e1").await.unwrap();
+    store.forget_event(c, "never-seen").await.unwrap();
+    assert!(
+        store.remember_event(c, "e1", 2_600, 5_000).await.unwrap(),
+        "forgotten"
+    );
+    assert!(!store.remember_event(c, "e1", 2_700, 5_000).await.unwrap());
+    assert!(
+        !store.remember_event(c, "e2", 2_700, 5_000).await.unwrap(),
+        "forget is per id"
+    );
+    assert!(
+        store
+            .remember_event("conformance-events-other", "e1", 2_700, 5_000)
+            .await
+            .unwrap(),
+        "events are per connection"
+    );
+}
+
+// --- connection -------------------------------------------------------------------------------
+
+/// Clearing removes one connection's links, checkpoint, errors, runs and events; the lease (and
+/// its token counter) stays.
+pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
+    let (gone, kept) = ("conformance-clear-gone", "conformance-clear-kept");
+    let mut leases = Vec::new();
+    for c in [gone, kept] {
+        store
+            .put_links(
+                c,
+                &[
+                    link(ObjectKind::User, "u", 1),
+                    link(ObjectKind::Group, "g", 2),
+                ],
+            )
+            .await
+            .unwrap();
+        let lease = acquire(store, c, "owner", 1_000, 10_000).await;
+        store
+            .put_checkpoint(c, &checkpoint(3, Phase::Idle, 1_000), &lease)
+            .await
+            .unwrap();
+        store
+            .put_error(c, &object_error(ObjectKind::User, "u", 5_000, 1))
+            .await
+            .unwrap();
+        store
+            .put_run(c, &run("run-1", 1_000, RunStatus::Running))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .remember_event(c, "evt", 1_000, 100_000)
+                .await
+                .unwrap()
+        );
+        leases.push(lease);
+    }
+    store.clear_connection(gone).await.unwrap();
+
+    let u = ids(&["u"]);
+    let expect_present = [(gone, false), (kept, true)];
+    for (c, present) in expect_present {
+        let n = u64::from(present);
+        assert_eq!(
+            store.count_links(c, ObjectKind::User).await.unwrap(),
+            n,
+            "{c} users"
+        );
+        assert_eq!(
+            store.count_links(c, ObjectKind::Group).await.unwrap(),
+            n,
+            "{c} groups"
+        );
+        assert_eq!(
+            store
+                .get_links(c, ObjectKind::User, &u)
+                .await
+                .unwrap()
+                .len() as u64,
+            n
+        );
+        assert_eq!(
+            store
+                .list_links(c, ObjectKind::Group, None, 10)
+                .await
+                .unwrap()
+                .len() as u64,
+            n
+        );
+        assert_eq!(
+            store.get_checkpoint(c).await.unwrap().is_some(),
+            present,
+            "{c} checkpoint"
+        );
+        assert_eq!(
+            store.list_errors(c, 10).await.unwrap().len() as u64,
+            n,
+            "{c} errors"
+        );
+        assert_eq!(
+            store
+                .get_errors(c, ObjectKind::User, &u)
+                .await
+                .unwrap()
+                .len() as u64,
+            n
+        );
+        assert_eq!(
+            store.list_runs(c, 10).await.unwrap().len() as u64,
+            n,
+            "{c} runs"
+        );
+        // A cleared event id is new again; a kept one is still a duplicate.
+        assert_eq!(
+            store
+                .remember_event(c, "evt", 2_000, 100_000)
+                .await
+                .unwrap(),
+            !present,
+            "{c} events"
+        );
+    }
+
+    // The lease is untouched: still held, and its counter keeps counting.
+    let held = &leases[0];
+    assert_eq!(
+        store
+            .acquire_lease(gone, "other", 2_000, 10_000)
+            .await
+            .unwrap(),
+        None
+    );
+    store.release_lease(held).await.unwrap();
+    let next = acquire(store, gone, "other", 2_000, 10_000).await;
+    assert!(
+        next.token > held.token,
+        "token {} > {}",
+        next.token,
+        held.token
+    );
+    assert_fenced(
+        store
+            .put_checkpoint(gone, &checkpoint(4, Phase::Idle, 2_000), held)
+            .await,
+        gone,
+        held.token,
+        next.token,
+    );
+}
+
+/// 5,000 links in one `put_links` round-trip, page by page and by id.
+pub async fn large_batch<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-large-batch";
+    let links: Vec<Link> = (0..5_000u64)
+        .map(|i| link(ObjectKind::User, &format!("user-{i:05}"), i))
+        .collect();
+    store.put_links(c, &links).await.unwrap();
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 5_000);
+
+    let mut walked = Vec::with_capacity(links.len());
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_links(c, ObjectKind::User, after.as_deref(), 1_000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.source_id.clone());
+        walked.extend(page);
+    }
+    assert_eq!(walked, links, "listed in order, every field intact");
+
+    let all: Vec<String> = links.iter().map(|l| l.source_id.clone()).collect();
+    let got = store.get_links(c, ObjectKind::User, &all).await.unwrap();
+    assert_eq!(by_source_id(got), links);
+
+    store
+        .mark_seen(c, ObjectKind::User, &all, 10_000)
+        .await
+        .unwrap();
+    let page = store
+        .list_links(c, ObjectKind::User, None, 5_000)
+        .await
+        .unwrap();
+    assert!(page.iter().all(|l| l.seen_generation == 10_000));
+    store.delete_links(c, ObjectKind::User, &all).await.unwrap();
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 0);
+}

@@ -1,0 +1,677 @@
+//! Execution: carries a [`Plan`] out through the [`Directory`] port, stage by stage in dependency
+//! order, and records every result in the [`StateStore`] before the next chunk starts.
+//!
+//! Crash safety: a result is durable (link written, or error recorded) right after its chunk. A
+//! crash between a tenant write and its record loses nothing: the next plan sees the identity as
+//! not done and does it again, and every step is idempotent in the tenant (a created user is found
+//! by the match attribute and linked instead of created twice; PATCH, assignLicense, manager and
+//! membership writes converge).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+
+use crate::clock::Clock;
+use crate::directory::{Directory, DirectoryError, DirectoryOp, OpOutcome};
+use crate::hash::{is_empty_value, user_state_hash};
+use crate::model::ObjectKind;
+use crate::plan::{RemoveAction, Step};
+use crate::planner::Planned;
+use crate::state::{Link, LinkOrigin, ObjectError, StateError, StateStore, UnixMillis};
+
+/// Settings of one execution.
+pub struct Executor<'a> {
+    pub connection: &'a str,
+    pub directory: &'a dyn Directory,
+    pub state: &'a dyn StateStore,
+    pub clock: &'a dyn Clock,
+    /// Stop cleanly (between chunks) once the clock passes this instant.
+    pub deadline: Option<UnixMillis>,
+    /// Steps per `Directory::apply` call.
+    pub chunk_size: usize,
+    /// `passwordProfile.forceChangePasswordNextSignIn` of created users.
+    pub force_change_password: bool,
+    /// Run disables and deprovisions (false when the circuit breaker tripped without override).
+    pub allow_destructive: bool,
+    /// Called after every chunk with (steps done, steps in all).
+    pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+}
+
+/// What an execution did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutionReport {
+    /// Counts by outcome: `created`, `linked`, `updated`, `enabled`, `disabled`, `licensed`,
+    /// `managers`, `members_added`, `members_removed`, `deprovisioned`, `failed`, `skipped`.
+    pub counts: BTreeMap<String, u64>,
+    /// Objects that failed in this run, with the reason.
+    pub failures: Vec<ObjectError>,
+    /// The deadline stopped the run; the next run continues.
+    pub stopped_at_deadline: bool,
+    /// Destructive steps were held back by the circuit breaker.
+    pub destructive_held: bool,
+    /// A failure that concerns the whole run (credentials); the run stopped.
+    pub fatal: Option<String>,
+}
+
+impl ExecutionReport {
+    fn add(&mut self, name: &str, n: u64) {
+        *self.counts.entry(name.to_owned()).or_insert(0) += n;
+    }
+}
+
+/// First retry one minute after a failure, doubling up to six hours.
+pub fn retry_delay_ms(attempts: u32) -> i64 {
+    let minutes = 1i64 << attempts.saturating_sub(1).min(9);
+    (minutes * 60_000).min(6 * 3_600_000)
+}
+
+fn stage_of(step: &Step) -> usize {
+    match step {
+        Step::MatchGroup { .. } | Step::CreateGroup { .. } => 0,
+        Step::LinkUser { .. } | Step::CreateUser { .. } => 1,
+        Step::UpdateUser { .. } | Step::SetEnabled { enabled: true, .. } => 2,
+        Step::AssignLicenses { .. } => 3,
+        Step::SetManager { .. } | Step::RemoveManager { .. } => 4,
+        Step::AddMembers { .. } | Step::RemoveMembers { .. } => 5,
+        Step::SetEnabled { enabled: false, .. } | Step::Deprovision { .. } => 6,
+    }
+}
+
+fn subject(step: &Step) -> (ObjectKind, &str) {
+    match step {
+        Step::MatchGroup { source_id, .. } | Step::CreateGroup { source_id, .. } => {
+            (ObjectKind::Group, source_id)
+        }
+        Step::AddMembers {
+            group_source_id, ..
+        }
+        | Step::RemoveMembers {
+            group_source_id, ..
+        } => (ObjectKind::Group, group_source_id),
+        Step::Deprovision {
+            kind, source_id, ..
+        } => (*kind, source_id),
+        Step::LinkUser { source_id, .. }
+        | Step::CreateUser { source_id, .. }
+        | Step::UpdateUser { source_id, .. }
+        | Step::SetEnabled { source_id, .. }
+        | Step::AssignLicenses { source_id, .. }
+        | Step::SetManager { source_id, .. }
+        | Step::RemoveManager { source_id, .. } => (ObjectKind::User, source_id),
+    }
+}
+
+/// A step turned into tenant operations, and how to record their success.
+enum Prepared {
+    /// Nothing to send (a link of an existing object).
+    Local,
+    Ops(Vec<DirectoryOp>),
+    /// Cannot run: a step it depends on did not (its failure is recorded already).
+    Skip,
+}
+
+impl Executor<'_> {
+    pub async fn execute(&self, planned: Planned) -> Result<ExecutionReport, StateError> {
+        let Planned { plan, mut extras } = planned;
+        let mut report = ExecutionReport::default();
+        let total = plan.steps.len() as u64;
+        let mut done = 0u64;
+        // Tenant ids of objects created or linked in this run.
+        let mut resolved: HashMap<(ObjectKind, String), String> = HashMap::new();
+        let mut stages: Vec<Vec<Step>> = vec![Vec::new(); 7];
+        for step in plan.steps {
+            stages[stage_of(&step)].push(step);
+        }
+        for (stage, steps) in stages.into_iter().enumerate() {
+            if stage == 6 && !steps.is_empty() && !self.allow_destructive {
+                report.destructive_held = true;
+                report.add("held", steps.len() as u64);
+                continue;
+            }
+            for chunk in steps.chunks(self.chunk_size.max(1)) {
+                if self.deadline.is_some_and(|d| self.clock.now() >= d) {
+                    report.stopped_at_deadline = true;
+                    return Ok(report);
+                }
+                self.run_chunk(chunk, &mut extras, &mut resolved, &mut report)
+                    .await?;
+                done += chunk.len() as u64;
+                if let Some(progress) = self.progress {
+                    progress(done, total);
+                }
+                if report.fatal.is_some() {
+                    return Ok(report);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn run_chunk(
+        &self,
+        chunk: &[Step],
+        extras: &mut crate::planner::PlanExtras,
+        resolved: &mut HashMap<(ObjectKind, String), String>,
+        report: &mut ExecutionReport,
+    ) -> Result<(), StateError> {
+        // Links of every object the chunk touches (and of members and managers it refers to).
+        let mut user_ids: HashSet<String> = HashSet::new();
+        let mut group_ids: HashSet<String> = HashSet::new();
+        for step in chunk {
+            match subject(step) {
+                (ObjectKind::User, id) => user_ids.insert(id.to_owned()),
+                (ObjectKind::Group, id) => group_ids.insert(id.to_owned()),
+            };
+            match step {
+                Step::SetManager {
+                    manager_source_id, ..
+                } => {
+                    user_ids.insert(manager_source_id.clone());
+                }
+                Step::AddMembers {
+                    member_source_ids, ..
+                } => user_ids.extend(member_source_ids.iter().cloned()),
+                _ => {}
+            }
+        }
+        let mut links: HashMap<(ObjectKind, String), Link> = HashMap::new();
+        for (kind, ids) in [(ObjectKind::User, user_ids), (ObjectKind::Group, group_ids)] {
+            let ids: Vec<String> = ids.into_iter().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for link in self.state.get_links(self.connection, kind, &ids).await? {
+                resolved.insert((kind, link.source_id.clone()), link.object_id.clone());
+                links.insert((kind, link.source_id.clone()), link);
+            }
+        }
+        let object_id = |kind: ObjectKind, id: &str, resolved: &HashMap<_, String>| {
+            resolved.get(&(kind, id.to_owned())).cloned()
+        };
+
+        // Prepare operations.
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(chunk.len());
+        for step in chunk {
+            let p = match step {
+                Step::MatchGroup { .. } | Step::LinkUser { .. } => Prepared::Local,
+                Step::CreateGroup {
+                    display_name,
+                    mail_nickname,
+                    kind,
+                    ..
+                } => Prepared::Ops(vec![DirectoryOp::CreateGroup {
+                    display_name: display_name.clone(),
+                    mail_nickname: mail_nickname.clone(),
+                    kind: *kind,
+                    description: None,
+                }]),
+                Step::CreateUser {
+                    source_id,
+                    properties,
+                    enabled,
+                    ..
+                } => {
+                    let mut properties = properties.clone();
+                    properties.insert("accountEnabled".into(), Value::Bool(*enabled));
+                    let password = extras
+                        .passwords
+                        .remove(source_id)
+                        .unwrap_or_else(crate::mapping::generate_password);
+                    Prepared::Ops(vec![DirectoryOp::CreateUser {
+                        properties,
+                        password,
+                        force_change_password: self.force_change_password,
+                    }])
+                }
+                Step::UpdateUser {
+                    source_id, changes, ..
+                } => match object_id(ObjectKind::User, source_id, resolved) {
+                    Some(id) => Prepared::Ops(vec![DirectoryOp::UpdateUser {
+                        id,
+                        properties: changes
+                            .iter()
+                            .map(|c| (c.name.clone(), c.new.clone()))
+                            .collect(),
+                    }]),
+                    None => Prepared::Skip,
+                },
+                Step::SetEnabled {
+                    source_id, enabled, ..
+                } => match object_id(ObjectKind::User, source_id, resolved) {
+                    Some(id) => Prepared::Ops(vec![DirectoryOp::UpdateUser {
+                        id,
+                        properties: BTreeMap::from([(
+                            "accountEnabled".to_owned(),
+                            Value::Bool(*enabled),
+                        )]),
+                    }]),
+                    None => Prepared::Skip,
+                },
+                Step::AssignLicenses {
+                    source_id,
+                    add,
+                    remove,
+                    ..
+                } => match object_id(ObjectKind::User, source_id, resolved) {
+                    Some(id) => Prepared::Ops(vec![DirectoryOp::AssignLicenses {
+                        id,
+                        add: add.clone(),
+                        remove: remove.clone(),
+                    }]),
+                    None => Prepared::Skip,
+                },
+                Step::SetManager {
+                    source_id,
+                    manager_source_id,
+                    ..
+                } => match (
+                    object_id(ObjectKind::User, source_id, resolved),
+                    object_id(ObjectKind::User, manager_source_id, resolved),
+                ) {
+                    (Some(id), Some(manager_id)) => {
+                        Prepared::Ops(vec![DirectoryOp::SetManager { id, manager_id }])
+                    }
+                    _ => Prepared::Skip,
+                },
+                Step::RemoveManager { source_id, .. } => {
+                    match object_id(ObjectKind::User, source_id, resolved) {
+                        Some(id) => Prepared::Ops(vec![DirectoryOp::RemoveManager { id }]),
+                        None => Prepared::Skip,
+                    }
+                }
+                Step::AddMembers {
+                    group_source_id,
+                    member_source_ids,
+                    ..
+                } => match object_id(ObjectKind::Group, group_source_id, resolved) {
+                    Some(group_id) => {
+                        let existing = extras.existing_members.get(group_source_id);
+                        let member_ids: Vec<String> = member_source_ids
+                            .iter()
+                            .filter_map(|m| object_id(ObjectKind::User, m, resolved))
+                            .filter(|m| !existing.is_some_and(|e| e.contains(m)))
+                            .collect();
+                        if member_ids.is_empty() {
+                            Prepared::Local
+                        } else {
+                            Prepared::Ops(vec![DirectoryOp::AddMembers {
+                                group_id,
+                                member_ids,
+                            }])
+                        }
+                    }
+                    None => Prepared::Skip,
+                },
+                Step::RemoveMembers {
+                    group_source_id,
+                    member_object_ids,
+                    ..
+                } => match object_id(ObjectKind::Group, group_source_id, resolved) {
+                    Some(group_id) => Prepared::Ops(
+                        member_object_ids
+                            .iter()
+                            .map(|m| DirectoryOp::RemoveMember {
+                                group_id: group_id.clone(),
+                                member_id: m.clone(),
+                            })
+                            .collect(),
+                    ),
+                    None => Prepared::Skip,
+                },
+                Step::Deprovision {
+                    kind,
+                    object_id,
+                    action,
+                    ..
+                } => match (kind, action) {
+                    (ObjectKind::User, RemoveAction::Disable) => {
+                        Prepared::Ops(vec![DirectoryOp::UpdateUser {
+                            id: object_id.clone(),
+                            properties: BTreeMap::from([(
+                                "accountEnabled".to_owned(),
+                                Value::Bool(false),
+                            )]),
+                        }])
+                    }
+                    (ObjectKind::User, RemoveAction::Delete) => {
+                        Prepared::Ops(vec![DirectoryOp::DeleteUser {
+                            id: object_id.clone(),
+                        }])
+                    }
+                    (ObjectKind::Group, RemoveAction::Delete) => {
+                        Prepared::Ops(vec![DirectoryOp::DeleteGroup {
+                            id: object_id.clone(),
+                        }])
+                    }
+                    // Groups have no enabled flag: "disable" leaves the group as it is.
+                    (ObjectKind::Group, RemoveAction::Disable) => Prepared::Local,
+                },
+            };
+            prepared.push(p);
+        }
+
+        // One apply call for the whole chunk.
+        let mut ops = Vec::new();
+        let mut spans = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match p {
+                Prepared::Ops(step_ops) => {
+                    spans.push(Some((ops.len(), step_ops.len())));
+                    ops.extend(step_ops);
+                }
+                Prepared::Local => spans.push(Some((ops.len(), 0))),
+                Prepared::Skip => spans.push(None),
+            }
+        }
+        let results = if ops.is_empty() {
+            Vec::new()
+        } else {
+            self.directory.apply(ops).await
+        };
+
+        // Record outcomes.
+        let now = self.clock.now();
+        let mut changed: HashMap<(ObjectKind, String), Link> = HashMap::new();
+        let mut unlinked: Vec<(ObjectKind, String)> = Vec::new();
+        let mut failed: Vec<(ObjectKind, String, String, DirectoryError)> = Vec::new();
+        let mut succeeded: HashSet<(ObjectKind, String)> = HashSet::new();
+        for (step, span) in chunk.iter().zip(spans) {
+            let (kind, source_id) = subject(step);
+            let key = (kind, source_id.to_owned());
+            let Some((start, len)) = span else {
+                report.add("skipped", 1);
+                continue;
+            };
+            let step_results = &results[start..start + len];
+            if let Some(error) = step_results.iter().find_map(|r| r.as_ref().err()) {
+                if error.is_fatal() && report.fatal.is_none() {
+                    report.fatal = Some(error.message.clone());
+                }
+                failed.push((
+                    kind,
+                    source_id.to_owned(),
+                    step.operation().to_owned(),
+                    error.clone(),
+                ));
+                continue;
+            }
+            succeeded.insert(key.clone());
+            let current = changed.remove(&key).or_else(|| links.get(&key).cloned());
+            match step {
+                Step::MatchGroup {
+                    source_id,
+                    display_name,
+                    object_id,
+                } => {
+                    resolved.insert(key.clone(), object_id.clone());
+                    changed.insert(
+                        key,
+                        new_link(
+                            ObjectKind::Group,
+                            source_id,
+                            object_id,
+                            LinkOrigin::Matched,
+                            BTreeMap::from([(
+                                "displayName".to_owned(),
+                                Value::String(display_name.clone()),
+                            )]),
+                            true,
+                            now,
+                        ),
+                    );
+                    report.add("groups_matched", 1);
+                }
+                Step::CreateGroup {
+                    source_id,
+                    display_name,
+                    ..
+                } => {
+                    if let Some(Ok(OpOutcome::Created { id })) = step_results.first() {
+                        resolved.insert(key.clone(), id.clone());
+                        changed.insert(
+                            key,
+                            new_link(
+                                ObjectKind::Group,
+                                source_id,
+                                id,
+                                LinkOrigin::Created,
+                                BTreeMap::from([(
+                                    "displayName".to_owned(),
+                                    Value::String(display_name.clone()),
+                                )]),
+                                true,
+                                now,
+                            ),
+                        );
+                        report.add("groups_created", 1);
+                    }
+                }
+                Step::LinkUser {
+                    source_id,
+                    object_id,
+                    ..
+                } => {
+                    let mut applied = extras.matched.remove(source_id).unwrap_or_default();
+                    let enabled = applied
+                        .remove("accountEnabled")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(true);
+                    resolved.insert(key.clone(), object_id.clone());
+                    changed.insert(
+                        key,
+                        new_link(
+                            ObjectKind::User,
+                            source_id,
+                            object_id,
+                            LinkOrigin::Matched,
+                            applied,
+                            enabled,
+                            now,
+                        ),
+                    );
+                    report.add("linked", 1);
+                }
+                Step::CreateUser {
+                    source_id,
+                    properties,
+                    enabled,
+                    ..
+                } => {
+                    if let Some(Ok(OpOutcome::Created { id })) = step_results.first() {
+                        resolved.insert(key.clone(), id.clone());
+                        changed.insert(
+                            key,
+                            new_link(
+                                ObjectKind::User,
+                                source_id,
+                                id,
+                                LinkOrigin::Created,
+                                properties.clone(),
+                                *enabled,
+                                now,
+                            ),
+                        );
+                        report.add("created", 1);
+                    }
+                }
+                Step::UpdateUser { changes, .. } => {
+                    if let Some(mut link) = current {
+                        for change in changes {
+                            if is_empty_value(&change.new) {
+                                link.applied.remove(&change.name);
+                            } else {
+                                link.applied.insert(change.name.clone(), change.new.clone());
+                            }
+                        }
+                        changed.insert(key, touch(link, now));
+                    }
+                    report.add("updated", 1);
+                }
+                Step::SetEnabled { enabled, .. } => {
+                    if let Some(mut link) = current {
+                        link.enabled = *enabled;
+                        changed.insert(key, touch(link, now));
+                    }
+                    report.add(if *enabled { "enabled" } else { "disabled" }, 1);
+                }
+                Step::AssignLicenses { add, remove, .. } => {
+                    if let Some(mut link) = current {
+                        link.licenses.retain(|l| {
+                            !remove.iter().any(|r| r.eq_ignore_ascii_case(&l.sku_id))
+                                && !add.iter().any(|a| a.sku_id.eq_ignore_ascii_case(&l.sku_id))
+                        });
+                        link.licenses.extend(add.iter().cloned());
+                        link.licenses.sort();
+                        changed.insert(key, touch(link, now));
+                    }
+                    report.add("licensed", 1);
+                }
+                Step::SetManager {
+                    manager_source_id, ..
+                } => {
+                    if let Some(mut link) = current {
+                        link.manager = Some(manager_source_id.clone());
+                        changed.insert(key, touch(link, now));
+                    }
+                    report.add("managers", 1);
+                }
+                Step::RemoveManager { .. } => {
+                    if let Some(mut link) = current {
+                        link.manager = None;
+                        changed.insert(key, touch(link, now));
+                    }
+                    report.add("managers", 1);
+                }
+                Step::AddMembers {
+                    member_source_ids, ..
+                } => {
+                    if let Some(mut link) = current {
+                        let added: Vec<String> = member_source_ids
+                            .iter()
+                            .filter_map(|m| resolved.get(&(ObjectKind::User, m.clone())).cloned())
+                            .collect();
+                        report.add("members_added", added.len() as u64);
+                        link.members.extend(added);
+                        link.members.sort();
+                        link.members.dedup();
+                        changed.insert(key, touch(link, now));
+                    }
+                }
+                Step::RemoveMembers {
+                    member_object_ids, ..
+                } => {
+                    if let Some(mut link) = current {
+                        link.members.retain(|m| !member_object_ids.contains(m));
+                        changed.insert(key, touch(link, now));
+                    }
+                    report.add("members_removed", member_object_ids.len() as u64);
+                }
+                Step::Deprovision { .. } => {
+                    unlinked.push(key);
+                    report.add("deprovisioned", 1);
+                }
+            }
+        }
+
+        // Durable before the next chunk: links first, then errors.
+        let to_put: Vec<Link> = changed
+            .into_values()
+            .filter(|l| !unlinked.contains(&(l.kind, l.source_id.clone())))
+            .collect();
+        if !to_put.is_empty() {
+            self.state.put_links(self.connection, &to_put).await?;
+        }
+        for kind in [ObjectKind::User, ObjectKind::Group] {
+            let ids: Vec<String> = unlinked
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, id)| id.clone())
+                .collect();
+            if !ids.is_empty() {
+                self.state.delete_links(self.connection, kind, &ids).await?;
+            }
+            let ok: Vec<String> = succeeded
+                .iter()
+                .filter(|(k, id)| *k == kind && !failed.iter().any(|f| f.0 == kind && &f.1 == id))
+                .map(|(_, id)| id.clone())
+                .collect();
+            if !ok.is_empty() {
+                self.state.clear_errors(self.connection, kind, &ok).await?;
+            }
+        }
+        for (kind, source_id, operation, error) in failed {
+            let previous = self
+                .state
+                .get_errors(self.connection, kind, std::slice::from_ref(&source_id))
+                .await?
+                .into_iter()
+                .next();
+            let attempts = previous.as_ref().map_or(0, |p| p.attempts) + 1;
+            let record = ObjectError {
+                kind,
+                source_id,
+                operation,
+                message: error.message.clone(),
+                attempts,
+                first_failed_at: previous.map_or(now, |p| p.first_failed_at),
+                last_failed_at: now,
+                next_retry_at: now + retry_delay_ms(attempts),
+            };
+            self.state.put_error(self.connection, &record).await?;
+            report.add("failed", 1);
+            report.failures.push(record);
+        }
+        Ok(())
+    }
+}
+
+fn new_link(
+    kind: ObjectKind,
+    source_id: &str,
+    object_id: &str,
+    origin: LinkOrigin,
+    applied: BTreeMap<String, Value>,
+    enabled: bool,
+    now: UnixMillis,
+) -> Link {
+    touch(
+        Link {
+            kind,
+            source_id: source_id.to_owned(),
+            object_id: object_id.to_owned(),
+            origin,
+            hash: String::new(),
+            applied,
+            enabled,
+            licenses: Vec::new(),
+            manager: None,
+            members: Vec::new(),
+            seen_generation: 0,
+            updated_at: now,
+        },
+        now,
+    )
+}
+
+/// Recomputes the hash from what the link says is applied, so that it never claims more than
+/// the tenant holds.
+fn touch(mut link: Link, now: UnixMillis) -> Link {
+    link.hash = user_state_hash(&link.applied, link.enabled, &link.licenses);
+    link.updated_at = now;
+    link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_from_a_minute_to_six_hours() {
+        assert_eq!(retry_delay_ms(1), 60_000);
+        assert_eq!(retry_delay_ms(2), 120_000);
+        assert_eq!(retry_delay_ms(3), 240_000);
+        assert_eq!(retry_delay_ms(9), 256 * 60_000);
+        assert_eq!(retry_delay_ms(10), 6 * 3_600_000);
+        assert_eq!(retry_delay_ms(40), 6 * 3_600_000);
+    }
+}

@@ -1,0 +1,473 @@
+//! The plan: what a sync would do, as data (DESIGN §2, §8). `plan` prints it; `sync` executes it.
+//!
+//! Steps are in dependency order — groups, users (link or create), updates, licenses, managers,
+//! memberships, then disables and deprovisions — and refer to source ids: an object created by an
+//! earlier step is resolved to its tenant id when the later step runs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::GroupKind;
+use crate::model::{LicenseAssignment, ObjectKind};
+
+/// One changed attribute: old → new (`null` = absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeChange {
+    pub name: String,
+    pub old: serde_json::Value,
+    pub new: serde_json::Value,
+}
+
+/// What happens to a linked object that left scope or was deleted at the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoveAction {
+    /// `accountEnabled = false`; the user keeps its licenses and data.
+    #[default]
+    Disable,
+    /// Graph delete: a soft delete, restorable for 30 days.
+    Delete,
+}
+
+/// Why an object is deprovisioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeprovisionReason {
+    /// Not in the source any more, or out of the rule's scope.
+    LeftScope,
+    /// The rule is being deleted with `--deprovision`.
+    RuleDeleted,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    /// Link an existing tenant group of the same displayName.
+    MatchGroup {
+        source_id: String,
+        display_name: String,
+        object_id: String,
+    },
+    CreateGroup {
+        source_id: String,
+        display_name: String,
+        mail_nickname: String,
+        kind: GroupKind,
+    },
+    /// Link an existing tenant user found by the match attribute; updates follow as their own
+    /// steps.
+    LinkUser {
+        source_id: String,
+        user_principal_name: String,
+        object_id: String,
+    },
+    /// Create a user. The password is not in the plan: it is produced at execution time.
+    CreateUser {
+        source_id: String,
+        user_principal_name: String,
+        properties: BTreeMap<String, serde_json::Value>,
+        enabled: bool,
+    },
+    /// PATCH only the changed attributes.
+    UpdateUser {
+        source_id: String,
+        user_principal_name: String,
+        changes: Vec<AttributeChange>,
+    },
+    /// accountEnabled true or false, following the source.
+    SetEnabled {
+        source_id: String,
+        user_principal_name: String,
+        enabled: bool,
+    },
+    AssignLicenses {
+        source_id: String,
+        user_principal_name: String,
+        add: Vec<LicenseAssignment>,
+        remove: Vec<String>,
+    },
+    SetManager {
+        source_id: String,
+        user_principal_name: String,
+        manager_source_id: String,
+    },
+    RemoveManager {
+        source_id: String,
+        user_principal_name: String,
+    },
+    /// Members by source id (resolved to tenant ids when the step runs).
+    AddMembers {
+        group_source_id: String,
+        display_name: String,
+        member_source_ids: Vec<String>,
+    },
+    /// Members by tenant object id (they may not be linked any more).
+    RemoveMembers {
+        group_source_id: String,
+        display_name: String,
+        member_object_ids: Vec<String>,
+    },
+    Deprovision {
+        kind: ObjectKind,
+        source_id: String,
+        /// UPN or displayName as last applied, for people reading the plan.
+        name: String,
+        object_id: String,
+        action: RemoveAction,
+        reason: DeprovisionReason,
+    },
+}
+
+impl Step {
+    /// Short name of the operation, as in the plan table and summaries.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Step::MatchGroup { .. } => "match group",
+            Step::CreateGroup { .. } => "create group",
+            Step::LinkUser { .. } => "link user",
+            Step::CreateUser { .. } => "create user",
+            Step::UpdateUser { .. } => "update user",
+            Step::SetEnabled { enabled: true, .. } => "enable user",
+            Step::SetEnabled { enabled: false, .. } => "disable user",
+            Step::AssignLicenses { .. } => "licenses",
+            Step::SetManager { .. } => "set manager",
+            Step::RemoveManager { .. } => "remove manager",
+            Step::AddMembers { .. } => "add members",
+            Step::RemoveMembers { .. } => "remove members",
+            Step::Deprovision {
+                action: RemoveAction::Disable,
+                kind: ObjectKind::User,
+                ..
+            } => "deprovision (disable)",
+            Step::Deprovision {
+                action: RemoveAction::Delete,
+                kind: ObjectKind::User,
+                ..
+            } => "deprovision (delete)",
+            Step::Deprovision {
+                kind: ObjectKind::Group,
+                ..
+            } => "deprovision group",
+        }
+    }
+
+    /// The object the step is about, as people name it.
+    pub fn object(&self) -> &str {
+        match self {
+            Step::MatchGroup { display_name, .. }
+            | Step::CreateGroup { display_name, .. }
+            | Step::AddMembers { display_name, .. }
+            | Step::RemoveMembers { display_name, .. } => display_name,
+            Step::LinkUser {
+                user_principal_name,
+                ..
+            }
+            | Step::CreateUser {
+                user_principal_name,
+                ..
+            }
+            | Step::UpdateUser {
+                user_principal_name,
+                ..
+            }
+            | Step::SetEnabled {
+                user_principal_name,
+                ..
+            }
+            | Step::AssignLicenses {
+                user_principal_name,
+                ..
+            }
+            | Step::SetManager {
+                user_principal_name,
+                ..
+            }
+            | Step::RemoveManager {
+                user_principal_name,
+                ..
+            } => user_principal_name,
+            Step::Deprovision { name, .. } => name,
+        }
+    }
+
+    /// Disables and deletes: what the circuit breaker counts.
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self,
+            Step::SetEnabled { enabled: false, .. } | Step::Deprovision { .. }
+        )
+    }
+
+    /// Tenant writes this step needs at least (memberships: one PATCH per 20 adds).
+    pub fn minimal_writes(&self) -> u64 {
+        match self {
+            Step::MatchGroup { .. } | Step::LinkUser { .. } => 0,
+            Step::AddMembers {
+                member_source_ids, ..
+            } => member_source_ids.len().div_ceil(20) as u64,
+            Step::RemoveMembers {
+                member_object_ids, ..
+            } => member_object_ids.len() as u64,
+            _ => 1,
+        }
+    }
+
+    /// Old → new details for the plan table.
+    pub fn details(&self) -> String {
+        fn show(v: &serde_json::Value) -> String {
+            match v {
+                serde_json::Value::Null => "∅".to_owned(),
+                serde_json::Value::String(s) => format!("{s:?}"),
+                other => other.to_string(),
+            }
+        }
+        match self {
+            Step::CreateUser { properties, .. } => properties
+                .iter()
+                .map(|(k, v)| format!("{k}={}", show(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Step::UpdateUser { changes, .. } => changes
+                .iter()
+                .map(|c| format!("{}: {} → {}", c.name, show(&c.old), show(&c.new)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Step::SetEnabled { enabled, .. } => {
+                format!("accountEnabled: {} → {enabled}", !enabled)
+            }
+            Step::AssignLicenses { add, remove, .. } => {
+                let mut parts: Vec<String> = add
+                    .iter()
+                    .map(|l| {
+                        if l.disabled_plans.is_empty() {
+                            format!("+{}", l.sku_id)
+                        } else {
+                            format!("+{} (disabled plans: {})", l.sku_id, l.disabled_plans.len())
+                        }
+                    })
+                    .collect();
+                parts.extend(remove.iter().map(|s| format!("-{s}")));
+                parts.join(", ")
+            }
+            Step::SetManager {
+                manager_source_id, ..
+            } => format!("manager → source {manager_source_id}"),
+            Step::AddMembers {
+                member_source_ids, ..
+            } => format!("+{} member(s)", member_source_ids.len()),
+            Step::RemoveMembers {
+                member_object_ids, ..
+            } => format!("-{} member(s)", member_object_ids.len()),
+            Step::MatchGroup { object_id, .. } | Step::LinkUser { object_id, .. } => {
+                format!("existing object {object_id}")
+            }
+            Step::CreateGroup {
+                mail_nickname,
+                kind,
+                ..
+            } => format!("{kind:?} group, mailNickname={mail_nickname:?}"),
+            Step::RemoveManager { .. } => "manager cleared at the source".to_owned(),
+            Step::Deprovision { reason, .. } => match reason {
+                DeprovisionReason::LeftScope => "left scope or deleted at the source".to_owned(),
+                DeprovisionReason::RuleDeleted => "rule deleted".to_owned(),
+            },
+        }
+    }
+}
+
+/// A problem found while planning that concerns one object (bad value, ambiguous match…). It is
+/// recorded and retried like an execution failure; the rest of the plan is unaffected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanIssue {
+    pub kind: ObjectKind,
+    pub source_id: String,
+    pub operation: String,
+    pub message: String,
+}
+
+/// What the circuit breaker concluded about a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerVerdict {
+    pub destructive: u64,
+    pub linked_users: u64,
+    pub max_count: u64,
+    pub max_percent: f64,
+    pub tripped: bool,
+}
+
+/// Everything a sync would do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub connection: String,
+    pub steps: Vec<Step>,
+    pub issues: Vec<PlanIssue>,
+    /// Deprovisioning is allowed only after a complete source snapshot (DESIGN §8).
+    pub snapshot_complete: bool,
+    pub breaker: BreakerVerdict,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Number of steps per operation name.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        let mut counts = BTreeMap::new();
+        for step in &self.steps {
+            *counts.entry(step.operation()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The fewest tenant writes that carry this plan out.
+    pub fn minimal_writes(&self) -> u64 {
+        self.steps.iter().map(Step::minimal_writes).sum()
+    }
+
+    /// A table for people: operation, object, attribute old → new.
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        if self.steps.is_empty() {
+            out.push_str("no changes\n");
+        } else {
+            let op_width = self
+                .steps
+                .iter()
+                .map(|s| s.operation().chars().count())
+                .max()
+                .unwrap_or(9)
+                .max(9);
+            let obj_width = self
+                .steps
+                .iter()
+                .map(|s| s.object().chars().count())
+                .max()
+                .unwrap_or(6)
+                .clamp(6, 48);
+            let _ = writeln!(
+                out,
+                "{:<op_width$}  {:<obj_width$}  CHANGE",
+                "OPERATION", "OBJECT"
+            );
+            for step in &self.steps {
+                let _ = writeln!(
+                    out,
+                    "{:<op_width$}  {:<obj_width$}  {}",
+                    step.operation(),
+                    step.object(),
+                    step.details()
+                );
+            }
+        }
+        for issue in &self.issues {
+            let _ = writeln!(
+                out,
+                "problem: {} {}: {}",
+                issue.kind, issue.source_id, issue.message
+            );
+        }
+        if !self.snapshot_complete {
+            out.push_str(
+                "note: the source snapshot was incomplete; nothing is deprovisioned in this run\n",
+            );
+        }
+        if self.breaker.tripped {
+            let _ = writeln!(
+                out,
+                "circuit breaker: {} disable/delete operation(s) over {} linked users exceed the limit ({} or {}%); sync stops before the first one unless run with --override-breaker",
+                self.breaker.destructive,
+                self.breaker.linked_users,
+                self.breaker.max_count,
+                self.breaker.max_percent
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn plan(steps: Vec<Step>) -> Plan {
+        Plan {
+            connection: "c".into(),
+            steps,
+            issues: vec![],
+            snapshot_complete: true,
+            breaker: BreakerVerdict {
+                destructive: 0,
+                linked_users: 0,
+                max_count: 10,
+                max_percent: 10.0,
+                tripped: false,
+            },
+        }
+    }
+
+    #[test]
+    fn empty_plan_says_no_changes() {
+        assert_eq!(plan(vec![]).render_table(), "no changes\n");
+    }
+
+    #[test]
+    fn table_shows_old_and_new_values() {
+        let table = plan(vec![Step::UpdateUser {
+            source_id: "u1".into(),
+            user_principal_name: "bjensen@example.com".into(),
+            changes: vec![AttributeChange {
+                name: "jobTitle".into(),
+                old: json!("Clerk"),
+                new: json!("Manager"),
+            }],
+        }])
+        .render_table();
+        assert!(table.contains("update user"), "{table}");
+        assert!(table.contains("bjensen@example.com"), "{table}");
+        assert!(
+            table.contains("jobTitle: \"Clerk\" → \"Manager\""),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn steps_serialize_with_an_op_tag() {
+        let step = Step::LinkUser {
+            source_id: "u1".into(),
+            user_principal_name: "bjensen@example.com".into(),
+            object_id: "o1".into(),
+        };
+        let value = serde_json::to_value(&step).unwrap();
+        assert_eq!(value["op"], "link_user");
+        assert_eq!(serde_json::from_value::<Step>(value).unwrap(), step);
+    }
+
+    #[test]
+    fn minimal_writes_count_member_chunks_of_twenty() {
+        let p = plan(vec![
+            Step::AddMembers {
+                group_source_id: "g".into(),
+                display_name: "G".into(),
+                member_source_ids: (0..41).map(|i| i.to_string()).collect(),
+            },
+            Step::LinkUser {
+                source_id: "u".into(),
+                user_principal_name: "u@example.com".into(),
+                object_id: "o".into(),
+            },
+            Step::SetEnabled {
+                source_id: "u".into(),
+                user_principal_name: "u@example.com".into(),
+                enabled: false,
+            },
+        ]);
+        assert_eq!(p.minimal_writes(), 3 + 1);
+        assert_eq!(p.steps.iter().filter(|s| s.is_destructive()).count(), 1);
+    }
+}

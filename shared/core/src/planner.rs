@@ -1,0 +1,1079 @@
+//! Planning: the desired state (source → scope → mapping) against the stored state (links) and,
+//! for identities not linked yet, the tenant (lookups by the match attribute, groups by name)
+//! gives a [`Plan`]. Planning reads and never writes: `plan` and `sync` share it.
+//!
+//! Memory stays bounded by the changes, not by the source: users stream through page by page, an
+//! unchanged linked user is settled by comparing one hash and leaves only its id and manager
+//! reference behind.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::directory::Directory;
+use crate::hash::{same_value, user_state_hash};
+use crate::model::{LicenseAssignment, ObjectKind, SourceGroup, SourceUser};
+use crate::plan::{
+    AttributeChange, BreakerVerdict, DeprovisionReason, Plan, PlanIssue, RemoveAction, Step,
+};
+use crate::rule::{
+    BreakerSettings, GroupSettings, ManagerReference, ManagerSettings, Preferences, ScopeSettings,
+};
+use crate::source::{Source, SourceError};
+use crate::state::{Link, StateError, StateStore, UnixMillis};
+
+/// A user as the rule wants it in the tenant.
+#[derive(Debug, Clone)]
+pub struct DesiredUser {
+    /// Graph properties (without accountEnabled and passwordProfile, which the engine owns).
+    pub properties: BTreeMap<String, Value>,
+    /// Properties whose value is the first free one of these candidates (UPN, mailNickname).
+    pub unique_candidates: BTreeMap<String, Vec<String>>,
+    /// The password to create the user with; `None`: generated at creation.
+    pub password: Option<SecretString>,
+    /// Why this user cannot be created (its mapped password is missing or too weak); a linked
+    /// user needs no password and is unaffected.
+    pub password_problem: Option<String>,
+    /// `None`: licenses are not mapped; `Some(empty)`: mapped and empty (DESIGN §5).
+    pub licenses: Option<Vec<LicenseAssignment>>,
+    /// `None`: manager not mapped; `Some(None)`: mapped and cleared; else the source reference.
+    pub manager: Option<Option<String>>,
+}
+
+/// A group as the rule wants it in the tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredGroup {
+    pub display_name: String,
+    pub mail_nickname: String,
+}
+
+/// What the planner needs from a rule's mapping: evaluation of scope and attribute expressions.
+pub trait RuleMapping: Send + Sync {
+    /// The rule's scope filter for this user (true when there is no filter).
+    fn in_scope(&self, user: &SourceUser) -> Result<bool, String>;
+    /// Maps and validates a user; every problem is one message naming the property and rule.
+    fn map_user(&self, user: &SourceUser) -> Result<DesiredUser, Vec<String>>;
+    fn map_group(&self, group: &SourceGroup) -> Result<DesiredGroup, Vec<String>>;
+}
+
+/// A rule, ready to plan with.
+pub struct Rule {
+    pub name: String,
+    /// Graph property that finds existing tenant users (userPrincipalName by default).
+    pub match_attribute: String,
+    pub preferences: Preferences,
+    pub breaker: BreakerSettings,
+    pub scope: ScopeSettings,
+    pub groups: GroupSettings,
+    pub manager: ManagerSettings,
+    pub mapping: Box<dyn RuleMapping>,
+}
+
+/// Why planning failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("reading the tenant failed: {0}")]
+    Directory(#[from] crate::directory::DirectoryError),
+}
+
+/// Things execution needs that are not part of the printable plan.
+#[derive(Default)]
+pub struct PlanExtras {
+    /// Mapped passwords of users to create, by source id (absent: generate).
+    pub passwords: HashMap<String, SecretString>,
+    /// Tenant properties of users linked by match, by source id: the link's starting point.
+    pub matched: HashMap<String, BTreeMap<String, Value>>,
+    /// Members already in tenant groups matched by name, by group source id: adding them would
+    /// be a wasted write.
+    pub existing_members: HashMap<String, HashSet<String>>,
+}
+
+impl std::fmt::Debug for PlanExtras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanExtras")
+            .field("passwords", &format!("[{} REDACTED]", self.passwords.len()))
+            .field("matched", &self.matched.len())
+            .finish()
+    }
+}
+
+/// A plan and its execution extras.
+#[derive(Debug)]
+pub struct Planned {
+    pub plan: Plan,
+    pub extras: PlanExtras,
+}
+
+/// Inputs of one planning pass.
+pub struct Planner<'a> {
+    pub connection: &'a str,
+    pub rule: &'a Rule,
+    pub source: &'a dyn Source,
+    pub directory: &'a dyn Directory,
+    pub state: &'a dyn StateStore,
+    pub now: UnixMillis,
+    pub page_size: usize,
+}
+
+/// A user the planner keeps after its page: enough to plan its manager and memberships.
+struct Kept {
+    upn: String,
+    linked_manager: Option<String>,
+    manager_ref: Option<Option<String>>,
+    /// Linked already, or linked/created by this plan.
+    provisioned: bool,
+}
+
+impl Planner<'_> {
+    /// Builds the plan of one run.
+    pub async fn plan(&self) -> Result<Planned, PlanError> {
+        let rule = self.rule;
+        let prefs = &rule.preferences;
+        let mut steps_groups = Vec::new();
+        let mut steps_users = Vec::new();
+        let mut steps_updates = Vec::new();
+        let mut steps_licenses = Vec::new();
+        let mut steps_managers = Vec::new();
+        let mut steps_members = Vec::new();
+        let mut steps_destructive = Vec::new();
+        let mut issues = Vec::new();
+        let mut extras = PlanExtras::default();
+        let mut snapshot_complete = true;
+
+        // Scope by source groups: their members, read once.
+        let scope_members: Option<HashSet<String>> = if rule.scope.groups.is_empty() {
+            None
+        } else {
+            let mut members = HashSet::new();
+            for id in &rule.scope.groups {
+                match self.source.fetch_group(id).await? {
+                    Some(group) => members.extend(group.members),
+                    None => {
+                        // A scope group that vanished would put everyone out of scope: refuse to
+                        // sweep on that basis.
+                        snapshot_complete = false;
+                        issues.push(PlanIssue {
+                            kind: ObjectKind::Group,
+                            source_id: id.clone(),
+                            operation: "scope".into(),
+                            message: format!(
+                                "scope group {id} is not in the source; check rules.scope.groups (nothing is deprovisioned until it is found)"
+                            ),
+                        });
+                    }
+                }
+            }
+            Some(members)
+        };
+
+        let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
+        // Identities present but not to be touched (record errors, mapping errors, backoff).
+        let mut protected: HashSet<String> = HashSet::new();
+        let mut dn_index: HashMap<String, String> = HashMap::new();
+        let mut source_groups: Vec<SourceGroup> = Vec::new();
+        let mut claimed: HashSet<(String, String)> = HashSet::new();
+
+        let mut cursor = None;
+        loop {
+            let page = self
+                .source
+                .snapshot_page(cursor.as_ref(), self.page_size)
+                .await?;
+            for error in &page.errors {
+                match &error.source_id {
+                    Some(id) => {
+                        protected.insert(id.clone());
+                    }
+                    None => snapshot_complete = false,
+                }
+                issues.push(PlanIssue {
+                    kind: ObjectKind::User,
+                    source_id: error.source_id.clone().unwrap_or_default(),
+                    operation: "read".into(),
+                    message: format!("{}: {}", error.location, error.message),
+                });
+            }
+            source_groups.extend(page.groups);
+            self.plan_user_page(
+                page.users,
+                scope_members.as_ref(),
+                &mut kept,
+                &mut protected,
+                &mut dn_index,
+                &mut extras,
+                &mut issues,
+                &mut claimed,
+                (&mut steps_users, &mut steps_updates, &mut steps_licenses),
+            )
+            .await?;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+
+        self.plan_managers(&kept, &dn_index, &mut steps_managers, &mut issues);
+        if rule.groups.enabled {
+            self.plan_groups(
+                &source_groups,
+                &kept,
+                &mut extras,
+                &mut issues,
+                &mut steps_groups,
+                &mut steps_members,
+            )
+            .await?;
+        }
+
+        let linked_users = self
+            .state
+            .count_links(self.connection, ObjectKind::User)
+            .await?;
+        if snapshot_complete && prefs.allow_deprovision {
+            self.plan_sweep(&kept, &protected, &source_groups, &mut steps_destructive)
+                .await?;
+        }
+
+        // Disables of users disabled at the source also count for the breaker; they come last.
+        let mut enables = Vec::new();
+        for step in std::mem::take(&mut steps_updates) {
+            match step {
+                Step::SetEnabled { enabled: false, .. } => steps_destructive.insert(0, step),
+                Step::SetEnabled { enabled: true, .. } => enables.push(step),
+                other => steps_updates.push(other),
+            }
+        }
+        steps_updates.extend(enables);
+
+        let destructive = steps_destructive
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Step::SetEnabled { enabled: false, .. }
+                        | Step::Deprovision {
+                            kind: ObjectKind::User,
+                            ..
+                        }
+                )
+            })
+            .count() as u64;
+        let breaker = BreakerVerdict {
+            destructive,
+            linked_users,
+            max_count: rule.breaker.max_count,
+            max_percent: rule.breaker.max_percent,
+            tripped: rule.breaker.trips(destructive, linked_users),
+        };
+
+        let mut steps = steps_groups;
+        steps.extend(steps_users);
+        steps.extend(steps_updates);
+        steps.extend(steps_licenses);
+        steps.extend(steps_managers);
+        steps.extend(steps_members);
+        steps.extend(steps_destructive);
+        Ok(Planned {
+            plan: Plan {
+                connection: self.connection.to_owned(),
+                steps,
+                issues,
+                snapshot_complete,
+                breaker,
+            },
+            extras,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_user_page(
+        &self,
+        users: Vec<SourceUser>,
+        scope_members: Option<&HashSet<String>>,
+        kept: &mut BTreeMap<String, Kept>,
+        protected: &mut HashSet<String>,
+        dn_index: &mut HashMap<String, String>,
+        extras: &mut PlanExtras,
+        issues: &mut Vec<PlanIssue>,
+        claimed: &mut HashSet<(String, String)>,
+        (users_out, updates_out, licenses_out): (&mut Vec<Step>, &mut Vec<Step>, &mut Vec<Step>),
+    ) -> Result<(), PlanError> {
+        let rule = self.rule;
+        let prefs = &rule.preferences;
+        let mut mapped: Vec<(SourceUser, DesiredUser)> = Vec::with_capacity(users.len());
+        for user in users {
+            if rule.manager.reference == ManagerReference::Dn
+                && let Some(dn) = user
+                    .attributes
+                    .get(&rule.manager.dn_attribute)
+                    .and_then(|v| v.as_text())
+            {
+                dn_index.insert(dn.to_ascii_lowercase(), user.id.clone());
+            }
+            if protected.contains(&user.id) {
+                continue;
+            }
+            if scope_members.is_some_and(|members| !members.contains(&user.id)) {
+                continue;
+            }
+            match rule.mapping.in_scope(&user) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(message) => {
+                    protected.insert(user.id.clone());
+                    issues.push(user_issue(&user.id, "scope", message));
+                    continue;
+                }
+            }
+            match rule.mapping.map_user(&user) {
+                Ok(desired) => mapped.push((user, desired)),
+                Err(messages) => {
+                    protected.insert(user.id.clone());
+                    for message in messages {
+                        issues.push(user_issue(&user.id, "mapping", message));
+                    }
+                }
+            }
+        }
+        if mapped.is_empty() {
+            return Ok(());
+        }
+
+        let ids: Vec<String> = mapped.iter().map(|(u, _)| u.id.clone()).collect();
+        let links: HashMap<String, Link> = self
+            .state
+            .get_links(self.connection, ObjectKind::User, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.source_id.clone(), l))
+            .collect();
+        // Objects in backoff after a failure wait for their retry time.
+        let waiting: HashSet<String> = self
+            .state
+            .get_errors(self.connection, ObjectKind::User, &ids)
+            .await?
+            .into_iter()
+            .filter(|e| e.next_retry_at > self.now)
+            .map(|e| e.source_id)
+            .collect();
+
+        let mut unlinked: Vec<(SourceUser, DesiredUser)> = Vec::new();
+        for (user, desired) in mapped {
+            if waiting.contains(&user.id) {
+                protected.insert(user.id.clone());
+                continue;
+            }
+            match links.get(&user.id) {
+                Some(link) => {
+                    let upn = link
+                        .applied
+                        .get("userPrincipalName")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&link.object_id)
+                        .to_owned();
+                    let desired_licenses = desired_licenses(prefs, &desired, &link.licenses);
+                    let hash =
+                        user_state_hash(&desired.properties, user.enabled, &desired_licenses);
+                    if hash != link.hash {
+                        self.plan_linked_changes(
+                            &user,
+                            &desired,
+                            link,
+                            &upn,
+                            &desired_licenses,
+                            updates_out,
+                            licenses_out,
+                        );
+                    }
+                    kept.insert(
+                        user.id.clone(),
+                        Kept {
+                            upn,
+                            linked_manager: link.manager.clone(),
+                            manager_ref: desired.manager.clone(),
+                            provisioned: true,
+                        },
+                    );
+                }
+                None => {
+                    if !user.enabled && !prefs.provision_disabled_users {
+                        continue;
+                    }
+                    unlinked.push((user, desired));
+                }
+            }
+        }
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+
+        // Existing tenant users, found by the match attribute, are linked rather than duplicated.
+        let match_attr = &rule.match_attribute;
+        let values: Vec<String> = unlinked
+            .iter()
+            .filter_map(|(_, d)| match_value(d, match_attr))
+            .collect();
+        let mut select: Vec<String> = unlinked
+            .iter()
+            .flat_map(|(_, d)| d.properties.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        select.push("accountEnabled".into());
+        let found = if values.is_empty() {
+            Vec::new()
+        } else {
+            self.directory
+                .find_users(match_attr, &values, &select)
+                .await?
+        };
+        let mut by_value: HashMap<String, Vec<crate::directory::TenantUser>> = HashMap::new();
+        for tenant_user in found {
+            let key = if match_attr == "userPrincipalName" {
+                Some(tenant_user.user_principal_name.to_ascii_lowercase())
+            } else {
+                tenant_user
+                    .properties
+                    .get(match_attr)
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+            };
+            if let Some(key) = key {
+                by_value.entry(key).or_default().push(tenant_user);
+            }
+        }
+
+        for (user, mut desired) in unlinked {
+            let key = match_value(&desired, match_attr).map(|v| v.to_ascii_lowercase());
+            let matches = key.as_ref().and_then(|k| by_value.get(k));
+            match matches.map(Vec::as_slice) {
+                Some([tenant_user]) => {
+                    users_out.push(Step::LinkUser {
+                        source_id: user.id.clone(),
+                        user_principal_name: tenant_user.user_principal_name.clone(),
+                        object_id: tenant_user.id.clone(),
+                    });
+                    // The link starts from the tenant's values of exactly the mapped
+                    // properties, so that the stored hash settles once they are applied.
+                    let mut tenant_values = tenant_user.properties.clone();
+                    tenant_values.insert(
+                        "userPrincipalName".into(),
+                        Value::String(tenant_user.user_principal_name.clone()),
+                    );
+                    let current: BTreeMap<String, Value> = desired
+                        .properties
+                        .keys()
+                        .filter_map(|k| tenant_values.get(k).map(|v| (k.clone(), v.clone())))
+                        .filter(|(_, v)| !v.is_null())
+                        .collect();
+                    let tenant_enabled = tenant_user
+                        .properties
+                        .get("accountEnabled")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true);
+                    let pseudo_link = Link {
+                        kind: ObjectKind::User,
+                        source_id: user.id.clone(),
+                        object_id: tenant_user.id.clone(),
+                        origin: crate::state::LinkOrigin::Matched,
+                        hash: String::new(),
+                        applied: current.clone(),
+                        enabled: tenant_enabled,
+                        licenses: Vec::new(),
+                        manager: None,
+                        members: Vec::new(),
+                        seen_generation: 0,
+                        updated_at: self.now,
+                    };
+                    let desired_licenses = desired_licenses(prefs, &desired, &[]);
+                    self.plan_linked_changes(
+                        &user,
+                        &desired,
+                        &pseudo_link,
+                        &tenant_user.user_principal_name,
+                        &desired_licenses,
+                        updates_out,
+                        licenses_out,
+                    );
+                    let mut starting_point = current;
+                    starting_point.insert("accountEnabled".into(), Value::Bool(tenant_enabled));
+                    extras.matched.insert(user.id.clone(), starting_point);
+                    kept.insert(
+                        user.id.clone(),
+                        Kept {
+                            upn: tenant_user.user_principal_name.clone(),
+                            linked_manager: None,
+                            manager_ref: desired.manager.clone(),
+                            provisioned: true,
+                        },
+                    );
+                }
+                Some(several) if several.len() > 1 => {
+                    protected.insert(user.id.clone());
+                    issues.push(user_issue(
+                        &user.id,
+                        "match",
+                        format!(
+                            "{} tenant users have {match_attr} {:?}; link one by hand or make the value unique",
+                            several.len(),
+                            key.unwrap_or_default()
+                        ),
+                    ));
+                }
+                _ => {
+                    if !self.rule.preferences.allow_create {
+                        continue;
+                    }
+                    if let Some(problem) = &desired.password_problem {
+                        protected.insert(user.id.clone());
+                        issues.push(user_issue(&user.id, "create", problem.clone()));
+                        continue;
+                    }
+                    if let Err(message) = self.resolve_unique(&mut desired, claimed).await {
+                        protected.insert(user.id.clone());
+                        issues.push(user_issue(&user.id, "create", message));
+                        continue;
+                    }
+                    let upn = desired
+                        .properties
+                        .get("userPrincipalName")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some(password) = desired.password.clone() {
+                        extras.passwords.insert(user.id.clone(), password);
+                    }
+                    users_out.push(Step::CreateUser {
+                        source_id: user.id.clone(),
+                        user_principal_name: upn.clone(),
+                        properties: desired.properties.clone(),
+                        enabled: user.enabled,
+                    });
+                    let licenses = desired_licenses(prefs, &desired, &[]);
+                    if !licenses.is_empty() {
+                        licenses_out.push(Step::AssignLicenses {
+                            source_id: user.id.clone(),
+                            user_principal_name: upn.clone(),
+                            add: licenses,
+                            remove: Vec::new(),
+                        });
+                    }
+                    kept.insert(
+                        user.id.clone(),
+                        Kept {
+                            upn,
+                            linked_manager: None,
+                            manager_ref: desired.manager.clone(),
+                            provisioned: true,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks, for every property with unique candidates, the first value that no tenant user
+    /// has and no other user of this run has claimed.
+    async fn resolve_unique(
+        &self,
+        desired: &mut DesiredUser,
+        claimed: &mut HashSet<(String, String)>,
+    ) -> Result<(), String> {
+        for (property, candidates) in &desired.unique_candidates {
+            let taken: HashSet<String> = self
+                .directory
+                .find_users(property, candidates, std::slice::from_ref(property))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|u| {
+                    if property == "userPrincipalName" {
+                        Some(u.user_principal_name.to_ascii_lowercase())
+                    } else {
+                        u.properties
+                            .get(property)
+                            .and_then(Value::as_str)
+                            .map(str::to_ascii_lowercase)
+                    }
+                })
+                .collect();
+            let free = candidates
+                .iter()
+                .find(|c| {
+                    let lower = c.to_ascii_lowercase();
+                    !taken.contains(&lower) && !claimed.contains(&(property.clone(), lower))
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "every candidate for {property} is taken in the tenant ({}); add candidates to the unique() expression",
+                        candidates.join(", ")
+                    )
+                })?;
+            claimed.insert((property.clone(), free.to_ascii_lowercase()));
+            desired
+                .properties
+                .insert(property.clone(), Value::String(free.clone()));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_linked_changes(
+        &self,
+        user: &SourceUser,
+        desired: &DesiredUser,
+        link: &Link,
+        upn: &str,
+        desired_licenses: &[LicenseAssignment],
+        updates_out: &mut Vec<Step>,
+        licenses_out: &mut Vec<Step>,
+    ) {
+        let prefs = &self.rule.preferences;
+        if prefs.allow_update {
+            let changes: Vec<AttributeChange> = desired
+                .properties
+                .iter()
+                .filter(|(name, _)| !desired.unique_candidates.contains_key(*name))
+                .filter(|(name, value)| !same_value(link.applied.get(*name), Some(value)))
+                .map(|(name, value)| AttributeChange {
+                    name: name.clone(),
+                    old: link.applied.get(name).cloned().unwrap_or(Value::Null),
+                    new: value.clone(),
+                })
+                .collect();
+            if !changes.is_empty() {
+                updates_out.push(Step::UpdateUser {
+                    source_id: user.id.clone(),
+                    user_principal_name: upn.to_owned(),
+                    changes,
+                });
+            }
+        }
+        if prefs.allow_disable && link.enabled != user.enabled {
+            updates_out.push(Step::SetEnabled {
+                source_id: user.id.clone(),
+                user_principal_name: upn.to_owned(),
+                enabled: user.enabled,
+            });
+        }
+        let (add, remove) = license_diff(&link.licenses, desired_licenses);
+        if !add.is_empty() || !remove.is_empty() {
+            licenses_out.push(Step::AssignLicenses {
+                source_id: user.id.clone(),
+                user_principal_name: upn.to_owned(),
+                add,
+                remove,
+            });
+        }
+    }
+
+    fn plan_managers(
+        &self,
+        kept: &BTreeMap<String, Kept>,
+        dn_index: &HashMap<String, String>,
+        out: &mut Vec<Step>,
+        issues: &mut Vec<PlanIssue>,
+    ) {
+        for (id, user) in kept {
+            let Some(reference) = &user.manager_ref else {
+                continue;
+            };
+            let desired = match reference {
+                None => None,
+                Some(reference) => {
+                    let manager_id = match self.rule.manager.reference {
+                        ManagerReference::Id => Some(reference.clone()),
+                        ManagerReference::Dn => {
+                            dn_index.get(&reference.to_ascii_lowercase()).cloned()
+                        }
+                    };
+                    match manager_id {
+                        Some(m) if kept.get(&m).is_some_and(|k| k.provisioned) && &m != id => {
+                            Some(m)
+                        }
+                        _ => {
+                            issues.push(user_issue(
+                                id,
+                                "manager",
+                                format!(
+                                    "manager {reference:?} is not a user this rule provisions; it is set once the manager is in scope"
+                                ),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if desired == user.linked_manager {
+                continue;
+            }
+            match desired {
+                Some(manager_source_id) => out.push(Step::SetManager {
+                    source_id: id.clone(),
+                    user_principal_name: user.upn.clone(),
+                    manager_source_id,
+                }),
+                None => out.push(Step::RemoveManager {
+                    source_id: id.clone(),
+                    user_principal_name: user.upn.clone(),
+                }),
+            }
+        }
+    }
+
+    async fn plan_groups(
+        &self,
+        groups: &[SourceGroup],
+        kept: &BTreeMap<String, Kept>,
+        extras: &mut PlanExtras,
+        issues: &mut Vec<PlanIssue>,
+        groups_out: &mut Vec<Step>,
+        members_out: &mut Vec<Step>,
+    ) -> Result<(), PlanError> {
+        let settings = &self.rule.groups;
+        let in_scope: Vec<&SourceGroup> = groups
+            .iter()
+            .filter(|g| settings.only.is_empty() || settings.only.contains(&g.id))
+            .collect();
+        let ids: Vec<String> = in_scope.iter().map(|g| g.id.clone()).collect();
+        let links: HashMap<String, Link> = self
+            .state
+            .get_links(self.connection, ObjectKind::Group, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.source_id.clone(), l))
+            .collect();
+        // Desired members that are linked already have known object ids.
+        let member_ids: Vec<String> = in_scope
+            .iter()
+            .flat_map(|g| g.members.iter().cloned())
+            .filter(|m| kept.contains_key(m))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let user_links: HashMap<String, String> = self
+            .state
+            .get_links(self.connection, ObjectKind::User, &member_ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.source_id, l.object_id))
+            .collect();
+
+        for group in in_scope {
+            let desired = match self.rule.mapping.map_group(group) {
+                Ok(desired) => desired,
+                Err(messages) => {
+                    for message in messages {
+                        issues.push(PlanIssue {
+                            kind: ObjectKind::Group,
+                            source_id: group.id.clone(),
+                            operation: "mapping".into(),
+                            message,
+                        });
+                    }
+                    continue;
+                }
+            };
+            let (managed, existing): (Vec<String>, HashSet<String>) = match links.get(&group.id) {
+                Some(link) => (link.members.clone(), HashSet::new()),
+                None => {
+                    let found = self
+                        .directory
+                        .find_groups_by_name(&desired.display_name)
+                        .await?;
+                    match found.as_slice() {
+                        [] => {
+                            groups_out.push(Step::CreateGroup {
+                                source_id: group.id.clone(),
+                                display_name: desired.display_name.clone(),
+                                mail_nickname: desired.mail_nickname.clone(),
+                                kind: settings.kind,
+                            });
+                            (Vec::new(), HashSet::new())
+                        }
+                        [tenant_group] => {
+                            groups_out.push(Step::MatchGroup {
+                                source_id: group.id.clone(),
+                                display_name: tenant_group.display_name.clone(),
+                                object_id: tenant_group.id.clone(),
+                            });
+                            let existing: HashSet<String> = self
+                                .directory
+                                .group_members(&tenant_group.id)
+                                .await?
+                                .into_iter()
+                                .collect();
+                            extras
+                                .existing_members
+                                .insert(group.id.clone(), existing.clone());
+                            (Vec::new(), existing)
+                        }
+                        several => {
+                            issues.push(PlanIssue {
+                                kind: ObjectKind::Group,
+                                source_id: group.id.clone(),
+                                operation: "match".into(),
+                                message: format!(
+                                    "{} tenant groups are named {:?}; rename all but one, or delete the extras",
+                                    several.len(),
+                                    desired.display_name
+                                ),
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            let managed: HashSet<String> = managed.into_iter().collect();
+            let mut desired_object_ids: HashSet<String> = HashSet::new();
+            let mut add: Vec<String> = Vec::new();
+            for member in group.members.iter().filter(|m| kept.contains_key(*m)) {
+                match user_links.get(member) {
+                    Some(object_id) => {
+                        desired_object_ids.insert(object_id.clone());
+                        if !managed.contains(object_id) && !existing.contains(object_id) {
+                            add.push(member.clone());
+                        }
+                    }
+                    // Created or linked by this plan: its id is known once that step ran.
+                    None => add.push(member.clone()),
+                }
+            }
+            add.sort();
+            add.dedup();
+            let mut remove: Vec<String> = managed
+                .iter()
+                .filter(|m| !desired_object_ids.contains(*m))
+                .cloned()
+                .collect();
+            remove.sort();
+            if !add.is_empty() {
+                members_out.push(Step::AddMembers {
+                    group_source_id: group.id.clone(),
+                    display_name: desired.display_name.clone(),
+                    member_source_ids: add,
+                });
+            }
+            if !remove.is_empty() {
+                members_out.push(Step::RemoveMembers {
+                    group_source_id: group.id.clone(),
+                    display_name: desired.display_name.clone(),
+                    member_object_ids: remove,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Linked objects that are no longer in scope: deprovisioned (mark-and-sweep over a complete
+    /// snapshot only).
+    async fn plan_sweep(
+        &self,
+        kept: &BTreeMap<String, Kept>,
+        protected: &HashSet<String>,
+        groups: &[SourceGroup],
+        out: &mut Vec<Step>,
+    ) -> Result<(), PlanError> {
+        let action = self.rule.preferences.remove_action;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .state
+                .list_links(self.connection, ObjectKind::User, after.as_deref(), 1000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.source_id.clone());
+            for link in &page {
+                if kept.contains_key(&link.source_id) || protected.contains(&link.source_id) {
+                    continue;
+                }
+                // Already disabled by an earlier deprovision that kept the link: nothing to do.
+                if action == RemoveAction::Disable && !link.enabled {
+                    continue;
+                }
+                out.push(Step::Deprovision {
+                    kind: ObjectKind::User,
+                    source_id: link.source_id.clone(),
+                    name: link
+                        .applied
+                        .get("userPrincipalName")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&link.object_id)
+                        .to_owned(),
+                    object_id: link.object_id.clone(),
+                    action,
+                    reason: DeprovisionReason::LeftScope,
+                });
+            }
+        }
+        if !self.rule.groups.enabled {
+            return Ok(());
+        }
+        let settings = &self.rule.groups;
+        let wanted: HashSet<&str> = groups
+            .iter()
+            .filter(|g| settings.only.is_empty() || settings.only.contains(&g.id))
+            .map(|g| g.id.as_str())
+            .collect();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .state
+                .list_links(self.connection, ObjectKind::Group, after.as_deref(), 1000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.source_id.clone());
+            for link in page
+                .iter()
+                .filter(|l| !wanted.contains(l.source_id.as_str()))
+            {
+                out.push(Step::Deprovision {
+                    kind: ObjectKind::Group,
+                    source_id: link.source_id.clone(),
+                    name: link
+                        .applied
+                        .get("displayName")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&link.object_id)
+                        .to_owned(),
+                    object_id: link.object_id.clone(),
+                    action: settings.remove_action,
+                    reason: DeprovisionReason::LeftScope,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn user_issue(source_id: &str, operation: &str, message: String) -> PlanIssue {
+    PlanIssue {
+        kind: ObjectKind::User,
+        source_id: source_id.to_owned(),
+        operation: operation.to_owned(),
+        message,
+    }
+}
+
+fn match_value(desired: &DesiredUser, attribute: &str) -> Option<String> {
+    desired
+        .properties
+        .get(attribute)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| {
+            desired
+                .unique_candidates
+                .get(attribute)
+                .and_then(|c| c.first().cloned())
+        })
+}
+
+/// The licenses this rule wants the user to have from it (DESIGN §5):
+/// mapped → the mapped SKUs; mapped and empty → none; not mapped → none when
+/// `remove_licenses_when_sku_empty`, else whatever this rule assigned before (left alone).
+/// Licenses this rule never assigned (group-based, manual) are never touched.
+pub fn desired_licenses(
+    prefs: &Preferences,
+    desired: &DesiredUser,
+    assigned: &[LicenseAssignment],
+) -> Vec<LicenseAssignment> {
+    match &desired.licenses {
+        Some(licenses) => licenses.clone(),
+        None if prefs.remove_licenses_when_sku_empty => Vec::new(),
+        None => assigned.to_vec(),
+    }
+}
+
+/// SKUs to add (new, or with other disabled plans) and to remove.
+pub fn license_diff(
+    assigned: &[LicenseAssignment],
+    desired: &[LicenseAssignment],
+) -> (Vec<LicenseAssignment>, Vec<String>) {
+    let normalise = |l: &LicenseAssignment| {
+        let mut plans = l.disabled_plans.clone();
+        plans.sort();
+        (l.sku_id.to_ascii_lowercase(), plans)
+    };
+    let have: HashMap<String, Vec<String>> = assigned.iter().map(normalise).collect();
+    let want: HashMap<String, Vec<String>> = desired.iter().map(normalise).collect();
+    let mut add: Vec<LicenseAssignment> = desired
+        .iter()
+        .filter(|l| {
+            let (sku, plans) = normalise(l);
+            have.get(&sku) != Some(&plans)
+        })
+        .cloned()
+        .collect();
+    add.sort();
+    let mut remove: Vec<String> = assigned
+        .iter()
+        .filter(|l| !want.contains_key(&l.sku_id.to_ascii_lowercase()))
+        .map(|l| l.sku_id.clone())
+        .collect();
+    remove.sort();
+    (add, remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lic(sku: &str, plans: &[&str]) -> LicenseAssignment {
+        LicenseAssignment {
+            sku_id: sku.into(),
+            disabled_plans: plans.iter().map(|p| (*p).into()).collect(),
+        }
+    }
+
+    fn desired(licenses: Option<Vec<LicenseAssignment>>) -> DesiredUser {
+        DesiredUser {
+            properties: BTreeMap::new(),
+            unique_candidates: BTreeMap::new(),
+            password: None,
+            password_problem: None,
+            licenses,
+            manager: None,
+        }
+    }
+
+    #[test]
+    fn remove_licenses_when_sku_empty_truth_table() {
+        let assigned = vec![lic("e3", &[])];
+        let on = Preferences {
+            remove_licenses_when_sku_empty: true,
+            ..Preferences::default()
+        };
+        let off = Preferences::default();
+        // skuId mapped with a value: that value, whatever the flag.
+        for prefs in [&on, &off] {
+            assert_eq!(
+                desired_licenses(prefs, &desired(Some(vec![lic("e5", &[])])), &assigned),
+                vec![lic("e5", &[])]
+            );
+            // Mapped and cleared at the source: this rule's licenses go.
+            assert!(desired_licenses(prefs, &desired(Some(vec![])), &assigned).is_empty());
+        }
+        // Not mapped: removed with the flag, left alone without it.
+        assert!(desired_licenses(&on, &desired(None), &assigned).is_empty());
+        assert_eq!(desired_licenses(&off, &desired(None), &assigned), assigned);
+    }
+
+    #[test]
+    fn license_diff_adds_removes_and_replaces_disabled_plans() {
+        let (add, remove) = license_diff(
+            &[lic("e3", &["a"]), lic("ems", &[])],
+            &[lic("e3", &["a", "b"]), lic("e5", &[])],
+        );
+        assert_eq!(add, vec![lic("e3", &["a", "b"]), lic("e5", &[])]);
+        assert_eq!(remove, vec!["ems".to_owned()]);
+        let (add, remove) = license_diff(&[lic("e3", &["b", "a"])], &[lic("E3", &["a", "b"])]);
+        assert!(add.is_empty() && remove.is_empty());
+    }
+}

@@ -1,0 +1,118 @@
+//! The mapping module seen through the planner's [`RuleMapping`]: user and group mappers, the
+//! scope filter, and the rule's default password.
+
+use minijinja::Environment;
+use secrecy::SecretString;
+
+use crate::mapping::{
+    GroupMapper, GroupMappingSpec, Mapper, MappingConfigError, MappingError, MappingSpec,
+    PasswordOrigin,
+};
+use crate::model::{SourceGroup, SourceUser};
+use crate::planner::{DesiredGroup, DesiredUser, RuleMapping};
+
+/// A rule's compiled mapping.
+pub struct CompiledMapping {
+    users: Mapper,
+    groups: GroupMapper,
+    /// The scope filter, as the source of a template expression (compiled at construction to
+    /// report errors, evaluated per user).
+    filter: Option<String>,
+    env: Environment<'static>,
+    /// The SecretStore's default password, for `password.source = { secret = ... }`.
+    default_password: Option<SecretString>,
+}
+
+/// Why a rule's mapping cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Mapping(#[from] MappingConfigError),
+    #[error("scope.filter {filter:?} is not a valid expression: {detail}")]
+    Filter { filter: String, detail: String },
+}
+
+impl CompiledMapping {
+    pub fn new(
+        users: &MappingSpec,
+        groups: &GroupMappingSpec,
+        filter: Option<&str>,
+        default_password: Option<SecretString>,
+    ) -> Result<Self, CompileError> {
+        let env = Environment::new();
+        if let Some(filter) = filter {
+            env.compile_expression(filter)
+                .map_err(|e| CompileError::Filter {
+                    filter: filter.to_owned(),
+                    detail: e.to_string(),
+                })?;
+        }
+        Ok(Self {
+            users: Mapper::new(users)?,
+            groups: GroupMapper::new(groups)?,
+            filter: filter.map(str::to_owned),
+            env,
+            default_password,
+        })
+    }
+
+    /// The user mapper (to give it the tenant's domain policy).
+    pub fn users_mut(&mut self) -> &mut Mapper {
+        &mut self.users
+    }
+}
+
+fn messages(errors: Vec<MappingError>) -> Vec<String> {
+    errors.into_iter().map(|e| e.to_string()).collect()
+}
+
+impl RuleMapping for CompiledMapping {
+    fn in_scope(&self, user: &SourceUser) -> Result<bool, String> {
+        let Some(filter) = &self.filter else {
+            return Ok(true);
+        };
+        let expression = self
+            .env
+            .compile_expression(filter)
+            .map_err(|e| format!("scope.filter cannot be evaluated: {e}"))?;
+        let context = crate::mapping::attributes_value(&user.attributes);
+        expression
+            .eval(context)
+            .map(|v| v.is_true())
+            .map_err(|e| format!("scope.filter cannot be evaluated for this user: {e}"))
+    }
+
+    fn map_user(&self, user: &SourceUser) -> Result<DesiredUser, Vec<String>> {
+        let mapped = self.users.map_user(user).map_err(messages)?;
+        let (password, password_problem) = match mapped.password.map(|p| p.origin) {
+            Some(PasswordOrigin::Value(secret)) => (Some(secret), None),
+            Some(PasswordOrigin::Secret(name)) => match &self.default_password {
+                Some(secret) => (Some(secret.clone()), None),
+                None => (
+                    None,
+                    Some(format!(
+                        "the default password secret {name:?} is not in the secret store; add it there (never in the config file)"
+                    )),
+                ),
+            },
+            Some(PasswordOrigin::Generate) | None => (None, None),
+            Some(PasswordOrigin::Unusable(error)) => (None, Some(error.to_string())),
+        };
+        Ok(DesiredUser {
+            properties: mapped.properties,
+            unique_candidates: mapped.unique_candidates,
+            password,
+            password_problem,
+            licenses: mapped.licenses,
+            manager: mapped.manager_ref,
+        })
+    }
+
+    fn map_group(&self, group: &SourceGroup) -> Result<DesiredGroup, Vec<String>> {
+        let mapped = self.groups.map_group(group).map_err(messages)?;
+        Ok(DesiredGroup {
+            display_name: mapped.display_name,
+            mail_nickname: mapped.mail_nickname,
+        })
+    }
+}

@@ -1,0 +1,289 @@
+//! The JSON format: `{"users": [...], "groups": [...]}` (DESIGN §7a).
+
+use m365_core::{AttrValue, Attributes, SourceError, SourceGroup, SourceUser};
+use serde_json::{Map, Value};
+
+use crate::config::FileSourceConfig;
+use crate::parsed::{Raw, RawError, RawFile};
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Parses the whole file. Only a file whose shape cannot be trusted (bad JSON, no `users` array,
+/// an unknown top-level key) fails as a whole; a broken record is a per-record error.
+pub(crate) fn parse(
+    file: &str,
+    bytes: &[u8],
+    config: &FileSourceConfig,
+) -> Result<RawFile, SourceError> {
+    let root: Value = serde_json::from_slice(bytes)
+        .map_err(|e| SourceError::Unreadable(format!("{file}: invalid JSON: {e}")))?;
+    let Value::Object(mut root) = root else {
+        return Err(SourceError::Unreadable(format!(
+            "{file}: expected an object {{\"users\": [...], \"groups\": [...]}} at the top level, \
+             found {}",
+            type_name(&root)
+        )));
+    };
+    // A misspelt "groups" must not read as "no groups" (every group would look deleted).
+    if let Some(key) = root.keys().find(|k| *k != "users" && *k != "groups") {
+        return Err(SourceError::Unreadable(format!(
+            "{file}: unknown top-level key \"{key}\" (expected \"users\" and \"groups\")"
+        )));
+    }
+    let users = match root.remove("users") {
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(SourceError::Unreadable(format!(
+                "{file}: \"users\" must be a list, found {}",
+                type_name(&other)
+            )));
+        }
+        // An empty user list must be said explicitly: a file without it reads as "delete everyone".
+        None => {
+            return Err(SourceError::Unreadable(format!(
+                "{file}: no \"users\" list at the top level"
+            )));
+        }
+    };
+    let groups = match root.remove("groups") {
+        Some(Value::Array(items)) => items,
+        None => Vec::new(),
+        Some(other) => {
+            return Err(SourceError::Unreadable(format!(
+                "{file}: \"groups\" must be a list, found {}",
+                type_name(&other)
+            )));
+        }
+    };
+    let users = users
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| Raw {
+            location: format!("users[{i}]"),
+            outcome: user(v, config),
+        })
+        .collect();
+    let groups = groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| Raw {
+            location: format!("groups[{i}]"),
+            outcome: group(v),
+        })
+        .collect();
+    Ok(RawFile { users, groups })
+}
+
+/// The record's id: a non-empty string.
+fn id_of(record: &Map<String, Value>) -> Result<String, RawError> {
+    match record.get("id") {
+        None => Err(RawError::new(None, "missing \"id\"")),
+        Some(Value::String(id)) if id.trim().is_empty() => Err(RawError::new(None, "empty id")),
+        Some(Value::String(id)) => Ok(id.clone()),
+        Some(other) => Err(RawError::new(
+            None,
+            format!("\"id\" must be a string, found {}", type_name(other)),
+        )),
+    }
+}
+
+fn check_keys(record: &Map<String, Value>, id: &str, allowed: &[&str]) -> Result<(), RawError> {
+    match record.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(RawError::new(
+            Some(id),
+            format!(
+                "unknown key \"{key}\" (expected {})",
+                allowed
+                    .iter()
+                    .map(|k| format!("\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn user(value: Value, config: &FileSourceConfig) -> Result<SourceUser, RawError> {
+    let Value::Object(mut record) = value else {
+        return Err(RawError::new(
+            None,
+            format!("expected an object, found {}", type_name(&value)),
+        ));
+    };
+    let id = id_of(&record)?;
+    check_keys(&record, &id, &["id", "enabled", "attributes"])?;
+    let enabled = match record.get("enabled") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            return Err(RawError::new(Some(&id), "empty \"enabled\" value"));
+        }
+        Some(Value::String(s)) => config
+            .parse_enabled(s)
+            .map_err(|m| RawError::new(Some(&id), m))?,
+        Some(Value::Number(n)) => config
+            .parse_enabled(&n.to_string())
+            .map_err(|m| RawError::new(Some(&id), m))?,
+        // Defaulting either way could let someone in or lock someone out.
+        None | Some(Value::Null) => {
+            return Err(RawError::new(Some(&id), "missing \"enabled\""));
+        }
+        Some(other) => {
+            return Err(RawError::new(
+                Some(&id),
+                format!(
+                    "\"enabled\" must be true or false, found {}",
+                    type_name(other)
+                ),
+            ));
+        }
+    };
+    let attributes = attributes(record.remove("attributes"), &id)?;
+    Ok(SourceUser {
+        id,
+        enabled,
+        attributes,
+    })
+}
+
+fn group(value: Value) -> Result<SourceGroup, RawError> {
+    let Value::Object(mut record) = value else {
+        return Err(RawError::new(
+            None,
+            format!("expected an object, found {}", type_name(&value)),
+        ));
+    };
+    let id = id_of(&record)?;
+    check_keys(&record, &id, &["id", "name", "members", "attributes"])?;
+    let name = match record.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() => n.clone(),
+        Some(Value::String(_)) => return Err(RawError::new(Some(&id), "empty \"name\"")),
+        None | Some(Value::Null) => return Err(RawError::new(Some(&id), "missing \"name\"")),
+        Some(other) => {
+            return Err(RawError::new(
+                Some(&id),
+                format!("\"name\" must be a string, found {}", type_name(other)),
+            ));
+        }
+    };
+    // "members" is required: a group without it would read as "remove every member".
+    let members = match record.remove("members") {
+        Some(Value::Array(items)) => {
+            let mut members = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    Value::String(m) if !m.trim().is_empty() => members.push(m),
+                    other => {
+                        return Err(RawError::new(
+                            Some(&id),
+                            format!(
+                                "members[{i}] must be a user id (a non-empty string), found {}",
+                                if matches!(other, Value::String(_)) {
+                                    "an empty string"
+                                } else {
+                                    type_name(&other)
+                                }
+                            ),
+                        ));
+                    }
+                }
+            }
+            members
+        }
+        None | Some(Value::Null) => return Err(RawError::new(Some(&id), "missing \"members\"")),
+        Some(other) => {
+            return Err(RawError::new(
+                Some(&id),
+                format!("\"members\" must be a list, found {}", type_name(&other)),
+            ));
+        }
+    };
+    let attributes = attributes(record.remove("attributes"), &id)?;
+    Ok(SourceGroup {
+        id,
+        name,
+        members,
+        attributes,
+    })
+}
+
+fn attributes(value: Option<Value>, id: &str) -> Result<Attributes, RawError> {
+    let map = match value {
+        None | Some(Value::Null) => return Ok(Attributes::new()),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(RawError::new(
+                Some(id),
+                format!(
+                    "\"attributes\" must be an object, found {}",
+                    type_name(&other)
+                ),
+            ));
+        }
+    };
+    let mut attributes = Attributes::new();
+    for (name, value) in map {
+        // null = absent, like an empty CSV cell.
+        if let Some(value) = attribute(&name, value).map_err(|m| RawError::new(Some(id), m))? {
+            attributes.insert(name, value);
+        }
+    }
+    Ok(attributes)
+}
+
+const EXPECTED: &str = "expected a string, number, bool, list of strings or {\"base64\": \"...\"}";
+
+fn attribute(name: &str, value: Value) -> Result<Option<AttrValue>, String> {
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
+        Value::Bool(b) => AttrValue::Bool(b),
+        Value::String(s) => AttrValue::Text(s),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => AttrValue::Int(i),
+            (None, Some(f)) if !n.is_u64() => AttrValue::Float(f),
+            _ => {
+                return Err(format!(
+                    "attribute \"{name}\": number {n} is too large; write it as a string"
+                ));
+            }
+        },
+        Value::Array(items) => {
+            let mut list = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    Value::String(s) => list.push(s),
+                    other => {
+                        return Err(format!(
+                            "attribute \"{name}\": list items must be strings, found {} at index \
+                             {i}",
+                            type_name(&other)
+                        ));
+                    }
+                }
+            }
+            AttrValue::List(list)
+        }
+        // Binary values (an objectGUID) are written as {"base64": "..."}, the model's own form.
+        Value::Object(map) if map.len() == 1 && map.contains_key("base64") => {
+            match serde_json::from_value::<AttrValue>(Value::Object(map)) {
+                Ok(binary @ AttrValue::Binary(_)) => binary,
+                _ => return Err(format!("attribute \"{name}\": invalid base64 value")),
+            }
+        }
+        other => {
+            return Err(format!(
+                "attribute \"{name}\": unsupported value type {} ({EXPECTED})",
+                type_name(&other)
+            ));
+        }
+    }))
+}

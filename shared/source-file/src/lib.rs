@@ -1,0 +1,33 @@
+//! The file source (DESIGN §7a): users and groups from a JSON file or a `users.csv` /
+//! `groups.csv` pair, read through a [`FileLoader`] (local paths here; `s3://` from the AWS
+//! adapters).
+//!
+//! A file that cannot be parsed at all fails the read ([`m365_core::SourceError::Unreadable`]), so
+//! the snapshot is incomplete and nothing is deprovisioned; a broken record is a
+//! [`m365_core::RecordError`] naming its place (`users[3]`, `users.csv line 12`, `groups[1]`)
+//! and the rest of the file still syncs.
+//!
+//! Format decisions beyond DESIGN §7a:
+//! - JSON: the top level must be an object with a `users` list (an empty list is fine, a missing
+//!   one is unreadable) and optionally `groups`; any other top-level key is unreadable, so a
+//!   misspelt `"group"` never reads as "no groups". `enabled` is required (bool, or a string /
+//!   number matched against `enabled_values` / `disabled_values`); a `null` attribute is absent;
+//!   `{"base64": "..."}` is a binary attribute; a group needs `name` and `members`.
+//! - CSV: cells are text (no type guessing); an empty cell is absent; a cell holding `;` is a list
+//!   (items trimmed, empty items dropped); both the id and the enabled column must be in the
+//!   header. A row of the wrong width is a record error *without* a source id (its columns may be
+//!   shifted). `location` is a directory or `prefix/` (→ `users.csv`, `groups.csv`), or a path
+//!   ending in `users.csv` (→ the `groups.csv` with the same prefix).
+//! - A duplicate id skips *every* record carrying it, each with an error that has the id, so the
+//!   identity is left unchanged. A group member whose user record is in error stays a member.
+
+mod config;
+mod csv_format;
+mod json;
+mod loader;
+mod parsed;
+mod source;
+
+pub use config::{FileFormat, FileSourceConfig, FileSourceConfigError};
+pub use loader::{FileLoader, LocalFileLoader};
+pub use source::FileSource;

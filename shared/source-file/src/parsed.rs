@@ -1,0 +1,256 @@
+//! A parsed file: records in file order, each a user/group or a per-record error, plus the
+//! cross-record checks (duplicate ids, unknown members) that need the whole file.
+
+use std::collections::{HashMap, HashSet};
+
+use m365_core::{RecordError, SourceGroup, SourceUser};
+
+/// One record as a format parser read it, before the cross-record checks.
+pub(crate) struct Raw<T> {
+    /// `users[3]`, `users.csv line 12`.
+    pub location: String,
+    pub outcome: Result<T, RawError>,
+}
+
+/// Every record of a file, as the format parser read it.
+pub(crate) struct RawFile {
+    pub users: Vec<Raw<SourceUser>>,
+    pub groups: Vec<Raw<SourceGroup>>,
+}
+
+/// Why a record could not be read, and its id when it had one.
+pub(crate) struct RawError {
+    pub id: Option<String>,
+    pub message: String,
+}
+
+impl RawError {
+    pub fn new(id: Option<&str>, message: impl Into<String>) -> Self {
+        RawError {
+            id: id.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+/// A user record after all checks: a user, or the error standing in its place (so that errors are
+/// reported on the page where the record sits).
+#[derive(Debug, Clone)]
+pub(crate) enum UserSlot {
+    User(SourceUser),
+    Error(RecordError),
+}
+
+/// The whole file, ready to page through.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub version: String,
+    pub users: Vec<UserSlot>,
+    pub groups: Vec<SourceGroup>,
+    pub group_errors: Vec<RecordError>,
+    /// Valid users by id (index into `users`).
+    user_index: HashMap<String, usize>,
+    /// Valid groups by id (index into `groups`).
+    group_index: HashMap<String, usize>,
+    /// The first error of each id that has one, as `location: message`.
+    user_errors_by_id: HashMap<String, String>,
+    group_errors_by_id: HashMap<String, String>,
+    /// Records that failed without an id: any id could be one of them.
+    anonymous_user_errors: usize,
+    anonymous_group_errors: usize,
+}
+
+/// The answer of a lookup by id.
+pub(crate) enum Lookup<'a, T> {
+    Found(&'a T),
+    /// The record exists but is in error (`location: message`).
+    InError(&'a str),
+    /// Not in the file, and no id-less error record could be it.
+    Absent,
+    /// Not found, but this many records have no readable id.
+    Unprovable(usize),
+}
+
+fn record_error(location: String, error: RawError) -> RecordError {
+    RecordError {
+        location,
+        source_id: error.id,
+        message: error.message,
+    }
+}
+
+/// Locations of every record carrying each id.
+fn locations_by_id<T>(
+    records: &[Raw<T>],
+    id_of: impl Fn(&T) -> &str,
+) -> HashMap<String, Vec<String>> {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for record in records {
+        let id = match &record.outcome {
+            Ok(item) => Some(id_of(item)),
+            Err(e) => e.id.as_deref(),
+        };
+        if let Some(id) = id {
+            map.entry(id.to_owned())
+                .or_default()
+                .push(record.location.clone());
+        }
+    }
+    map
+}
+
+fn duplicate_message(id: &str, here: &str, all: &[String]) -> String {
+    let others: Vec<&str> = all
+        .iter()
+        .map(String::as_str)
+        .filter(|l| *l != here)
+        .collect();
+    format!(
+        "duplicate id \"{id}\" (also at {}); every record with this id is skipped and the identity \
+         is left unchanged until the file has only one",
+        others.join(", ")
+    )
+}
+
+impl Parsed {
+    pub fn build(
+        version: String,
+        users: Vec<Raw<SourceUser>>,
+        groups: Vec<Raw<SourceGroup>>,
+    ) -> Self {
+        let user_locations = locations_by_id(&users, |u| u.id.as_str());
+        let group_locations = locations_by_id(&groups, |g| g.id.as_str());
+        // A member is known when any user record carries its id, even one in error: that user is
+        // left unchanged, and so is its membership.
+        let known_users: HashSet<&String> = user_locations.keys().collect();
+
+        let mut parsed = Parsed {
+            version,
+            users: Vec::with_capacity(users.len()),
+            groups: Vec::new(),
+            group_errors: Vec::new(),
+            user_index: HashMap::new(),
+            group_index: HashMap::new(),
+            user_errors_by_id: HashMap::new(),
+            group_errors_by_id: HashMap::new(),
+            anonymous_user_errors: 0,
+            anonymous_group_errors: 0,
+        };
+
+        for Raw { location, outcome } in users {
+            let error = match outcome {
+                Ok(user) => match user_locations.get(user.id.as_str()) {
+                    Some(all) if all.len() > 1 => RecordError {
+                        message: duplicate_message(&user.id, &location, all),
+                        source_id: Some(user.id),
+                        location,
+                    },
+                    _ => {
+                        parsed
+                            .user_index
+                            .insert(user.id.clone(), parsed.users.len());
+                        parsed.users.push(UserSlot::User(user));
+                        continue;
+                    }
+                },
+                Err(e) => record_error(location, e),
+            };
+            match &error.source_id {
+                Some(id) => {
+                    parsed
+                        .user_errors_by_id
+                        .entry(id.clone())
+                        .or_insert_with(|| format!("{}: {}", error.location, error.message));
+                }
+                None => parsed.anonymous_user_errors += 1,
+            }
+            parsed.users.push(UserSlot::Error(error));
+        }
+
+        for Raw { location, outcome } in groups {
+            let error = match outcome {
+                Ok(mut group) => match group_locations.get(group.id.as_str()) {
+                    Some(all) if all.len() > 1 => RecordError {
+                        message: duplicate_message(&group.id, &location, all),
+                        source_id: Some(group.id),
+                        location,
+                    },
+                    _ => {
+                        let mut seen = HashSet::new();
+                        let mut members = Vec::with_capacity(group.members.len());
+                        for member in std::mem::take(&mut group.members) {
+                            if !seen.insert(member.clone()) {
+                                continue;
+                            }
+                            if known_users.contains(&member) {
+                                members.push(member);
+                            } else {
+                                parsed.group_errors.push(RecordError {
+                                    location: location.clone(),
+                                    source_id: Some(group.id.clone()),
+                                    message: format!(
+                                        "group \"{}\" ({}): unknown member \"{member}\" (no user \
+                                         has this id); the group is synced without it",
+                                        group.id, group.name
+                                    ),
+                                });
+                            }
+                        }
+                        group.members = members;
+                        parsed
+                            .group_index
+                            .insert(group.id.clone(), parsed.groups.len());
+                        parsed.groups.push(group);
+                        continue;
+                    }
+                },
+                Err(e) => record_error(location, e),
+            };
+            match &error.source_id {
+                Some(id) => {
+                    parsed
+                        .group_errors_by_id
+                        .entry(id.clone())
+                        .or_insert_with(|| format!("{}: {}", error.location, error.message));
+                }
+                None => parsed.anonymous_group_errors += 1,
+            }
+            parsed.group_errors.push(error);
+        }
+        parsed
+    }
+
+    pub fn user(&self, id: &str) -> Lookup<'_, SourceUser> {
+        if let Some(message) = self.user_errors_by_id.get(id) {
+            return Lookup::InError(message);
+        }
+        match self.user_index.get(id).and_then(|i| self.users.get(*i)) {
+            Some(UserSlot::User(user)) => Lookup::Found(user),
+            _ if self.anonymous_user_errors > 0 => Lookup::Unprovable(self.anonymous_user_errors),
+            _ => Lookup::Absent,
+        }
+    }
+
+    pub fn group(&self, id: &str) -> Lookup<'_, SourceGroup> {
+        // Unknown-member errors are not in this map: such a group is still found.
+        if let Some(message) = self.group_errors_by_id.get(id) {
+            return Lookup::InError(message);
+        }
+        match self.group_index.get(id).and_then(|i| self.groups.get(*i)) {
+            Some(group) => Lookup::Found(group),
+            None if self.anonymous_group_errors > 0 => {
+                Lookup::Unprovable(self.anonymous_group_errors)
+            }
+            None => Lookup::Absent,
+        }
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.group_errors.len()
+            + self
+                .users
+                .iter()
+                .filter(|s| matches!(s, UserSlot::Error(_)))
+                .count()
+    }
+}
