@@ -1,5 +1,12 @@
 //! Test harness.
 
+/// The engine end to end against the sandbox tenant (`tests/scenario_*.rs`).
+#[allow(
+    clippy::expect_used,
+    reason = "a harness that cannot set up should fail the test loudly"
+)]
+pub mod scenario;
+
 /// Helpers for the Graph client tests against the sandbox tenant (`tests/graph_client_*.rs`).
 // A harness that cannot start the sandbox or build a client should fail the test loudly.
 #[allow(clippy::expect_used)]

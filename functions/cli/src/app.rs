@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use m365_core::config::Config;
-use m365_core::mapping::DomainPolicy;
 use m365_core::planner::Rule;
-use m365_core::rule_mapping::CompiledMapping;
+use m365_core::rule_mapping::compile_rule;
 use m365_core::secrets::{
     ConnectionSecrets, EnvSecretStore, FileSecretStore, SecretStore, StaticSecretStore,
 };
@@ -219,33 +218,8 @@ impl App {
             .map_err(|e| SetupError::connection(e.to_string()))?;
 
         // The rule.
-        let rule_config = &config.rule;
-        let default_password = match rule_config.mapping.password.as_ref().map(|p| &p.source) {
-            Some(m365_core::mapping::PasswordSource::Secret(name)) => {
-                secrets.extra.get(name).cloned()
-            }
-            _ => None,
-        };
-        let mut mapping = CompiledMapping::new(
-            &rule_config.mapping,
-            &rule_config.group_mapping,
-            rule_config.scope.filter.as_deref(),
-            default_password,
-        )
-        .map_err(|e| SetupError::config(format!("[rule]: {e}")))?;
-        mapping
-            .users_mut()
-            .set_domain_policy(DomainPolicy::from_tenant(&domains));
-        let rule = Rule {
-            name: rule_config.name.clone(),
-            match_attribute: rule_config.match_attribute.clone(),
-            preferences: rule_config.preferences.clone(),
-            breaker: rule_config.breaker.clone(),
-            scope: rule_config.scope.clone(),
-            groups: rule_config.groups.clone(),
-            manager: rule_config.manager.clone(),
-            mapping: Box::new(mapping),
-        };
+        let rule = compile_rule(&config.rule, &domains, &secrets)
+            .map_err(|e| SetupError::config(format!("[rule]: {e}")))?;
         Ok(App {
             connection: format!("{}/{}", config.connection.name, config.rule.name),
             config,

@@ -116,3 +116,35 @@ impl RuleMapping for CompiledMapping {
         })
     }
 }
+
+/// Compiles a configured rule: its mapping (with the tenant's domains for UPN checks and the
+/// SecretStore's default password, when the rule uses one) and its settings.
+pub fn compile_rule(
+    config: &crate::config::RuleConfig,
+    domains: &[crate::directory::TenantDomain],
+    secrets: &crate::secrets::ConnectionSecrets,
+) -> Result<crate::planner::Rule, CompileError> {
+    let default_password = match config.mapping.password.as_ref().map(|p| &p.source) {
+        Some(crate::mapping::PasswordSource::Secret(name)) => secrets.extra.get(name).cloned(),
+        _ => None,
+    };
+    let mut mapping = CompiledMapping::new(
+        &config.mapping,
+        &config.group_mapping,
+        config.scope.filter.as_deref(),
+        default_password,
+    )?;
+    mapping
+        .users_mut()
+        .set_domain_policy(crate::mapping::DomainPolicy::from_tenant(domains));
+    Ok(crate::planner::Rule {
+        name: config.name.clone(),
+        match_attribute: config.match_attribute.clone(),
+        preferences: config.preferences.clone(),
+        breaker: config.breaker.clone(),
+        scope: config.scope.clone(),
+        groups: config.groups.clone(),
+        manager: config.manager.clone(),
+        mapping: Box::new(mapping),
+    })
+}
