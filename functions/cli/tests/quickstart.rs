@@ -1,0 +1,220 @@
+//! The quick start as a newcomer runs it: `sync` of examples/ into the embedded sandbox tenant,
+//! twice; `plan --json`; `status`; and the documented exit codes.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a broken expectation should fail loudly"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A private copy of examples/ (its .state starts empty).
+fn examples_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for file in ["m365-provisioner.toml", "source.json"] {
+        std::fs::copy(examples.join(file), dir.path().join(file)).unwrap();
+    }
+    let config = dir.path().join("m365-provisioner.toml");
+    (dir, config)
+}
+
+fn run(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("M365_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn quick_start_syncs_the_examples_and_the_second_run_changes_nothing() {
+    let (_dir, config) = examples_copy();
+    let first = run(&["sync"], &config);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    let text = stdout(&first);
+    // The plan table, then one summary line.
+    assert!(text.contains("create user"), "{text}");
+    assert!(text.contains("link user"), "{text}");
+    let summary = text.lines().last().unwrap();
+    assert!(summary.contains("48 created"), "{summary}");
+    assert!(summary.contains("1 linked"), "{summary}");
+    assert!(summary.contains("1 groups matched"), "{summary}");
+    assert!(summary.contains("2 groups created"), "{summary}");
+
+    let second = run(&["sync"], &config);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let summary = stdout(&second);
+    assert!(summary.contains("no changes"), "{summary}");
+    assert!(summary.contains("0 Graph writes"), "{summary}");
+
+    let status = run(&["status", "--json"], &config);
+    assert_eq!(status.status.code(), Some(0));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["linked"]["users"], 49);
+    assert_eq!(status["linked"]["groups"], 3);
+    assert_eq!(status["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        status["runs"][0]["counts"].get("graph_writes"),
+        Some(&Value::from(0))
+    );
+}
+
+#[test]
+fn plan_json_lists_the_creates_the_link_of_the_existing_upn_and_the_match_of_accounting() {
+    let (_dir, config) = examples_copy();
+    let output = run(&["plan", "--json"], &config);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    let ops = |op: &str| steps.iter().filter(|s| s["op"] == op).count();
+    assert_eq!(ops("create_user"), 48);
+    assert_eq!(ops("create_group"), 2);
+    let link: Vec<&Value> = steps.iter().filter(|s| s["op"] == "link_user").collect();
+    assert_eq!(link.len(), 1);
+    assert_eq!(link[0]["user_principal_name"], "bjensen@example.com");
+    let matched: Vec<&Value> = steps.iter().filter(|s| s["op"] == "match_group").collect();
+    assert_eq!(matched.len(), 1);
+    assert_eq!(matched[0]["display_name"], "Accounting");
+    // The disabled source user is not created.
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s["op"] == "create_user" && s["user_principal_name"] == "jweber@example.com")
+    );
+    // plan changes nothing: a sync afterwards still has everything to do.
+    let again = run(&["plan", "--json"], &config);
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["steps"].as_array().unwrap().len(), steps.len());
+}
+
+#[test]
+fn configuration_errors_exit_2_and_name_the_key() {
+    let (_dir, config) = examples_copy();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("allow_update = true", "allow_updates = true");
+    std::fs::write(&config, text).unwrap();
+    let output = run(&["sync"], &config);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("allow_updates"),
+        "{}",
+        stderr(&output)
+    );
+
+    let missing = run(&["plan"], Path::new("/nonexistent/m365-provisioner.toml"));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("/nonexistent/m365-provisioner.toml"));
+}
+
+#[test]
+fn per_object_failures_exit_3_and_the_breaker_exits_4() {
+    let (dir, config) = examples_copy();
+    let source_path = dir.path().join("source.json");
+    let mut source: Value =
+        serde_json::from_str(&std::fs::read_to_string(&source_path).unwrap()).unwrap();
+    // One user with a usageLocation Graph refuses: a per-user error, the rest syncs.
+    source["users"][7]["attributes"]["usageLocation"] = Value::from("XX");
+    std::fs::write(&source_path, source.to_string()).unwrap();
+    let first = run(&["sync"], &config);
+    assert_eq!(
+        first.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    let status = run(&["status", "--json"], &config);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["linked"]["users"], 48);
+    let errors = status["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("usageLocation")
+    );
+
+    // The bad value is fixed, and 30 users leave the source (with their group memberships):
+    // more than the breaker allows (10 or 20 %).
+    source["users"][7]["attributes"]["usageLocation"] = Value::from("US");
+    let users = source["users"].as_array_mut().unwrap();
+    users.truncate(19);
+    let kept: Vec<Value> = users.iter().map(|u| u["id"].clone()).collect();
+    for group in source["groups"].as_array_mut().unwrap() {
+        group["members"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| kept.contains(m));
+    }
+    std::fs::write(&source_path, source.to_string()).unwrap();
+    let tripped = run(&["sync"], &config);
+    assert_eq!(
+        tripped.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&tripped),
+        stderr(&tripped)
+    );
+    assert!(
+        stdout(&tripped).contains("circuit breaker"),
+        "{}",
+        stdout(&tripped)
+    );
+    let status = run(&["status", "--json"], &config);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    // The fixed user was created (non-destructive steps run); nobody was deprovisioned.
+    assert_eq!(status["linked"]["users"], 49, "nothing was deprovisioned");
+
+    let overridden = run(&["sync", "--override-breaker"], &config);
+    assert_eq!(overridden.status.code(), Some(0), "{}", stdout(&overridden));
+    let status = run(&["status", "--json"], &config);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["linked"]["users"], 19);
+}
+
+#[test]
+fn rule_delete_with_deprovision_forgets_the_rule() {
+    let (_dir, config) = examples_copy();
+    assert_eq!(run(&["sync"], &config).status.code(), Some(0));
+    let deleted = run(&["rule", "delete", "--deprovision"], &config);
+    assert_eq!(
+        deleted.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&deleted),
+        stderr(&deleted)
+    );
+    assert!(
+        stdout(&deleted).contains("52 object(s) deprovisioned"),
+        "{}",
+        stdout(&deleted)
+    );
+    let status = run(&["status", "--json"], &config);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["linked"]["users"], 0);
+    assert_eq!(status["linked"]["groups"], 0);
+}
