@@ -7,6 +7,8 @@
 )]
 pub mod scenario;
 
+pub mod moto;
+
 /// Helpers for the Graph client tests against the sandbox tenant (`tests/graph_client_*.rs`).
 // A harness that cannot start the sandbox or build a client should fail the test loudly.
 #[allow(clippy::expect_used)]

@@ -135,18 +135,40 @@ impl Scenario {
         }
     }
 
+    /// The demo-like tenant of `config` and a rule given as its whole TOML text (`[rule]` and
+    /// its sub-tables), for scenarios that need what [`BASE_RULE`] fixes (e.g. the breaker).
+    pub async fn with_rule_text(config: SandboxConfig, rule_text: &str) -> Scenario {
+        let mut s = Self::with_sandbox(config, "", "").await;
+        s.set_rule_text(rule_text).await;
+        s
+    }
+
+    /// Replaces the rule by one given as its whole TOML text (see [`Scenario::with_rule_text`]).
+    pub async fn set_rule_text(&mut self, rule_text: &str) {
+        self.rule = Self::compile_text(&self.directory, &self.source_path, rule_text).await;
+    }
+
     async fn compile(
         directory: &GraphDirectory,
         source_path: &std::path::Path,
         preferences: &str,
         extra: &str,
     ) -> Rule {
+        let rule_text = BASE_RULE
+            .replace("{preferences}", preferences)
+            .replace("{extra}", extra);
+        Self::compile_text(directory, source_path, &rule_text).await
+    }
+
+    async fn compile_text(
+        directory: &GraphDirectory,
+        source_path: &std::path::Path,
+        rule_text: &str,
+    ) -> Rule {
         let text = format!(
             "[connection]\nname = \"scenario\"\n\n[source]\ntype = \"file\"\nlocation = {:?}\n{}",
             source_path.display().to_string(),
-            BASE_RULE
-                .replace("{preferences}", preferences)
-                .replace("{extra}", extra)
+            rule_text
         );
         let config = Config::from_toml(&text, "scenario.toml").expect("scenario config is valid");
         let domains = directory.domains().await.expect("domains");

@@ -100,8 +100,16 @@ impl App {
                 let mut settings: FileSourceConfig =
                     adapter_settings("source", &config.source.settings)?;
                 settings.location = relative_to(&base, &settings.location);
+                // AWS configuration is loaded only for an s3:// location: local runs never
+                // touch it. Endpoint, region and credentials come from the SDK's default chain
+                // (AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE, ...).
+                let s3 = if m365_aws::is_s3_location(&settings.location) {
+                    Some(m365_aws::s3_client(&m365_aws::sdk_config(None).await))
+                } else {
+                    None
+                };
                 Box::new(
-                    FileSource::local(settings)
+                    FileSource::new(settings, Arc::new(m365_aws::AnyFileLoader::new(s3)))
                         .map_err(|e| SetupError::config(format!("[source]: {e}")))?,
                 )
             }

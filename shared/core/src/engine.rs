@@ -143,10 +143,32 @@ impl Engine<'_> {
         };
         let plan = planned.plan.clone();
         let now = self.clock.now();
+
+        let executor = Executor {
+            connection: self.connection,
+            directory: self.directory,
+            state: self.state,
+            clock: self.clock,
+            deadline: options.deadline,
+            chunk_size: self.chunk_size,
+            force_change_password: self.force_change_password,
+            allow_destructive: !plan.breaker.tripped || options.override_breaker,
+            progress: options.progress,
+        };
+        let report = executor.execute(planned).await?;
+
         // Problems found while planning are per-object errors: shown by `status`, retried at once
-        // next run (they go away when the source or the mapping is fixed).
+        // next run (they go away when the source or the mapping is fixed). Recorded after the
+        // execution, so that another step of the same object succeeding (a user created whose
+        // manager is not in scope) does not clear them, and without replacing a failure of this
+        // run, whose backoff stands.
         for issue in &plan.issues {
-            if issue.source_id.is_empty() {
+            if issue.source_id.is_empty()
+                || report
+                    .failures
+                    .iter()
+                    .any(|f| f.kind == issue.kind && f.source_id == issue.source_id)
+            {
                 continue;
             }
             let error = ObjectError {
@@ -161,19 +183,6 @@ impl Engine<'_> {
             };
             self.state.put_error(self.connection, &error).await?;
         }
-
-        let executor = Executor {
-            connection: self.connection,
-            directory: self.directory,
-            state: self.state,
-            clock: self.clock,
-            deadline: options.deadline,
-            chunk_size: self.chunk_size,
-            force_change_password: self.force_change_password,
-            allow_destructive: !plan.breaker.tripped || options.override_breaker,
-            progress: options.progress,
-        };
-        let report = executor.execute(planned).await?;
 
         let after = self.directory.counters();
         run.counts = report.counts.clone();
@@ -236,9 +245,9 @@ impl Engine<'_> {
         Ok(SyncOutcome { plan, report, run })
     }
 
-    /// Deletes the rule: with `deprovision`, every user and group it linked is deprovisioned
-    /// (its remove action) first; then everything stored for it is forgotten. Tenant objects it
-    /// never linked are never touched.
+    /// Deletes the rule: with `deprovision` (or the rule's `deprovision_on_rule_deletion`), every
+    /// user and group it linked is deprovisioned (its remove action) first; then everything
+    /// stored for it is forgotten. Tenant objects it never linked are never touched.
     pub async fn delete_rule(
         &self,
         deprovision: bool,
@@ -256,6 +265,8 @@ impl Engine<'_> {
                 expires_at: now,
             });
         };
+        // The rule's own preference deprovisions too, whoever deletes it (CLI or function).
+        let deprovision = deprovision || self.rule.preferences.deprovision_on_rule_deletion;
         let result = self.delete_rule_holding_lease(deprovision).await;
         if let Err(error) = self.state.release_lease(&lease).await {
             tracing::warn!(connection = self.connection, error = %error, "could not release the run lease");

@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::directory::{Directory, DirectoryError, DirectoryOp, OpOutcome};
 use crate::hash::{is_empty_value, user_state_hash};
 use crate::model::ObjectKind;
-use crate::plan::{RemoveAction, Step};
+use crate::plan::{DeprovisionReason, RemoveAction, Step};
 use crate::planner::Planned;
 use crate::state::{Link, LinkOrigin, ObjectError, StateError, StateStore, UnixMillis};
 
@@ -318,6 +318,12 @@ impl Executor<'_> {
                     ),
                     None => Prepared::Skip,
                 },
+                // A stale link whose object another source id holds now: forgotten, the
+                // object left alone.
+                Step::Deprovision {
+                    reason: DeprovisionReason::Superseded,
+                    ..
+                } => Prepared::Local,
                 Step::Deprovision {
                     kind,
                     object_id,
@@ -566,9 +572,16 @@ impl Executor<'_> {
                     }
                     report.add("members_removed", member_object_ids.len() as u64);
                 }
-                Step::Deprovision { .. } => {
+                Step::Deprovision { reason, .. } => {
                     unlinked.push(key);
-                    report.add("deprovisioned", 1);
+                    report.add(
+                        if *reason == DeprovisionReason::Superseded {
+                            "unlinked"
+                        } else {
+                            "deprovisioned"
+                        },
+                        1,
+                    );
                 }
             }
         }

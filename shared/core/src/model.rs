@@ -90,6 +90,8 @@ impl std::fmt::Display for ObjectKind {
 /// It names where it is so that an operator can fix it; the rest of the source still syncs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordError {
+    /// Whether the record was a user or a group.
+    pub kind: ObjectKind,
     /// Where: `users.csv line 12`, `users[3]`, an LDAP DN.
     pub location: String,
     /// The source id, when the record had one. A record error *with* an id keeps that identity

@@ -39,6 +39,9 @@ pub enum DeprovisionReason {
     LeftScope,
     /// The rule is being deleted with `--deprovision`.
     RuleDeleted,
+    /// The source id left, and the tenant object is now linked to another source id (the
+    /// source re-issued the identity): the stale link is forgotten, the object left alone.
+    Superseded,
 }
 
 /// One step of a plan.
@@ -138,6 +141,10 @@ impl Step {
             Step::AddMembers { .. } => "add members",
             Step::RemoveMembers { .. } => "remove members",
             Step::Deprovision {
+                reason: DeprovisionReason::Superseded,
+                ..
+            } => "unlink (superseded)",
+            Step::Deprovision {
                 action: RemoveAction::Disable,
                 kind: ObjectKind::User,
                 ..
@@ -197,14 +204,23 @@ impl Step {
     pub fn is_destructive(&self) -> bool {
         matches!(
             self,
-            Step::SetEnabled { enabled: false, .. } | Step::Deprovision { .. }
+            Step::SetEnabled { enabled: false, .. }
+                | Step::Deprovision {
+                    reason: DeprovisionReason::LeftScope | DeprovisionReason::RuleDeleted,
+                    ..
+                }
         )
     }
 
     /// Tenant writes this step needs at least (memberships: one PATCH per 20 adds).
     pub fn minimal_writes(&self) -> u64 {
         match self {
-            Step::MatchGroup { .. } | Step::LinkUser { .. } => 0,
+            Step::MatchGroup { .. }
+            | Step::LinkUser { .. }
+            | Step::Deprovision {
+                reason: DeprovisionReason::Superseded,
+                ..
+            } => 0,
             Step::AddMembers {
                 member_source_ids, ..
             } => member_source_ids.len().div_ceil(20) as u64,
@@ -273,6 +289,9 @@ impl Step {
             Step::Deprovision { reason, .. } => match reason {
                 DeprovisionReason::LeftScope => "left scope or deleted at the source".to_owned(),
                 DeprovisionReason::RuleDeleted => "rule deleted".to_owned(),
+                DeprovisionReason::Superseded => {
+                    "now linked to another source id; only the stale link is forgotten".to_owned()
+                }
             },
         }
     }

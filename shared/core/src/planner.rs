@@ -127,6 +127,8 @@ struct Kept {
     manager_ref: Option<Option<String>>,
     /// Linked already, or linked/created by this plan.
     provisioned: bool,
+    /// The tenant object it is (or is being) linked to; `None` while its create is pending.
+    object_id: Option<String>,
 }
 
 impl Planner<'_> {
@@ -177,6 +179,8 @@ impl Planner<'_> {
         let mut dn_index: HashMap<String, String> = HashMap::new();
         let mut source_groups: Vec<SourceGroup> = Vec::new();
         let mut claimed: HashSet<(String, String)> = HashSet::new();
+        // Groups whose source record had a problem: never deprovisioned on that basis.
+        let mut protected_groups: HashSet<String> = HashSet::new();
 
         let mut cursor = None;
         loop {
@@ -185,14 +189,17 @@ impl Planner<'_> {
                 .snapshot_page(cursor.as_ref(), self.page_size)
                 .await?;
             for error in &page.errors {
-                match &error.source_id {
-                    Some(id) => {
+                match (&error.source_id, error.kind) {
+                    (Some(id), ObjectKind::User) => {
                         protected.insert(id.clone());
                     }
-                    None => snapshot_complete = false,
+                    (Some(id), ObjectKind::Group) => {
+                        protected_groups.insert(id.clone());
+                    }
+                    (None, _) => snapshot_complete = false,
                 }
                 issues.push(PlanIssue {
-                    kind: ObjectKind::User,
+                    kind: error.kind,
                     source_id: error.source_id.clone().unwrap_or_default(),
                     operation: "read".into(),
                     message: format!("{}: {}", error.location, error.message),
@@ -235,8 +242,14 @@ impl Planner<'_> {
             .count_links(self.connection, ObjectKind::User)
             .await?;
         if snapshot_complete && prefs.allow_deprovision {
-            self.plan_sweep(&kept, &protected, &source_groups, &mut steps_destructive)
-                .await?;
+            self.plan_sweep(
+                &kept,
+                &protected,
+                &protected_groups,
+                &source_groups,
+                &mut steps_destructive,
+            )
+            .await?;
         }
 
         // Disables of users disabled at the source also count for the breaker; they come last.
@@ -258,6 +271,7 @@ impl Planner<'_> {
                     Step::SetEnabled { enabled: false, .. }
                         | Step::Deprovision {
                             kind: ObjectKind::User,
+                            reason: DeprovisionReason::LeftScope | DeprovisionReason::RuleDeleted,
                             ..
                         }
                 )
@@ -397,6 +411,7 @@ impl Planner<'_> {
                             linked_manager: link.manager.clone(),
                             manager_ref: desired.manager.clone(),
                             provisioned: true,
+                            object_id: Some(link.object_id.clone()),
                         },
                     );
                 }
@@ -510,6 +525,7 @@ impl Planner<'_> {
                             linked_manager: None,
                             manager_ref: desired.manager.clone(),
                             provisioned: true,
+                            object_id: Some(tenant_user.id.clone()),
                         },
                     );
                 }
@@ -570,6 +586,7 @@ impl Planner<'_> {
                             linked_manager: None,
                             manager_ref: desired.manager.clone(),
                             provisioned: true,
+                            object_id: None,
                         },
                     );
                 }
@@ -877,10 +894,19 @@ impl Planner<'_> {
         &self,
         kept: &BTreeMap<String, Kept>,
         protected: &HashSet<String>,
+        protected_groups: &HashSet<String>,
         groups: &[SourceGroup],
         out: &mut Vec<Step>,
     ) -> Result<(), PlanError> {
         let action = self.rule.preferences.remove_action;
+        // Tenant objects held by an identity of this snapshot. A stale link to one of them (the
+        // source re-issued the person under a new id, matched again by the match attribute) is
+        // only forgotten: disabling or deleting would lock out the identity that holds it now.
+        let held: HashSet<String> = kept
+            .values()
+            .filter_map(|k| k.object_id.as_deref())
+            .map(str::to_ascii_lowercase)
+            .collect();
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -893,8 +919,9 @@ impl Planner<'_> {
                 if kept.contains_key(&link.source_id) || protected.contains(&link.source_id) {
                     continue;
                 }
+                let superseded = held.contains(&link.object_id.to_ascii_lowercase());
                 // Already disabled by an earlier deprovision that kept the link: nothing to do.
-                if action == RemoveAction::Disable && !link.enabled {
+                if !superseded && action == RemoveAction::Disable && !link.enabled {
                     continue;
                 }
                 out.push(Step::Deprovision {
@@ -908,7 +935,11 @@ impl Planner<'_> {
                         .to_owned(),
                     object_id: link.object_id.clone(),
                     action,
-                    reason: DeprovisionReason::LeftScope,
+                    reason: if superseded {
+                        DeprovisionReason::Superseded
+                    } else {
+                        DeprovisionReason::LeftScope
+                    },
                 });
             }
         }
@@ -929,10 +960,9 @@ impl Planner<'_> {
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.source_id.clone());
-            for link in page
-                .iter()
-                .filter(|l| !wanted.contains(l.source_id.as_str()))
-            {
+            for link in page.iter().filter(|l| {
+                !wanted.contains(l.source_id.as_str()) && !protected_groups.contains(&l.source_id)
+            }) {
                 out.push(Step::Deprovision {
                     kind: ObjectKind::Group,
                     source_id: link.source_id.clone(),

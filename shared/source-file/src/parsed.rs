@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use m365_core::{RecordError, SourceGroup, SourceUser};
+use m365_core::{ObjectKind, RecordError, SourceGroup, SourceUser};
 
 /// One record as a format parser read it, before the cross-record checks.
 pub(crate) struct Raw<T> {
@@ -71,8 +71,9 @@ pub(crate) enum Lookup<'a, T> {
     Unprovable(usize),
 }
 
-fn record_error(location: String, error: RawError) -> RecordError {
+fn record_error(kind: ObjectKind, location: String, error: RawError) -> RecordError {
     RecordError {
+        kind,
         location,
         source_id: error.id,
         message: error.message,
@@ -141,6 +142,7 @@ impl Parsed {
             let error = match outcome {
                 Ok(user) => match user_locations.get(user.id.as_str()) {
                     Some(all) if all.len() > 1 => RecordError {
+                        kind: ObjectKind::User,
                         message: duplicate_message(&user.id, &location, all),
                         source_id: Some(user.id),
                         location,
@@ -153,7 +155,7 @@ impl Parsed {
                         continue;
                     }
                 },
-                Err(e) => record_error(location, e),
+                Err(e) => record_error(ObjectKind::User, location, e),
             };
             match &error.source_id {
                 Some(id) => {
@@ -171,6 +173,7 @@ impl Parsed {
             let error = match outcome {
                 Ok(mut group) => match group_locations.get(group.id.as_str()) {
                     Some(all) if all.len() > 1 => RecordError {
+                        kind: ObjectKind::Group,
                         message: duplicate_message(&group.id, &location, all),
                         source_id: Some(group.id),
                         location,
@@ -186,6 +189,7 @@ impl Parsed {
                                 members.push(member);
                             } else {
                                 parsed.group_errors.push(RecordError {
+                                    kind: ObjectKind::Group,
                                     location: location.clone(),
                                     source_id: Some(group.id.clone()),
                                     message: format!(
@@ -204,7 +208,7 @@ impl Parsed {
                         continue;
                     }
                 },
-                Err(e) => record_error(location, e),
+                Err(e) => record_error(ObjectKind::Group, location, e),
             };
             match &error.source_id {
                 Some(id) => {

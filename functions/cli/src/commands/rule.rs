@@ -41,6 +41,7 @@ pub async fn run(args: Args) -> Code {
         Ok(app) => app,
         Err(code) => return code,
     };
+    // The engine also deprovisions when the rule's deprovision_on_rule_deletion is set.
     let deprovision = deprovision || app.config.rule.preferences.deprovision_on_rule_deletion;
     let outcome = app.engine().delete_rule(deprovision, &owner()).await;
     let mut out = std::io::stdout().lock();

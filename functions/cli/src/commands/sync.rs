@@ -104,8 +104,16 @@ pub async fn run(args: Args) -> Code {
             return Code::Failure;
         }
         Err(error) => {
-            let code = match error {
-                RunError::Plan(m365_core::planner::PlanError::Source(_)) => Code::Config,
+            // A source that cannot be reached is a connection failure (retry later); one whose
+            // data cannot be read needs its input fixed.
+            let code = match &error {
+                RunError::Plan(m365_core::planner::PlanError::Source(source)) => {
+                    if source.is_retryable() {
+                        Code::Connection
+                    } else {
+                        Code::Config
+                    }
+                }
                 RunError::Plan(_) => Code::Connection,
                 _ => Code::Failure,
             };

@@ -47,7 +47,14 @@ pub async fn whole(source: &dyn Source) -> SnapshotPage {
 }
 
 pub fn record_error(location: &str, source_id: Option<&str>, message: &str) -> RecordError {
+    // Group records are located in groups[..] / groups.csv.
+    let kind = if location.starts_with("groups") {
+        m365_core::ObjectKind::Group
+    } else {
+        m365_core::ObjectKind::User
+    };
     RecordError {
+        kind,
         location: location.to_owned(),
         source_id: source_id.map(str::to_owned),
         message: message.to_owned(),

@@ -1,0 +1,23 @@
+//! AWS adapters: the ports of `m365-core` (and the file loader of `m365-source-file`) on AWS
+//! services.
+//!
+//! Layout — one module per service, each holding the adapter(s) built on it:
+//! - [`config`]: the shared [`aws_config::SdkConfig`] and client builders. Callers build the SDK
+//!   config and every client **once** (in `main`, or once per Lambda container) and pass the
+//!   clients into the adapters.
+//! - [`s3`]: [`S3FileLoader`], `s3://bucket/key` objects for the file source.
+//! - [`any_loader`]: [`AnyFileLoader`], local paths and `s3://` locations behind one loader (what
+//!   the CLI and the functions give the file source).
+//! - `dynamodb` (to come): the `StateStore` on DynamoDB.
+//! - `secrets_manager` (to come): the `SecretStore` on Secrets Manager.
+//!
+//! The adapters never read credentials themselves: they come from the SDK's default chain (or, in
+//! tests, from a static provider put into the SDK config), and no error message carries them.
+
+pub mod any_loader;
+pub mod config;
+pub mod s3;
+
+pub use any_loader::AnyFileLoader;
+pub use config::{s3_client, sdk_config};
+pub use s3::{S3FileLoader, S3Location, is_s3_location};
