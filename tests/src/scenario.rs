@@ -217,7 +217,6 @@ impl Scenario {
             clock: &self.clock,
             page_size: 7,
             chunk_size: 10,
-            force_change_password: true,
         };
         f(&engine).await
     }

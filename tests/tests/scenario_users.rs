@@ -188,10 +188,7 @@ impl Directory for Recorder<'_> {
 
 /// A sync like [`Scenario::sync`], over a [`Recorder`]: returns the outcome and the operations
 /// sent to the tenant.
-async fn sync_recorded(
-    s: &Scenario,
-    force_change_password: bool,
-) -> (SyncOutcome, Vec<DirectoryOp>) {
+async fn sync_recorded(s: &Scenario) -> (SyncOutcome, Vec<DirectoryOp>) {
     let recorder = Recorder {
         inner: &s.directory,
         ops: Mutex::new(Vec::new()),
@@ -207,7 +204,6 @@ async fn sync_recorded(
         clock: &s.clock,
         page_size: 7,
         chunk_size: 10,
-        force_change_password,
     };
     let outcome = engine
         .sync(SyncOptions {
@@ -297,7 +293,7 @@ async fn new_user_is_created_with_mapped_attributes_in_one_post_and_linked() {
         &[],
     );
     let from = log_len(&s);
-    let (outcome, ops) = sync_recorded(&s, true).await;
+    let (outcome, ops) = sync_recorded(&s).await;
 
     assert_eq!(status(&outcome), RunStatus::Succeeded, "{:?}", outcome.run);
     let tenant = s.tenant_user(&upn("ann")).expect("ann created");
@@ -485,7 +481,7 @@ async fn allow_update_on_patches_only_the_changed_attribute() {
     s.write_source(&[user("u-ann", "ann", json!({"title": "Manager"}))], &[]);
     let from = log_len(&s);
     let writes_before = s.tenant_writes();
-    let (outcome, ops) = sync_recorded(&s, true).await;
+    let (outcome, ops) = sync_recorded(&s).await;
 
     assert_eq!(status(&outcome), RunStatus::Succeeded);
     assert_eq!(s.tenant_writes() - writes_before, 1);
@@ -527,7 +523,7 @@ async fn allow_update_off_sends_no_patch_and_leaves_the_tenant_unchanged() {
     );
     let from = log_len(&s);
     let writes_before = s.tenant_writes();
-    let (outcome, ops) = sync_recorded(&s, true).await;
+    let (outcome, ops) = sync_recorded(&s).await;
 
     assert_eq!(status(&outcome), RunStatus::Succeeded);
     assert!(ops.is_empty(), "{ops:?}");
@@ -602,7 +598,7 @@ async fn allow_disable_on_follows_the_source_enabled_flag_both_ways() {
         ],
         &[],
     );
-    let (outcome, ops) = sync_recorded(&s, true).await;
+    let (outcome, ops) = sync_recorded(&s).await;
     assert_eq!(status(&outcome), RunStatus::Succeeded, "{:?}", outcome.run);
     assert_eq!(
         update_ops(&ops),
@@ -627,7 +623,7 @@ async fn allow_disable_on_follows_the_source_enabled_flag_both_ways() {
         ],
         &[],
     );
-    let (_, ops) = sync_recorded(&s, true).await;
+    let (_, ops) = sync_recorded(&s).await;
     assert_eq!(
         update_ops(&ops),
         vec![(
@@ -669,7 +665,7 @@ async fn allow_disable_off_leaves_a_source_disabled_user_enabled_in_the_tenant()
 async fn provision_disabled_users_on_creates_a_disabled_user_disabled() {
     let s = Scenario::new("provision_disabled_users = true", "").await;
     s.write_source(&[disabled(user("u-off", "off", json!({})))], &[]);
-    let (outcome, ops) = sync_recorded(&s, true).await;
+    let (outcome, ops) = sync_recorded(&s).await;
 
     assert_eq!(status(&outcome), RunStatus::Succeeded);
     let creates = created_ops(&ops);
@@ -1108,7 +1104,7 @@ fn rule_without_password_mapping_is_rejected_naming_the_key() {
 async fn password_is_sent_on_create_and_never_on_update() {
     let s = Scenario::new("", "").await;
     s.write_source(&[user("u-ann", "ann", json!({}))], &[]);
-    let (_, ops) = sync_recorded(&s, true).await;
+    let (_, ops) = sync_recorded(&s).await;
     let creates = created_ops(&ops);
     assert_eq!(creates.len(), 1);
     let generated = creates[0].1.expose_secret();
@@ -1126,7 +1122,7 @@ async fn password_is_sent_on_create_and_never_on_update() {
         )],
         &[],
     );
-    let (_, ops) = sync_recorded(&s, true).await;
+    let (_, ops) = sync_recorded(&s).await;
     let updates = update_ops(&ops);
     assert_eq!(updates.len(), 1, "{ops:?}");
     assert_eq!(
@@ -1147,7 +1143,7 @@ async fn reset_password_default_forces_a_change_at_next_sign_in() {
     let config = set_custom_rule(&mut s, "", "", str::to_owned).await;
     assert!(reset_password(&config), "reset_password defaults to true");
     s.write_source(&[user("u-ann", "ann", json!({}))], &[]);
-    let (_, ops) = sync_recorded(&s, reset_password(&config)).await;
+    let (_, ops) = sync_recorded(&s).await;
     let creates = created_ops(&ops);
     assert_eq!(creates.len(), 1);
     assert!(creates[0].2, "forceChangePasswordNextSignIn");
@@ -1161,7 +1157,7 @@ async fn reset_password_false_does_not_force_a_change_at_next_sign_in() {
     let config = set_custom_rule(&mut s, "", "reset_password = false", str::to_owned).await;
     assert!(!reset_password(&config));
     s.write_source(&[user("u-ann", "ann", json!({}))], &[]);
-    let (_, ops) = sync_recorded(&s, reset_password(&config)).await;
+    let (_, ops) = sync_recorded(&s).await;
     let creates = created_ops(&ops);
     assert_eq!(creates.len(), 1);
     assert!(!creates[0].2, "forceChangePasswordNextSignIn");
@@ -1171,7 +1167,7 @@ async fn reset_password_false_does_not_force_a_change_at_next_sign_in() {
 #[tokio::test]
 async fn mapped_password_too_weak_fails_only_that_user() {
     let mut s = Scenario::new("", "").await;
-    let config = set_custom_rule(&mut s, "", "", |r| {
+    set_custom_rule(&mut s, "", "", |r| {
         r.replace(
             "source = \"generate\"",
             "source = { mapped = \"{{ initialPassword }}\" }",
@@ -1189,7 +1185,7 @@ async fn mapped_password_too_weak_fails_only_that_user() {
         ],
         &[],
     );
-    let (outcome, ops) = sync_recorded(&s, reset_password(&config)).await;
+    let (outcome, ops) = sync_recorded(&s).await;
 
     assert_eq!(
         status(&outcome),
@@ -1224,7 +1220,7 @@ async fn mapped_password_too_weak_fails_only_that_user() {
 #[tokio::test]
 async fn secret_password_source_creates_users_with_the_secret_store_default() {
     let mut s = Scenario::new("", "").await;
-    let config = set_custom_rule(&mut s, "", "", |r| {
+    set_custom_rule(&mut s, "", "", |r| {
         r.replace(
             "source = \"generate\"",
             "source = { secret = \"default_password\" }",
@@ -1238,7 +1234,7 @@ async fn secret_password_source_creates_users_with_the_secret_store_default() {
         ],
         &[],
     );
-    let (outcome, ops) = sync_recorded(&s, reset_password(&config)).await;
+    let (outcome, ops) = sync_recorded(&s).await;
     assert_eq!(status(&outcome), RunStatus::Succeeded, "{:?}", outcome.run);
     let creates = created_ops(&ops);
     assert_eq!(creates.len(), 2);

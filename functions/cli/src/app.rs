@@ -250,13 +250,6 @@ impl App {
             clock: &self.clock,
             page_size: 1000,
             chunk_size: 200,
-            force_change_password: self
-                .config
-                .rule
-                .mapping
-                .password
-                .as_ref()
-                .is_none_or(|p| p.reset_password),
         }
     }
 }

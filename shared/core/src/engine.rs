@@ -26,8 +26,6 @@ pub struct Engine<'a> {
     pub page_size: usize,
     /// Steps per `Directory::apply` call.
     pub chunk_size: usize,
-    /// `passwordProfile.forceChangePasswordNextSignIn` for created users.
-    pub force_change_password: bool,
 }
 
 /// How a sync is run.
@@ -151,7 +149,7 @@ impl Engine<'_> {
             clock: self.clock,
             deadline: options.deadline,
             chunk_size: self.chunk_size,
-            force_change_password: self.force_change_password,
+            force_change_password: self.rule.force_change_password,
             allow_destructive: !plan.breaker.tripped || options.override_breaker,
             progress: options.progress,
         };
@@ -339,7 +337,7 @@ impl Engine<'_> {
             clock: self.clock,
             deadline: None,
             chunk_size: self.chunk_size,
-            force_change_password: self.force_change_password,
+            force_change_password: self.rule.force_change_password,
             // Deleting a rule with deprovisioning is the operator's explicit decision.
             allow_destructive: true,
             progress: None,

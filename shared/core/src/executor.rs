@@ -294,10 +294,17 @@ impl Executor<'_> {
                         if member_ids.is_empty() {
                             Prepared::Local
                         } else {
-                            Prepared::Ops(vec![DirectoryOp::AddMembers {
-                                group_id,
-                                member_ids,
-                            }])
+                            // One operation per `members@odata.bind` PATCH (20 references), so
+                            // the directory can send a large group's PATCHes concurrently.
+                            Prepared::Ops(
+                                member_ids
+                                    .chunks(20)
+                                    .map(|chunk| DirectoryOp::AddMembers {
+                                        group_id: group_id.clone(),
+                                        member_ids: chunk.to_vec(),
+                                    })
+                                    .collect(),
+                            )
                         }
                     }
                     None => Prepared::Skip,

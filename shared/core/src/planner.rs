@@ -68,6 +68,9 @@ pub struct Rule {
     pub groups: GroupSettings,
     pub manager: ManagerSettings,
     pub mapping: Box<dyn RuleMapping>,
+    /// `passwordProfile.forceChangePasswordNextSignIn` of the users it creates (the mapping's
+    /// `reset_password`, default true).
+    pub force_change_password: bool,
 }
 
 /// Why planning failed as a whole.
@@ -766,20 +769,11 @@ impl Planner<'_> {
             .into_iter()
             .map(|l| (l.source_id.clone(), l))
             .collect();
-        // Desired members that are linked already have known object ids.
-        let member_ids: Vec<String> = in_scope
+        // Tenant ids of the in-scope users, known from their links or from this plan's
+        // matches (kept while their pages were planned): no second read of every member's link.
+        let user_links: HashMap<&str, &str> = kept
             .iter()
-            .flat_map(|g| g.members.iter().cloned())
-            .filter(|m| kept.contains_key(m))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let user_links: HashMap<String, String> = self
-            .state
-            .get_links(self.connection, ObjectKind::User, &member_ids)
-            .await?
-            .into_iter()
-            .map(|l| (l.source_id, l.object_id))
+            .filter_map(|(id, k)| k.object_id.as_deref().map(|o| (id.as_str(), o)))
             .collect();
 
         for group in in_scope {
@@ -797,8 +791,9 @@ impl Planner<'_> {
                     continue;
                 }
             };
-            let (managed, existing): (Vec<String>, HashSet<String>) = match links.get(&group.id) {
-                Some(link) => (link.members.clone(), HashSet::new()),
+            // Members this rule manages in the group (none yet for a group matched or created now).
+            let managed: Vec<String> = match links.get(&group.id) {
+                Some(link) => link.members.clone(),
                 None => {
                     let found = self
                         .directory
@@ -812,7 +807,7 @@ impl Planner<'_> {
                                 mail_nickname: desired.mail_nickname.clone(),
                                 kind: settings.kind,
                             });
-                            (Vec::new(), HashSet::new())
+                            Vec::new()
                         }
                         [tenant_group] => {
                             groups_out.push(Step::MatchGroup {
@@ -820,16 +815,15 @@ impl Planner<'_> {
                                 display_name: tenant_group.display_name.clone(),
                                 object_id: tenant_group.id.clone(),
                             });
+                            // Its current members: adding them again would be a wasted write.
                             let existing: HashSet<String> = self
                                 .directory
                                 .group_members(&tenant_group.id)
                                 .await?
                                 .into_iter()
                                 .collect();
-                            extras
-                                .existing_members
-                                .insert(group.id.clone(), existing.clone());
-                            (Vec::new(), existing)
+                            extras.existing_members.insert(group.id.clone(), existing);
+                            Vec::new()
                         }
                         several => {
                             issues.push(PlanIssue {
@@ -851,10 +845,12 @@ impl Planner<'_> {
             let mut desired_object_ids: HashSet<String> = HashSet::new();
             let mut add: Vec<String> = Vec::new();
             for member in group.members.iter().filter(|m| kept.contains_key(*m)) {
-                match user_links.get(member) {
-                    Some(object_id) => {
-                        desired_object_ids.insert(object_id.clone());
-                        if !managed.contains(object_id) && !existing.contains(object_id) {
+                match user_links.get(member.as_str()) {
+                    Some(&object_id) => {
+                        desired_object_ids.insert(object_id.to_owned());
+                        // A member the tenant group already has stays in the step: the
+                        // executor sends no write for it but records it as managed.
+                        if !managed.contains(object_id) {
                             add.push(member.clone());
                         }
                     }

@@ -146,5 +146,10 @@ pub fn compile_rule(
         groups: config.groups.clone(),
         manager: config.manager.clone(),
         mapping: Box::new(mapping),
+        force_change_password: config
+            .mapping
+            .password
+            .as_ref()
+            .is_none_or(|p| p.reset_password),
     })
 }
