@@ -21,9 +21,6 @@ use std::sync::Mutex;
 
 use m365_core::config::Config;
 use m365_core::engine::{Engine, SyncOptions, SyncOutcome};
-use m365_core::planner::Rule;
-use m365_core::rule_mapping::compile_rule;
-use m365_core::secrets::ConnectionSecrets;
 use m365_core::{
     Clock, Directory, DirectoryCounters, DirectoryOp, DirectoryResult, LinkOrigin, ObjectKind,
     OpOutcome, RunStatus, TenantDomain, TenantGroup, TenantUser,
@@ -47,65 +44,18 @@ fn disabled(mut u: Value) -> Value {
     u
 }
 
-/// The configuration text the harness builds, with `edit` applied to the rule part (to change
-/// what `BASE_RULE` fixes: the match attribute, the password source).
-fn config_text(
-    s: &Scenario,
-    preferences: &str,
-    extra: &str,
-    edit: impl Fn(&str) -> String,
-) -> String {
-    let rule = BASE_RULE
-        .replace("{preferences}", preferences)
-        .replace("{extra}", extra);
-    format!(
-        "[connection]\nname = \"scenario\"\n\n[source]\ntype = \"file\"\nlocation = {:?}\n{}",
-        s.source_path.display().to_string(),
-        edit(&rule)
-    )
-}
-
-/// Compiles a configuration as the harness does (same secrets: `default_password` included).
-async fn compile(s: &Scenario, text: &str) -> (Rule, Config) {
-    let config = Config::from_toml(text, "scenario.toml").expect("config is valid");
-    let domains = s.directory.domains().await.expect("domains");
-    let secrets = ConnectionSecrets {
-        tenant: demo::TENANT_ID.to_owned(),
-        client_id: demo::CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(demo::CLIENT_SECRET),
-        extra: [(
-            "default_password".to_owned(),
-            SecretString::from("Default-Passw0rd!"),
-        )]
-        .into_iter()
-        .collect(),
-    };
-    let rule = compile_rule(&config.rule, &domains, &secrets).expect("rule compiles");
-    (rule, config)
-}
-
-/// Replaces the scenario's rule by one compiled from `BASE_RULE` edited by `edit`; returns the
-/// configuration (its `reset_password` decides `forceChangePasswordNextSignIn`, as in the CLI).
+/// Replaces the scenario's rule by `BASE_RULE` edited by `edit` (to change what it fixes: the
+/// match attribute, the password source).
 async fn set_custom_rule(
     s: &mut Scenario,
     preferences: &str,
     extra: &str,
     edit: impl Fn(&str) -> String,
-) -> Config {
-    let text = config_text(s, preferences, extra, edit);
-    let (rule, config) = compile(s, &text).await;
-    s.rule = rule;
-    config
-}
-
-/// `forceChangePasswordNextSignIn` as the CLI derives it from the configuration.
-fn reset_password(config: &Config) -> bool {
-    config
-        .rule
-        .mapping
-        .password
-        .as_ref()
-        .is_none_or(|p| p.reset_password)
+) {
+    let rule = BASE_RULE
+        .replace("{preferences}", preferences)
+        .replace("{extra}", extra);
+    s.set_rule_text(&edit(&rule)).await;
 }
 
 /// The Graph directory adapter, keeping every operation it is asked to apply.
@@ -1140,8 +1090,11 @@ async fn password_is_sent_on_create_and_never_on_update() {
 #[tokio::test]
 async fn reset_password_default_forces_a_change_at_next_sign_in() {
     let mut s = Scenario::new("", "").await;
-    let config = set_custom_rule(&mut s, "", "", str::to_owned).await;
-    assert!(reset_password(&config), "reset_password defaults to true");
+    set_custom_rule(&mut s, "", "", str::to_owned).await;
+    assert!(
+        s.rule.force_change_password,
+        "reset_password defaults to true"
+    );
     s.write_source(&[user("u-ann", "ann", json!({}))], &[]);
     let (_, ops) = sync_recorded(&s).await;
     let creates = created_ops(&ops);
@@ -1154,8 +1107,8 @@ async fn reset_password_default_forces_a_change_at_next_sign_in() {
 async fn reset_password_false_does_not_force_a_change_at_next_sign_in() {
     let mut s = Scenario::new("", "").await;
     // `extra` lands inside [rule.mapping.password].
-    let config = set_custom_rule(&mut s, "", "reset_password = false", str::to_owned).await;
-    assert!(!reset_password(&config));
+    set_custom_rule(&mut s, "", "reset_password = false", str::to_owned).await;
+    assert!(!s.rule.force_change_password);
     s.write_source(&[user("u-ann", "ann", json!({}))], &[]);
     let (_, ops) = sync_recorded(&s).await;
     let creates = created_ops(&ops);
