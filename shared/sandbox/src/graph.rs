@@ -547,7 +547,7 @@ fn route(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
             if st.users[i].admin {
                 return Err(GErr::forbidden());
             }
-            st.users[i].deleted = true;
+            st.set_user_deleted(i, true);
             st.users[i]
                 .props
                 .insert("deletedDateTime".into(), json!(now_iso()));
@@ -645,7 +645,7 @@ fn route(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
                     .insert("deletedDateTime".into(), json!(now_iso()));
             } else {
                 // Deleted security groups are gone for good (graph-facts §2.4).
-                st.groups.remove(g);
+                st.remove_group(g);
             }
             cx.mutated = true;
             Ok(GResp::no_content())
@@ -741,7 +741,7 @@ fn route(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
                 if st.users[idx].admin {
                     return Err(GErr::forbidden());
                 }
-                st.users[idx].deleted = false;
+                st.set_user_deleted(idx, false);
                 st.users[idx].props.remove("deletedDateTime");
             } else {
                 st.groups[idx].deleted = false;
@@ -762,7 +762,7 @@ fn route(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
             })?;
             if users {
                 let uid = st.users[idx].id().to_owned();
-                st.users.remove(idx);
+                st.remove_user(idx);
                 for g in &mut st.groups {
                     g.members.retain(|m| *m != uid);
                 }
@@ -772,7 +772,7 @@ fn route(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
                     }
                 }
             } else {
-                st.groups.remove(idx);
+                st.remove_group(idx);
             }
             cx.mutated = true;
             Ok(GResp::no_content())
@@ -830,18 +830,10 @@ fn find_group(st: &TenantState, id: &str, cx: &Cx<'_>) -> Result<usize, GErr> {
 }
 
 fn find_deleted(st: &TenantState, id: &str) -> Result<(bool, usize), GErr> {
-    if let Some(i) = st
-        .users
-        .iter()
-        .position(|u| u.deleted && u.id().eq_ignore_ascii_case(id))
-    {
+    if let Some(i) = st.deleted_user_index(id) {
         return Ok((true, i));
     }
-    if let Some(i) = st
-        .groups
-        .iter()
-        .position(|g| g.deleted && g.id().eq_ignore_ascii_case(id))
-    {
+    if let Some(i) = st.deleted_group_index(id) {
         return Ok((false, i));
     }
     Err(GErr::not_found(id))
@@ -1181,12 +1173,12 @@ fn list_members(st: &TenantState, cx: &Cx<'_>, id: &str) -> GResult {
     let after = skip_cursor(&cx.query)?;
     let mut members: Vec<(u64, Value)> = Vec::new();
     for mid in &st.groups[g].members {
-        if let Some(u) = st.users.iter().find(|u| !u.deleted && u.id() == mid) {
+        if let Some(u) = st.live_user_exact(mid).map(|i| &st.users[i]) {
             let mut m = Map::new();
             m.insert("@odata.type".into(), json!("#microsoft.graph.user"));
             m.extend(project_user(u, select.as_deref()));
             members.push((u.seq, Value::Object(m)));
-        } else if let Some(gr) = st.groups.iter().find(|x| !x.deleted && x.id() == mid) {
+        } else if let Some(gr) = st.live_group_exact(mid).map(|i| &st.groups[i]) {
             let mut m = Map::new();
             m.insert("@odata.type".into(), json!("#microsoft.graph.group"));
             m.extend(project_group(gr, select.as_deref()));
@@ -1468,14 +1460,6 @@ fn check_user_props(
     Ok(())
 }
 
-fn upn_taken(st: &TenantState, upn: &str, except: Option<&str>) -> bool {
-    st.users.iter().any(|u| {
-        except.is_none_or(|e| !u.id().eq_ignore_ascii_case(e))
-            && u.str_prop("userPrincipalName")
-                .is_some_and(|x| x.eq_ignore_ascii_case(upn))
-    })
-}
-
 fn create_user(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
     let mut body = cx.body_object()?;
     crate::schema::validate_body("user", &body).map_err(|v| schema_err(&v))?;
@@ -1506,7 +1490,7 @@ fn create_user(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
     check_upn(st, &upn, &body, true)?;
     check_password(&body, None)?;
     // Soft-deleted users keep their UPN reserved (graph-facts §2.4).
-    if upn_taken(st, &upn, None) {
+    if st.upn_taken(&upn, None) {
         return Err(GErr::conflict("userPrincipalName"));
     }
     body.remove("passwordProfile");
@@ -1514,9 +1498,8 @@ fn create_user(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
     let id = st.insert_user(Value::Object(body), visible_at);
     cx.mutated = true;
     let obj = st
-        .users
-        .iter()
-        .find(|u| u.id() == id)
+        .user_exact(&id)
+        .map(|i| &st.users[i])
         .ok_or_else(|| GErr::bad_request("create failed"))?;
     let mut out = Map::new();
     out.insert(
@@ -1580,7 +1563,7 @@ fn update_user(st: &mut TenantState, cx: &mut Cx<'_>, key: &str) -> GResult {
     if let Some(upn) = body.get("userPrincipalName").and_then(Value::as_str) {
         let upn = upn.to_owned();
         check_upn(st, &upn, &body, false)?;
-        if upn_taken(st, &upn, Some(&self_id)) {
+        if st.upn_taken(&upn, Some(&self_id)) {
             return Err(GErr::conflict("userPrincipalName"));
         }
     }
@@ -1596,6 +1579,7 @@ fn update_user(st: &mut TenantState, cx: &mut Cx<'_>, key: &str) -> GResult {
         }
     }
     add_mail_proxy(&mut user.props);
+    st.index_user(i);
     cx.mutated = true;
     Ok(GResp::no_content())
 }
@@ -1702,9 +1686,7 @@ fn assign_license(st: &mut TenantState, cx: &mut Cx<'_>, key: &str) -> GResult {
         });
         assigned.push(a);
     }
-    st.users[i]
-        .props
-        .insert("assignedLicenses".into(), Value::Array(assigned));
+    st.set_user_licenses(i, assigned);
     cx.mutated = true;
     let mut out = Map::new();
     out.insert(
@@ -1745,11 +1727,7 @@ fn resolve_binds(
                 return Err(GErr::reference_missing());
             }
             ids.push(st.users[ui].id().to_owned());
-        } else if let Some(gi) = st
-            .groups
-            .iter()
-            .position(|g| !g.deleted && g.id().eq_ignore_ascii_case(&id))
-        {
+        } else if let Some(gi) = st.group_index_any(&id) {
             if !st.groups[gi].visible(cx.now) {
                 return Err(GErr::reference_missing());
             }
@@ -1852,12 +1830,7 @@ fn create_group(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
     let member_ids = resolve_binds(st, cx, &bind_urls, unified)?;
     resolve_binds(st, cx, &owner_urls, unified)?;
     if unified {
-        let taken = st.groups.iter().any(|g| {
-            g.is_unified()
-                && g.str_prop("mailNickname")
-                    .is_some_and(|n| n.eq_ignore_ascii_case(&nick))
-        });
-        if taken {
+        if st.unified_nick_taken(&nick, None) {
             return Err(GErr::conflict("mailNickname"));
         }
         let domain = st
@@ -1882,10 +1855,9 @@ fn create_group(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
     let visible_at = cx.now + cx.lag;
     let id = st.insert_group(Value::Object(body), visible_at);
     let g = st
-        .groups
-        .iter_mut()
-        .find(|g| g.id() == id)
+        .group_exact(&id)
         .ok_or_else(|| GErr::bad_request("create failed"))?;
+    let g = &mut st.groups[g];
     g.members = member_ids;
     cx.mutated = true;
     let mut out = Map::new();
@@ -1934,13 +1906,7 @@ fn update_group(st: &mut TenantState, cx: &mut Cx<'_>, id: &str) -> GResult {
             Some(n) if validate::mail_nickname_ok(n, true) => {
                 if st.groups[g].is_unified() {
                     let gid = st.groups[g].id().to_owned();
-                    let taken = st.groups.iter().any(|o| {
-                        o.id() != gid
-                            && o.is_unified()
-                            && o.str_prop("mailNickname")
-                                .is_some_and(|x| x.eq_ignore_ascii_case(n))
-                    });
-                    if taken {
+                    if st.unified_nick_taken(n, Some(&gid)) {
                         return Err(GErr::conflict("mailNickname"));
                     }
                 }
@@ -1989,17 +1955,14 @@ fn update_group(st: &mut TenantState, cx: &mut Cx<'_>, id: &str) -> GResult {
         }
     }
     group.members.extend(new_members);
+    st.index_group(g);
     cx.mutated = true;
     Ok(GResp::no_content())
 }
 
 fn add_member(st: &mut TenantState, cx: &mut Cx<'_>, id: &str) -> GResult {
     // A group still replicating answers 400 "do not exist" (graph-facts §5.3, §9).
-    let g = match st
-        .groups
-        .iter()
-        .position(|g| !g.deleted && g.id().eq_ignore_ascii_case(id))
-    {
+    let g = match st.group_index_any(id) {
         Some(g) if st.groups[g].visible(cx.now) => g,
         Some(_) => return Err(GErr::reference_missing()),
         None => return Err(GErr::not_found(id)),

@@ -290,11 +290,12 @@ impl Sandbox {
                 path: path.clone(),
                 source,
             })?;
-            let state: TenantState =
+            let mut state: TenantState =
                 serde_json::from_slice(&bytes).map_err(|source| SandboxError::Parse {
                     path: path.clone(),
                     source,
                 })?;
+            state.rebuild_indexes();
             *self.inner.lock_state() = state;
         }
         *lock(&self.inner.state_file) = Some(path.clone());
@@ -426,19 +427,12 @@ impl Sandbox {
     /// Member ids of a group (members that are not soft-deleted).
     pub fn group_members(&self, group_id: &str) -> Vec<String> {
         let st = self.inner.lock_state();
-        let Some(g) = st
-            .groups
-            .iter()
-            .find(|g| g.id().eq_ignore_ascii_case(group_id))
-        else {
+        let Some(g) = st.group_index_all(group_id).map(|g| &st.groups[g]) else {
             return Vec::new();
         };
         g.members
             .iter()
-            .filter(|m| {
-                st.users.iter().any(|u| !u.deleted && u.id() == m.as_str())
-                    || st.groups.iter().any(|x| !x.deleted && x.id() == m.as_str())
-            })
+            .filter(|m| st.live_user_exact(m).is_some() || st.live_group_exact(m).is_some())
             .cloned()
             .collect()
     }

@@ -1,6 +1,8 @@
 //! The tenant's data: users, groups, deleted items, SKUs, domains, apps. Serialises as the state
 //! dump and the state file.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -72,6 +74,88 @@ pub(crate) struct TenantState {
     pub users: Vec<Obj>,
     pub groups: Vec<Obj>,
     pub next_seq: u64,
+    /// Lookup indexes; not part of the state dump. A deserialised state starts without them
+    /// (lookups then scan) until `rebuild_indexes`.
+    #[serde(skip)]
+    idx: Indexes,
+}
+
+/// Lookup indexes over `TenantState::users`/`groups`.
+///
+/// The key maps are supersets: every object's current keys map to its position, but a position
+/// may also sit under a key the object no longer has (after a UPN or mail change). Lookups verify
+/// every candidate against the real predicate, so stale entries never change an answer. Removing
+/// an object shifts positions, so removals rebuild everything. The counters are exact.
+#[derive(Debug, Clone, Default)]
+struct Indexes {
+    /// Whether the indexes cover the whole state; when not, lookups scan.
+    built: bool,
+    /// Lowercased user id and UPN → user positions.
+    user_keys: HashMap<String, Vec<usize>>,
+    /// Lowercased group id → group positions.
+    group_ids: HashMap<String, Vec<usize>>,
+    /// Lowercased group mailNickname → group positions.
+    group_nicks: HashMap<String, Vec<usize>>,
+    /// Lowercased `mail` and `smtp:` proxy address (without the prefix) → (is user, position).
+    addresses: HashMap<String, Vec<(bool, usize)>>,
+    /// Users not soft-deleted.
+    live_users: usize,
+    /// Lowercased SKU id → live users holding it.
+    consumed: HashMap<String, u32>,
+}
+
+fn push_pos<T: PartialEq>(map: &mut HashMap<String, Vec<T>>, key: &str, pos: T) {
+    let list = map.entry(key.to_ascii_lowercase()).or_default();
+    if !list.contains(&pos) {
+        list.push(pos);
+    }
+}
+
+/// Distinct lowercased SKU ids of a user's direct assignments.
+fn sku_keys(u: &Obj) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(list) = u.props.get("assignedLicenses").and_then(Value::as_array) {
+        for a in list {
+            if let Some(s) = a.get("skuId").and_then(Value::as_str) {
+                let s = s.to_ascii_lowercase();
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The addresses `address_taken` matches an object on: `mail` and `smtp:` proxy addresses.
+fn address_keys(o: &Obj) -> Vec<&str> {
+    let mut out = Vec::new();
+    if let Some(m) = o.str_prop("mail") {
+        out.push(m);
+    }
+    if let Some(list) = o.props.get("proxyAddresses").and_then(Value::as_array) {
+        for a in list.iter().filter_map(Value::as_str) {
+            if a.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("smtp:"))
+                && let Some(rest) = a.get(5..)
+            {
+                out.push(rest);
+            }
+        }
+    }
+    out
+}
+
+fn obj_has_address(o: &Obj, value: &str, smtp: &str) -> bool {
+    o.str_prop("mail")
+        .is_some_and(|m| m.eq_ignore_ascii_case(value))
+        || o.props
+            .get("proxyAddresses")
+            .and_then(Value::as_array)
+            .is_some_and(|p| {
+                p.iter()
+                    .filter_map(Value::as_str)
+                    .any(|a| a.eq_ignore_ascii_case(smtp))
+            })
 }
 
 impl TenantState {
@@ -86,6 +170,10 @@ impl TenantState {
             users: Vec::new(),
             groups: Vec::new(),
             next_seq: 1,
+            idx: Indexes {
+                built: true,
+                ..Indexes::default()
+            },
         };
         for user in &seed.users {
             let id = state.insert_user(user.clone(), 0);
@@ -95,9 +183,9 @@ impl TenantState {
                 .and_then(|u| u.str_prop("userPrincipalName"))
                 .map(str::to_ascii_lowercase);
             if upn.is_some_and(|upn| seed.admin_upns.iter().any(|a| a.eq_ignore_ascii_case(&upn)))
-                && let Some(u) = state.users.iter_mut().find(|u| u.id() == id)
+                && let Some(i) = state.user_exact(&id)
             {
-                u.admin = true;
+                state.users[i].admin = true;
             }
         }
         for group in &seed.groups {
@@ -142,6 +230,12 @@ impl TenantState {
             members: Vec::new(),
             admin: false,
         });
+        if self.idx.built {
+            let i = self.users.len() - 1;
+            self.idx.live_users += 1;
+            self.count_licenses(i, true);
+            self.index_user(i);
+        }
         id
     }
 
@@ -179,12 +273,171 @@ impl TenantState {
             members,
             admin: false,
         });
+        if self.idx.built {
+            self.index_group(self.groups.len() - 1);
+        }
         id
+    }
+
+    /// Rebuilds every index from the users and groups (after loading a state file).
+    pub fn rebuild_indexes(&mut self) {
+        self.idx = Indexes {
+            built: true,
+            ..Indexes::default()
+        };
+        for i in 0..self.users.len() {
+            if !self.users[i].deleted {
+                self.idx.live_users += 1;
+                self.count_licenses(i, true);
+            }
+            self.index_user(i);
+        }
+        for g in 0..self.groups.len() {
+            self.index_group(g);
+        }
+    }
+
+    /// Adds the user's current keys (call after changing its UPN, mail or proxy addresses).
+    pub fn index_user(&mut self, i: usize) {
+        if !self.idx.built {
+            return;
+        }
+        let Some(u) = self.users.get(i) else { return };
+        push_pos(&mut self.idx.user_keys, u.id(), i);
+        if let Some(upn) = u.str_prop("userPrincipalName") {
+            push_pos(&mut self.idx.user_keys, upn, i);
+        }
+        for a in address_keys(u) {
+            push_pos(&mut self.idx.addresses, a, (true, i));
+        }
+    }
+
+    /// Adds the group's current keys (call after changing its mailNickname).
+    pub fn index_group(&mut self, g: usize) {
+        if !self.idx.built {
+            return;
+        }
+        let Some(o) = self.groups.get(g) else { return };
+        push_pos(&mut self.idx.group_ids, o.id(), g);
+        if let Some(n) = o.str_prop("mailNickname") {
+            push_pos(&mut self.idx.group_nicks, n, g);
+        }
+        for a in address_keys(o) {
+            push_pos(&mut self.idx.addresses, a, (false, g));
+        }
+    }
+
+    /// Adds (or takes away) the user's SKUs to the consumed-unit counters.
+    fn count_licenses(&mut self, i: usize, add: bool) {
+        let Some(u) = self.users.get(i) else { return };
+        for sku in sku_keys(u) {
+            let n = self.idx.consumed.entry(sku).or_insert(0);
+            *n = if add {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            };
+        }
+    }
+
+    /// Soft-deletes or restores a user.
+    pub fn set_user_deleted(&mut self, i: usize, deleted: bool) {
+        let Some(u) = self.users.get_mut(i) else {
+            return;
+        };
+        if u.deleted == deleted {
+            return;
+        }
+        u.deleted = deleted;
+        if self.idx.built {
+            if deleted {
+                self.idx.live_users = self.idx.live_users.saturating_sub(1);
+            } else {
+                self.idx.live_users += 1;
+            }
+            self.count_licenses(i, !deleted);
+        }
+    }
+
+    /// Replaces a user's `assignedLicenses`.
+    pub fn set_user_licenses(&mut self, i: usize, assigned: Vec<Value>) {
+        let live = self.users.get(i).is_some_and(|u| !u.deleted);
+        if live && self.idx.built {
+            self.count_licenses(i, false);
+        }
+        if let Some(u) = self.users.get_mut(i) {
+            u.props
+                .insert("assignedLicenses".into(), Value::Array(assigned));
+        }
+        if live && self.idx.built {
+            self.count_licenses(i, true);
+        }
+    }
+
+    /// Removes a user for good (positions shift, so the indexes are rebuilt).
+    pub fn remove_user(&mut self, i: usize) {
+        if i < self.users.len() {
+            self.users.remove(i);
+            if self.idx.built {
+                self.rebuild_indexes();
+            }
+        }
+    }
+
+    /// Removes a group for good (positions shift, so the indexes are rebuilt).
+    pub fn remove_group(&mut self, g: usize) {
+        if g < self.groups.len() {
+            self.groups.remove(g);
+            if self.idx.built {
+                self.rebuild_indexes();
+            }
+        }
+    }
+
+    /// The first user matching `pred`, which only matches users whose id or UPN equals `key`
+    /// ignoring ASCII case.
+    fn first_user(&self, key: &str, pred: impl Fn(&Obj) -> bool) -> Option<usize> {
+        if !self.idx.built {
+            return self.users.iter().position(pred);
+        }
+        let found = self
+            .idx
+            .user_keys
+            .get(&key.to_ascii_lowercase())
+            .and_then(|c| {
+                c.iter()
+                    .copied()
+                    .filter(|&i| self.users.get(i).is_some_and(&pred))
+                    .min()
+            });
+        debug_assert_eq!(found, self.users.iter().position(&pred), "user index");
+        found
+    }
+
+    /// The first group matching `pred`, which only matches groups whose id (or, with `by_nick`,
+    /// mailNickname) equals `key` ignoring ASCII case.
+    fn first_group(&self, key: &str, by_nick: bool, pred: impl Fn(&Obj) -> bool) -> Option<usize> {
+        if !self.idx.built {
+            return self.groups.iter().position(pred);
+        }
+        let map = if by_nick {
+            &self.idx.group_nicks
+        } else {
+            &self.idx.group_ids
+        };
+        let found = map.get(&key.to_ascii_lowercase()).and_then(|c| {
+            c.iter()
+                .copied()
+                .filter(|&g| self.groups.get(g).is_some_and(&pred))
+                .min()
+        });
+        debug_assert_eq!(found, self.groups.iter().position(&pred), "group index");
+        found
     }
 
     /// A live user by id or UPN regardless of replication (internal use).
     pub fn user_index_any(&self, key: &str) -> Option<usize> {
-        self.users.iter().position(|u| {
+        self.first_user(key, |u| {
             !u.deleted
                 && (u.id().eq_ignore_ascii_case(key)
                     || u.str_prop("userPrincipalName")
@@ -198,58 +451,143 @@ impl TenantState {
             .filter(|&i| self.users[i].visible(now_ms))
     }
 
+    /// The first user (live or not) whose id is exactly `id`.
+    pub fn user_exact(&self, id: &str) -> Option<usize> {
+        self.first_user(id, |u| u.id() == id)
+    }
+
+    /// The first live user whose id is exactly `id`.
+    pub fn live_user_exact(&self, id: &str) -> Option<usize> {
+        self.first_user(id, |u| !u.deleted && u.id() == id)
+    }
+
+    /// A soft-deleted user by id.
+    pub fn deleted_user_index(&self, id: &str) -> Option<usize> {
+        self.first_user(id, |u| u.deleted && u.id().eq_ignore_ascii_case(id))
+    }
+
+    /// Whether a user (live or soft-deleted, graph-facts §2.4) other than `except` has `upn`.
+    pub fn upn_taken(&self, upn: &str, except: Option<&str>) -> bool {
+        self.first_user(upn, |u| {
+            except.is_none_or(|e| !u.id().eq_ignore_ascii_case(e))
+                && u.str_prop("userPrincipalName")
+                    .is_some_and(|x| x.eq_ignore_ascii_case(upn))
+        })
+        .is_some()
+    }
+
     /// A live, replicated group by id.
     pub fn group_index(&self, id: &str, now_ms: u64) -> Option<usize> {
-        self.groups
-            .iter()
-            .position(|g| !g.deleted && g.id().eq_ignore_ascii_case(id) && g.visible(now_ms))
+        self.first_group(id, false, |g| {
+            !g.deleted && g.id().eq_ignore_ascii_case(id) && g.visible(now_ms)
+        })
+    }
+
+    /// A live group by id regardless of replication.
+    pub fn group_index_any(&self, id: &str) -> Option<usize> {
+        self.first_group(id, false, |g| !g.deleted && g.id().eq_ignore_ascii_case(id))
+    }
+
+    /// A group (live or soft-deleted) by id.
+    pub fn group_index_all(&self, id: &str) -> Option<usize> {
+        self.first_group(id, false, |g| g.id().eq_ignore_ascii_case(id))
+    }
+
+    /// The first group (live or not) whose id is exactly `id`.
+    pub fn group_exact(&self, id: &str) -> Option<usize> {
+        self.first_group(id, false, |g| g.id() == id)
+    }
+
+    /// The first live group whose id is exactly `id`.
+    pub fn live_group_exact(&self, id: &str) -> Option<usize> {
+        self.first_group(id, false, |g| !g.deleted && g.id() == id)
+    }
+
+    /// A soft-deleted group by id.
+    pub fn deleted_group_index(&self, id: &str) -> Option<usize> {
+        self.first_group(id, false, |g| g.deleted && g.id().eq_ignore_ascii_case(id))
+    }
+
+    /// Whether a Microsoft 365 group (live or soft-deleted) other than the one with id exactly
+    /// `except_id` uses `nick` as mailNickname.
+    pub fn unified_nick_taken(&self, nick: &str, except_id: Option<&str>) -> bool {
+        self.first_group(nick, true, |o| {
+            except_id.is_none_or(|e| o.id() != e)
+                && o.is_unified()
+                && o.str_prop("mailNickname")
+                    .is_some_and(|x| x.eq_ignore_ascii_case(nick))
+        })
+        .is_some()
     }
 
     /// Seats in use per SKU: live users' direct assignments (graph-facts §3.2).
     pub fn consumed_units(&self, sku_id: &str) -> u32 {
-        let count = self
-            .users
-            .iter()
-            .filter(|u| !u.deleted)
-            .filter(|u| {
-                u.props
-                    .get("assignedLicenses")
-                    .and_then(Value::as_array)
-                    .is_some_and(|l| {
-                        l.iter().any(|a| {
-                            a.get("skuId")
-                                .and_then(Value::as_str)
-                                .is_some_and(|s| s.eq_ignore_ascii_case(sku_id))
+        let scan = || {
+            let count = self
+                .users
+                .iter()
+                .filter(|u| !u.deleted)
+                .filter(|u| {
+                    u.props
+                        .get("assignedLicenses")
+                        .and_then(Value::as_array)
+                        .is_some_and(|l| {
+                            l.iter().any(|a| {
+                                a.get("skuId")
+                                    .and_then(Value::as_str)
+                                    .is_some_and(|s| s.eq_ignore_ascii_case(sku_id))
+                            })
                         })
-                    })
-            })
-            .count();
-        u32::try_from(count).unwrap_or(u32::MAX)
+                })
+                .count();
+            u32::try_from(count).unwrap_or(u32::MAX)
+        };
+        if !self.idx.built {
+            return scan();
+        }
+        let n = self
+            .idx
+            .consumed
+            .get(&sku_id.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0);
+        debug_assert_eq!(n, scan(), "consumed-unit counter");
+        n
     }
 
     pub fn live_user_count(&self) -> usize {
-        self.users.iter().filter(|u| !u.deleted).count()
+        let scan = || self.users.iter().filter(|u| !u.deleted).count();
+        if !self.idx.built {
+            return scan();
+        }
+        debug_assert_eq!(self.idx.live_users, scan(), "live-user counter");
+        self.idx.live_users
     }
 
     /// Whether any object other than `except_id` (live or soft-deleted, graph-facts §2.4) holds
     /// `value` in property `prop` or in its proxyAddresses.
     pub fn address_taken(&self, value: &str, except_id: Option<&str>) -> bool {
         let smtp = format!("smtp:{value}");
-        self.users.iter().chain(self.groups.iter()).any(|o| {
-            if except_id.is_some_and(|id| o.id().eq_ignore_ascii_case(id)) {
-                return false;
-            }
-            o.str_prop("mail")
-                .is_some_and(|m| m.eq_ignore_ascii_case(value))
-                || o.props
-                    .get("proxyAddresses")
-                    .and_then(Value::as_array)
-                    .is_some_and(|p| {
-                        p.iter()
-                            .filter_map(Value::as_str)
-                            .any(|a| a.eq_ignore_ascii_case(&smtp))
-                    })
-        })
+        let pred = |o: &Obj| {
+            !except_id.is_some_and(|id| o.id().eq_ignore_ascii_case(id))
+                && obj_has_address(o, value, &smtp)
+        };
+        let scan = || self.users.iter().chain(self.groups.iter()).any(pred);
+        if !self.idx.built {
+            return scan();
+        }
+        let found = self
+            .idx
+            .addresses
+            .get(&value.to_ascii_lowercase())
+            .is_some_and(|c| {
+                c.iter().any(|&(user, i)| {
+                    let list = if user { &self.users } else { &self.groups };
+                    list.get(i).is_some_and(pred)
+                })
+            });
+        debug_assert_eq!(found, scan(), "address index");
+        found
     }
 }
 
@@ -289,5 +627,82 @@ pub(crate) fn add_mail_proxy(props: &mut Map<String, Value>) {
             }
             list.push(Value::String(smtp));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(upn: &str, mail: &str) -> Value {
+        json!({"userPrincipalName": upn, "mail": mail, "assignedLicenses": [{"skuId": "SKU-A"}]})
+    }
+
+    /// Every lookup also runs the full scan under `debug_assert`, so this checks the indexes
+    /// after each kind of mutation.
+    #[test]
+    fn indexes_follow_every_mutation() {
+        let mut st = TenantState::from_seed(&Seed::default());
+        let a = st.insert_user(user("a@x.test", "a@x.test"), 0);
+        let b = st.insert_user(user("b@x.test", "b@x.test"), 0);
+        let g = st.insert_group(
+            json!({"mailNickname": "team", "groupTypes": ["Unified"], "members": ["A@X.test"]}),
+            0,
+        );
+        assert_eq!(st.user_index_any("A@x.TEST"), Some(0));
+        assert_eq!(st.user_index_any(&b.to_uppercase()), Some(1));
+        assert_eq!(st.groups[0].members, vec![a.clone()]);
+        assert_eq!(st.consumed_units("sku-a"), 2);
+        assert!(st.unified_nick_taken("TEAM", None));
+        assert!(!st.unified_nick_taken("team", Some(&g)));
+
+        // UPN and mail change.
+        st.users[0]
+            .props
+            .insert("userPrincipalName".into(), json!("a2@x.test"));
+        st.users[0].props.insert("mail".into(), json!("a2@x.test"));
+        add_mail_proxy(&mut st.users[0].props);
+        st.index_user(0);
+        assert_eq!(st.user_index_any("a@x.test"), None);
+        assert_eq!(st.user_index_any("a2@x.test"), Some(0));
+        assert!(st.address_taken("A2@x.test", None));
+        assert!(
+            st.address_taken("a@x.test", None),
+            "old primary stays a proxy address"
+        );
+        assert!(!st.address_taken("a2@x.test", Some(&a)));
+
+        // Soft delete, licenses, restore.
+        st.set_user_deleted(1, true);
+        assert_eq!(st.live_user_count(), 1);
+        assert_eq!(st.consumed_units("SKU-A"), 1);
+        assert_eq!(st.deleted_user_index(&b), Some(1));
+        assert!(st.upn_taken("b@x.test", None));
+        st.set_user_licenses(0, vec![json!({"skuId": "SKU-B"})]);
+        assert_eq!(st.consumed_units("SKU-A"), 0);
+        assert_eq!(st.consumed_units("sku-b"), 1);
+        st.set_user_deleted(1, false);
+        assert_eq!(st.consumed_units("SKU-A"), 1);
+
+        // Hard delete shifts positions.
+        st.remove_user(0);
+        assert_eq!(st.user_index_any("b@x.test"), Some(0));
+        assert_eq!(st.user_exact(&a), None);
+        assert_eq!(st.live_user_count(), 1);
+
+        // State-file round trip: scans until rebuilt, then indexed.
+        let mut loaded: TenantState =
+            serde_json::from_value(serde_json::to_value(&st).unwrap_or(Value::Null))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.user_index_any("B@X.TEST"), Some(0));
+        loaded.rebuild_indexes();
+        assert_eq!(loaded.user_index_any("B@X.TEST"), Some(0));
+        assert_eq!(loaded.group_index_all(&g), Some(0));
+        assert_eq!(loaded.consumed_units("sku-a"), 1);
+        assert_eq!(loaded.live_user_count(), 1);
+        loaded.remove_group(0);
+        assert_eq!(loaded.group_index_all(&g), None);
     }
 }
