@@ -27,3 +27,8 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     }
     aws_sdk_s3::Client::from_conf(builder.build())
 }
+
+/// A DynamoDB client for the [`crate::DynamoStateStore`].
+pub fn dynamodb_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}

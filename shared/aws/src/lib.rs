@@ -8,7 +8,8 @@
 //! - [`s3`]: [`S3FileLoader`], `s3://bucket/key` objects for the file source.
 //! - [`any_loader`]: [`AnyFileLoader`], local paths and `s3://` locations behind one loader (what
 //!   the CLI and the functions give the file source).
-//! - `dynamodb` (to come): the `StateStore` on DynamoDB.
+//! - [`dynamodb`]: [`DynamoStateStore`], the `StateStore` on one DynamoDB table (single-table
+//!   design described there), and [`create_table`] for tests and local setups.
 //! - `secrets_manager` (to come): the `SecretStore` on Secrets Manager.
 //!
 //! The adapters never read credentials themselves: they come from the SDK's default chain (or, in
@@ -16,8 +17,10 @@
 
 pub mod any_loader;
 pub mod config;
+pub mod dynamodb;
 pub mod s3;
 
 pub use any_loader::AnyFileLoader;
-pub use config::{s3_client, sdk_config};
+pub use config::{dynamodb_client, s3_client, sdk_config};
+pub use dynamodb::{DynamoStateStore, create_table};
 pub use s3::{S3FileLoader, S3Location, is_s3_location};

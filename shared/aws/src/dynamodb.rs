@@ -1,0 +1,1092 @@
+//! [`DynamoStateStore`]: the `StateStore` port on one DynamoDB table (single-table design).
+//!
+//! # Table
+//!
+//! Key: partition key `pk` (string), sort key `sk` (string); on-demand billing; TTL on the `ttl`
+//! attribute ([`create_table`] makes such a table). Every item of a connection shares
+//! `pk = "C#<connection>"`, so a connection is one item collection and clearing it is one Query.
+//!
+//! | Item            | `sk`                                   | Attributes                                                                                                                                                    |
+//! |-----------------|----------------------------------------|---------------------------------------------------------------------------------------------------------------------------------------------------------------|
+//! | link            | `L#<kind>#<source_id>`                 | `kind`, `source_id`, `object_id`, `origin`, `hash`, `enabled` (BOOL), `seen_generation` (N), `updated_at` (N), `manager` (absent = none), `applied`, `licenses`, `members` (JSON strings) |
+//! | checkpoint      | `CP`                                   | `body` (the checkpoint as JSON), `updated_at` (N)                                                                                                              |
+//! | object error    | `E#<kind>#<source_id>`                 | `body` (JSON), `next_retry_at` (N)                                                                                                                             |
+//! | run             | `R#<run id>`                           | `body` (JSON), `started_at` (N): the run by id, for upserts                                                                                                   |
+//! | run (by start)  | `RS#<started_at, 20 digits>#<run id>`  | `body` (JSON): the same run in start order, for `list_runs`                                                                                                   |
+//! | webhook event   | `EV#<event_id>`                        | `expires_at` (N, ms), `ttl` (N, epoch **seconds**, rounded up: DynamoDB's TTL)                                                                                |
+//! | lease           | `LEASE`                                | `owner`, `token` (N), `expires_at` (N, ms)                                                                                                                    |
+//!
+//! `<kind>` is `user` or `group`. Sort keys compare by UTF-8 bytes, which is the order
+//! `list_links` promises. `started_at` is written as `started_at XOR 2^63` in 20 decimal digits so
+//! that negative times sort too.
+//!
+//! # Consistency
+//!
+//! - **Lease**: one `UpdateItem` with `ADD token :one` under the condition
+//!   `attribute_not_exists(pk) OR expires_at <= :now` — the token only ever grows. Release sets
+//!   `expires_at` to `i64::MIN` (conditioned on owner and token) and keeps the item, so the counter
+//!   survives releases and [`clear_connection`](m365_core::StateStore::clear_connection), which
+//!   never deletes the `LEASE` item.
+//! - **Checkpoint**: a `TransactWriteItems` of a `ConditionCheck` on the lease (`token =
+//!   :presented`) and the `Put` of the checkpoint; a cancelled transaction reads the lease back to
+//!   report [`StateError::Fenced`].
+//! - **Events**: a conditional `Put` (`attribute_not_exists(sk) OR expires_at <= :now`); a failed
+//!   condition is a duplicate and leaves the stored expiry alone. TTL deletes lazily, so expiry is
+//!   always checked in the condition, never left to TTL.
+//! - **Runs**: `put_run` reads the run by id and writes both items (deleting the old by-start item
+//!   when `started_at` moved) in one transaction.
+//! - Reads are strongly consistent. `put_links` / `delete_links` use `BatchWriteItem` (25 per
+//!   request, unprocessed items retried): idempotent, but not atomic across chunks.
+//! - `list_errors` reads every error of the connection and sorts them (errors are few: one per
+//!   failing object).
+//!
+//! # Limits
+//!
+//! A sort key holds at most 1,024 bytes, so source, run and event ids must stay under about
+//! 1,000 bytes; an item holds at most 400 KB, which bounds a group's managed member list (about
+//! 10,000 member ids). Such writes fail with [`StateError::Unavailable`] naming DynamoDB's error.
+//!
+//! Errors from DynamoDB become [`StateError::Unavailable`] with the operation, the table and
+//! DynamoDB's error code; request signatures and credentials never appear in them.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
+    KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ReturnValue,
+    ScalarAttributeType, Select, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+};
+use futures::{StreamExt as _, TryStreamExt as _};
+use m365_core::{
+    Checkpoint, Lease, Link, LinkOrigin, ObjectError, ObjectKind, RunRecord, StateError,
+    StateResult, StateStore, UnixMillis,
+};
+use tracing::instrument;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Items per `BatchWriteItem` (DynamoDB's maximum).
+const WRITE_BATCH: usize = 25;
+/// Keys per `BatchGetItem` (DynamoDB's maximum).
+const GET_BATCH: usize = 100;
+/// Attempts at a batch's unprocessed part before giving up (throttling).
+const BATCH_ATTEMPTS: u32 = 10;
+/// Concurrent single-item updates (`mark_seen`).
+const CONCURRENCY: usize = 16;
+
+const LEASE_SK: &str = "LEASE";
+const CHECKPOINT_SK: &str = "CP";
+
+/// The `StateStore` on a DynamoDB table laid out as the [module docs](self) describe.
+#[derive(Debug, Clone)]
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+}
+
+/// Creates the table (`pk` + `sk` strings, on-demand, TTL on `ttl`) if it does not exist and
+/// waits until it is active. Deployments create it from the SAM template; this is for tests and
+/// local setups.
+pub async fn create_table(client: &Client, table: &str) -> StateResult<()> {
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| build_error("CreateTable", &e))
+    };
+    let key = |name: &str, key_type| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| build_error("CreateTable", &e))
+    };
+    let created = client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e) if error_code(&e) == Some("ResourceInUseException") => {
+            tracing::debug!(table, "table exists");
+        }
+        Err(e) => return Err(unavailable("CreateTable", table, &e)),
+    }
+    aws_sdk_dynamodb::client::Waiters::wait_until_table_exists(client)
+        .table_name(table)
+        .wait(Duration::from_secs(120))
+        .await
+        .map_err(|e| {
+            StateError::Unavailable(format!(
+                "DynamoDB table {table} did not become active: {}",
+                DisplayErrorContext(&e)
+            ))
+        })?;
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name("ttl")
+        .enabled(true)
+        .build()
+        .map_err(|e| build_error("UpdateTimeToLive", &e))?;
+    match client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already enabled.
+        Err(e) if error_code(&e) == Some("ValidationException") => Ok(()),
+        Err(e) => Err(unavailable("UpdateTimeToLive", table, &e)),
+    }
+}
+
+// --- errors and attribute helpers -------------------------------------------------------------
+
+fn unavailable<E, R>(operation: &str, table: &str, err: &SdkError<E, R>) -> StateError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err.as_service_error() {
+        Some(service) => StateError::Unavailable(format!(
+            "DynamoDB {operation} on table {table} failed: {}: {}",
+            service.code().unwrap_or("unknown error"),
+            service.message().unwrap_or("no message")
+        )),
+        None => StateError::Unavailable(format!(
+            "DynamoDB {operation} on table {table} failed: {}",
+            DisplayErrorContext(err)
+        )),
+    }
+}
+
+fn build_error(operation: &str, err: &aws_sdk_dynamodb::error::BuildError) -> StateError {
+    StateError::Unavailable(format!("DynamoDB {operation}: invalid request: {err}"))
+}
+
+fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    err.as_service_error().and_then(ProvideErrorMetadata::code)
+}
+
+/// A failed condition (or, for a transaction, a cancelled one: the caller reads back why).
+fn is_condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(
+        error_code(err),
+        Some("ConditionalCheckFailedException" | "TransactionCanceledException")
+    )
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn pk(connection: &str) -> String {
+    format!("C#{connection}")
+}
+
+fn key(connection: &str, sk: impl Into<String>) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(pk(connection))),
+        ("sk".to_owned(), s(sk)),
+    ])
+}
+
+fn link_sk(kind: ObjectKind, source_id: &str) -> String {
+    format!("L#{kind}#{source_id}")
+}
+
+fn error_sk(kind: ObjectKind, source_id: &str) -> String {
+    format!("E#{kind}#{source_id}")
+}
+
+fn run_sk(id: &str) -> String {
+    format!("R#{id}")
+}
+
+fn run_start_sk(started_at: UnixMillis, id: &str) -> String {
+    format!("RS#{:020}#{id}", started_at.cast_unsigned() ^ (1 << 63))
+}
+
+fn event_sk(event_id: &str) -> String {
+    format!("EV#{event_id}")
+}
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StateError {
+    StateError::Corrupt(format!("{what}: {detail}"))
+}
+
+fn get_s<'a>(item: &'a Item, name: &str, what: &str) -> StateResult<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        other => Err(corrupt(
+            what,
+            format!("attribute {name} is not a string: {other:?}"),
+        )),
+    }
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, name: &str, what: &str) -> StateResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|e| corrupt(what, format!("attribute {name} = {v}: {e}"))),
+        other => Err(corrupt(
+            what,
+            format!("attribute {name} is not a number: {other:?}"),
+        )),
+    }
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T, what: &str) -> StateResult<String> {
+    serde_json::to_string(value).map_err(|e| corrupt(&format!("cannot encode {what}"), e))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StateResult<T> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, format!("not readable: {e}")))
+}
+
+fn kind_from(text: &str, what: &str) -> StateResult<ObjectKind> {
+    match text {
+        "user" => Ok(ObjectKind::User),
+        "group" => Ok(ObjectKind::Group),
+        other => Err(corrupt(what, format!("unknown object kind {other:?}"))),
+    }
+}
+
+fn origin_str(origin: LinkOrigin) -> &'static str {
+    match origin {
+        LinkOrigin::Created => "created",
+        LinkOrigin::Matched => "matched",
+    }
+}
+
+fn origin_from(text: &str, what: &str) -> StateResult<LinkOrigin> {
+    match text {
+        "created" => Ok(LinkOrigin::Created),
+        "matched" => Ok(LinkOrigin::Matched),
+        other => Err(corrupt(what, format!("unknown link origin {other:?}"))),
+    }
+}
+
+fn link_item(connection: &str, link: &Link) -> StateResult<Item> {
+    let mut item = key(connection, link_sk(link.kind, &link.source_id));
+    item.extend([
+        ("kind".to_owned(), s(link.kind.as_str())),
+        ("source_id".to_owned(), s(&link.source_id)),
+        ("object_id".to_owned(), s(&link.object_id)),
+        ("origin".to_owned(), s(origin_str(link.origin))),
+        ("hash".to_owned(), s(&link.hash)),
+        ("applied".to_owned(), s(to_json(&link.applied, "applied")?)),
+        ("enabled".to_owned(), AttributeValue::Bool(link.enabled)),
+        (
+            "licenses".to_owned(),
+            s(to_json(&link.licenses, "licenses")?),
+        ),
+        ("members".to_owned(), s(to_json(&link.members, "members")?)),
+        ("seen_generation".to_owned(), n(link.seen_generation)),
+        ("updated_at".to_owned(), n(link.updated_at)),
+    ]);
+    if let Some(manager) = &link.manager {
+        item.insert("manager".to_owned(), s(manager));
+    }
+    Ok(item)
+}
+
+fn link_from(item: &Item) -> StateResult<Link> {
+    let sk = item
+        .get("sk")
+        .and_then(|v| v.as_s().ok())
+        .map_or("?", String::as_str);
+    let what = format!("link item {sk:?}");
+    let what = what.as_str();
+    let manager = match item.get("manager") {
+        None | Some(AttributeValue::Null(_)) => None,
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        Some(other) => return Err(corrupt(what, format!("manager is {other:?}"))),
+    };
+    let enabled = match item.get("enabled") {
+        Some(AttributeValue::Bool(b)) => *b,
+        other => return Err(corrupt(what, format!("enabled is {other:?}"))),
+    };
+    Ok(Link {
+        kind: kind_from(get_s(item, "kind", what)?, what)?,
+        source_id: get_s(item, "source_id", what)?.to_owned(),
+        object_id: get_s(item, "object_id", what)?.to_owned(),
+        origin: origin_from(get_s(item, "origin", what)?, what)?,
+        hash: get_s(item, "hash", what)?.to_owned(),
+        applied: from_json(get_s(item, "applied", what)?, what)?,
+        enabled,
+        licenses: from_json(get_s(item, "licenses", what)?, what)?,
+        manager,
+        members: from_json(get_s(item, "members", what)?, what)?,
+        seen_generation: get_n(item, "seen_generation", what)?,
+        updated_at: get_n(item, "updated_at", what)?,
+    })
+}
+
+fn body_from<T: serde::de::DeserializeOwned>(item: &Item, what: &str) -> StateResult<T> {
+    from_json(get_s(item, "body", what)?, what)
+}
+
+/// Ids without repeats, first occurrence kept.
+fn unique(ids: &[String]) -> Vec<&str> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    ids.iter()
+        .map(String::as_str)
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(25u64.saturating_mul(1 << attempt.min(6)))
+}
+
+// --- the store --------------------------------------------------------------------------------
+
+/// What a Query asks; [`DynamoStateStore::query`] pages through it.
+struct QuerySpec<'a> {
+    connection: &'a str,
+    /// Key condition on `sk`, using `:a` / `:b` (`None`: every item of the connection).
+    sk_condition: Option<&'a str>,
+    values: Vec<(&'static str, AttributeValue)>,
+    forward: bool,
+    /// Stop after this many items.
+    limit: Option<usize>,
+    /// Only the key attributes.
+    keys_only: bool,
+}
+
+impl DynamoStateStore {
+    /// A store on `table` (which must exist; see [`create_table`]). The client is built once by
+    /// the caller (`m365_aws::config`) and shared.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn fail<E, R>(&self, operation: &str, err: &SdkError<E, R>) -> StateError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        unavailable(operation, &self.table, err)
+    }
+
+    async fn query(&self, spec: QuerySpec<'_>) -> StateResult<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(match spec.sk_condition {
+                    Some(condition) => format!("pk = :pk AND {condition}"),
+                    None => "pk = :pk".to_owned(),
+                })
+                .expression_attribute_values(":pk", s(pk(spec.connection)))
+                .consistent_read(true)
+                .scan_index_forward(spec.forward)
+                .set_exclusive_start_key(start.take());
+            for (name, value) in &spec.values {
+                request = request.expression_attribute_values(*name, value.clone());
+            }
+            if let Some(limit) = spec.limit {
+                let left = limit.saturating_sub(out.len());
+                request = request.limit(i32::try_from(left).unwrap_or(i32::MAX));
+            }
+            if spec.keys_only {
+                request = request.projection_expression("pk, sk");
+            }
+            let page = request.send().await.map_err(|e| self.fail("Query", &e))?;
+            out.extend(page.items().iter().cloned());
+            start = page.last_evaluated_key().cloned();
+            let full = spec.limit.is_some_and(|limit| out.len() >= limit);
+            if start.is_none() || full {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StateResult<()> {
+        let chunks: Vec<Vec<WriteRequest>> = requests
+            .chunks(WRITE_BATCH)
+            .map(<[WriteRequest]>::to_vec)
+            .collect();
+        for chunk in chunks {
+            let mut pending = chunk;
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                if attempt >= BATCH_ATTEMPTS {
+                    return Err(StateError::Unavailable(format!(
+                        "DynamoDB BatchWriteItem on table {}: {} items still unprocessed after \
+                         {BATCH_ATTEMPTS} attempts (throttled)",
+                        self.table,
+                        pending.len()
+                    )));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                attempt += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("BatchWriteItem", &e))?;
+                pending = out
+                    .unprocessed_items()
+                    .and_then(|m| m.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
+    async fn batch_put(&self, items: Vec<Item>) -> StateResult<()> {
+        let requests = items
+            .into_iter()
+            .map(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|e| build_error("BatchWriteItem", &e))
+            })
+            .collect::<StateResult<Vec<_>>>()?;
+        self.batch_write(requests).await
+    }
+
+    async fn batch_delete(&self, keys: Vec<Item>) -> StateResult<()> {
+        let mut seen = HashSet::new();
+        let requests = keys
+            .into_iter()
+            .filter(|k| seen.insert(k.get("sk").and_then(|v| v.as_s().ok()).cloned()))
+            .map(|k| {
+                DeleteRequest::builder()
+                    .set_key(Some(k))
+                    .build()
+                    .map(|del| WriteRequest::builder().delete_request(del).build())
+                    .map_err(|e| build_error("BatchWriteItem", &e))
+            })
+            .collect::<StateResult<Vec<_>>>()?;
+        self.batch_write(requests).await
+    }
+
+    async fn batch_get(&self, keys: Vec<Item>) -> StateResult<Vec<Item>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(GET_BATCH) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                if attempt >= BATCH_ATTEMPTS {
+                    return Err(StateError::Unavailable(format!(
+                        "DynamoDB BatchGetItem on table {}: {} keys still unprocessed after \
+                         {BATCH_ATTEMPTS} attempts (throttled)",
+                        self.table,
+                        pending.len()
+                    )));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                attempt += 1;
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(pending))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_error("BatchGetItem", &e))?;
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("BatchGetItem", &e))?;
+                if let Some(items) = got.responses().and_then(|m| m.get(&self.table)) {
+                    out.extend(items.iter().cloned());
+                }
+                pending = got
+                    .unprocessed_keys()
+                    .and_then(|m| m.get(&self.table))
+                    .map(|k| k.keys().to_vec())
+                    .unwrap_or_default();
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_item(&self, key: Item) -> StateResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.fail("GetItem", &e))?;
+        Ok(out.item().cloned())
+    }
+
+    async fn current_token(&self, connection: &str) -> StateResult<u64> {
+        match self.get_item(key(connection, LEASE_SK)).await? {
+            Some(item) => get_n(&item, "token", &format!("lease of {connection:?}")),
+            None => Ok(0),
+        }
+    }
+
+    /// Raises one link's `seen_generation` (nothing if absent or already as high).
+    async fn mark_one(&self, key: Item, generation: u64) -> StateResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET #g = :g")
+            .condition_expression("attribute_exists(pk) AND #g < :g")
+            .expression_attribute_names("#g", "seen_generation")
+            .expression_attribute_values(":g", n(generation))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(self.fail("UpdateItem (mark_seen)", &e)),
+        }
+    }
+
+    /// The error of a refused checkpoint write, from the lease as it stands now.
+    async fn fenced(&self, connection: &str, presented: u64, same_connection: bool) -> StateError {
+        match self.current_token(connection).await {
+            Ok(current) if same_connection && current == presented => {
+                // The token still matches: the transaction was cancelled for another reason
+                // (a conflicting concurrent write); worth retrying.
+                StateError::Unavailable(format!(
+                    "DynamoDB TransactWriteItems (checkpoint) on table {}: cancelled by a \
+                     conflicting write; retry",
+                    self.table
+                ))
+            }
+            Ok(current) => {
+                tracing::warn!(connection, presented, current, "checkpoint write fenced");
+                StateError::Fenced {
+                    connection: connection.to_owned(),
+                    presented,
+                    current,
+                }
+            }
+            Err(e) => e,
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for DynamoStateStore {
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len()))]
+    async fn get_links(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<Vec<Link>> {
+        let keys = unique(source_ids)
+            .into_iter()
+            .map(|id| key(connection, link_sk(kind, id)))
+            .collect();
+        self.batch_get(keys).await?.iter().map(link_from).collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, limit = limit))]
+    async fn list_links(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StateResult<Vec<Link>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // BETWEEN is inclusive: ask for one more and drop `after` itself if it is stored.
+        let low = link_sk(kind, after.unwrap_or(""));
+        let high = format!("L#{kind}$"); // '$' follows '#': past every `L#<kind>#…`
+        let items = self
+            .query(QuerySpec {
+                connection,
+                sk_condition: Some("sk BETWEEN :a AND :b"),
+                values: vec![(":a", s(&low)), (":b", s(high))],
+                forward: true,
+                limit: Some(limit.saturating_add(1)),
+                keys_only: false,
+            })
+            .await?;
+        items
+            .iter()
+            .filter(|item| item.get("sk").and_then(|v| v.as_s().ok()) != Some(&low))
+            .take(limit)
+            .map(link_from)
+            .collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, n = links.len()))]
+    async fn put_links(&self, connection: &str, links: &[Link]) -> StateResult<()> {
+        // One request may not name a key twice: the last link of a key wins.
+        let mut last: HashMap<(ObjectKind, &str), usize> = HashMap::with_capacity(links.len());
+        for (i, link) in links.iter().enumerate() {
+            last.insert((link.kind, link.source_id.as_str()), i);
+        }
+        let items = links
+            .iter()
+            .enumerate()
+            .filter(|(i, link)| last.get(&(link.kind, link.source_id.as_str())) == Some(i))
+            .map(|(_, link)| link_item(connection, link))
+            .collect::<StateResult<Vec<_>>>()?;
+        self.batch_put(items).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len(), generation = generation))]
+    async fn mark_seen(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+        generation: u64,
+    ) -> StateResult<()> {
+        let updates: Vec<_> = unique(source_ids)
+            .into_iter()
+            .map(|id| self.mark_one(key(connection, link_sk(kind, id)), generation))
+            .collect();
+        futures::stream::iter(updates)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len()))]
+    async fn delete_links(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<()> {
+        let keys = unique(source_ids)
+            .into_iter()
+            .map(|id| key(connection, link_sk(kind, id)))
+            .collect();
+        self.batch_delete(keys).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind))]
+    async fn count_links(&self, connection: &str, kind: ObjectKind) -> StateResult<u64> {
+        let mut total: u64 = 0;
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(pk(connection)))
+                .expression_attribute_values(":p", s(format!("L#{kind}#")))
+                .select(Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.fail("Query (count)", &e))?;
+            total += u64::try_from(page.count()).unwrap_or(0);
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection))]
+    async fn get_checkpoint(&self, connection: &str) -> StateResult<Option<Checkpoint>> {
+        self.get_item(key(connection, CHECKPOINT_SK))
+            .await?
+            .map(|item| body_from(&item, &format!("checkpoint of {connection:?}")))
+            .transpose()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, token = lease.token))]
+    async fn put_checkpoint(
+        &self,
+        connection: &str,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> StateResult<()> {
+        if lease.connection != connection {
+            return Err(self.fenced(connection, lease.token, false).await);
+        }
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(connection, LEASE_SK)))
+            .condition_expression("#t = :t")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":t", n(lease.token))
+            .build()
+            .map_err(|e| build_error("TransactWriteItems", &e))?;
+        let mut item = key(connection, CHECKPOINT_SK);
+        item.insert("body".to_owned(), s(to_json(checkpoint, "checkpoint")?));
+        item.insert("updated_at".to_owned(), n(checkpoint.updated_at));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| build_error("TransactWriteItems", &e))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => {
+                Err(self.fenced(connection, lease.token, true).await)
+            }
+            Err(e) => Err(self.fail("TransactWriteItems (checkpoint)", &e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %error.kind))]
+    async fn put_error(&self, connection: &str, error: &ObjectError) -> StateResult<()> {
+        let mut item = key(connection, error_sk(error.kind, &error.source_id));
+        item.insert("body".to_owned(), s(to_json(error, "object error")?));
+        item.insert("next_retry_at".to_owned(), n(error.next_retry_at));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| self.fail("PutItem (error)", &e))?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len()))]
+    async fn get_errors(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<Vec<ObjectError>> {
+        let keys = unique(source_ids)
+            .into_iter()
+            .map(|id| key(connection, error_sk(kind, id)))
+            .collect();
+        self.batch_get(keys)
+            .await?
+            .iter()
+            .map(|item| body_from(item, "object error"))
+            .collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len()))]
+    async fn clear_errors(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_ids: &[String],
+    ) -> StateResult<()> {
+        let keys = unique(source_ids)
+            .into_iter()
+            .map(|id| key(connection, error_sk(kind, id)))
+            .collect();
+        self.batch_delete(keys).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, limit = limit))]
+    async fn list_errors(&self, connection: &str, limit: usize) -> StateResult<Vec<ObjectError>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(QuerySpec {
+                connection,
+                sk_condition: Some("begins_with(sk, :a)"),
+                values: vec![(":a", s("E#"))],
+                forward: true,
+                limit: None,
+                keys_only: false,
+            })
+            .await?;
+        let mut errors = items
+            .iter()
+            .map(|item| body_from::<ObjectError>(item, "object error"))
+            .collect::<StateResult<Vec<_>>>()?;
+        errors.sort_by(|a, b| {
+            (a.next_retry_at, a.kind.as_str(), &a.source_id).cmp(&(
+                b.next_retry_at,
+                b.kind.as_str(),
+                &b.source_id,
+            ))
+        });
+        errors.truncate(limit);
+        Ok(errors)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, run = %run.id))]
+    async fn put_run(&self, connection: &str, run: &RunRecord) -> StateResult<()> {
+        let what = format!("run {:?} of {connection:?}", run.id);
+        let previous = match self.get_item(key(connection, run_sk(&run.id))).await? {
+            Some(item) => Some(get_n::<i64>(&item, "started_at", &what)?),
+            None => None,
+        };
+        let body = s(to_json(run, "run record")?);
+        let mut by_id = key(connection, run_sk(&run.id));
+        by_id.insert("body".to_owned(), body.clone());
+        by_id.insert("started_at".to_owned(), n(run.started_at));
+        let mut by_start = key(connection, run_start_sk(run.started_at, &run.id));
+        by_start.insert("body".to_owned(), body);
+        let mut request = self.client.transact_write_items();
+        for item in [by_id, by_start] {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| build_error("TransactWriteItems", &e))?;
+            request = request.transact_items(TransactWriteItem::builder().put(put).build());
+        }
+        if let Some(old) = previous.filter(|old| *old != run.started_at) {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(connection, run_start_sk(old, &run.id))))
+                .build()
+                .map_err(|e| build_error("TransactWriteItems", &e))?;
+            request = request.transact_items(TransactWriteItem::builder().delete(delete).build());
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| self.fail("TransactWriteItems (run)", &e))?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, limit = limit))]
+    async fn list_runs(&self, connection: &str, limit: usize) -> StateResult<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(QuerySpec {
+                connection,
+                sk_condition: Some("begins_with(sk, :a)"),
+                values: vec![(":a", s("RS#"))],
+                forward: false,
+                limit: Some(limit),
+                keys_only: false,
+            })
+            .await?;
+        items
+            .iter()
+            .take(limit)
+            .map(|item| body_from(item, &format!("run record of {connection:?}")))
+            .collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, owner = %owner, now = now, ttl_ms = ttl_ms))]
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        owner: &str,
+        now: UnixMillis,
+        ttl_ms: i64,
+    ) -> StateResult<Option<Lease>> {
+        let expires_at = now.saturating_add(ttl_ms);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(connection, LEASE_SK)))
+            .update_expression("SET #o = :o, #e = :e ADD #t :one")
+            .condition_expression("attribute_not_exists(pk) OR #e <= :now")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":e", n(expires_at))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let attributes = out.attributes().cloned().unwrap_or_default();
+                let token = get_n(&attributes, "token", &format!("lease of {connection:?}"))?;
+                Ok(Some(Lease {
+                    connection: connection.to_owned(),
+                    owner: owner.to_owned(),
+                    token,
+                    expires_at,
+                }))
+            }
+            Err(e) if is_condition_failed(&e) => {
+                tracing::debug!(connection, "lease held");
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("UpdateItem (acquire lease)", &e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %lease.connection, token = lease.token, now = now, ttl_ms = ttl_ms))]
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: UnixMillis,
+        ttl_ms: i64,
+    ) -> StateResult<Option<Lease>> {
+        let expires_at = now.saturating_add(ttl_ms);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&lease.connection, LEASE_SK)))
+            .update_expression("SET #e = :e")
+            .condition_expression("#o = :o AND #t = :t AND #e > :now")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":o", s(&lease.owner))
+            .expression_attribute_values(":t", n(lease.token))
+            .expression_attribute_values(":e", n(expires_at))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(Lease {
+                expires_at,
+                ..lease.clone()
+            })),
+            Err(e) if is_condition_failed(&e) => Ok(None),
+            Err(e) => Err(self.fail("UpdateItem (renew lease)", &e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %lease.connection, token = lease.token))]
+    async fn release_lease(&self, lease: &Lease) -> StateResult<()> {
+        // Expire it in place: the item keeps the token, the connection's counter.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&lease.connection, LEASE_SK)))
+            .update_expression("SET #e = :e")
+            .condition_expression("#o = :o AND #t = :t")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":o", s(&lease.owner))
+            .expression_attribute_values(":t", n(lease.token))
+            .expression_attribute_values(":e", n(i64::MIN))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(self.fail("UpdateItem (release lease)", &e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, event_id = %event_id, now = now))]
+    async fn remember_event(
+        &self,
+        connection: &str,
+        event_id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> StateResult<bool> {
+        let mut item = key(connection, event_sk(event_id));
+        item.insert("expires_at".to_owned(), n(expires_at));
+        // DynamoDB's TTL is in seconds; rounded up so that it never deletes a live record.
+        let ttl_secs = expires_at.div_euclid(1_000) + i64::from(expires_at.rem_euclid(1_000) != 0);
+        item.insert("ttl".to_owned(), n(ttl_secs));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk) OR #e <= :now")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.fail("PutItem (event)", &e)),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, event_id = %event_id))]
+    async fn forget_event(&self, connection: &str, event_id: &str) -> StateResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(connection, event_sk(event_id))))
+            .send()
+            .await
+            .map_err(|e| self.fail("DeleteItem (event)", &e))?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection))]
+    async fn clear_connection(&self, connection: &str) -> StateResult<()> {
+        // Everything under the connection's key but the lease: its token counter must outlive the
+        // connection's data.
+        let keys: Vec<Item> = self
+            .query(QuerySpec {
+                connection,
+                sk_condition: None,
+                values: Vec::new(),
+                forward: true,
+                limit: None,
+                keys_only: true,
+            })
+            .await?
+            .into_iter()
+            .filter(|item| {
+                item.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    != Some(LEASE_SK)
+            })
+            .collect();
+        tracing::debug!(connection, removed = keys.len(), "cleared");
+        self.batch_delete(keys).await
+    }
+}
