@@ -241,10 +241,29 @@ impl Scenario {
                 override_breaker,
                 deadline,
                 progress: None,
+                focus: None,
             })
             .await
         })
         .await
+    }
+
+    /// A focused sync (what a webhook event runs): only these user and group source ids.
+    pub async fn sync_focused(&self, users: &[&str], groups: &[&str]) -> SyncOutcome {
+        let focus = m365_core::planner::Focus {
+            users: users.iter().map(|u| (*u).to_owned()).collect(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        self.with_engine(async |e| {
+            e.sync(SyncOptions {
+                owner: "scenario-webhook".to_owned(),
+                focus: Some(&focus),
+                ..SyncOptions::default()
+            })
+            .await
+        })
+        .await
+        .expect("focused sync runs")
     }
 
     pub async fn delete_rule(&self, deprovision: bool) {

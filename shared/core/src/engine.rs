@@ -8,7 +8,7 @@ use crate::directory::Directory;
 use crate::executor::{ExecutionReport, Executor};
 use crate::model::ObjectKind;
 use crate::plan::Plan;
-use crate::planner::{PlanError, Planned, Planner, Rule};
+use crate::planner::{Focus, PlanError, Planned, Planner, Rule};
 use crate::source::Source;
 use crate::state::{
     Checkpoint, ObjectError, Phase, RunRecord, RunStatus, StateError, StateStore, UnixMillis,
@@ -38,6 +38,9 @@ pub struct SyncOptions<'a> {
     /// Stop cleanly at this instant, leaving a checkpoint.
     pub deadline: Option<UnixMillis>,
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+    /// Only these identities (webhook events), re-read from the source; no sweep, and the
+    /// checkpoint is left as it is.
+    pub focus: Option<&'a Focus>,
 }
 
 /// What a sync did.
@@ -69,8 +72,9 @@ pub enum RunError {
 const LEASE_MARGIN_MS: i64 = 5 * 60_000;
 
 impl Engine<'_> {
-    fn planner(&self) -> Planner<'_> {
+    fn planner<'p>(&'p self, focus: Option<&'p Focus>) -> Planner<'p> {
         Planner {
+            focus,
             connection: self.connection,
             rule: self.rule,
             source: self.source,
@@ -83,7 +87,7 @@ impl Engine<'_> {
 
     /// What a sync would do now. Reads the source, the state and the tenant; writes nothing.
     pub async fn plan(&self) -> Result<Planned, PlanError> {
-        self.planner().plan().await
+        self.planner(None).plan().await
     }
 
     /// Plans and carries the plan out.
@@ -129,7 +133,7 @@ impl Engine<'_> {
         self.state.put_run(self.connection, &run).await?;
         let before = self.directory.counters();
 
-        let planned = match self.plan().await {
+        let planned = match self.planner(options.focus).plan().await {
             Ok(planned) => planned,
             Err(error) => {
                 run.status = RunStatus::Failed;
@@ -217,6 +221,11 @@ impl Engine<'_> {
         };
         run.finished_at = Some(self.clock.now());
 
+        if options.focus.is_some() {
+            // A focused run says nothing about the snapshot: the checkpoint stays.
+            self.state.put_run(self.connection, &run).await?;
+            return Ok(SyncOutcome { plan, report, run });
+        }
         // The checkpoint moves only after the writes it covers are recorded (above).
         let previous = self.state.get_checkpoint(self.connection).await?;
         let finished = matches!(

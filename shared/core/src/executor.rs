@@ -129,7 +129,10 @@ impl Executor<'_> {
                 continue;
             }
             for chunk in steps.chunks(self.chunk_size.max(1)) {
-                if self.deadline.is_some_and(|d| self.clock.now() >= d) {
+                // The first chunk always runs, whatever the deadline: a run whose planning alone
+                // takes its whole time still moves forward, so that a sync split over many short
+                // runs ends (the caller's deadline keeps a margin for one chunk).
+                if done > 0 && self.deadline.is_some_and(|d| self.clock.now() >= d) {
                     report.stopped_at_deadline = true;
                     return Ok(report);
                 }

@@ -112,6 +112,22 @@ pub struct Planned {
     pub extras: PlanExtras,
 }
 
+/// Identities named by webhook events: a focused plan re-reads exactly these from the source
+/// (never trusting the event's content) and plans only them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Focus {
+    /// Source ids of users.
+    pub users: BTreeSet<String>,
+    /// Source ids of groups.
+    pub groups: BTreeSet<String>,
+}
+
+impl Focus {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+}
+
 /// Inputs of one planning pass.
 pub struct Planner<'a> {
     pub connection: &'a str,
@@ -121,6 +137,12 @@ pub struct Planner<'a> {
     pub state: &'a dyn StateStore,
     pub now: UnixMillis,
     pub page_size: usize,
+    /// `None`: the whole source (a full snapshot, swept when complete). `Some`: only these
+    /// identities, as the source has them now. A focused plan never sweeps: an identity is
+    /// deprovisioned only when it is named, linked, and gone from the source or out of scope.
+    /// Group memberships of the named users change only through their groups (named, or the
+    /// next full sync).
+    pub focus: Option<&'a Focus>,
 }
 
 /// A user the planner keeps after its page: enough to plan its manager and memberships.
@@ -185,12 +207,38 @@ impl Planner<'_> {
         // Groups whose source record had a problem: never deprovisioned on that basis.
         let mut protected_groups: HashSet<String> = HashSet::new();
 
+        // A focused plan reads its identities one by one into a single page.
+        let mut focused_page = match self.focus {
+            Some(focus) => {
+                snapshot_complete = false;
+                let mut page = crate::source::SnapshotPage::default();
+                for id in &focus.users {
+                    if let Some(user) = self.source.fetch_user(id).await? {
+                        page.users.push(user);
+                    }
+                }
+                if rule.groups.enabled {
+                    for id in &focus.groups {
+                        if let Some(group) = self.source.fetch_group(id).await? {
+                            page.groups.push(group);
+                        }
+                    }
+                }
+                Some(page)
+            }
+            None => None,
+        };
         let mut cursor = None;
         loop {
-            let page = self
-                .source
-                .snapshot_page(cursor.as_ref(), self.page_size)
-                .await?;
+            let page = match focused_page.take() {
+                Some(page) => page,
+                None if self.focus.is_some() => break,
+                None => {
+                    self.source
+                        .snapshot_page(cursor.as_ref(), self.page_size)
+                        .await?
+                }
+            };
             for error in &page.errors {
                 match (&error.source_id, error.kind) {
                     (Some(id), ObjectKind::User) => {
@@ -227,6 +275,10 @@ impl Planner<'_> {
             }
         }
 
+        if let Some(focus) = self.focus {
+            self.add_linked_context(focus, &source_groups, &mut kept, &protected)
+                .await?;
+        }
         self.plan_managers(&kept, &dn_index, &mut steps_managers, &mut issues);
         if rule.groups.enabled {
             self.plan_groups(
@@ -244,6 +296,19 @@ impl Planner<'_> {
             .state
             .count_links(self.connection, ObjectKind::User)
             .await?;
+        if let Some(focus) = self.focus
+            && prefs.allow_deprovision
+        {
+            self.plan_focused_removals(
+                focus,
+                &kept,
+                &protected,
+                &protected_groups,
+                &source_groups,
+                &mut steps_destructive,
+            )
+            .await?;
+        }
         if snapshot_complete && prefs.allow_deprovision {
             self.plan_sweep(
                 &kept,
@@ -717,6 +782,9 @@ impl Planner<'_> {
                         Some(m) if kept.get(&m).is_some_and(|k| k.provisioned) && &m != id => {
                             Some(m)
                         }
+                        // A focused plan knows the DNs of its own users only: a manager named
+                        // by DN elsewhere is left as it is until the next full sync.
+                        None if self.focus.is_some() => continue,
                         _ => {
                             issues.push(user_issue(
                                 id,
@@ -880,6 +948,150 @@ impl Planner<'_> {
                     member_object_ids: remove,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// A focused plan's users are planned against the rest of the rule's identities as they were
+    /// last applied: managers (referenced by id) and members of the named groups that are linked
+    /// already join `kept` as context, so that their references resolve and a group's other
+    /// managed members are not taken for departures. Named users never join as context: not
+    /// planned means out of scope, gone or held back.
+    async fn add_linked_context(
+        &self,
+        focus: &Focus,
+        groups: &[SourceGroup],
+        kept: &mut BTreeMap<String, Kept>,
+        protected: &HashSet<String>,
+    ) -> Result<(), PlanError> {
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        if self.rule.manager.reference == ManagerReference::Id {
+            wanted.extend(
+                kept.values()
+                    .filter_map(|k| k.manager_ref.clone().flatten()),
+            );
+        }
+        for group in groups {
+            wanted.extend(group.members.iter().cloned());
+        }
+        let wanted: Vec<String> = wanted
+            .into_iter()
+            .filter(|id| {
+                !kept.contains_key(id) && !focus.users.contains(id) && !protected.contains(id)
+            })
+            .collect();
+        for chunk in wanted.chunks(self.page_size.max(1)) {
+            for link in self
+                .state
+                .get_links(self.connection, ObjectKind::User, chunk)
+                .await?
+            {
+                let upn = link
+                    .applied
+                    .get("userPrincipalName")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&link.object_id)
+                    .to_owned();
+                kept.insert(
+                    link.source_id.clone(),
+                    Kept {
+                        upn,
+                        linked_manager: link.manager.clone(),
+                        manager_ref: None,
+                        provisioned: true,
+                        object_id: Some(link.object_id),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The named identities that are linked but were not planned: gone from the source or out of
+    /// scope now. Deprovisioned like a sweep would (held back ones are left alone).
+    async fn plan_focused_removals(
+        &self,
+        focus: &Focus,
+        kept: &BTreeMap<String, Kept>,
+        protected: &HashSet<String>,
+        protected_groups: &HashSet<String>,
+        groups: &[SourceGroup],
+        out: &mut Vec<Step>,
+    ) -> Result<(), PlanError> {
+        let action = self.rule.preferences.remove_action;
+        let departed: Vec<String> = focus
+            .users
+            .iter()
+            .filter(|id| !kept.contains_key(*id) && !protected.contains(*id))
+            .cloned()
+            .collect();
+        let held: HashSet<String> = kept
+            .values()
+            .filter_map(|k| k.object_id.as_deref())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let mut links = self
+            .state
+            .get_links(self.connection, ObjectKind::User, &departed)
+            .await?;
+        links.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        for link in links {
+            let superseded = held.contains(&link.object_id.to_ascii_lowercase());
+            if !superseded && action == RemoveAction::Disable && !link.enabled {
+                continue;
+            }
+            out.push(Step::Deprovision {
+                kind: ObjectKind::User,
+                name: link
+                    .applied
+                    .get("userPrincipalName")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&link.object_id)
+                    .to_owned(),
+                source_id: link.source_id,
+                object_id: link.object_id,
+                action,
+                reason: if superseded {
+                    DeprovisionReason::Superseded
+                } else {
+                    DeprovisionReason::LeftScope
+                },
+            });
+        }
+        let settings = &self.rule.groups;
+        if !settings.enabled {
+            return Ok(());
+        }
+        let wanted: HashSet<&str> = groups
+            .iter()
+            .filter(|g| settings.only.is_empty() || settings.only.contains(&g.id))
+            .map(|g| g.id.as_str())
+            .collect();
+        let departed: Vec<String> = focus
+            .groups
+            .iter()
+            .filter(|id| !wanted.contains(id.as_str()) && !protected_groups.contains(*id))
+            .cloned()
+            .collect();
+        let mut links = self
+            .state
+            .get_links(self.connection, ObjectKind::Group, &departed)
+            .await?;
+        links.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        for link in links {
+            out.push(Step::Deprovision {
+                kind: ObjectKind::Group,
+                name: link
+                    .applied
+                    .get("displayName")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&link.object_id)
+                    .to_owned(),
+                source_id: link.source_id,
+                object_id: link.object_id,
+                action: settings.remove_action,
+                reason: DeprovisionReason::LeftScope,
+            });
         }
         Ok(())
     }

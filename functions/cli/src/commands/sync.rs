@@ -90,6 +90,7 @@ pub async fn run(args: Args) -> Code {
             override_breaker: args.override_breaker,
             deadline,
             progress: Some(&progress),
+            focus: None,
         })
         .await;
     bar.finish_and_clear();
