@@ -9,6 +9,9 @@ pub mod scenario;
 
 pub mod moto;
 
+/// The deployed product (moto, a sandbox tenant, the functions' runtime) for handler tests.
+pub mod cloud;
+
 /// Helpers for the Graph client tests against the sandbox tenant (`tests/graph_client_*.rs`).
 // A harness that cannot start the sandbox or build a client should fail the test loudly.
 #[allow(clippy::expect_used)]

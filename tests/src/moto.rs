@@ -182,6 +182,16 @@ impl Moto {
         m365_aws::s3_client(&self.sdk_config().await)
     }
 
+    /// A DynamoDB client for this server.
+    pub async fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
+        m365_aws::dynamodb_client(&self.sdk_config().await)
+    }
+
+    /// A Secrets Manager client for this server.
+    pub async fn secretsmanager_client(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+    }
+
     /// Forgets every resource (`POST /moto-api/reset`).
     pub async fn reset(&self) {
         let client = reqwest::Client::builder()

@@ -10,9 +10,7 @@ use m365_core::secrets::{
     ConnectionSecrets, EnvSecretStore, FileSecretStore, SecretStore, StaticSecretStore,
 };
 use m365_core::{Directory, Source, SystemClock};
-use m365_graph::{
-    Cloud, Credentials, GraphClient, GraphDirectory, GraphSettings, PacingConfig, TenantSize,
-};
+use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphSettings};
 use m365_sandbox::{RunningSandbox, Sandbox, demo};
 use m365_source_file::{FileSource, FileSourceConfig};
 use m365_state_sqlite::SqliteStateStore;
@@ -149,21 +147,7 @@ impl App {
 
         // Secrets and the tenant.
         let mut sandbox = None;
-        let mut graph = GraphSettings {
-            cloud: Cloud::parse(&config.connection.cloud).unwrap_or(Cloud::Global),
-            login_url: config.connection.login_url.clone(),
-            graph_url: config.connection.graph_url.clone(),
-            concurrency: config.connection.concurrency,
-            ..GraphSettings::default()
-        };
-        if let Some(size) = &config.connection.tenant_size {
-            let size = match size.as_str() {
-                "medium" => TenantSize::Medium,
-                "large" => TenantSize::Large,
-                _ => TenantSize::Small,
-            };
-            graph.pacing = PacingConfig::for_tenant_size(size);
-        }
+        let mut graph = GraphSettings::from_connection(&config.connection);
         let secret_store: Arc<dyn SecretStore> = if config.connection.sandbox {
             let mut embedded = Sandbox::demo();
             if let Some(file) = &config.connection.sandbox_state {

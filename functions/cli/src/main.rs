@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod app;
+mod cloud;
 mod commands;
 mod exit;
 
@@ -42,6 +43,9 @@ enum Command {
     Status(commands::status::Args),
     /// Manage rules: `rule delete [--deprovision]`.
     Rule(commands::rule::Args),
+    /// The deployed product (AWS Lambda): upload and inspect the connection configs its
+    /// functions read from the deployment's DynamoDB table (`cloud config upload|list|show|history`).
+    Cloud(cloud::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => commands::sync::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Rule(args) => commands::rule::run(args).await,
+            Command::Cloud(args) => cloud::run(args).await,
         }
     });
     code.into()

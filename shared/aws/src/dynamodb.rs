@@ -5,6 +5,8 @@
 //! Key: partition key `pk` (string), sort key `sk` (string); on-demand billing; TTL on the `ttl`
 //! attribute ([`create_table`] makes such a table). Every item of a connection shares
 //! `pk = "C#<connection>"`, so a connection is one item collection and clearing it is one Query.
+//! The connection configs of [`ConfigStore`](crate::ConfigStore) live in the same table under
+//! partitions of their own (the last two rows; layout and writes in [`crate::config_store`]).
 //!
 //! | Item            | `sk`                                   | Attributes                                                                                                                                                    |
 //! |-----------------|----------------------------------------|---------------------------------------------------------------------------------------------------------------------------------------------------------------|
@@ -15,6 +17,8 @@
 //! | run (by start)  | `RS#<started_at, 20 digits>#<run id>`  | `body` (JSON): the same run in start order, for `list_runs`                                                                                                   |
 //! | webhook event   | `EV#<event_id>`                        | `expires_at` (N, ms), `ttl` (N, epoch **seconds**, rounded up: DynamoDB's TTL)                                                                                |
 //! | lease           | `LEASE`                                | `owner`, `token` (N), `expires_at` (N, ms)                                                                                                                    |
+//! | config version  | `V#<version, 10 digits>`, under `pk = "CFG#<connection>"` | `text` (the TOML), `sha256` (hex), `uploaded_at` (N, ms), `uploaded_by`, `version` (N)                                                     |
+//! | config index    | `<connection>`, under `pk = "CFG"`     | `version` (N, the newest), `sha256`, `uploaded_at` (N, ms), `uploaded_by`                                                                                     |
 //!
 //! `<kind>` is `user` or `group`. Sort keys compare by UTF-8 bytes, which is the order
 //! `list_links` promises. `started_at` is written as `started_at XOR 2^63` in 20 decimal digits so

@@ -275,6 +275,27 @@ pub struct Endpoints {
 }
 
 impl GraphSettings {
+    /// The settings a configuration file's `[connection]` asks for (cloud, host overrides,
+    /// concurrency, tenant size), defaults for the rest. The CLI and the functions both use it.
+    pub fn from_connection(connection: &m365_core::config::ConnectionConfig) -> Self {
+        let mut settings = GraphSettings {
+            cloud: Cloud::parse(&connection.cloud).unwrap_or(Cloud::Global),
+            login_url: connection.login_url.clone(),
+            graph_url: connection.graph_url.clone(),
+            concurrency: connection.concurrency,
+            ..GraphSettings::default()
+        };
+        if let Some(size) = &connection.tenant_size {
+            let size = match size.as_str() {
+                "medium" => TenantSize::Medium,
+                "large" => TenantSize::Large,
+                _ => TenantSize::Small,
+            };
+            settings.pacing = PacingConfig::for_tenant_size(size);
+        }
+        settings
+    }
+
     /// Settings for a local sandbox tenant: login and Graph both at `url`, small test-friendly
     /// retry delays are left to the caller.
     pub fn for_local(url: &str) -> Self {

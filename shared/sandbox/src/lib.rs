@@ -134,6 +134,9 @@ pub struct Stats {
     pub batch_items: u64,
     pub faults_injected: u64,
     pub resource_units: u64,
+    /// Token requests answered with a token, and refused (any AADSTS error).
+    pub tokens_issued: u64,
+    pub tokens_refused: u64,
 }
 
 const LOG_CAPACITY: usize = 100_000;
@@ -365,6 +368,31 @@ impl Sandbox {
         }
         self.inner.throttle.set_config(knobs.throttle.clone());
         *lock(&self.inner.knobs) = knobs;
+    }
+
+    /// Gives an app registration a new client secret; the old one stops working at once (as
+    /// when an administrator deletes it in Entra after rotating). `false` when no app has
+    /// `client_id`. Tokens issued before stay valid until they expire, as in Entra.
+    pub fn rotate_client_secret(&self, client_id: &str, new_secret: &str) -> bool {
+        let rotated = {
+            let mut state = self.inner.lock_state();
+            match state
+                .apps
+                .iter_mut()
+                .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+            {
+                Some(app) => {
+                    app.client_secret = new_secret.to_owned();
+                    app.secret_expired = false;
+                    true
+                }
+                None => false,
+            }
+        };
+        if rotated {
+            self.inner.persist();
+        }
+        rotated
     }
 
     /// Adds a scripted fault (fires on the next `count` matching requests, batch items included).
@@ -634,6 +662,14 @@ async fn token_handler(
             &form,
         )
     };
+    {
+        let mut stats = lock(&sb.inner.stats);
+        if result.is_ok() {
+            stats.tokens_issued += 1;
+        } else {
+            stats.tokens_refused += 1;
+        }
+    }
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
         Err(e) => (e.status, e.body()),

@@ -1,0 +1,385 @@
+//! A connection config for the cloud functions: [`Config::from_toml`] plus the rules of a Lambda
+//! deployment, checked before a config is uploaded (`m365-provisioner cloud config upload`) and
+//! again when a function loads it.
+//!
+//! - `[source]`: readable from Lambda — for `type = "file"` an `s3://bucket/key` location (or an
+//!   `s3://bucket/prefix/` of CSV files).
+//! - `[state]`: absent or `type = "dynamodb"` with no other key: the state always lives in the
+//!   deployment's table (`M365_TABLE`).
+//! - `[secrets]`: absent (the secret named by `M365_SECRET_ID`) or
+//!   `type = "aws-secrets-manager"` with an optional `secret_id` (name or ARN).
+//! - `connection.sandbox` false: the embedded sandbox tenant runs only on the command line.
+//!
+//! The parsed [`Config`] says what the functions use: an absent `[state]` comes back as
+//! `type = "dynamodb"` and an absent `[secrets]` as `type = "aws-secrets-manager"` (never the
+//! command line's `sqlite` / `env` defaults). Every error names the key and the fix.
+
+use m365_core::config::{AdapterConfig, Config, ConfigError};
+use m365_source_file::FileSourceConfig;
+
+/// `[state] type` of the cloud: the deployment's DynamoDB table.
+pub const STATE_TYPE: &str = "dynamodb";
+/// `[secrets] type` of the cloud.
+pub const SECRETS_TYPE: &str = "aws-secrets-manager";
+/// The environment variable naming the default secret.
+pub const SECRET_ID_ENV: &str = "M365_SECRET_ID";
+
+/// Parses `text` (`origin` names it in messages) and checks the cloud rules of the
+/// [module docs](self).
+pub fn parse_cloud_config(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let mut config = Config::from_toml(text, origin)?;
+    let fail = |message: String| ConfigError(format!("{origin}: {message}"));
+
+    if config.connection.sandbox {
+        return Err(fail(
+            "connection.sandbox = true: the embedded sandbox tenant runs only on the command \
+             line; remove the key and store the tenant's credentials in Secrets Manager"
+                .to_owned(),
+        ));
+    }
+    if config.connection.sandbox_state.is_some() {
+        return Err(fail(
+            "connection.sandbox_state names a local file of the embedded sandbox tenant, which \
+             the cloud functions do not run; remove the key"
+                .to_owned(),
+        ));
+    }
+
+    check_source(&config.source).map_err(fail)?;
+
+    if declares_table(text, "state") {
+        check_state(&config.state).map_err(fail)?;
+    } else {
+        config.state = adapter(STATE_TYPE);
+    }
+    if declares_table(text, "secrets") {
+        check_secrets(&config.secrets).map_err(fail)?;
+    } else {
+        config.secrets = adapter(SECRETS_TYPE);
+    }
+    Ok(config)
+}
+
+/// The Secrets Manager secret (name or ARN) of a config's connection: its `[secrets] secret_id`,
+/// else `default` (the functions pass `M365_SECRET_ID`).
+pub fn secret_id(config: &Config, default: Option<&str>) -> Result<String, ConfigError> {
+    let name = &config.connection.name;
+    let from_config = match config.secrets.kind.as_str() {
+        SECRETS_TYPE => match config.secrets.settings.get("secret_id") {
+            None => None,
+            Some(serde_json::Value::String(id)) if valid_secret_id(id) => Some(id.clone()),
+            Some(_) => {
+                return Err(ConfigError(format!(
+                    "connection {name}: [secrets] secret_id is not a secret name or ARN; \
+                     write secret_id = \"m365/{name}\" or remove it to use {SECRET_ID_ENV}"
+                )));
+            }
+        },
+        // Config::from_toml's default for an absent [secrets] (a config not from
+        // parse_cloud_config): nothing named here.
+        "env" if config.secrets.settings.is_empty() => None,
+        other => {
+            return Err(ConfigError(format!(
+                "connection {name}: [secrets] type = {other:?} cannot be used by the cloud \
+                 functions; use type = \"{SECRETS_TYPE}\""
+            )));
+        }
+    };
+    if let Some(id) = from_config {
+        return Ok(id);
+    }
+    match default.map(str::trim).filter(|d| !d.is_empty()) {
+        Some(id) => Ok(id.to_owned()),
+        None => Err(ConfigError(format!(
+            "connection {name}: no Secrets Manager secret is named: set {SECRET_ID_ENV} on the \
+             function, or write [secrets] type = \"{SECRETS_TYPE}\" with secret_id = \"name or \
+             ARN\" in the config"
+        ))),
+    }
+}
+
+fn adapter(kind: &str) -> AdapterConfig {
+    AdapterConfig {
+        kind: kind.to_owned(),
+        settings: serde_json::Map::new(),
+    }
+}
+
+fn check_source(source: &AdapterConfig) -> Result<(), String> {
+    if source.kind != "file" {
+        return Err(format!(
+            "[source] type = {:?} is not available to the cloud functions; use type = \"file\" \
+             with an s3:// location",
+            source.kind
+        ));
+    }
+    let settings: FileSourceConfig =
+        serde_json::from_value(serde_json::Value::Object(source.settings.clone()))
+            .map_err(|e| format!("[source]: {e}"))?;
+    settings.validate().map_err(|e| format!("[source]: {e}"))?;
+    let location = &settings.location;
+    if !m365_aws::is_s3_location(location) {
+        return Err(format!(
+            "[source] location {location:?} is a local path: a Lambda function cannot read it; \
+             upload the file to S3 and use s3://bucket/key"
+        ));
+    }
+    let bucket = location
+        .get(5..)
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if bucket.is_empty() {
+        return Err(format!(
+            "[source] location {location:?} names no bucket; write s3://bucket/key"
+        ));
+    }
+    Ok(())
+}
+
+fn check_state(state: &AdapterConfig) -> Result<(), String> {
+    if state.kind != STATE_TYPE {
+        return Err(format!(
+            "[state] type = {:?} cannot be used by the cloud functions: they keep the state in \
+             the deployment's DynamoDB table (M365_TABLE); remove the [state] section or write \
+             type = \"{STATE_TYPE}\"",
+            state.kind
+        ));
+    }
+    if let Some(key) = state.settings.keys().next() {
+        return Err(format!(
+            "[state] {key}: the state always lives in the deployment's table (M365_TABLE); \
+             remove the key"
+        ));
+    }
+    Ok(())
+}
+
+fn check_secrets(secrets: &AdapterConfig) -> Result<(), String> {
+    if secrets.kind != SECRETS_TYPE {
+        return Err(format!(
+            "[secrets] type = {:?} cannot be used by the cloud functions: remove the [secrets] \
+             section (the secret named by {SECRET_ID_ENV} is used) or write type = \
+             \"{SECRETS_TYPE}\" with secret_id = \"name or ARN\"",
+            secrets.kind
+        ));
+    }
+    for (key, value) in &secrets.settings {
+        if key != "secret_id" {
+            return Err(format!(
+                "[secrets] {key} is not a setting of type = \"{SECRETS_TYPE}\": the only one \
+                 is secret_id (a secret name or ARN)"
+            ));
+        }
+        match value {
+            serde_json::Value::String(id) if valid_secret_id(id) => {}
+            _ => {
+                return Err(
+                    "[secrets] secret_id is not a secret name or ARN: use letters, digits and \
+                     /_+=.@-: only, e.g. secret_id = \"m365/contoso\" or an \
+                     arn:aws:secretsmanager:… ARN; or remove it to use M365_SECRET_ID"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Secrets Manager name (`/_+=.@-` and alphanumerics) or ARN (also `:`), at most 2,048
+/// characters (an ARN's limit).
+fn valid_secret_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 2048
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c))
+}
+
+/// Whether `text` defines the top-level table `name` (`[name]`, `name.key = …` or
+/// `name = {…}`). The parsed [`Config`] cannot tell an absent section from its default; TOML
+/// itself can: defining a table a second time is an error, so `text` with a `[name]` table
+/// appended parses only when `text` has none. (`text` has already parsed, so the appended
+/// table is the only possible fault.)
+fn declares_table(text: &str, name: &str) -> bool {
+    let probe = format!("{text}\n[{name}]\ntype = \"probe\"\n");
+    Config::from_toml(&probe, "probe").is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[connection]
+name = "contoso"
+
+[source]
+type = "file"
+location = "s3://hr-exports/users.json"
+
+[rule]
+name = "staff"
+[rule.mapping.attributes]
+userPrincipalName = "{{ mail }}"
+displayName = { attribute = "displayName" }
+[rule.mapping.password]
+source = "generate"
+"#;
+
+    fn with(section: &str) -> String {
+        VALID.replace("[rule]\n", &format!("{section}\n[rule]\n"))
+    }
+
+    #[test]
+    fn absent_state_and_secrets_become_the_cloud_adapters() {
+        let config = parse_cloud_config(VALID, "contoso.toml").unwrap();
+        assert_eq!(config.state.kind, "dynamodb");
+        assert!(config.state.settings.is_empty());
+        assert_eq!(config.secrets.kind, "aws-secrets-manager");
+        assert_eq!(
+            secret_id(&config, Some("m365/default")).unwrap(),
+            "m365/default"
+        );
+    }
+
+    #[test]
+    fn explicit_cloud_sections_are_accepted() {
+        let text = with(
+            "[state]\ntype = \"dynamodb\"\n[secrets]\ntype = \"aws-secrets-manager\"\nsecret_id = \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:m365/contoso-AbCdEf\"",
+        );
+        let config = parse_cloud_config(&text, "t").unwrap();
+        assert_eq!(config.state.kind, "dynamodb");
+        assert_eq!(
+            secret_id(&config, Some("ignored")).unwrap(),
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:m365/contoso-AbCdEf"
+        );
+        // A CSV prefix in S3 is fine too.
+        let text = VALID.replace("s3://hr-exports/users.json", "s3://hr-exports/csv/");
+        parse_cloud_config(&text, "t").unwrap();
+    }
+
+    #[test]
+    fn secret_id_without_config_or_default_names_the_variable() {
+        let config = parse_cloud_config(VALID, "t").unwrap();
+        for default in [None, Some(""), Some("  ")] {
+            let error = secret_id(&config, default).unwrap_err().0;
+            assert!(error.contains("M365_SECRET_ID"), "{error}");
+            assert!(error.contains("contoso"), "{error}");
+        }
+    }
+
+    #[test]
+    fn secret_id_of_a_plain_config_uses_the_default() {
+        let config = Config::from_toml(VALID, "t").unwrap();
+        assert_eq!(config.secrets.kind, "env");
+        assert_eq!(secret_id(&config, Some("m365/x")).unwrap(), "m365/x");
+    }
+
+    #[test]
+    fn rule_breaks_name_the_key_and_the_fix() {
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                VALID.replace("s3://hr-exports/users.json", "users.json"),
+                "[source] location \"users.json\" is a local path",
+                "s3://bucket/key",
+            ),
+            (
+                VALID.replace("s3://hr-exports/users.json", "s3:///users.json"),
+                "[source] location",
+                "names no bucket",
+            ),
+            (
+                VALID.replace("type = \"file\"", "type = \"ldap\""),
+                "[source] type = \"ldap\"",
+                "use type = \"file\"",
+            ),
+            (
+                VALID.replace("location =", "locaton = \"x\"\nlocation ="),
+                "[source]",
+                "locaton",
+            ),
+            (
+                with("[state]\ntype = \"sqlite\"\npath = \".state/c.sqlite\""),
+                "[state] type = \"sqlite\"",
+                "remove the [state] section",
+            ),
+            (
+                with("[state]\ntype = \"sqlite\""),
+                "[state] type = \"sqlite\"",
+                "M365_TABLE",
+            ),
+            (
+                with("[state]\ntype = \"dynamodb\"\ntable = \"other\""),
+                "[state] table",
+                "remove the key",
+            ),
+            (
+                with("[secrets]\ntype = \"env\""),
+                "[secrets] type = \"env\"",
+                "M365_SECRET_ID",
+            ),
+            (
+                with("[secrets]\ntype = \"file\"\npath = \"secrets.toml\""),
+                "[secrets] type = \"file\"",
+                "aws-secrets-manager",
+            ),
+            (
+                with("[secrets]\ntype = \"aws-secrets-manager\"\nsecretid = \"x\""),
+                "[secrets] secretid",
+                "secret_id",
+            ),
+            (
+                with("[secrets]\ntype = \"aws-secrets-manager\"\nsecret_id = \"has space\""),
+                "[secrets] secret_id",
+                "name or ARN",
+            ),
+            (
+                VALID.replace("name = \"contoso\"", "name = \"contoso\"\nsandbox = true"),
+                "connection.sandbox",
+                "Secrets Manager",
+            ),
+            (
+                VALID.replace(
+                    "name = \"contoso\"",
+                    "name = \"contoso\"\nsandbox_state = \"t.json\"",
+                ),
+                "connection.sandbox_state",
+                "remove the key",
+            ),
+        ];
+        for (text, key, fix) in cases {
+            let error = parse_cloud_config(&text, "contoso.toml").unwrap_err().0;
+            assert!(error.starts_with("contoso.toml: "), "{error}");
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(error.contains(fix), "{fix}: {error}");
+        }
+    }
+
+    #[test]
+    fn core_errors_come_through() {
+        let text = VALID.replace("[rule]\n", "[rule]\nallow_creat = true\n");
+        let error = parse_cloud_config(&text, "t").unwrap_err().0;
+        assert!(error.contains("allow_creat"), "{error}");
+    }
+
+    #[test]
+    fn sections_are_found_in_every_toml_form() {
+        let base = VALID.replace(
+            "[connection]",
+            "state = { type = \"sqlite\" }\n[connection]",
+        );
+        assert!(declares_table(&base, "state"));
+        let dotted = VALID.replace("[connection]", "state.type = \"sqlite\"\n[connection]");
+        assert!(declares_table(&dotted, "state"));
+        assert!(declares_table(&with("[state]\ntype = \"sqlite\""), "state"));
+        assert!(!declares_table(VALID, "state"));
+        assert!(!declares_table(VALID, "secrets"));
+        // Each of them is refused, not taken for the default.
+        for text in [base, dotted] {
+            let error = parse_cloud_config(&text, "t").unwrap_err().0;
+            assert!(error.contains("[state] type = \"sqlite\""), "{error}");
+        }
+    }
+}

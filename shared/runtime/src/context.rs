@@ -1,0 +1,392 @@
+//! What a Lambda container builds once ([`Deployment`]: settings, SDK clients, the state store,
+//! the config store, cached secret stores, the Graph token cache and pacers) and what each
+//! invocation builds from it ([`Connection`]: the connection's newest configuration, its
+//! credentials, its source, its tenant and its compiled rule).
+//!
+//! A connection's configuration is read from the table at every invocation (one Query), so an
+//! upload takes effect on the next run without redeploying; its credentials come from the
+//! secret store's cache, which outlives invocations and is refreshed once when the tenant
+//! refuses them (a rotated client secret).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use m365_aws::{AnyFileLoader, ConfigStore, DynamoStateStore, SecretsManagerSecretStore};
+use m365_core::config::Config;
+use m365_core::planner::Rule;
+use m365_core::rule_mapping::compile_rule;
+use m365_core::secrets::{ConnectionSecrets, SecretStore};
+use m365_core::{Clock, Directory, FailureKind, Source, SystemClock};
+use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphSettings, SharedState};
+use m365_source_file::{FileSource, FileSourceConfig};
+
+use crate::cloud_config::{parse_cloud_config, secret_id};
+
+/// The functions' settings, from their environment (contracts in `infra/template.yaml`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `M365_TABLE`: the DynamoDB table of state and connection configs.
+    pub table: String,
+    /// `M365_SECRET_ID`: the secret of connections whose config names none.
+    pub default_secret_id: Option<String>,
+    /// `M365_DEADLINE_MARGIN_SECONDS` (60): a sync stops starting work this long before the
+    /// invocation's deadline.
+    pub deadline_margin: Duration,
+    /// `M365_MAX_HOPS` (100): invocations of one state machine execution.
+    pub max_hops: u32,
+    /// `M365_WEBHOOK_MAX_BODY_BYTES` (1 MiB).
+    pub max_body_bytes: usize,
+    /// `M365_WEBHOOK_TOLERANCE_SECONDS` (300): accepted clock difference of a webhook timestamp.
+    pub tolerance_secs: i64,
+    /// `M365_EVENT_RETENTION_DAYS` (8): how long a webhook id is remembered (senders retry for
+    /// days; Standard Webhooks' example schedule spans about 3).
+    pub event_retention: Duration,
+    /// `M365_SECRET_MAX_AGE_SECONDS` (900): cached credentials are read again after this.
+    pub secret_max_age: Duration,
+}
+
+impl Settings {
+    /// Reads the settings through `lookup` (the environment in `main`, a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+        fn number<T: std::str::FromStr>(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &str,
+            default: T,
+        ) -> Result<T, String> {
+            match lookup(name) {
+                None => Ok(default),
+                Some(text) if text.trim().is_empty() => Ok(default),
+                Some(text) => text.trim().parse().map_err(|_| {
+                    format!("{name}={text:?} is not a whole number; fix the function's environment")
+                }),
+            }
+        }
+        let table = lookup("M365_TABLE")
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                "M365_TABLE is not set: the function needs the name of its DynamoDB table (the template sets it)".to_owned()
+            })?;
+        let max_hops: u32 = number(&lookup, "M365_MAX_HOPS", 100)?;
+        if max_hops == 0 {
+            return Err("M365_MAX_HOPS must be at least 1".to_owned());
+        }
+        let max_body_bytes: usize = number(&lookup, "M365_WEBHOOK_MAX_BODY_BYTES", 1 << 20)?;
+        Ok(Settings {
+            table,
+            default_secret_id: lookup("M365_SECRET_ID").filter(|s| !s.trim().is_empty()),
+            deadline_margin: Duration::from_secs(number(
+                &lookup,
+                "M365_DEADLINE_MARGIN_SECONDS",
+                60,
+            )?),
+            max_hops,
+            max_body_bytes,
+            tolerance_secs: number(&lookup, "M365_WEBHOOK_TOLERANCE_SECONDS", 300)?,
+            event_retention: Duration::from_secs(
+                number::<u64>(&lookup, "M365_EVENT_RETENTION_DAYS", 8)? * 86_400,
+            ),
+            secret_max_age: Duration::from_secs(number(
+                &lookup,
+                "M365_SECRET_MAX_AGE_SECONDS",
+                900,
+            )?),
+        })
+    }
+}
+
+/// Why a connection cannot run at all. The message names the connection, the setting and
+/// the fix; it never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// No configuration uploaded for this connection.
+    #[error(
+        "connection {0:?} has no configuration in the table; upload one with `m365-provisioner cloud config upload --table <table> --file <config.toml>`"
+    )]
+    NotConfigured(String),
+    /// The stored configuration or the secret is not usable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The table, Secrets Manager or the tenant cannot be reached now; worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The tenant refused the credentials, also after reading them again.
+    #[error("{0}")]
+    Credentials(String),
+}
+
+/// Built once per container and kept across warm invocations.
+pub struct Deployment {
+    pub settings: Settings,
+    pub state: DynamoStateStore,
+    pub configs: ConfigStore,
+    pub clock: Arc<dyn Clock>,
+    secretsmanager: aws_sdk_secretsmanager::Client,
+    s3: aws_sdk_s3::Client,
+    graph: SharedState,
+    secret_stores: tokio::sync::Mutex<HashMap<String, Arc<SecretsManagerSecretStore>>>,
+    /// When each connection's secret was last read again because a webhook signature did not
+    /// match: bad requests cannot make every call a Secrets Manager read.
+    refreshed: std::sync::Mutex<HashMap<String, m365_core::UnixMillis>>,
+}
+
+/// Secrets are read again for unmatched webhook signatures at most this often per connection.
+const REFRESH_INTERVAL_MS: i64 = 60_000;
+
+impl Deployment {
+    /// The deployment of a Lambda container: settings from the environment, AWS from the SDK's
+    /// default chain, the system clock.
+    pub async fn from_env() -> Result<Deployment, String> {
+        let settings = Settings::from_lookup(|name| std::env::var(name).ok())?;
+        let sdk = m365_aws::sdk_config(None).await;
+        Ok(Deployment::new(
+            &sdk,
+            settings,
+            Arc::new(SystemClock),
+            SharedState::default(),
+        ))
+    }
+
+    /// A deployment on given AWS settings, clock and Graph token cache/pacers (tests give moto,
+    /// a manual clock and an isolated cache).
+    pub fn new(
+        sdk: &SdkConfig,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        graph: SharedState,
+    ) -> Deployment {
+        let dynamodb = m365_aws::dynamodb_client(sdk);
+        Deployment {
+            state: DynamoStateStore::new(dynamodb.clone(), settings.table.clone()),
+            configs: ConfigStore::new(dynamodb, settings.table.clone()),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(sdk),
+            s3: m365_aws::s3_client(sdk),
+            clock,
+            graph,
+            secret_stores: tokio::sync::Mutex::new(HashMap::new()),
+            refreshed: std::sync::Mutex::new(HashMap::new()),
+            settings,
+        }
+    }
+
+    /// The secret store of a secret id, cached for the container's life.
+    pub async fn secret_store(&self, secret_id: &str) -> Arc<SecretsManagerSecretStore> {
+        let mut stores = self.secret_stores.lock().await;
+        stores
+            .entry(secret_id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(SecretsManagerSecretStore::new(
+                    self.secretsmanager.clone(),
+                    secret_id.to_owned(),
+                    self.settings.secret_max_age,
+                ))
+            })
+            .clone()
+    }
+
+    /// Whether `connection`'s secret may be read again now for an unmatched webhook signature
+    /// (at most once a minute); records the refresh when it may.
+    pub fn may_refresh_for_signature(&self, connection: &str) -> bool {
+        let now = self.clock.now();
+        let Ok(mut refreshed) = self.refreshed.lock() else {
+            return false;
+        };
+        match refreshed.get(connection) {
+            Some(last) if now - last < REFRESH_INTERVAL_MS => false,
+            _ => {
+                refreshed.insert(connection.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// The newest configuration of `name`, validated for the cloud, and its secret store.
+    pub async fn configuration(
+        &self,
+        name: &str,
+    ) -> Result<(Config, u64, Arc<SecretsManagerSecretStore>), SetupError> {
+        let stored = self
+            .configs
+            .latest(name)
+            .await
+            .map_err(|e| SetupError::Unavailable(e.to_string()))?
+            .ok_or_else(|| SetupError::NotConfigured(name.to_owned()))?;
+        let origin = format!("connection {name} configuration version {}", stored.version);
+        let config =
+            parse_cloud_config(&stored.text, &origin).map_err(|e| SetupError::Invalid(e.0))?;
+        if config.connection.name != name {
+            return Err(SetupError::Invalid(format!(
+                "{origin}: connection.name is {:?}, but it is stored under {name:?}; upload it again",
+                config.connection.name
+            )));
+        }
+        let secret_id = secret_id(&config, self.settings.default_secret_id.as_deref())
+            .map_err(|e| SetupError::Invalid(format!("{origin}: {}", e.0)))?;
+        let store = self.secret_store(&secret_id).await;
+        Ok((config, stored.version, store))
+    }
+
+    /// Everything a run of `name` needs. Reaches the tenant once (its domains); when the tenant
+    /// refuses the credentials, they are read again from Secrets Manager and tried once more.
+    pub async fn connection(&self, name: &str) -> Result<Connection, SetupError> {
+        let (config, version, secret_store) = self.configuration(name).await?;
+        let source = self.source(&config)?;
+        let mut attempt = 0;
+        let (secrets, directory, domains) = loop {
+            attempt += 1;
+            let secrets = secret_store
+                .connection_secrets(name)
+                .await
+                .map_err(|e| match e {
+                    m365_core::SecretError::Unavailable(_) => {
+                        SetupError::Unavailable(e.to_string())
+                    }
+                    _ => SetupError::Invalid(e.to_string()),
+                })?;
+            let directory = self.directory(&config, &secrets)?;
+            match directory.domains().await {
+                Ok(domains) => break (secrets, directory, domains),
+                Err(e) if e.kind == FailureKind::Authentication && attempt == 1 => {
+                    tracing::warn!(
+                        connection = name,
+                        error = %e,
+                        "the tenant refused the cached credentials; reading the secret again (rotated?)"
+                    );
+                    secret_store.invalidate(name).await;
+                }
+                Err(e) if e.kind == FailureKind::Authentication => {
+                    return Err(SetupError::Credentials(format!(
+                        "connection {name}: the tenant refuses the credentials of its secret: {e}"
+                    )));
+                }
+                Err(e) => {
+                    return Err(SetupError::Unavailable(format!(
+                        "connection {name}: cannot reach the tenant: {e}"
+                    )));
+                }
+            }
+        };
+        let rule = compile_rule(&config.rule, &domains, &secrets).map_err(|e| {
+            SetupError::Invalid(format!(
+                "connection {name} configuration version {version}: [rule]: {e}"
+            ))
+        })?;
+        Ok(Connection {
+            key: format!("{}/{}", config.connection.name, config.rule.name),
+            name: name.to_owned(),
+            version,
+            config,
+            secrets,
+            secret_store,
+            source,
+            directory,
+            rule,
+        })
+    }
+
+    fn source(&self, config: &Config) -> Result<Box<dyn Source>, SetupError> {
+        match config.source.kind.as_str() {
+            "file" => {
+                let settings: FileSourceConfig = serde_json::from_value(serde_json::Value::Object(
+                    config.source.settings.clone(),
+                ))
+                .map_err(|e| SetupError::Invalid(format!("[source]: {e}")))?;
+                let loader = Arc::new(AnyFileLoader::new(Some(self.s3.clone())));
+                Ok(Box::new(FileSource::new(settings, loader).map_err(
+                    |e| SetupError::Invalid(format!("[source]: {e}")),
+                )?))
+            }
+            other => Err(SetupError::Invalid(format!(
+                "[source] type = {other:?} is not available in this build: use \"file\""
+            ))),
+        }
+    }
+
+    fn directory(
+        &self,
+        config: &Config,
+        secrets: &ConnectionSecrets,
+    ) -> Result<GraphDirectory, SetupError> {
+        let client = GraphClient::with_shared(
+            GraphSettings::from_connection(&config.connection),
+            Credentials {
+                tenant: secrets.tenant.clone(),
+                client_id: secrets.client_id.clone(),
+                client_secret: secrets.client_secret.clone(),
+            },
+            self.graph.clone(),
+        )
+        .map_err(|e| SetupError::Invalid(format!("connection {}: {e}", config.connection.name)))?;
+        Ok(GraphDirectory::new(client))
+    }
+}
+
+/// One invocation's connection.
+pub struct Connection {
+    /// The connection's name (the Scheduler event's, the webhook path's).
+    pub name: String,
+    /// State key of its rule: `<connection>/<rule>`.
+    pub key: String,
+    /// Configuration version in use.
+    pub version: u64,
+    pub config: Config,
+    pub secrets: ConnectionSecrets,
+    pub secret_store: Arc<SecretsManagerSecretStore>,
+    pub source: Box<dyn Source>,
+    pub directory: GraphDirectory,
+    pub rule: Rule,
+}
+
+impl Connection {
+    /// The engine on this connection's ports and the deployment's state and clock.
+    pub fn engine<'a>(&'a self, deployment: &'a Deployment) -> m365_core::engine::Engine<'a> {
+        m365_core::engine::Engine {
+            connection: &self.key,
+            rule: &self.rule,
+            source: self.source.as_ref(),
+            directory: &self.directory,
+            state: &deployment.state,
+            clock: deployment.clock.as_ref(),
+            page_size: 1000,
+            chunk_size: 200,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn settings_have_documented_defaults() {
+        let s = Settings::from_lookup(lookup(&[("M365_TABLE", "t")])).unwrap();
+        assert_eq!(s.table, "t");
+        assert_eq!(s.default_secret_id, None);
+        assert_eq!(s.deadline_margin, Duration::from_secs(60));
+        assert_eq!(s.max_hops, 100);
+        assert_eq!(s.max_body_bytes, 1 << 20);
+        assert_eq!(s.tolerance_secs, 300);
+        assert_eq!(s.event_retention, Duration::from_secs(8 * 86_400));
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let e = Settings::from_lookup(lookup(&[])).unwrap_err();
+        assert!(e.contains("M365_TABLE"), "{e}");
+        let e = Settings::from_lookup(lookup(&[("M365_TABLE", "t"), ("M365_MAX_HOPS", "x")]))
+            .unwrap_err();
+        assert!(e.contains("M365_MAX_HOPS"), "{e}");
+        let e = Settings::from_lookup(lookup(&[("M365_TABLE", "t"), ("M365_MAX_HOPS", "0")]))
+            .unwrap_err();
+        assert!(e.contains("M365_MAX_HOPS"), "{e}");
+    }
+}

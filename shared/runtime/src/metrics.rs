@@ -1,0 +1,318 @@
+//! CloudWatch metrics as Embedded Metric Format (EMF) log lines.
+//!
+//! Lambda ships everything a function writes to stdout to CloudWatch Logs, which extracts metrics
+//! from any line that is a JSON object of this shape (no `PutMetricData` call, no extra latency):
+//!
+//! ```json
+//! {"_aws": {"Timestamp": 1700000000000,
+//!           "CloudWatchMetrics": [{"Namespace": "M365Provisioner",
+//!                                  "Dimensions": [["Function", "Connection"]],
+//!                                  "Metrics": [{"Name": "Created", "Unit": "Count"}]}]},
+//!  "Function": "scheduled-sync", "Connection": "contoso", "Created": 3}
+//! ```
+//!
+//! The line must be written on its own, not inside another log formatter's JSON: [`emit`] writes it
+//! straight to stdout, bypassing `tracing`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+/// The namespace of the provisioner's metrics.
+pub const NAMESPACE: &str = "M365Provisioner";
+/// Dimension naming the Lambda function (`scheduled-sync`, `webhook`).
+pub const DIMENSION_FUNCTION: &str = "Function";
+/// Dimension naming the connection.
+pub const DIMENSION_CONNECTION: &str = "Connection";
+
+/// CloudWatch units used here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    /// The unit's name in CloudWatch.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// One EMF document on one line (no trailing newline).
+///
+/// Dimension values and metric values become top-level members; the directive lists the
+/// dimension names as one dimension set. Metrics with a non-finite value (NaN, ±∞, which JSON
+/// cannot carry) and metrics named like a dimension or `_aws` are left out rather than produce a
+/// document CloudWatch would reject.
+pub fn emf_line(
+    namespace: &str,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, f64, Unit)],
+    timestamp_ms: i64,
+) -> String {
+    let mut root = Map::new();
+    let mut dimension_names = Vec::with_capacity(dimensions.len());
+    for (name, value) in dimensions {
+        if *name == "_aws" || root.contains_key(*name) {
+            continue;
+        }
+        root.insert((*name).to_owned(), Value::String((*value).to_owned()));
+        dimension_names.push(*name);
+    }
+    let mut definitions = Vec::with_capacity(metrics.len());
+    for (name, value, unit) in metrics {
+        if *name == "_aws" || root.contains_key(*name) {
+            continue;
+        }
+        let Some(number) = number(*value) else {
+            continue;
+        };
+        root.insert((*name).to_owned(), Value::Number(number));
+        definitions.push(json!({"Name": name, "Unit": unit.as_str()}));
+    }
+    let aws = json!({
+        "Timestamp": timestamp_ms,
+        "CloudWatchMetrics": [{
+            "Namespace": namespace,
+            "Dimensions": [dimension_names],
+            "Metrics": definitions,
+        }],
+    });
+    // `_aws` first: easier to read in the console.
+    let mut document = Map::new();
+    document.insert("_aws".to_owned(), aws);
+    document.extend(root);
+    Value::Object(document).to_string()
+}
+
+/// Whole values print as integers (`3`, not `3.0`); non-finite values have no JSON form.
+fn number(value: f64) -> Option<serde_json::Number> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: integers up to here are exact in f64
+    if value.is_finite() && value.fract() == 0.0 && value.abs() <= EXACT {
+        Some(serde_json::Number::from(value as i64))
+    } else {
+        serde_json::Number::from_f64(value)
+    }
+}
+
+/// The run counts each metric sums (absent keys count 0), as `report.add(...)` in
+/// `shared/core/src/executor.rs` and `run.counts` in `shared/core/src/engine.rs` name them.
+///
+/// - Created: users created in the tenant (`created`); GroupsCreated: groups (`groups_created`).
+/// - Updated: user attribute updates (`updated`).
+/// - Disabled: accounts disabled (`disabled`).
+/// - Deprovisioned: users and groups deprovisioned because they left the source or scope
+///   (`deprovisioned`; links dropped as `unlinked` when superseded are not counted).
+/// - Failed: objects whose operation failed this run (`failed`).
+/// - GraphRequests, Throttled: Graph requests sent and answered 429/503 (`graph_requests`,
+///   `graph_throttled`).
+pub const RUN_METRICS: [(&str, &[&str]); 8] = [
+    ("Created", &["created"]),
+    ("GroupsCreated", &["groups_created"]),
+    ("Updated", &["updated"]),
+    ("Disabled", &["disabled"]),
+    ("Deprovisioned", &["deprovisioned"]),
+    ("Failed", &["failed"]),
+    ("GraphRequests", &["graph_requests"]),
+    ("Throttled", &["graph_throttled"]),
+];
+
+/// The EMF line of one run (or one continuation hop): the [`RUN_METRICS`] counts in `Count` and
+/// `RunDuration` in milliseconds, in namespace [`NAMESPACE`] with dimensions Function and
+/// Connection. Every metric is present (0 when the run did not count it) so alarms and graphs see
+/// a data point per run.
+pub fn run_metrics(
+    function: &str,
+    connection: &str,
+    counts: &BTreeMap<String, u64>,
+    duration_ms: u64,
+    timestamp_ms: i64,
+) -> String {
+    let sum = |keys: &[&str]| -> f64 {
+        keys.iter()
+            .map(|k| counts.get(*k).copied().unwrap_or(0))
+            .fold(0u64, u64::saturating_add) as f64
+    };
+    let mut metrics: Vec<(&str, f64, Unit)> = RUN_METRICS
+        .iter()
+        .map(|(name, keys)| (*name, sum(keys), Unit::Count))
+        .collect();
+    metrics.push(("RunDuration", duration_ms as f64, Unit::Milliseconds));
+    emf_line(
+        NAMESPACE,
+        &[
+            (DIMENSION_FUNCTION, function),
+            (DIMENSION_CONNECTION, connection),
+        ],
+        &metrics,
+        timestamp_ms,
+    )
+}
+
+/// Writes one EMF line to stdout, where Lambda picks it up, as a single write of the line and its
+/// newline (so it does not interleave with log lines). Write errors are ignored: metrics must not
+/// fail a run.
+pub fn emit(line: &str) {
+    // `println!` writes the line and its newline under one lock of stdout (and is captured by
+    // the test harness, unlike a direct write).
+    println!("{}", line.trim_end_matches(['\n', '\r']));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Value {
+        assert!(!line.contains('\n'), "one line: {line}");
+        serde_json::from_str(line).unwrap()
+    }
+
+    #[test]
+    fn emf_structure() {
+        let line = emf_line(
+            "Test/NS",
+            &[("Function", "webhook"), ("Connection", "contoso")],
+            &[
+                ("Requests", 3.0, Unit::Count),
+                ("Latency", 12.5, Unit::Milliseconds),
+            ],
+            1_700_000_000_123,
+        );
+        let doc = parse(&line);
+        let aws = &doc["_aws"];
+        assert_eq!(aws["Timestamp"], json!(1_700_000_000_123i64));
+        let directives = aws["CloudWatchMetrics"].as_array().unwrap();
+        assert_eq!(directives.len(), 1);
+        assert_eq!(directives[0]["Namespace"], "Test/NS");
+        assert_eq!(
+            directives[0]["Dimensions"],
+            json!([["Function", "Connection"]])
+        );
+        assert_eq!(
+            directives[0]["Metrics"],
+            json!([
+                {"Name": "Requests", "Unit": "Count"},
+                {"Name": "Latency", "Unit": "Milliseconds"}
+            ])
+        );
+        assert_eq!(doc["Function"], "webhook");
+        assert_eq!(doc["Connection"], "contoso");
+        assert_eq!(doc["Requests"], json!(3));
+        assert!(line.contains("\"Requests\":3,"), "{line}");
+        assert_eq!(doc["Latency"], json!(12.5));
+        // Exactly _aws, the dimensions and the metrics.
+        assert_eq!(doc.as_object().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn non_finite_and_colliding_metrics_left_out() {
+        let line = emf_line(
+            "NS",
+            &[("Function", "f"), ("Function", "g"), ("_aws", "x")],
+            &[
+                ("Bad", f64::NAN, Unit::Count),
+                ("Inf", f64::INFINITY, Unit::Count),
+                ("Function", 1.0, Unit::Count),
+                ("_aws", 1.0, Unit::Count),
+                ("Good", 1.0, Unit::Count),
+            ],
+            0,
+        );
+        let doc = parse(&line);
+        assert_eq!(doc["Function"], "f");
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([{"Name": "Good", "Unit": "Count"}])
+        );
+        assert!(doc.get("Bad").is_none() && doc.get("Inf").is_none());
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let line = emf_line("NS", &[("Connection", "a\"b\nc")], &[], 5);
+        let doc = parse(&line);
+        assert_eq!(doc["Connection"], "a\"b\nc");
+    }
+
+    #[test]
+    fn run_metrics_maps_the_engine_counts() {
+        let counts: BTreeMap<String, u64> = [
+            ("created", 3),
+            ("groups_created", 2),
+            ("updated", 7),
+            ("enabled", 1),
+            ("disabled", 4),
+            ("deprovisioned", 5),
+            ("unlinked", 9),
+            ("failed", 1),
+            ("graph_requests", 120),
+            ("graph_writes", 40),
+            ("graph_throttled", 6),
+            ("planned", 30),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let line = run_metrics(
+            "scheduled-sync",
+            "contoso",
+            &counts,
+            4_321,
+            1_700_000_000_000,
+        );
+        let doc = parse(&line);
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "M365Provisioner");
+        assert_eq!(directive["Dimensions"], json!([["Function", "Connection"]]));
+        let names: Vec<(&str, &str)> = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("Created", "Count"),
+                ("GroupsCreated", "Count"),
+                ("Updated", "Count"),
+                ("Disabled", "Count"),
+                ("Deprovisioned", "Count"),
+                ("Failed", "Count"),
+                ("GraphRequests", "Count"),
+                ("Throttled", "Count"),
+                ("RunDuration", "Milliseconds"),
+            ]
+        );
+        assert_eq!(doc["Function"], "scheduled-sync");
+        assert_eq!(doc["Connection"], "contoso");
+        assert_eq!(doc["Created"], json!(3));
+        assert_eq!(doc["GroupsCreated"], json!(2));
+        assert_eq!(doc["Updated"], json!(7));
+        assert_eq!(doc["Disabled"], json!(4));
+        assert_eq!(doc["Deprovisioned"], json!(5));
+        assert_eq!(doc["Failed"], json!(1));
+        assert_eq!(doc["GraphRequests"], json!(120));
+        assert_eq!(doc["Throttled"], json!(6));
+        assert_eq!(doc["RunDuration"], json!(4321));
+        assert_eq!(doc["_aws"]["Timestamp"], json!(1_700_000_000_000i64));
+    }
+
+    #[test]
+    fn run_metrics_absent_counts_are_zero() {
+        let line = run_metrics("webhook", "c", &BTreeMap::new(), 0, 1);
+        let doc = parse(&line);
+        for (name, _) in RUN_METRICS {
+            assert_eq!(doc[name], json!(0), "{name}");
+        }
+        assert_eq!(doc["RunDuration"], json!(0));
+    }
+}

@@ -1,0 +1,214 @@
+//! The scheduled-sync handler: one invocation reconciles a connection until its deadline.
+//!
+//! # Continuation
+//!
+//! EventBridge Scheduler starts an execution of the sync state machine (Step Functions,
+//! Standard) with `{"connection": "NAME"}`. The state machine invokes this function, and while
+//! the answer says `"continue": true` it invokes it again with the answer as input. Each
+//! invocation takes the connection's lease, plans from the source and the stored state, applies
+//! as much as fits before `deadline − margin`, records what it applied, and gives the lease
+//! back; the next invocation plans again and carries on with what is left (everything applied
+//! is settled and skipped by its stored hash). So one invocation or fifty end in the same tenant
+//! state.
+//!
+//! Why a state machine rather than self-invocation or waiting for the next tick: every hop is a
+//! visible step of one execution (input, output with the run's counts, duration, errors), Step
+//! Functions retries a hop that failed on Lambda's side, there is no recursion detection to
+//! trip over (Lambda stops recursive loops after about 16 hops), and a stuck connection is
+//! bounded by `M365_MAX_HOPS`. Invoked directly (without the state machine), the function still
+//! works: the next schedule tick continues.
+//!
+//! Another run holding the lease (a retry of the Scheduler, a schedule firing while the last
+//! execution still runs) makes the invocation answer `busy` and stop, logged; the lease's
+//! fencing token keeps an outlived run from moving the checkpoint.
+
+use std::collections::BTreeMap;
+
+use m365_core::engine::{RunError, SyncOptions};
+use m365_core::{RunStatus, SecretStore, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use crate::context::{Deployment, SetupError};
+use crate::metrics;
+
+/// The state machine's input: the Scheduler event, or the previous hop's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub connection: String,
+    /// Invocations of this execution so far.
+    #[serde(default)]
+    pub hop: u32,
+}
+
+/// What the invocation did; the state machine loops on `continue`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub connection: String,
+    /// Invocations of this execution, this one included.
+    pub hop: u32,
+    /// The work did not fit: invoke again.
+    #[serde(rename = "continue")]
+    pub continue_: bool,
+    /// `succeeded`, `partially_failed`, `breaker_tripped`, `checkpointed`, `failed` or `busy`.
+    pub status: String,
+    pub counts: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Why an invocation failed as a whole (the state machine execution fails with it).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the event is not a sync request: {0}; expected {{\"connection\": \"NAME\"}}")]
+    BadEvent(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("connection {connection}: {message}")]
+    Run { connection: String, message: String },
+}
+
+impl SyncError {
+    /// The error type Step Functions sees (`States.TaskFailed` carries it as `Error`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            SyncError::BadEvent(_) => "M365.BadEvent",
+            SyncError::Setup(SetupError::NotConfigured(_)) => "M365.NotConfigured",
+            SyncError::Setup(SetupError::Invalid(_)) => "M365.InvalidConfiguration",
+            SyncError::Setup(SetupError::Credentials(_)) => "M365.CredentialsRefused",
+            SyncError::Setup(SetupError::Unavailable(_)) => "M365.Unavailable",
+            SyncError::Run { .. } => "M365.RunFailed",
+        }
+    }
+}
+
+impl From<SyncError> for lambda_runtime::Diagnostic {
+    fn from(error: SyncError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Runs one hop. `request_id` names the invocation in the lease and the logs; `deadline` is the
+/// invocation's (`Context::deadline`, ms since the epoch).
+pub async fn handle(
+    deployment: &Deployment,
+    event: serde_json::Value,
+    request_id: &str,
+    deadline: UnixMillis,
+) -> Result<SyncResponse, SyncError> {
+    let request: SyncRequest =
+        serde_json::from_value(event).map_err(|e| SyncError::BadEvent(e.to_string()))?;
+    let name = request.connection.clone();
+    let hop = request.hop.saturating_add(1);
+    let started = deployment.clock.now();
+    let margin = i64::try_from(deployment.settings.deadline_margin.as_millis()).unwrap_or(0);
+    let stop_at = deadline - margin;
+    tracing::info!(
+        connection = %name,
+        hop,
+        request_id,
+        stop_at,
+        "scheduled sync starts"
+    );
+
+    let connection = match deployment.connection(&name).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::error!(connection = %name, hop, error = %error, "scheduled sync cannot start");
+            return Err(error.into());
+        }
+    };
+    let engine = connection.engine(deployment);
+    let result = engine
+        .sync(SyncOptions {
+            owner: format!("scheduled-sync {request_id}"),
+            deadline: Some(stop_at),
+            ..SyncOptions::default()
+        })
+        .await;
+    let duration = u64::try_from(deployment.clock.now() - started).unwrap_or(0);
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(RunError::Busy {
+            owner, expires_at, ..
+        }) => {
+            tracing::info!(
+                connection = %name,
+                hop,
+                holder = %owner,
+                lease_until = expires_at,
+                "another run holds the connection's lease; this invocation does nothing"
+            );
+            return Ok(SyncResponse {
+                connection: name,
+                hop,
+                continue_: false,
+                status: "busy".to_owned(),
+                counts: BTreeMap::new(),
+                message: Some(format!("another run ({owner}) holds the lease")),
+            });
+        }
+        Err(error) => {
+            // Credentials may have been rotated under a failing run: read them afresh next time.
+            connection.secret_store.invalidate(&name).await;
+            tracing::error!(connection = %name, hop, error = %error, "scheduled sync failed");
+            return Err(SyncError::Run {
+                connection: name,
+                message: error.to_string(),
+            });
+        }
+    };
+
+    let run = &outcome.run;
+    let status = serde_json::to_value(run.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", run.status));
+    metrics::emit(&metrics::run_metrics(
+        "scheduled-sync",
+        &name,
+        &run.counts,
+        duration,
+        deployment.clock.now(),
+    ));
+    let checkpointed = run.status == RunStatus::Checkpointed;
+    let continue_ = checkpointed && hop < deployment.settings.max_hops;
+    tracing::info!(
+        connection = %name,
+        config_version = connection.version,
+        hop,
+        status = %status,
+        duration_ms = duration,
+        counts = %serde_json::to_string(&run.counts).unwrap_or_default(),
+        next = if continue_ { "continues in the next invocation" } else { "done" },
+        "scheduled sync summary"
+    );
+    if checkpointed && !continue_ {
+        tracing::warn!(
+            connection = %name,
+            hop,
+            max_hops = deployment.settings.max_hops,
+            "hop limit reached with work left; the next schedule tick continues (raise MaxHops or the function's timeout)"
+        );
+    }
+    if run.status == RunStatus::Failed {
+        connection.secret_store.invalidate(&name).await;
+        return Err(SyncError::Run {
+            connection: name,
+            message: run
+                .message
+                .clone()
+                .unwrap_or_else(|| "the run failed".into()),
+        });
+    }
+    Ok(SyncResponse {
+        connection: name,
+        hop,
+        continue_,
+        status,
+        counts: run.counts.clone(),
+        message: run.message.clone(),
+    })
+}

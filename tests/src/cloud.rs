@@ -1,0 +1,378 @@
+//! The deployed product in one test: moto (DynamoDB table, Secrets Manager secret, S3 bucket
+//! holding the source file), a sandbox tenant, and a [`Deployment`] of the functions' runtime
+//! on them, as a Lambda container would build it. Handlers are called directly with fixture
+//! events.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a harness that cannot set up should fail the test loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use m365_graph::SharedState;
+use m365_runtime::context::{Deployment, Settings};
+use m365_runtime::scheduled::{SyncError, SyncResponse};
+use m365_sandbox::{RunningSandbox, Sandbox, SandboxConfig, demo};
+use serde_json::{Value, json};
+
+use crate::moto::Moto;
+
+pub const TABLE: &str = "m365-provisioner";
+pub const BUCKET: &str = "identity-source";
+pub const SOURCE_KEY: &str = "contoso/source.json";
+pub const SECRET_ID: &str = "m365-provisioner/contoso";
+pub const CONNECTION: &str = "contoso";
+/// A Standard Webhooks secret (32 random bytes, base64).
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3fuKCNYM6H8=";
+
+/// The examples' rule (the quick start's) as a cloud configuration: `{sandbox}` is the sandbox
+/// tenant's URL.
+pub fn quickstart_cloud_config(sandbox_url: &str) -> String {
+    let example = std::fs::read_to_string(repo_root().join("examples/m365-provisioner.toml"))
+        .expect("examples/m365-provisioner.toml");
+    let rule_at = example.find("[rule]").expect("the example has a [rule]");
+    format!(
+        "[connection]\nname = \"{CONNECTION}\"\nlogin_url = \"{sandbox_url}\"\ngraph_url = \"{sandbox_url}\"\n\n\
+         [source]\ntype = \"file\"\nlocation = \"s3://{BUCKET}/{SOURCE_KEY}\"\n\n\
+         [secrets]\ntype = \"aws-secrets-manager\"\nsecret_id = \"{SECRET_ID}\"\n\n{}",
+        &example[rule_at..]
+    )
+}
+
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The secret's JSON with the sandbox demo app's credentials.
+pub fn secret_json(client_secret: &str, webhook_secrets: &[&str]) -> String {
+    json!({
+        "tenant": demo::INITIAL_DOMAIN,
+        "client_id": demo::CLIENT_ID,
+        "client_secret": client_secret,
+        "webhook_secrets": webhook_secrets,
+    })
+    .to_string()
+}
+
+/// One deployment under test.
+pub struct Cloud {
+    pub moto: Moto,
+    pub sandbox: RunningSandbox,
+    pub deployment: Deployment,
+    pub s3: aws_sdk_s3::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Cloud {
+    /// Everything created and the examples' configuration uploaded; the source is empty.
+    pub async fn start() -> Cloud {
+        Cloud::start_with(SandboxConfig::demo(), |_| {}).await
+    }
+
+    /// With a sandbox configuration and changed settings.
+    pub async fn start_with(sandbox: SandboxConfig, settings: impl FnOnce(&mut Settings)) -> Cloud {
+        let moto = Moto::start().await;
+        let sandbox = Sandbox::new(sandbox).start().await.expect("sandbox starts");
+        let sdk = moto.sdk_config().await;
+        let dynamodb = m365_aws::dynamodb_client(&sdk);
+        m365_aws::create_table(&dynamodb, TABLE)
+            .await
+            .expect("table created");
+        let s3 = m365_aws::s3_client(&sdk);
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("bucket");
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+        secrets
+            .create_secret()
+            .name(SECRET_ID)
+            .secret_string(secret_json(demo::CLIENT_SECRET, &[WEBHOOK_SECRET]))
+            .send()
+            .await
+            .expect("secret created");
+        let mut values = Settings::from_lookup(|name| match name {
+            "M365_TABLE" => Some(TABLE.to_owned()),
+            // No margin: tests give the deadline they mean.
+            "M365_DEADLINE_MARGIN_SECONDS" => Some("0".to_owned()),
+            _ => None,
+        })
+        .expect("settings");
+        settings(&mut values);
+        let deployment = Deployment::new(
+            &sdk,
+            values,
+            Arc::new(m365_core::SystemClock),
+            SharedState::isolated(),
+        );
+        let cloud = Cloud {
+            moto,
+            sandbox,
+            deployment,
+            s3,
+            secrets,
+        };
+        cloud
+            .upload_config(&quickstart_cloud_config(cloud.sandbox.base_url()))
+            .await;
+        cloud.put_source(&json!({"users": [], "groups": []})).await;
+        cloud
+    }
+
+    pub async fn upload_config(&self, text: &str) {
+        self.deployment
+            .configs
+            .upload(CONNECTION, text, "tests", now_ms())
+            .await
+            .expect("config uploaded");
+    }
+
+    pub async fn put_source(&self, source: &Value) {
+        self.s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(SOURCE_KEY)
+            .body(ByteStream::from(source.to_string().into_bytes()))
+            .send()
+            .await
+            .expect("source uploaded");
+    }
+
+    /// The examples' source file (50 users, 3 groups).
+    pub async fn put_example_source(&self) {
+        let text = std::fs::read_to_string(repo_root().join("examples/source.json")).unwrap();
+        self.put_source(&serde_json::from_str(&text).unwrap()).await;
+    }
+
+    pub async fn put_secret(&self, json: &str) {
+        self.secrets
+            .put_secret_value()
+            .secret_id(SECRET_ID)
+            .secret_string(json)
+            .send()
+            .await
+            .expect("secret updated");
+    }
+
+    /// One scheduled-sync invocation with `event` and a deadline `budget` from now.
+    pub async fn scheduled(
+        &self,
+        event: Value,
+        request_id: &str,
+        budget: Duration,
+    ) -> Result<SyncResponse, SyncError> {
+        let deadline = now_ms() + i64::try_from(budget.as_millis()).unwrap();
+        m365_runtime::scheduled::handle(&self.deployment, event, request_id, deadline).await
+    }
+
+    /// Invokes the function the way the state machine does until it stops asking to continue;
+    /// every answer, in order.
+    pub async fn state_machine_execution(
+        &self,
+        budget: Duration,
+        max_hops: usize,
+    ) -> Vec<SyncResponse> {
+        let mut input = scheduler_event();
+        let mut answers = Vec::new();
+        for hop in 0..max_hops {
+            let answer = self
+                .scheduled(input, &format!("req-{hop}"), budget)
+                .await
+                .expect("hop succeeds");
+            let more = answer.continue_;
+            input = serde_json::to_value(&answer).unwrap();
+            answers.push(answer);
+            if !more {
+                return answers;
+            }
+        }
+        panic!("still continuing after {max_hops} hops");
+    }
+
+    /// A Function URL request (the fixture with this method, path, headers and body).
+    pub fn function_url_request(
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> lambda_http::Request {
+        let mut event: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                repo_root().join("tests/fixtures/lambda/function-url-request.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["method"] = json!(method);
+        event["requestContext"]["http"]["path"] = json!(path);
+        let map = event["headers"].as_object_mut().unwrap();
+        map.insert("content-length".into(), json!(body.len().to_string()));
+        for (name, value) in headers {
+            map.insert((*name).to_owned(), json!(value));
+        }
+        match std::str::from_utf8(body) {
+            Ok(text) => {
+                event["body"] = json!(text);
+                event["isBase64Encoded"] = json!(false);
+            }
+            Err(_) => {
+                use base64::Engine as _;
+                event["body"] = json!(base64::engine::general_purpose::STANDARD.encode(body));
+                event["isBase64Encoded"] = json!(true);
+            }
+        }
+        lambda_http::request::from_str(&event.to_string()).expect("a Function URL request")
+    }
+
+    /// Signs `body` as a Standard Webhooks sender does with `secret`; the three headers.
+    pub fn signed_headers(
+        secret: &str,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        let key = m365_runtime::signature::WebhookSecret::parse(secret).unwrap();
+        vec![
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", timestamp.to_string()),
+            (
+                "webhook-signature",
+                m365_runtime::signature::sign(&key, id, timestamp, body),
+            ),
+            ("content-type", "application/json".to_owned()),
+        ]
+    }
+
+    /// Posts a signed event to `/events/contoso`; status and JSON answer.
+    pub async fn post_event(&self, id: &str, body: &Value) -> (u16, Value) {
+        let body = body.to_string().into_bytes();
+        let headers = Cloud::signed_headers(WEBHOOK_SECRET, id, now_ms() / 1000, &body);
+        self.webhook(&Cloud::function_url_request(
+            "POST",
+            &format!("/events/{CONNECTION}"),
+            &headers,
+            &body,
+        ))
+        .await
+    }
+
+    /// Hands a request to the webhook handler; status and JSON answer.
+    pub async fn webhook(&self, request: &lambda_http::Request) -> (u16, Value) {
+        let request = clone_request(request);
+        let response = m365_runtime::webhook::handle(&self.deployment, request).await;
+        let status = response.status().as_u16();
+        let body: &[u8] = response.body().as_ref();
+        (status, serde_json::from_slice(body).unwrap_or(Value::Null))
+    }
+
+    /// The tenant, without generated ids: users by UPN (properties, licenses, manager's UPN),
+    /// groups by name (member UPNs).
+    pub fn tenant_picture(&self) -> Value {
+        tenant_picture(&self.sandbox)
+    }
+
+    /// Graph writes the sandbox accepted.
+    pub fn tenant_writes(&self) -> usize {
+        self.sandbox
+            .sandbox()
+            .request_log()
+            .iter()
+            .filter(|r| r.write && r.status < 400)
+            .count()
+    }
+}
+
+fn clone_request(request: &lambda_http::Request) -> lambda_http::Request {
+    let mut builder = lambda_http::http::Request::builder()
+        .method(request.method().clone())
+        .uri(request.uri().clone());
+    for (name, value) in request.headers() {
+        builder = builder.header(name, value);
+    }
+    let body: &[u8] = request.body().as_ref();
+    builder
+        .body(lambda_http::Body::from(body.to_vec()))
+        .expect("request")
+}
+
+/// The event EventBridge Scheduler gives the state machine (the schedule's Input).
+pub fn scheduler_event() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/fixtures/lambda/scheduler-input.json"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A sandbox tenant's users and groups without generated ids.
+pub fn tenant_picture(sandbox: &RunningSandbox) -> Value {
+    let users = sandbox.sandbox().users();
+    let upn_of: BTreeMap<String, String> = users
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["userPrincipalName"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut picture_users = serde_json::Map::new();
+    for u in &users {
+        let mut licenses: Vec<String> = u["assignedLicenses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|l| l["skuId"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        licenses.sort();
+        picture_users.insert(
+            u["userPrincipalName"].as_str().unwrap().to_owned(),
+            json!({
+                "displayName": u["displayName"],
+                "givenName": u["givenName"],
+                "surname": u["surname"],
+                "jobTitle": u["jobTitle"],
+                "department": u["department"],
+                "usageLocation": u["usageLocation"],
+                "accountEnabled": u["accountEnabled"],
+                "licenses": licenses,
+                "manager": u["manager"].as_str().and_then(|id| upn_of.get(id)),
+            }),
+        );
+    }
+    let mut picture_groups = serde_json::Map::new();
+    for g in sandbox.sandbox().groups() {
+        let name = g["displayName"].as_str().unwrap_or_default().to_owned();
+        let mut members: Vec<String> = sandbox
+            .sandbox()
+            .group_members(g["id"].as_str().unwrap_or_default())
+            .iter()
+            .filter_map(|id| upn_of.get(id).cloned())
+            .collect();
+        members.sort();
+        picture_groups.insert(name, json!({"members": members}));
+    }
+    json!({"users": picture_users, "groups": picture_groups})
+}

@@ -1,0 +1,676 @@
+//! The two Lambda handlers, called directly with fixture events, on moto (DynamoDB, Secrets
+//! Manager, S3) and the sandbox tenant: scheduled sync end to end, continuation over many
+//! invocations, overlapping and stale runs, every webhook rejection, duplicates, rotation.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a broken expectation should fail loudly"
+)]
+
+use std::time::Duration;
+
+use m365_core::{Checkpoint, Phase, RunStatus, StateError, StateStore};
+use m365_integration_tests::cloud::{
+    CONNECTION, Cloud, WEBHOOK_SECRET, now_ms, scheduler_event, secret_json, tenant_picture,
+};
+use m365_integration_tests::scenario::Scenario;
+use m365_sandbox::{Knobs, SandboxConfig, demo};
+use serde_json::{Value, json};
+
+/// The state key of the examples' rule.
+const KEY: &str = "contoso/staff";
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn example_source() -> (Vec<Value>, Vec<Value>) {
+    let text = std::fs::read_to_string(
+        m365_integration_tests::cloud::repo_root().join("examples/source.json"),
+    )
+    .unwrap();
+    let source: Value = serde_json::from_str(&text).unwrap();
+    (
+        source["users"].as_array().unwrap().clone(),
+        source["groups"].as_array().unwrap().clone(),
+    )
+}
+
+fn upn(alias: &str) -> String {
+    format!("{alias}@{}", demo::VERIFIED_DOMAIN)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduled sync
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives() {
+    let cloud = Cloud::start().await;
+    cloud.put_example_source().await;
+    let answer = cloud
+        .scheduled(scheduler_event(), "req-1", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, "succeeded", "{answer:?}");
+    assert!(!answer.continue_);
+    assert_eq!(answer.hop, 1);
+    assert_eq!(answer.counts.get("created"), Some(&48), "{answer:?}");
+    assert_eq!(answer.counts.get("linked"), Some(&1), "{answer:?}");
+    assert_eq!(answer.counts.get("groups_created"), Some(&2), "{answer:?}");
+
+    // The same source and rule through the local engine (SQLite state, local file): the same
+    // tenant.
+    let example = std::fs::read_to_string(
+        m365_integration_tests::cloud::repo_root().join("examples/m365-provisioner.toml"),
+    )
+    .unwrap();
+    let rule_text = &example[example.find("[rule]").unwrap()..];
+    let local = Scenario::with_rule_text(SandboxConfig::demo(), rule_text).await;
+    let (users, groups) = example_source();
+    local.write_source(&users, &groups);
+    let out = local.sync().await;
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    let expected = tenant_picture(&local.sandbox);
+    assert_eq!(expected["users"].as_object().unwrap().len(), 50);
+    assert_eq!(cloud.tenant_picture(), expected);
+
+    // State in DynamoDB: the run, the checkpoint, the links; a second invocation is a no-op.
+    let state = &cloud.deployment.state;
+    let runs = state.list_runs(KEY, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(
+        state.get_checkpoint(KEY).await.unwrap().unwrap().generation,
+        1
+    );
+    assert_eq!(
+        state
+            .count_links(KEY, m365_core::ObjectKind::User)
+            .await
+            .unwrap(),
+        49
+    );
+    let writes = cloud.tenant_writes();
+    let again = cloud
+        .scheduled(scheduler_event(), "req-2", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(again.status, "succeeded");
+    assert_eq!(again.counts.get("graph_writes"), Some(&0), "{again:?}");
+    assert_eq!(cloud.tenant_writes(), writes);
+}
+
+#[tokio::test]
+async fn a_connection_without_configuration_fails_the_invocation_naming_the_upload_command() {
+    let cloud = Cloud::start().await;
+    let error = cloud
+        .scheduled(json!({"connection": "fabrikam"}), "req-1", HOUR)
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "M365.NotConfigured");
+    let message = error.to_string();
+    assert!(
+        message.contains("fabrikam") && message.contains("cloud config upload"),
+        "{message}"
+    );
+    let error = cloud
+        .scheduled(json!({"tenant": "x"}), "req-2", HOUR)
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "M365.BadEvent");
+    assert_eq!(cloud.tenant_writes(), 0);
+}
+
+/// 2,000 users in 5 groups of 400.
+fn big_source() -> Value {
+    let users: Vec<Value> = (0..2000)
+        .map(|i| {
+            json!({"id": format!("u{i:04}"), "enabled": true, "attributes": {
+                "givenName": format!("G{i}"), "sn": "Load", "displayName": format!("G{i} Load"),
+                "mail": upn(&format!("load{i:04}")), "usageLocation": "US",
+                "department": format!("D{}", i % 7), "title": "Engineer"}})
+        })
+        .collect();
+    let groups: Vec<Value> = (0..5)
+        .map(|g| {
+            let members: Vec<String> = (g * 400..(g + 1) * 400)
+                .map(|i| format!("u{i:04}"))
+                .collect();
+            json!({"id": format!("g{g}"), "name": format!("Load group {g}"), "members": members})
+        })
+        .collect();
+    json!({"users": users, "groups": groups})
+}
+
+#[tokio::test]
+async fn a_tiny_deadline_spreads_a_2000_user_sync_over_many_invocations_with_the_same_end_state() {
+    let source = big_source();
+
+    // Reference: one invocation with time to spare.
+    let reference = Cloud::start().await;
+    reference.put_source(&source).await;
+    let answers = reference.state_machine_execution(HOUR, 1).await;
+    assert_eq!(answers[0].status, "succeeded", "{:?}", answers[0]);
+    let expected = reference.tenant_picture();
+    let seeded = SandboxConfig::demo().seed.users.len();
+    assert_eq!(expected["users"].as_object().unwrap().len(), 2000 + seeded);
+    assert_eq!(
+        expected["groups"]["Load group 3"]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        400
+    );
+
+    // The same with a deadline that lets each invocation do one chunk or a few.
+    let cloud = Cloud::start().await;
+    cloud.put_source(&source).await;
+    let answers = cloud
+        .state_machine_execution(Duration::from_millis(300), 100)
+        .await;
+    let hops = answers.len();
+    assert!(hops >= 5, "many invocations: {hops}");
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.hop as usize, i + 1);
+        if i + 1 < hops {
+            assert_eq!(answer.status, "checkpointed", "{answer:?}");
+            assert!(answer.continue_);
+        }
+    }
+    let last = answers.last().unwrap();
+    assert_eq!(last.status, "succeeded", "{last:?}");
+    assert!(!last.continue_);
+    assert_eq!(cloud.tenant_picture(), expected);
+    // No duplicate: every create went through once.
+    let created: u64 = answers
+        .iter()
+        .map(|a| a.counts.get("created").copied().unwrap_or(0))
+        .sum();
+    assert_eq!(created, 2000);
+    let runs = cloud.deployment.state.list_runs(KEY, 200).await.unwrap();
+    assert_eq!(runs.len(), hops);
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.status == RunStatus::Checkpointed)
+            .count(),
+        hops - 1
+    );
+}
+
+#[tokio::test]
+async fn the_hop_limit_stops_the_loop_and_the_next_execution_carries_on() {
+    let cloud = Cloud::start_with(SandboxConfig::demo(), |s| s.max_hops = 2).await;
+    cloud.put_source(&big_source()).await;
+    let first = cloud
+        .scheduled(scheduler_event(), "a", Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert!(first.continue_ && first.hop == 1, "{first:?}");
+    let second = cloud
+        .scheduled(
+            serde_json::to_value(&first).unwrap(),
+            "b",
+            Duration::from_millis(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.status, "checkpointed");
+    assert_eq!(second.hop, 2);
+    assert!(!second.continue_, "the hop limit ends the execution");
+    // The next schedule tick (a new execution, hop 0) finishes the work.
+    let answers = cloud.state_machine_execution(HOUR, 1).await;
+    assert_eq!(answers[0].status, "succeeded", "{:?}", answers[0]);
+    assert_eq!(
+        cloud.tenant_picture()["users"].as_object().unwrap().len(),
+        2000 + SandboxConfig::demo().seed.users.len()
+    );
+}
+
+#[tokio::test]
+async fn two_invocations_at_once_one_syncs_and_the_other_exits_busy() {
+    let mut config = SandboxConfig::demo();
+    config.knobs.write_latency_ms = 30;
+    let cloud = Cloud::start_with(config, |_| {}).await;
+    cloud.put_example_source().await;
+    let (a, b) = tokio::join!(
+        cloud.scheduled(scheduler_event(), "req-a", HOUR),
+        cloud.scheduled(scheduler_event(), "req-b", HOUR),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = vec![a.status.clone(), b.status.clone()];
+    statuses.sort();
+    assert_eq!(statuses, vec!["busy", "succeeded"], "{a:?} {b:?}");
+    let busy = if a.status == "busy" { &a } else { &b };
+    assert!(!busy.continue_);
+    assert!(busy.counts.is_empty());
+    // One run recorded; the tenant complete, once.
+    let runs = cloud.deployment.state.list_runs(KEY, 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        cloud.tenant_picture()["users"].as_object().unwrap().len(),
+        50
+    );
+}
+
+#[tokio::test]
+async fn a_stale_run_with_an_old_fencing_token_cannot_move_the_checkpoint() {
+    let cloud = Cloud::start().await;
+    cloud.put_example_source().await;
+    cloud
+        .scheduled(scheduler_event(), "req-1", HOUR)
+        .await
+        .unwrap();
+    let state = &cloud.deployment.state;
+    let done = state.get_checkpoint(KEY).await.unwrap().unwrap();
+    assert_eq!(done.generation, 1);
+
+    // A run takes the lease and stalls past its expiry; a newer run takes over.
+    let now = now_ms();
+    let stale = state
+        .acquire_lease(KEY, "stalled run", now, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let newer = state
+        .acquire_lease(KEY, "newer run", now + 5, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(newer.token > stale.token);
+    // The stalled run wakes up and tries to record its (older) progress.
+    let rewind = Checkpoint {
+        generation: 0,
+        phase: Phase::Snapshot { cursor: None },
+        sweep_allowed: false,
+        changes_cursor: None,
+        last_complete_at: None,
+        updated_at: now,
+    };
+    let error = state
+        .put_checkpoint(KEY, &rewind, &stale)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StateError::Fenced { .. }), "{error}");
+    assert_eq!(state.get_checkpoint(KEY).await.unwrap().unwrap(), done);
+
+    // While the newer run holds the lease, a scheduled invocation exits busy.
+    let answer = cloud
+        .scheduled(scheduler_event(), "req-2", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, "busy");
+    state.release_lease(&newer).await.unwrap();
+    let answer = cloud
+        .scheduled(scheduler_event(), "req-3", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, "succeeded");
+    assert_eq!(
+        state.get_checkpoint(KEY).await.unwrap().unwrap().generation,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_client_secret_rotated_in_secrets_manager_is_picked_up_after_one_refused_token() {
+    let mut config = SandboxConfig::demo();
+    // Tokens expire at once, so every invocation asks for one.
+    config.knobs = Knobs {
+        token_lifetime_secs: 1,
+        ..config.knobs
+    };
+    let cloud = Cloud::start_with(config, |_| {}).await;
+    cloud.put_example_source().await;
+    let first = cloud
+        .scheduled(scheduler_event(), "req-1", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(first.status, "succeeded");
+    let store = cloud
+        .deployment
+        .secret_store(m365_integration_tests::cloud::SECRET_ID)
+        .await;
+    assert_eq!(store.fetches(), 1);
+
+    // The administrator rotates: a new client secret in Entra (the old one deleted), and the new
+    // value in Secrets Manager. This warm container still caches the old one.
+    let rotated = "rotated-secret-value~9";
+    assert!(
+        cloud
+            .sandbox
+            .sandbox()
+            .rotate_client_secret(demo::CLIENT_ID, rotated)
+    );
+    cloud
+        .put_secret(&secret_json(rotated, &[WEBHOOK_SECRET]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let refused_before = cloud.sandbox.sandbox().stats().tokens_refused;
+
+    // A source change to apply after the rotation.
+    let (mut users, groups) = example_source();
+    users[1]["attributes"]["title"] = json!("Director");
+    cloud
+        .put_source(&json!({"users": users, "groups": groups}))
+        .await;
+    let second = cloud
+        .scheduled(scheduler_event(), "req-2", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(second.status, "succeeded", "{second:?}");
+    assert_eq!(second.counts.get("updated"), Some(&1), "{second:?}");
+    assert_eq!(store.fetches(), 2, "read again once");
+    assert_eq!(
+        cloud.sandbox.sandbox().stats().tokens_refused - refused_before,
+        1,
+        "one refused token request"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook
+// ---------------------------------------------------------------------------------------------
+
+fn new_user_event(id: &str) -> Value {
+    json!({"type": "user.created", "timestamp": "2026-11-22T10:00:00Z", "data": {"id": id}})
+}
+
+#[tokio::test]
+async fn a_signed_event_provisions_the_named_user_and_a_duplicate_is_applied_once() {
+    let cloud = Cloud::start().await;
+    cloud.put_example_source().await;
+    let (status, answer) = cloud
+        .post_event(
+            "msg_1",
+            &new_user_event("6513270e-269e-0d37-f2a7-4de452e6b438"),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "succeeded", "{answer}");
+    // bjensen exists in the tenant: linked, not duplicated; nobody else is provisioned.
+    assert_eq!(answer["counts"]["linked"], 1, "{answer}");
+    let (other_status, created) = cloud
+        .post_event(
+            "msg_2",
+            &new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450"),
+        )
+        .await;
+    assert_eq!(other_status, 200, "{created}");
+    assert_eq!(created["counts"]["created"], 1, "{created}");
+    assert!(cloud.sandbox.sandbox().users().len() < 10);
+    let (users, groups) = example_source();
+    let title = users[1]["attributes"]["title"].clone();
+    assert_eq!(
+        cloud.tenant_picture()["users"]["abaker@example.com"]["jobTitle"],
+        title
+    );
+
+    // The sender retries msg_2 (new timestamp, new signature) after the source changed: it is
+    // answered 200 and not applied again.
+    let mut users = users;
+    users[1]["attributes"]["title"] = json!("Chief");
+    cloud
+        .put_source(&json!({"users": users, "groups": groups}))
+        .await;
+    let writes = cloud.tenant_writes();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, answer) = cloud
+        .post_event(
+            "msg_2",
+            &new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+    assert_eq!(cloud.tenant_writes(), writes);
+    assert_eq!(
+        cloud.tenant_picture()["users"]["abaker@example.com"]["jobTitle"],
+        title
+    );
+    // A new event for the same user applies the change.
+    let (status, answer) = cloud
+        .post_event(
+            "msg_3",
+            &new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450"),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        cloud.tenant_picture()["users"]["abaker@example.com"]["jobTitle"],
+        "Chief"
+    );
+}
+
+#[tokio::test]
+async fn every_rejection_applies_nothing_and_remembers_nothing() {
+    let cloud = Cloud::start_with(SandboxConfig::demo(), |s| s.max_body_bytes = 4096).await;
+    cloud.put_example_source().await;
+    let path = format!("/events/{CONNECTION}");
+    let body = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450")
+        .to_string()
+        .into_bytes();
+    let now = now_ms() / 1000;
+    let good = Cloud::signed_headers(WEBHOOK_SECRET, "msg_r", now, &body);
+    let without = |name: &str| -> Vec<(&'static str, String)> {
+        good.iter().filter(|(n, _)| *n != name).cloned().collect()
+    };
+    let other_secret = "whsec_QWxsIHRoZSB3b3JsZCdzIGEgc3RhZ2UsIGFuZCBhbGwgdGhlIG1lbg==";
+    let mut cases: Vec<(&str, lambda_http::Request, u16)> = vec![
+        (
+            "missing webhook-signature",
+            Cloud::function_url_request("POST", &path, &without("webhook-signature"), &body),
+            401,
+        ),
+        (
+            "missing webhook-id",
+            Cloud::function_url_request("POST", &path, &without("webhook-id"), &body),
+            401,
+        ),
+        (
+            "missing webhook-timestamp",
+            Cloud::function_url_request("POST", &path, &without("webhook-timestamp"), &body),
+            401,
+        ),
+        (
+            "signed with another secret",
+            Cloud::function_url_request(
+                "POST",
+                &path,
+                &Cloud::signed_headers(other_secret, "msg_r", now, &body),
+                &body,
+            ),
+            401,
+        ),
+        (
+            "body changed after signing",
+            Cloud::function_url_request("POST", &path, &good, &body[..body.len() - 1]),
+            401,
+        ),
+        (
+            "timestamp 301 s old",
+            Cloud::function_url_request(
+                "POST",
+                &path,
+                &Cloud::signed_headers(WEBHOOK_SECRET, "msg_r", now - 301, &body),
+                &body,
+            ),
+            401,
+        ),
+        (
+            "timestamp 301 s ahead",
+            Cloud::function_url_request(
+                "POST",
+                &path,
+                &Cloud::signed_headers(WEBHOOK_SECRET, "msg_r", now + 301, &body),
+                &body,
+            ),
+            401,
+        ),
+    ];
+    for (name, malformed) in [
+        ("not JSON", b"{\"type\": ".to_vec()),
+        (
+            "unknown type",
+            br#"{"type":"user.renamed","data":{"id":"x"}}"#.to_vec(),
+        ),
+        ("no id", br#"{"type":"user.created","data":{}}"#.to_vec()),
+    ] {
+        cases.push((
+            name,
+            Cloud::function_url_request(
+                "POST",
+                &path,
+                &Cloud::signed_headers(WEBHOOK_SECRET, "msg_r", now, &malformed),
+                &malformed,
+            ),
+            400,
+        ));
+    }
+    let big = vec![b' '; 4097];
+    cases.push((
+        "over the size limit",
+        Cloud::function_url_request(
+            "POST",
+            &path,
+            &Cloud::signed_headers(WEBHOOK_SECRET, "msg_r", now, &big),
+            &big,
+        ),
+        413,
+    ));
+    cases.push((
+        "unknown connection",
+        Cloud::function_url_request("POST", "/events/fabrikam", &good, &body),
+        404,
+    ));
+    cases.push((
+        "GET",
+        Cloud::function_url_request("GET", &path, &good, &body),
+        405,
+    ));
+    for (name, request, expected) in &cases {
+        let (status, answer) = cloud.webhook(request).await;
+        assert_eq!(status, *expected, "{name}: {answer}");
+        assert!(answer["error"].is_string(), "{name}: {answer}");
+    }
+    assert_eq!(cloud.tenant_writes(), 0, "nothing applied");
+    assert!(
+        cloud
+            .deployment
+            .state
+            .list_runs(KEY, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The id was never remembered: the genuine delivery is applied.
+    let (status, answer) = cloud
+        .webhook(&Cloud::function_url_request("POST", &path, &good, &body))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["counts"]["created"], 1, "{answer}");
+}
+
+#[tokio::test]
+async fn the_default_size_limit_is_one_mebibyte() {
+    let cloud = Cloud::start().await;
+    assert_eq!(cloud.deployment.settings.max_body_bytes, 1 << 20);
+    let big = vec![b' '; (1 << 20) + 1];
+    let headers = Cloud::signed_headers(WEBHOOK_SECRET, "msg_big", now_ms() / 1000, &big);
+    let (status, _) = cloud
+        .webhook(&Cloud::function_url_request(
+            "POST",
+            &format!("/events/{CONNECTION}"),
+            &headers,
+            &big,
+        ))
+        .await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_during_rotation() {
+    let cloud = Cloud::start().await;
+    cloud.put_example_source().await;
+    let store = cloud
+        .deployment
+        .secret_store(m365_integration_tests::cloud::SECRET_ID)
+        .await;
+    let (status, _) = cloud
+        .post_event(
+            "msg_a",
+            &new_user_event("6513270e-269e-0d37-f2a7-4de452e6b438"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(store.fetches(), 1);
+
+    // The sender moves to a new secret; the secret now holds both.
+    let new_secret = "whsec_bmV3IHNlY3JldCBmb3IgdGhlIHdlYmhvb2sgc2VuZGVyIQ==";
+    cloud
+        .put_secret(&secret_json(
+            demo::CLIENT_SECRET,
+            &[new_secret, WEBHOOK_SECRET],
+        ))
+        .await;
+    let body = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450")
+        .to_string()
+        .into_bytes();
+    let headers = Cloud::signed_headers(new_secret, "msg_b", now_ms() / 1000, &body);
+    let (status, answer) = cloud
+        .webhook(&Cloud::function_url_request(
+            "POST",
+            &format!("/events/{CONNECTION}"),
+            &headers,
+            &body,
+        ))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(store.fetches(), 2, "read again once");
+    // The old secret still verifies during the rotation, without another read.
+    let (status, _) = cloud
+        .post_event(
+            "msg_c",
+            &new_user_event("6513270e-269e-0d37-f2a7-4de452e6b438"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(store.fetches(), 2);
+    // A wrong signature right after does not make another read (at most one a minute).
+    let headers = Cloud::signed_headers(
+        "whsec_QWxsIHRoZSB3b3JsZCdzIGEgc3RhZ2UsIGFuZCBhbGwgdGhlIG1lbg==",
+        "msg_d",
+        now_ms() / 1000,
+        &body,
+    );
+    let (status, _) = cloud
+        .webhook(&Cloud::function_url_request(
+            "POST",
+            &format!("/events/{CONNECTION}"),
+            &headers,
+            &body,
+        ))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(store.fetches(), 2);
+}
+
+#[tokio::test]
+async fn an_event_while_a_sync_holds_the_lease_is_answered_503_and_its_retry_is_applied() {
+    let cloud = Cloud::start().await;
+    cloud.put_example_source().await;
+    let state = &cloud.deployment.state;
+    let lease = state
+        .acquire_lease(KEY, "scheduled-sync req-x", now_ms(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
+    let (status, answer) = cloud.post_event("msg_busy", &event).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(cloud.tenant_writes(), 0);
+    state.release_lease(&lease).await.unwrap();
+    let (status, answer) = cloud.post_event("msg_busy", &event).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "succeeded", "{answer}");
+    assert_eq!(answer["counts"]["created"], 1, "{answer}");
+}
