@@ -32,7 +32,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -43,14 +42,12 @@ use m365_core::UnixMillis;
 use sha2::{Digest as _, Sha256};
 use tracing::instrument;
 
+use crate::batch::{BATCH_ATTEMPTS, BatchWriteFailure, backoff};
+
 type Item = HashMap<String, AttributeValue>;
 
 /// Attempts at an upload that lost to concurrent uploads before giving up.
 pub const UPLOAD_ATTEMPTS: u32 = 5;
-/// Items per `BatchWriteItem` (DynamoDB's maximum).
-const WRITE_BATCH: usize = 25;
-/// Attempts at a batch's unprocessed part before giving up (throttling).
-const BATCH_ATTEMPTS: u32 = 10;
 /// The partition of the index items.
 const INDEX_PK: &str = "CFG";
 /// The largest version a 10-digit sort key holds.
@@ -439,41 +436,20 @@ impl ConfigStore {
         connection: &str,
         requests: Vec<WriteRequest>,
     ) -> ConfigStoreResult<()> {
-        for chunk in requests.chunks(WRITE_BATCH) {
-            let mut pending = chunk.to_vec();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                if attempt >= BATCH_ATTEMPTS {
-                    return Err(ConfigStoreError::Unavailable {
-                        code: None,
-                        message: format!(
-                            "DynamoDB BatchWriteItem on table {} for connection {connection}: {} \
-                             items still unprocessed after {BATCH_ATTEMPTS} attempts (throttled); \
-                             run the command again",
-                            self.table,
-                            pending.len()
-                        ),
-                    });
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                attempt += 1;
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| self.fail("BatchWriteItem", connection, &e))?;
-                pending = out
-                    .unprocessed_items()
-                    .and_then(|m| m.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-            }
-        }
-        Ok(())
+        crate::batch::write_all(&self.client, &self.table, requests)
+            .await
+            .map_err(|failure| match failure {
+                BatchWriteFailure::Sdk(e) => self.fail("BatchWriteItem", connection, &e),
+                BatchWriteFailure::Unprocessed(left) => ConfigStoreError::Unavailable {
+                    code: None,
+                    message: format!(
+                        "DynamoDB BatchWriteItem on table {} for connection {connection}: {left} \
+                         items still unprocessed after {BATCH_ATTEMPTS} attempts (throttled); \
+                         run the command again",
+                        self.table
+                    ),
+                },
+            })
     }
 
     fn fail<E, R>(
@@ -547,10 +523,6 @@ fn version_pk(connection: &str) -> String {
 
 fn version_sk(version: u64) -> String {
     format!("V#{version:010}")
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(25u64.saturating_mul(1 << attempt.min(6)))
 }
 
 fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {

@@ -71,14 +71,12 @@ use m365_core::{
 };
 use tracing::instrument;
 
+use crate::batch::{BATCH_ATTEMPTS, BatchWriteFailure, backoff};
+
 type Item = HashMap<String, AttributeValue>;
 
-/// Items per `BatchWriteItem` (DynamoDB's maximum).
-const WRITE_BATCH: usize = 25;
 /// Keys per `BatchGetItem` (DynamoDB's maximum).
 const GET_BATCH: usize = 100;
-/// Attempts at a batch's unprocessed part before giving up (throttling).
-const BATCH_ATTEMPTS: u32 = 10;
 /// Concurrent single-item updates (`mark_seen`).
 const CONCURRENCY: usize = 16;
 
@@ -360,10 +358,6 @@ fn unique(ids: &[String]) -> Vec<&str> {
         .collect()
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(25u64.saturating_mul(1 << attempt.min(6)))
-}
-
 // --- the store --------------------------------------------------------------------------------
 
 /// What a Query asks; [`DynamoStateStore::query`] pages through it.
@@ -439,41 +433,16 @@ impl DynamoStateStore {
     }
 
     async fn batch_write(&self, requests: Vec<WriteRequest>) -> StateResult<()> {
-        let chunks: Vec<Vec<WriteRequest>> = requests
-            .chunks(WRITE_BATCH)
-            .map(<[WriteRequest]>::to_vec)
-            .collect();
-        for chunk in chunks {
-            let mut pending = chunk;
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                if attempt >= BATCH_ATTEMPTS {
-                    return Err(StateError::Unavailable(format!(
-                        "DynamoDB BatchWriteItem on table {}: {} items still unprocessed after \
-                         {BATCH_ATTEMPTS} attempts (throttled)",
-                        self.table,
-                        pending.len()
-                    )));
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                attempt += 1;
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| self.fail("BatchWriteItem", &e))?;
-                pending = out
-                    .unprocessed_items()
-                    .and_then(|m| m.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-            }
-        }
-        Ok(())
+        crate::batch::write_all(&self.client, &self.table, requests)
+            .await
+            .map_err(|failure| match failure {
+                BatchWriteFailure::Sdk(e) => self.fail("BatchWriteItem", &e),
+                BatchWriteFailure::Unprocessed(left) => StateError::Unavailable(format!(
+                    "DynamoDB BatchWriteItem on table {}: {left} items still unprocessed after \
+                     {BATCH_ATTEMPTS} attempts (throttled)",
+                    self.table
+                )),
+            })
     }
 
     async fn batch_put(&self, items: Vec<Item>) -> StateResult<()> {

@@ -19,6 +19,7 @@
 //! tests, from a static provider put into the SDK config), and no error message carries them.
 
 pub mod any_loader;
+mod batch;
 pub mod config;
 pub mod config_store;
 pub mod dynamodb;
