@@ -299,26 +299,13 @@ impl Engine<'_> {
                         .await?;
                     let Some(last) = page.last() else { break };
                     after = Some(last.source_id.clone());
-                    for link in page {
-                        let name_key = if kind == ObjectKind::User {
-                            "userPrincipalName"
-                        } else {
-                            "displayName"
-                        };
-                        steps.push(crate::plan::Step::Deprovision {
-                            kind,
-                            name: link
-                                .applied
-                                .get(name_key)
-                                .and_then(serde_json::Value::as_str)
-                                .unwrap_or(&link.object_id)
-                                .to_owned(),
-                            source_id: link.source_id,
-                            object_id: link.object_id,
+                    steps.extend(page.iter().map(|link| {
+                        crate::planner::deprovision_step(
+                            link,
                             action,
-                            reason: crate::plan::DeprovisionReason::RuleDeleted,
-                        });
-                    }
+                            crate::plan::DeprovisionReason::RuleDeleted,
+                        )
+                    }));
                 }
             }
         }

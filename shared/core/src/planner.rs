@@ -1040,23 +1040,12 @@ impl Planner<'_> {
             if !superseded && action == RemoveAction::Disable && !link.enabled {
                 continue;
             }
-            out.push(Step::Deprovision {
-                kind: ObjectKind::User,
-                name: link
-                    .applied
-                    .get("userPrincipalName")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&link.object_id)
-                    .to_owned(),
-                source_id: link.source_id,
-                object_id: link.object_id,
-                action,
-                reason: if superseded {
-                    DeprovisionReason::Superseded
-                } else {
-                    DeprovisionReason::LeftScope
-                },
-            });
+            let reason = if superseded {
+                DeprovisionReason::Superseded
+            } else {
+                DeprovisionReason::LeftScope
+            };
+            out.push(deprovision_step(&link, action, reason));
         }
         let settings = &self.rule.groups;
         if !settings.enabled {
@@ -1079,19 +1068,11 @@ impl Planner<'_> {
             .await?;
         links.sort_by(|a, b| a.source_id.cmp(&b.source_id));
         for link in links {
-            out.push(Step::Deprovision {
-                kind: ObjectKind::Group,
-                name: link
-                    .applied
-                    .get("displayName")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&link.object_id)
-                    .to_owned(),
-                source_id: link.source_id,
-                object_id: link.object_id,
-                action: settings.remove_action,
-                reason: DeprovisionReason::LeftScope,
-            });
+            out.push(deprovision_step(
+                &link,
+                settings.remove_action,
+                DeprovisionReason::LeftScope,
+            ));
         }
         Ok(())
     }
@@ -1132,23 +1113,12 @@ impl Planner<'_> {
                 if !superseded && action == RemoveAction::Disable && !link.enabled {
                     continue;
                 }
-                out.push(Step::Deprovision {
-                    kind: ObjectKind::User,
-                    source_id: link.source_id.clone(),
-                    name: link
-                        .applied
-                        .get("userPrincipalName")
-                        .and_then(Value::as_str)
-                        .unwrap_or(&link.object_id)
-                        .to_owned(),
-                    object_id: link.object_id.clone(),
-                    action,
-                    reason: if superseded {
-                        DeprovisionReason::Superseded
-                    } else {
-                        DeprovisionReason::LeftScope
-                    },
-                });
+                let reason = if superseded {
+                    DeprovisionReason::Superseded
+                } else {
+                    DeprovisionReason::LeftScope
+                };
+                out.push(deprovision_step(link, action, reason));
             }
         }
         if !self.rule.groups.enabled {
@@ -1171,22 +1141,35 @@ impl Planner<'_> {
             for link in page.iter().filter(|l| {
                 !wanted.contains(l.source_id.as_str()) && !protected_groups.contains(&l.source_id)
             }) {
-                out.push(Step::Deprovision {
-                    kind: ObjectKind::Group,
-                    source_id: link.source_id.clone(),
-                    name: link
-                        .applied
-                        .get("displayName")
-                        .and_then(Value::as_str)
-                        .unwrap_or(&link.object_id)
-                        .to_owned(),
-                    object_id: link.object_id.clone(),
-                    action: settings.remove_action,
-                    reason: DeprovisionReason::LeftScope,
-                });
+                out.push(deprovision_step(
+                    link,
+                    settings.remove_action,
+                    DeprovisionReason::LeftScope,
+                ));
             }
         }
         Ok(())
+    }
+}
+
+/// The step deprovisioning a linked object, named by its last applied UPN or displayName.
+pub fn deprovision_step(link: &Link, action: RemoveAction, reason: DeprovisionReason) -> Step {
+    let name_key = match link.kind {
+        ObjectKind::User => "userPrincipalName",
+        ObjectKind::Group => "displayName",
+    };
+    Step::Deprovision {
+        kind: link.kind,
+        source_id: link.source_id.clone(),
+        name: link
+            .applied
+            .get(name_key)
+            .and_then(Value::as_str)
+            .unwrap_or(&link.object_id)
+            .to_owned(),
+        object_id: link.object_id.clone(),
+        action,
+        reason,
     }
 }
 
