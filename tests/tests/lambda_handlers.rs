@@ -230,13 +230,32 @@ async fn the_hop_limit_stops_the_loop_and_the_next_execution_carries_on() {
 #[tokio::test]
 async fn two_invocations_at_once_one_syncs_and_the_other_exits_busy() {
     let mut config = SandboxConfig::demo();
-    config.knobs.write_latency_ms = 30;
+    config.knobs.write_latency_ms = 100;
     let cloud = Cloud::start_with(config, |_| {}).await;
     cloud.put_example_source().await;
-    let (a, b) = tokio::join!(
-        cloud.scheduled(scheduler_event(), "req-a", HOUR),
-        cloud.scheduled(scheduler_event(), "req-b", HOUR),
-    );
+    // The second invocation starts while the first holds the lease (its run record exists).
+    // Started at the very same instant, both conditional lease writes would race inside moto,
+    // which, unlike DynamoDB, does not make a conditional update atomic under concurrency.
+    let first_holds_the_lease = async {
+        for _ in 0..3000 {
+            if !cloud
+                .deployment
+                .state
+                .list_runs(KEY, 1)
+                .await
+                .unwrap()
+                .is_empty()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the first invocation never took the lease");
+    };
+    let (a, b) = tokio::join!(cloud.scheduled(scheduler_event(), "req-a", HOUR), async {
+        first_holds_the_lease.await;
+        cloud.scheduled(scheduler_event(), "req-b", HOUR).await
+    },);
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut statuses = vec![a.status.clone(), b.status.clone()];
     statuses.sort();
