@@ -42,7 +42,7 @@ use m365_core::UnixMillis;
 use sha2::{Digest as _, Sha256};
 use tracing::instrument;
 
-use crate::batch::{BATCH_ATTEMPTS, BatchWriteFailure, backoff};
+use crate::batch::{BATCH_ATTEMPTS, BatchWriteFailure, backoff, error_code, n, s};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -525,23 +525,11 @@ fn version_sk(version: u64) -> String {
     format!("V#{version:010}")
 }
 
-fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
-    err.as_service_error().and_then(ProvideErrorMetadata::code)
-}
-
 fn build_error(operation: &str, err: &aws_sdk_dynamodb::error::BuildError) -> ConfigStoreError {
     ConfigStoreError::Unavailable {
         code: None,
         message: format!("DynamoDB {operation}: invalid request: {err}"),
     }
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: impl std::fmt::Display) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn get_s<'a>(item: &'a Item, name: &str, what: &str) -> ConfigStoreResult<&'a str> {

@@ -71,7 +71,7 @@ use m365_core::{
 };
 use tracing::instrument;
 
-use crate::batch::{BATCH_ATTEMPTS, BatchWriteFailure, backoff};
+use crate::batch::{BATCH_ATTEMPTS, BatchWriteFailure, backoff, error_code, n, s};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -178,24 +178,12 @@ fn build_error(operation: &str, err: &aws_sdk_dynamodb::error::BuildError) -> St
     StateError::Unavailable(format!("DynamoDB {operation}: invalid request: {err}"))
 }
 
-fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
-    err.as_service_error().and_then(ProvideErrorMetadata::code)
-}
-
 /// A failed condition (or, for a transaction, a cancelled one: the caller reads back why).
 fn is_condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     matches!(
         error_code(err),
         Some("ConditionalCheckFailedException" | "TransactionCanceledException")
     )
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: impl std::fmt::Display) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn pk(connection: &str) -> String {
