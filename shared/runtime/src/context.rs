@@ -231,6 +231,18 @@ impl Deployment {
     /// refuses the credentials, they are read again from Secrets Manager and tried once more.
     pub async fn connection(&self, name: &str) -> Result<Connection, SetupError> {
         let (config, version, secret_store) = self.configuration(name).await?;
+        self.connection_from(name, config, version, secret_store)
+            .await
+    }
+
+    /// [`Self::connection`] with the configuration already read (by [`Self::configuration`]).
+    pub async fn connection_from(
+        &self,
+        name: &str,
+        config: Config,
+        version: u64,
+        secret_store: Arc<SecretsManagerSecretStore>,
+    ) -> Result<Connection, SetupError> {
         let source = self.source(&config)?;
         let mut attempt = 0;
         let (secrets, directory, domains) = loop {

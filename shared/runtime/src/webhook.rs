@@ -106,7 +106,7 @@ pub async fn handle(deployment: &Deployment, request: Request) -> Response<Body>
         );
     }
 
-    let (_, _, secret_store) = match deployment.configuration(&name).await {
+    let (config, version, secret_store) = match deployment.configuration(&name).await {
         Ok(found) => found,
         Err(SetupError::NotConfigured(_)) => {
             return reject(
@@ -126,9 +126,11 @@ pub async fn handle(deployment: &Deployment, request: Request) -> Response<Body>
         Err(error) => return reject(StatusCode::BAD_REQUEST, error.to_string()),
     };
 
-    // The connection's state key needs its rule name: read the configuration once more through
-    // the full build (which also reaches the tenant), after the cheap checks above.
-    let connection = match deployment.connection(&name).await {
+    // Reaches the tenant: only after the cheap checks above.
+    let connection = match deployment
+        .connection_from(&name, config, version, secret_store)
+        .await
+    {
         Ok(connection) => connection,
         Err(error) => return setup_failure(&name, &error),
     };
