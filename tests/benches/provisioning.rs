@@ -442,7 +442,7 @@ impl World {
         let clock = SystemClock;
         engine(&self.rule, &source, &self.directory, &self.state, &clock)
             .sync(SyncOptions {
-                owner: "bench".to_owned(),
+                holder: m365_core::conformance::holder("bench"),
                 ..SyncOptions::default()
             })
             .await
@@ -864,6 +864,7 @@ async fn link_everything(
     shape: Shape,
 ) -> usize {
     let now = 1_700_000_000_000;
+    let lease = m365_core::conformance::writer(state, CONNECTION).await;
     let link = |kind, source_id: String, object_id: String| Link {
         kind,
         source_id,
@@ -901,7 +902,10 @@ async fn link_everything(
             links.push(l);
         }
         linked += links.len();
-        state.put_links(CONNECTION, &links).await.expect("links");
+        state
+            .put_links(CONNECTION, &links, &lease)
+            .await
+            .expect("links");
         match page.next {
             Some(next) => cursor = Some(next),
             None => break,
@@ -934,7 +938,10 @@ async fn link_everything(
             l
         })
         .collect();
-    state.put_links(CONNECTION, &groups).await.expect("links");
+    state
+        .put_links(CONNECTION, &groups, &lease)
+        .await
+        .expect("links");
     linked
 }
 
@@ -1133,7 +1140,7 @@ fn child_run(dir: &Path, concurrency: usize, pacing: PacingConfig) {
         let t0 = Instant::now();
         let outcome = engine(&rule, &source, &directory, &state, &clock)
             .sync(SyncOptions {
-                owner: "bench-child".to_owned(),
+                holder: m365_core::conformance::holder("bench-child"),
                 ..SyncOptions::default()
             })
             .await

@@ -1,6 +1,7 @@
 //! moto, the local AWS emulator, as a child process for the AWS adapter tests.
 //!
-//! [`Moto::start`] finds `moto_server` — `$MOTO_SERVER`, else `.venv/bin/moto_server` at the
+//! [`Moto::start`] finds `moto_server` — `$MOTO_SERVER`, else `.venv/bin/moto_server_tests` (the
+//! launcher `tests/run` writes for tests/moto/server.py), else `.venv/bin/moto_server` at the
 //! repository root (where `tests/run` installs it), else `PATH` — starts it on a free port of
 //! 127.0.0.1 and waits until it accepts connections. Each test gets its own server (about 1.5 s
 //! to start), killed when the [`Moto`] is dropped. SDK configs for it carry static test
@@ -65,6 +66,11 @@ pub fn find_moto_server() -> Result<PathBuf, String> {
                 explicit.display()
             ))
         };
+    }
+    // The test command's launcher (tests/moto/server.py), then plain moto.
+    let launcher = repo_root().join(".venv/bin/moto_server_tests");
+    if launcher.is_file() {
+        return Ok(launcher);
     }
     if venv.is_file() {
         return Ok(venv);

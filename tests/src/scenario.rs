@@ -237,11 +237,26 @@ impl Scenario {
     ) -> Result<SyncOutcome, RunError> {
         self.with_engine(async |e| {
             e.sync(SyncOptions {
-                owner: "scenario".to_owned(),
+                holder: m365_core::conformance::holder("scenario"),
                 override_breaker,
                 deadline,
-                progress: None,
-                focus: None,
+                ..SyncOptions::default()
+            })
+            .await
+        })
+        .await
+    }
+
+    /// A sync that calls `progress` after every chunk (steps done, steps in all).
+    pub async fn sync_with_progress(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<SyncOutcome, RunError> {
+        self.with_engine(async |e| {
+            e.sync(SyncOptions {
+                holder: m365_core::conformance::holder("scenario"),
+                progress: Some(progress),
+                ..SyncOptions::default()
             })
             .await
         })
@@ -256,7 +271,7 @@ impl Scenario {
         };
         self.with_engine(async |e| {
             e.sync(SyncOptions {
-                owner: "scenario-webhook".to_owned(),
+                holder: m365_core::conformance::holder("scenario-webhook"),
                 focus: Some(&focus),
                 ..SyncOptions::default()
             })
@@ -267,9 +282,12 @@ impl Scenario {
     }
 
     pub async fn delete_rule(&self, deprovision: bool) {
-        self.with_engine(async |e| e.delete_rule(deprovision, "scenario").await)
-            .await
-            .expect("rule deletion runs");
+        self.with_engine(async |e| {
+            e.delete_rule(deprovision, &m365_core::conformance::holder("scenario"))
+                .await
+        })
+        .await
+        .expect("rule deletion runs");
     }
 
     // --- tenant ---

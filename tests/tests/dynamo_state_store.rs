@@ -37,16 +37,9 @@ async fn two_stores_share_the_lease() {
     let second = DynamoStateStore::new(dynamodb_client(&moto.sdk_config().await), TABLE);
     let c = "shared-lease";
 
-    let held = first
-        .acquire_lease(c, "run-1", 1_000, 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let held = m365_core::conformance::acquire(&first, c, "run-1", 1_000, 60_000).await;
     assert_eq!(
-        second
-            .acquire_lease(c, "run-2", 2_000, 60_000)
-            .await
-            .unwrap(),
+        m365_core::conformance::try_acquire(&second, c, "run-2", 2_000, 60_000).await,
         None,
         "the second store sees the first one's lease"
     );
@@ -65,11 +58,7 @@ async fn two_stores_share_the_lease() {
     );
 
     // After expiry the second takes over, and the first is fenced.
-    let taken = second
-        .acquire_lease(c, "run-2", 61_000, 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let taken = m365_core::conformance::acquire(&second, c, "run-2", 61_000, 60_000).await;
     assert!(taken.token > held.token);
     let result = first.put_checkpoint(c, &checkpoint, &held).await;
     assert!(

@@ -286,16 +286,8 @@ async fn a_stale_run_with_an_old_fencing_token_cannot_move_the_checkpoint() {
 
     // A run takes the lease and stalls past its expiry; a newer run takes over.
     let now = now_ms();
-    let stale = state
-        .acquire_lease(KEY, "stalled run", now, 1)
-        .await
-        .unwrap()
-        .unwrap();
-    let newer = state
-        .acquire_lease(KEY, "newer run", now + 5, 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let stale = m365_core::conformance::acquire(state, KEY, "stalled run", now, 1).await;
+    let newer = m365_core::conformance::acquire(state, KEY, "newer run", now + 5, 60_000).await;
     assert!(newer.token > stale.token);
     // The stalled run wakes up and tries to record its (older) progress.
     let rewind = Checkpoint {
@@ -679,11 +671,8 @@ async fn an_event_while_a_sync_holds_the_lease_is_answered_503_and_its_retry_is_
     let cloud = Cloud::start().await;
     cloud.put_example_source().await;
     let state = &cloud.deployment.state;
-    let lease = state
-        .acquire_lease(KEY, "scheduled-sync req-x", now_ms(), 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease =
+        m365_core::conformance::acquire(state, KEY, "scheduled-sync req-x", now_ms(), 60_000).await;
     let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
     let (status, answer) = cloud.post_event("msg_busy", &event).await;
     assert_eq!(status, 503, "{answer}");

@@ -1237,7 +1237,11 @@ async fn per_object_failure_is_recorded_with_backoff_and_retried_after_its_retry
     assert!(freed[0].is_ok(), "{freed:?}");
     let mut due = error.clone();
     due.next_retry_at = now_ms(&s) - 1;
-    s.state.put_error(&s.connection, &due).await.unwrap();
+    let lease = m365_core::conformance::writer(&s.state, &s.connection).await;
+    s.state
+        .put_error(&s.connection, &due, &lease)
+        .await
+        .unwrap();
     let out = s.sync().await;
     assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
     assert_eq!(
@@ -1402,12 +1406,18 @@ async fn links_lost_after_a_crash_are_relinked_by_upn_without_duplicates() {
 
     // Tenant writes happened, their records did not.
     let user_ids: Vec<String> = (0..24).map(|i| format!("r-{i:02}")).collect();
+    let lease = m365_core::conformance::writer(&s.state, &s.connection).await;
     s.state
-        .delete_links(&s.connection, ObjectKind::User, &user_ids)
+        .delete_links(&s.connection, ObjectKind::User, &user_ids, &lease)
         .await
         .unwrap();
     s.state
-        .delete_links(&s.connection, ObjectKind::Group, &["grp-all".to_owned()])
+        .delete_links(
+            &s.connection,
+            ObjectKind::Group,
+            &["grp-all".to_owned()],
+            &lease,
+        )
         .await
         .unwrap();
 
@@ -1568,7 +1578,7 @@ async fn two_syncs_at_once_one_runs_and_the_other_is_busy() {
     };
     assert_eq!(ok.run.status, RunStatus::Succeeded);
     assert!(
-        matches!(&busy, RunError::Busy { connection, .. } if connection == &s.connection),
+        matches!(&busy, RunError::Busy { lease } if lease.connection == s.connection && lease.holder.owner == "scenario"),
         "{busy:?}"
     );
     for i in 0..10 {

@@ -157,7 +157,7 @@ async fn sync_recorded(s: &Scenario) -> (SyncOutcome, Vec<DirectoryOp>) {
     };
     let outcome = engine
         .sync(SyncOptions {
-            owner: "scenario".to_owned(),
+            holder: m365_core::conformance::holder("scenario"),
             ..SyncOptions::default()
         })
         .await

@@ -82,15 +82,52 @@ fn adapter_settings<T: serde::de::DeserializeOwned>(
         .map_err(|e| SetupError::config(format!("[{section}]: {e}")))
 }
 
+/// The folder relative paths of the configuration file are resolved against.
+pub fn config_base(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// The connection's state store, as `[state]` configures it.
+pub fn open_state(config: &Config, base: &Path) -> Result<SqliteStateStore, SetupError> {
+    match config.state.kind.as_str() {
+        "sqlite" => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct SqliteSettings {
+                path: Option<String>,
+            }
+            let settings: SqliteSettings = adapter_settings("state", &config.state.settings)?;
+            let path = settings.path.map_or_else(
+                || {
+                    base.join(".state")
+                        .join(format!("{}.sqlite", config.connection.name))
+                },
+                |p| PathBuf::from(relative_to(base, &p)),
+            );
+            SqliteStateStore::open(&path).map_err(|e| {
+                SetupError::config(format!("[state] cannot open {}: {e}", path.display()))
+            })
+        }
+        other => Err(SetupError::config(format!(
+            "[state] type = {other:?} is not available here: use \"sqlite\""
+        ))),
+    }
+}
+
+/// The state key of a configuration's rule: `<connection>/<rule>`.
+pub fn state_key(config: &Config) -> String {
+    format!("{}/{}", config.connection.name, config.rule.name)
+}
+
 impl App {
     /// Builds every port. Reaches the tenant once (its domains, for UPN validation).
     pub async fn build(config_path: &Path) -> Result<App, SetupError> {
         let config = load_config(config_path)?;
-        let base = config_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let base = config_base(config_path);
 
         // Source.
         let source: Box<dyn Source> = match config.source.kind.as_str() {
@@ -118,32 +155,7 @@ impl App {
             }
         };
 
-        // State.
-        let state = match config.state.kind.as_str() {
-            "sqlite" => {
-                #[derive(serde::Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct SqliteSettings {
-                    path: Option<String>,
-                }
-                let settings: SqliteSettings = adapter_settings("state", &config.state.settings)?;
-                let path = settings.path.map_or_else(
-                    || {
-                        base.join(".state")
-                            .join(format!("{}.sqlite", config.connection.name))
-                    },
-                    |p| PathBuf::from(relative_to(&base, &p)),
-                );
-                SqliteStateStore::open(&path).map_err(|e| {
-                    SetupError::config(format!("[state] cannot open {}: {e}", path.display()))
-                })?
-            }
-            other => {
-                return Err(SetupError::config(format!(
-                    "[state] type = {other:?} is not available here: use \"sqlite\""
-                )));
-            }
-        };
+        let state = open_state(&config, &base)?;
 
         // Secrets and the tenant.
         let mut sandbox = None;
@@ -213,7 +225,7 @@ impl App {
         let rule = compile_rule(&config.rule, &domains, &secrets)
             .map_err(|e| SetupError::config(format!("[rule]: {e}")))?;
         Ok(App {
-            connection: format!("{}/{}", config.connection.name, config.rule.name),
+            connection: state_key(&config),
             config,
             source,
             state,

@@ -223,7 +223,10 @@ async fn delete(
     let deprovision = deprovision || built.rule.preferences.deprovision_on_rule_deletion;
     let (plan, report) = built
         .engine(&deployment)
-        .delete_rule(deprovision, &format!("cloud delete by {}", uploader()))
+        .delete_rule(
+            deprovision,
+            &crate::commands::common::holder(&format!("cloud delete by {}", uploader())),
+        )
         .await
         .map_err(|e| (Code::Failure, e.to_string()))?;
     let mut out = std::io::stdout().lock();

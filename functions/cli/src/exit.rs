@@ -17,6 +17,9 @@ pub enum Code {
     BreakerTripped = 4,
     /// The tenant could not be reached or refused the credentials.
     Connection = 5,
+    /// Another run holds the connection's lease; nothing was done. The message names it and
+    /// when its lease ends; try again then, or `unlock` if that run is gone for good.
+    Busy = 6,
 }
 
 impl From<Code> for ExitCode {

@@ -13,8 +13,9 @@ mod exit;
 /// Provision users, groups, memberships, licenses and managers from an identity source into
 /// Microsoft 365 (Entra ID) through Microsoft Graph.
 ///
-/// Exit codes: 0 success · 2 configuration or usage error · 3 finished with per-object failures ·
-/// 4 deletion circuit breaker tripped · 5 connection or authentication failure.
+/// Exit codes: 0 success · 1 unexpected failure · 2 configuration or usage error · 3 finished
+/// with per-object failures · 4 deletion circuit breaker tripped · 5 connection or authentication
+/// failure · 6 another run holds the connection.
 #[derive(Debug, Parser)]
 #[command(name = "m365-provisioner", version, about, long_about)]
 struct Cli {
@@ -43,6 +44,9 @@ enum Command {
     Status(commands::status::Args),
     /// Manage rules: `rule delete [--deprovision]`.
     Rule(commands::rule::Args),
+    /// Free a connection whose run lease is held by a run that is gone for good, naming who
+    /// held it since when (asks for confirmation; `--yes` skips it).
+    Unlock(commands::unlock::Args),
     /// The deployed product (AWS Lambda): upload and inspect the connection configs its
     /// functions read from the deployment's DynamoDB table (`cloud config upload|list|show|history`).
     Cloud(cloud::Args),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => commands::sync::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Rule(args) => commands::rule::run(args).await,
+            Command::Unlock(args) => commands::unlock::run(args).await,
             Command::Cloud(args) => cloud::run(args).await,
         }
     });

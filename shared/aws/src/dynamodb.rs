@@ -16,7 +16,8 @@
 //! | run             | `R#<run id>`                           | `body` (JSON), `started_at` (N): the run by id, for upserts                                                                                                   |
 //! | run (by start)  | `RS#<started_at, 20 digits>#<run id>`  | `body` (JSON): the same run in start order, for `list_runs`                                                                                                   |
 //! | webhook event   | `EV#<event_id>`                        | `expires_at` (N, ms), `ttl` (N, epoch **seconds**, rounded up: DynamoDB's TTL)                                                                                |
-//! | lease           | `LEASE`                                | `owner`, `token` (N), `expires_at` (N, ms)                                                                                                                    |
+//! | link by object  | `O#<kind>#<object_id>`                 | `source_id`: the link holding the tenant object (`find_link_by_object`; verified against the link on read)                                                     |
+//! | lease           | `LEASE`                                | `owner`, `host`, `pid` (N) (NULL in Lambda), `token` (N), `acquired_at` (N, ms), `expires_at` (N, ms)                                                          |
 //! | config version  | `V#<version, 10 digits>`, under `pk = "CFG#<connection>"` | `text` (the TOML), `sha256` (hex), `uploaded_at` (N, ms), `uploaded_by`, `version` (N)                                                     |
 //! | config index    | `<connection>`, under `pk = "CFG"`     | `version` (N, the newest), `sha256`, `uploaded_at` (N, ms), `uploaded_by`                                                                                     |
 //!
@@ -31,16 +32,19 @@
 //!   `expires_at` to `i64::MIN` (conditioned on owner and token) and keeps the item, so the counter
 //!   survives releases and [`clear_connection`](m365_core::StateStore::clear_connection), which
 //!   never deletes the `LEASE` item.
-//! - **Checkpoint**: a `TransactWriteItems` of a `ConditionCheck` on the lease (`token =
-//!   :presented`) and the `Put` of the checkpoint; a cancelled transaction reads the lease back to
-//!   report [`StateError::Fenced`].
+//! - **Fencing**: every write of a run (links, link-by-object items, errors, runs, checkpoint,
+//!   clear) is a `TransactWriteItems` whose first action is a `ConditionCheck` on the lease
+//!   (`token = :presented`), with up to 99 writes and at most about 3.5 MB beside it (DynamoDB's
+//!   limits are 100 actions and 4 MB:
+//!   <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>).
+//!   A cancelled transaction reads the lease back to report [`StateError::Fenced`]. Each
+//!   transaction is atomic; a call spanning several is idempotent, not atomic.
 //! - **Events**: a conditional `Put` (`attribute_not_exists(sk) OR expires_at <= :now`); a failed
 //!   condition is a duplicate and leaves the stored expiry alone. TTL deletes lazily, so expiry is
 //!   always checked in the condition, never left to TTL.
 //! - **Runs**: `put_run` reads the run by id and writes both items (deleting the old by-start item
 //!   when `started_at` moved) in one transaction.
-//! - Reads are strongly consistent. `put_links` / `delete_links` use `BatchWriteItem` (25 per
-//!   request, unprocessed items retried): idempotent, but not atomic across chunks.
+//! - Reads are strongly consistent.
 //! - `list_errors` reads every error of the connection and sorts them (errors are few: one per
 //!   failing object).
 //!
@@ -60,25 +64,26 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
-    KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ReturnValue,
-    ScalarAttributeType, Select, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement,
+    KeyType, KeysAndAttributes, Put, ReturnValue, ScalarAttributeType, Select,
+    TimeToLiveSpecification, TransactWriteItem,
 };
-use futures::{StreamExt as _, TryStreamExt as _};
 use m365_core::{
-    Checkpoint, Lease, Link, LinkOrigin, ObjectError, ObjectKind, RunRecord, StateError,
-    StateResult, StateStore, UnixMillis,
+    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, ObjectKind,
+    RunRecord, StateError, StateResult, StateStore, UnixMillis,
 };
 use tracing::instrument;
 
-use crate::batch::{BATCH_ATTEMPTS, BatchWriteFailure, backoff, error_code, n, s};
+use crate::batch::{BATCH_ATTEMPTS, backoff, error_code, n, s};
 
 type Item = HashMap<String, AttributeValue>;
 
 /// Keys per `BatchGetItem` (DynamoDB's maximum).
 const GET_BATCH: usize = 100;
-/// Concurrent single-item updates (`mark_seen`).
-const CONCURRENCY: usize = 16;
+/// Writes per fenced transaction beside the lease check (DynamoDB allows 100 actions).
+const TRANSACT_WRITES: usize = 99;
+/// Estimated bytes per fenced transaction (DynamoDB allows 4 MB).
+const TRANSACT_BYTES: usize = 3_500_000;
 
 const LEASE_SK: &str = "LEASE";
 const CHECKPOINT_SK: &str = "CP";
@@ -211,6 +216,10 @@ fn run_sk(id: &str) -> String {
 
 fn run_start_sk(started_at: UnixMillis, id: &str) -> String {
     format!("RS#{:020}#{id}", started_at.cast_unsigned() ^ (1 << 63))
+}
+
+fn object_sk(kind: ObjectKind, object_id: &str) -> String {
+    format!("O#{kind}#{object_id}")
 }
 
 fn event_sk(event_id: &str) -> String {
@@ -346,6 +355,69 @@ fn unique(ids: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// An estimate of an item's stored size (names and values), for the transaction size limit.
+fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(v) | AttributeValue::N(v) => v.len(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
+/// A write of a fenced transaction, with its estimated size.
+type Action = (TransactWriteItem, usize);
+
+fn put_action(table: &str, item: Item) -> StateResult<Action> {
+    let size = item_size(&item);
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .build()
+        .map_err(|e| build_error("TransactWriteItems", &e))?;
+    Ok((TransactWriteItem::builder().put(put).build(), size))
+}
+
+fn delete_action(table: &str, key: Item) -> StateResult<Action> {
+    let size = item_size(&key);
+    let delete = Delete::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .build()
+        .map_err(|e| build_error("TransactWriteItems", &e))?;
+    Ok((TransactWriteItem::builder().delete(delete).build(), size))
+}
+
+fn lease_from(connection: &str, item: &Item) -> StateResult<Lease> {
+    let what = format!("lease of {connection:?}");
+    let optional = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        Some(AttributeValue::N(v)) => Some(v.clone()),
+        _ => None,
+    };
+    Ok(Lease {
+        connection: connection.to_owned(),
+        holder: LeaseHolder {
+            owner: get_s(item, "owner", &what)?.to_owned(),
+            host: optional("host"),
+            pid: optional("pid").and_then(|pid| pid.parse().ok()),
+        },
+        token: get_n(item, "token", &what)?,
+        acquired_at: match item.get("acquired_at") {
+            Some(_) => get_n(item, "acquired_at", &what)?,
+            None => 0,
+        },
+        expires_at: get_n(item, "expires_at", &what)?,
+    })
+}
+
+fn optional_s(value: Option<impl Into<String>>) -> AttributeValue {
+    value.map_or(AttributeValue::Null(true), |v| s(v))
+}
+
 // --- the store --------------------------------------------------------------------------------
 
 /// What a Query asks; [`DynamoStateStore::query`] pages through it.
@@ -420,47 +492,68 @@ impl DynamoStateStore {
         }
     }
 
-    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StateResult<()> {
-        crate::batch::write_all(&self.client, &self.table, requests)
-            .await
-            .map_err(|failure| match failure {
-                BatchWriteFailure::Sdk(e) => self.fail("BatchWriteItem", &e),
-                BatchWriteFailure::Unprocessed(left) => StateError::Unavailable(format!(
-                    "DynamoDB BatchWriteItem on table {}: {left} items still unprocessed after \
-                     {BATCH_ATTEMPTS} attempts (throttled)",
-                    self.table
-                )),
-            })
+    /// Writes `actions` in transactions fenced by `lease` (module docs, "Fencing").
+    async fn write_fenced(
+        &self,
+        connection: &str,
+        lease: &Lease,
+        what: &str,
+        actions: Vec<Action>,
+    ) -> StateResult<()> {
+        if lease.connection != connection {
+            return Err(self.fenced(connection, lease.token, false).await);
+        }
+        let mut chunk = Vec::new();
+        let mut size = 0;
+        for (action, bytes) in actions {
+            if !chunk.is_empty()
+                && (chunk.len() >= TRANSACT_WRITES || size + bytes > TRANSACT_BYTES)
+            {
+                self.transact_fenced(connection, lease, what, std::mem::take(&mut chunk))
+                    .await?;
+                size = 0;
+            }
+            size += bytes;
+            chunk.push(action);
+        }
+        if !chunk.is_empty() {
+            self.transact_fenced(connection, lease, what, chunk).await?;
+        }
+        Ok(())
     }
 
-    async fn batch_put(&self, items: Vec<Item>) -> StateResult<()> {
-        let requests = items
-            .into_iter()
-            .map(|item| {
-                PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map(|put| WriteRequest::builder().put_request(put).build())
-                    .map_err(|e| build_error("BatchWriteItem", &e))
-            })
-            .collect::<StateResult<Vec<_>>>()?;
-        self.batch_write(requests).await
-    }
-
-    async fn batch_delete(&self, keys: Vec<Item>) -> StateResult<()> {
-        let mut seen = HashSet::new();
-        let requests = keys
-            .into_iter()
-            .filter(|k| seen.insert(k.get("sk").and_then(|v| v.as_s().ok()).cloned()))
-            .map(|k| {
-                DeleteRequest::builder()
-                    .set_key(Some(k))
-                    .build()
-                    .map(|del| WriteRequest::builder().delete_request(del).build())
-                    .map_err(|e| build_error("BatchWriteItem", &e))
-            })
-            .collect::<StateResult<Vec<_>>>()?;
-        self.batch_write(requests).await
+    /// One transaction: the lease check, then `writes`.
+    async fn transact_fenced(
+        &self,
+        connection: &str,
+        lease: &Lease,
+        what: &str,
+        writes: Vec<TransactWriteItem>,
+    ) -> StateResult<()> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(connection, LEASE_SK)))
+            .condition_expression("#t = :t")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":t", n(lease.token))
+            .build()
+            .map_err(|e| build_error("TransactWriteItems", &e))?;
+        let mut items = Vec::with_capacity(writes.len() + 1);
+        items.push(TransactWriteItem::builder().condition_check(check).build());
+        items.extend(writes);
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => {
+                Err(self.fenced(connection, lease.token, true).await)
+            }
+            Err(e) => Err(self.fail(&format!("TransactWriteItems ({what})"), &e)),
+        }
     }
 
     async fn batch_get(&self, keys: Vec<Item>) -> StateResult<Vec<Item>> {
@@ -526,40 +619,82 @@ impl DynamoStateStore {
         }
     }
 
-    /// Raises one link's `seen_generation` (nothing if absent or already as high).
-    async fn mark_one(&self, key: Item, generation: u64) -> StateResult<()> {
+    /// Writes (link, index item) pairs, never splitting a pair across transactions.
+    async fn write_fenced_pairs(
+        &self,
+        connection: &str,
+        lease: &Lease,
+        what: &str,
+        actions: Vec<Action>,
+    ) -> StateResult<()> {
+        let mut actions = actions.into_iter();
+        let mut batch: Vec<Action> = Vec::new();
+        let mut size = 0;
+        while let (Some(link), Some(index)) = (actions.next(), actions.next()) {
+            let bytes = link.1 + index.1;
+            if !batch.is_empty()
+                && (batch.len() + 2 > TRANSACT_WRITES || size + bytes > TRANSACT_BYTES)
+            {
+                let writes = std::mem::take(&mut batch)
+                    .into_iter()
+                    .map(|a| a.0)
+                    .collect();
+                self.transact_fenced(connection, lease, what, writes)
+                    .await?;
+                size = 0;
+            }
+            size += bytes;
+            batch.push(link);
+            batch.push(index);
+        }
+        if lease.connection != connection {
+            return Err(self.fenced(connection, lease.token, false).await);
+        }
+        if !batch.is_empty() {
+            let writes = batch.into_iter().map(|a| a.0).collect();
+            self.transact_fenced(connection, lease, what, writes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Expires the lease in place if it carries `token`: the item keeps the token, the
+    /// connection's counter. `false` when it carries another token.
+    async fn expire_lease(&self, connection: &str, token: u64, what: &str) -> StateResult<bool> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key))
-            .update_expression("SET #g = :g")
-            .condition_expression("attribute_exists(pk) AND #g < :g")
-            .expression_attribute_names("#g", "seen_generation")
-            .expression_attribute_values(":g", n(generation))
+            .set_key(Some(key(connection, LEASE_SK)))
+            .update_expression("SET #e = :e")
+            .condition_expression("#t = :t")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":t", n(token))
+            .expression_attribute_values(":e", n(i64::MIN))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(self.fail("UpdateItem (mark_seen)", &e)),
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.fail(&format!("UpdateItem ({what})"), &e)),
         }
     }
 
-    /// The error of a refused checkpoint write, from the lease as it stands now.
+    /// The error of a refused fenced write, from the lease as it stands now.
     async fn fenced(&self, connection: &str, presented: u64, same_connection: bool) -> StateError {
         match self.current_token(connection).await {
             Ok(current) if same_connection && current == presented => {
                 // The token still matches: the transaction was cancelled for another reason
                 // (a conflicting concurrent write); worth retrying.
                 StateError::Unavailable(format!(
-                    "DynamoDB TransactWriteItems (checkpoint) on table {}: cancelled by a \
-                     conflicting write; retry",
+                    "DynamoDB TransactWriteItems on table {}: cancelled by a conflicting write; \
+                     retry",
                     self.table
                 ))
             }
             Ok(current) => {
-                tracing::warn!(connection, presented, current, "checkpoint write fenced");
+                tracing::warn!(connection, presented, current, "state write fenced");
                 StateError::Fenced {
                     connection: connection.to_owned(),
                     presented,
@@ -619,20 +754,50 @@ impl StateStore for DynamoStateStore {
             .collect()
     }
 
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, object_id = %object_id))]
+    async fn find_link_by_object(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        object_id: &str,
+    ) -> StateResult<Option<Link>> {
+        let Some(index) = self
+            .get_item(key(connection, object_sk(kind, object_id)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let source_id = get_s(&index, "source_id", "link-by-object item")?;
+        // The index item may outlive a link that moved to another object: the link decides.
+        Ok(self
+            .get_item(key(connection, link_sk(kind, source_id)))
+            .await?
+            .map(|item| link_from(&item))
+            .transpose()?
+            .filter(|link| link.object_id == object_id))
+    }
+
     #[instrument(level = "debug", skip_all, fields(connection = %connection, n = links.len()))]
-    async fn put_links(&self, connection: &str, links: &[Link]) -> StateResult<()> {
-        // One request may not name a key twice: the last link of a key wins.
+    async fn put_links(&self, connection: &str, links: &[Link], lease: &Lease) -> StateResult<()> {
+        // One transaction may not name a key twice: the last link of a key wins.
         let mut last: HashMap<(ObjectKind, &str), usize> = HashMap::with_capacity(links.len());
         for (i, link) in links.iter().enumerate() {
             last.insert((link.kind, link.source_id.as_str()), i);
         }
-        let items = links
+        let mut actions = Vec::with_capacity(links.len() * 2);
+        for (_, link) in links
             .iter()
             .enumerate()
             .filter(|(i, link)| last.get(&(link.kind, link.source_id.as_str())) == Some(i))
-            .map(|(_, link)| link_item(connection, link))
-            .collect::<StateResult<Vec<_>>>()?;
-        self.batch_put(items).await
+        {
+            actions.push(put_action(&self.table, link_item(connection, link)?)?);
+            let mut index = key(connection, object_sk(link.kind, &link.object_id));
+            index.insert("source_id".to_owned(), s(&link.source_id));
+            actions.push(put_action(&self.table, index)?);
+        }
+        // A link and its index item stay in one transaction.
+        self.write_fenced_pairs(connection, lease, "links", actions)
+            .await
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len(), generation = generation))]
@@ -642,14 +807,33 @@ impl StateStore for DynamoStateStore {
         kind: ObjectKind,
         source_ids: &[String],
         generation: u64,
+        lease: &Lease,
     ) -> StateResult<()> {
-        let updates: Vec<_> = unique(source_ids)
+        // Only existing links seen in an older generation: a condition failing inside a
+        // transaction would cancel all of it, so the links are read first (a concurrent change
+        // could only come from this run, which the fence makes the only writer).
+        let keys = unique(source_ids)
             .into_iter()
-            .map(|id| self.mark_one(key(connection, link_sk(kind, id)), generation))
+            .map(|id| key(connection, link_sk(kind, id)))
             .collect();
-        futures::stream::iter(updates)
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
+        let mut actions = Vec::new();
+        for item in self.batch_get(keys).await? {
+            let link = link_from(&item)?;
+            if link.seen_generation >= generation {
+                continue;
+            }
+            let update = aws_sdk_dynamodb::types::Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(connection, link_sk(kind, &link.source_id))))
+                .update_expression("SET #g = :g")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#g", "seen_generation")
+                .expression_attribute_values(":g", n(generation))
+                .build()
+                .map_err(|e| build_error("TransactWriteItems", &e))?;
+            actions.push((TransactWriteItem::builder().update(update).build(), 64));
+        }
+        self.write_fenced(connection, lease, "mark seen", actions)
             .await
     }
 
@@ -659,12 +843,47 @@ impl StateStore for DynamoStateStore {
         connection: &str,
         kind: ObjectKind,
         source_ids: &[String],
+        lease: &Lease,
     ) -> StateResult<()> {
         let keys = unique(source_ids)
             .into_iter()
             .map(|id| key(connection, link_sk(kind, id)))
             .collect();
-        self.batch_delete(keys).await
+        let links = self
+            .batch_get(keys)
+            .await?
+            .iter()
+            .map(link_from)
+            .collect::<StateResult<Vec<_>>>()?;
+        // Index items are removed only where they still name the deleted link: another source
+        // id may hold the object now.
+        let index_keys = links
+            .iter()
+            .map(|link| key(connection, object_sk(kind, &link.object_id)))
+            .collect();
+        let indexed: HashSet<(String, String)> = self
+            .batch_get(index_keys)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                let sk = item.get("sk").and_then(|v| v.as_s().ok())?;
+                let source = item.get("source_id").and_then(|v| v.as_s().ok())?;
+                Some((sk.clone(), source.clone()))
+            })
+            .collect();
+        let mut actions = Vec::with_capacity(links.len() * 2);
+        for link in &links {
+            actions.push(delete_action(
+                &self.table,
+                key(connection, link_sk(kind, &link.source_id)),
+            )?);
+            let index_sk = object_sk(kind, &link.object_id);
+            if indexed.contains(&(index_sk.clone(), link.source_id.clone())) {
+                actions.push(delete_action(&self.table, key(connection, index_sk))?);
+            }
+        }
+        self.write_fenced(connection, lease, "delete links", actions)
+            .await
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind))]
@@ -708,54 +927,27 @@ impl StateStore for DynamoStateStore {
         checkpoint: &Checkpoint,
         lease: &Lease,
     ) -> StateResult<()> {
-        if lease.connection != connection {
-            return Err(self.fenced(connection, lease.token, false).await);
-        }
-        let check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(connection, LEASE_SK)))
-            .condition_expression("#t = :t")
-            .expression_attribute_names("#t", "token")
-            .expression_attribute_values(":t", n(lease.token))
-            .build()
-            .map_err(|e| build_error("TransactWriteItems", &e))?;
         let mut item = key(connection, CHECKPOINT_SK);
         item.insert("body".to_owned(), s(to_json(checkpoint, "checkpoint")?));
         item.insert("updated_at".to_owned(), n(checkpoint.updated_at));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .build()
-            .map_err(|e| build_error("TransactWriteItems", &e))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(check).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => {
-                Err(self.fenced(connection, lease.token, true).await)
-            }
-            Err(e) => Err(self.fail("TransactWriteItems (checkpoint)", &e)),
-        }
+        let put = put_action(&self.table, item)?;
+        self.write_fenced(connection, lease, "checkpoint", vec![put])
+            .await
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %error.kind))]
-    async fn put_error(&self, connection: &str, error: &ObjectError) -> StateResult<()> {
+    async fn put_error(
+        &self,
+        connection: &str,
+        error: &ObjectError,
+        lease: &Lease,
+    ) -> StateResult<()> {
         let mut item = key(connection, error_sk(error.kind, &error.source_id));
         item.insert("body".to_owned(), s(to_json(error, "object error")?));
         item.insert("next_retry_at".to_owned(), n(error.next_retry_at));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
+        let put = put_action(&self.table, item)?;
+        self.write_fenced(connection, lease, "error", vec![put])
             .await
-            .map_err(|e| self.fail("PutItem (error)", &e))?;
-        Ok(())
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len()))]
@@ -782,12 +974,14 @@ impl StateStore for DynamoStateStore {
         connection: &str,
         kind: ObjectKind,
         source_ids: &[String],
+        lease: &Lease,
     ) -> StateResult<()> {
-        let keys = unique(source_ids)
+        let actions = unique(source_ids)
             .into_iter()
-            .map(|id| key(connection, error_sk(kind, id)))
-            .collect();
-        self.batch_delete(keys).await
+            .map(|id| delete_action(&self.table, key(connection, error_sk(kind, id))))
+            .collect::<StateResult<Vec<_>>>()?;
+        self.write_fenced(connection, lease, "clear errors", actions)
+            .await
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, limit = limit))]
@@ -821,7 +1015,7 @@ impl StateStore for DynamoStateStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, run = %run.id))]
-    async fn put_run(&self, connection: &str, run: &RunRecord) -> StateResult<()> {
+    async fn put_run(&self, connection: &str, run: &RunRecord, lease: &Lease) -> StateResult<()> {
         let what = format!("run {:?} of {connection:?}", run.id);
         let previous = match self.get_item(key(connection, run_sk(&run.id))).await? {
             Some(item) => Some(get_n::<i64>(&item, "started_at", &what)?),
@@ -833,28 +1027,24 @@ impl StateStore for DynamoStateStore {
         by_id.insert("started_at".to_owned(), n(run.started_at));
         let mut by_start = key(connection, run_start_sk(run.started_at, &run.id));
         by_start.insert("body".to_owned(), body);
-        let mut request = self.client.transact_write_items();
-        for item in [by_id, by_start] {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .build()
-                .map_err(|e| build_error("TransactWriteItems", &e))?;
-            request = request.transact_items(TransactWriteItem::builder().put(put).build());
-        }
+        let mut actions = vec![
+            put_action(&self.table, by_id)?,
+            put_action(&self.table, by_start)?,
+        ];
         if let Some(old) = previous.filter(|old| *old != run.started_at) {
-            let delete = Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(connection, run_start_sk(old, &run.id))))
-                .build()
-                .map_err(|e| build_error("TransactWriteItems", &e))?;
-            request = request.transact_items(TransactWriteItem::builder().delete(delete).build());
+            actions.push(delete_action(
+                &self.table,
+                key(connection, run_start_sk(old, &run.id)),
+            )?);
         }
-        request
-            .send()
-            .await
-            .map_err(|e| self.fail("TransactWriteItems (run)", &e))?;
-        Ok(())
+        // The items of one run stay in one transaction.
+        self.transact_fenced(
+            connection,
+            lease,
+            "run",
+            actions.into_iter().map(|(action, _)| action).collect(),
+        )
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, limit = limit))]
@@ -879,49 +1069,71 @@ impl StateStore for DynamoStateStore {
             .collect()
     }
 
-    #[instrument(level = "debug", skip_all, fields(connection = %connection, owner = %owner, now = now, ttl_ms = ttl_ms))]
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, owner = %holder.owner, now = now, ttl_ms = ttl_ms))]
     async fn acquire_lease(
         &self,
         connection: &str,
-        owner: &str,
+        holder: &LeaseHolder,
         now: UnixMillis,
         ttl_ms: i64,
-    ) -> StateResult<Option<Lease>> {
+    ) -> StateResult<LeaseGrant> {
         let expires_at = now.saturating_add(ttl_ms);
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(connection, LEASE_SK)))
-            .update_expression("SET #o = :o, #e = :e ADD #t :one")
+            .update_expression("SET #o = :o, #h = :h, #p = :p, #a = :now, #e = :e ADD #t :one")
             .condition_expression("attribute_not_exists(pk) OR #e <= :now")
             .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#h", "host")
+            .expression_attribute_names("#p", "pid")
+            .expression_attribute_names("#a", "acquired_at")
             .expression_attribute_names("#e", "expires_at")
             .expression_attribute_names("#t", "token")
-            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":o", s(&holder.owner))
+            .expression_attribute_values(":h", optional_s(holder.host.as_deref()))
+            .expression_attribute_values(":p", holder.pid.map_or(AttributeValue::Null(true), n))
             .expression_attribute_values(":e", n(expires_at))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::UpdatedNew)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
             Ok(out) => {
                 let attributes = out.attributes().cloned().unwrap_or_default();
-                let token = get_n(&attributes, "token", &format!("lease of {connection:?}"))?;
-                Ok(Some(Lease {
-                    connection: connection.to_owned(),
-                    owner: owner.to_owned(),
-                    token,
-                    expires_at,
-                }))
+                Ok(LeaseGrant::Acquired(lease_from(connection, &attributes)?))
             }
             Err(e) if is_condition_failed(&e) => {
+                // Held: read who holds it. Released in between, it reads as expired: busy with
+                // that (expired) lease, and the caller's next attempt acquires it.
+                let item = self.get_item(key(connection, LEASE_SK)).await?;
+                let held = item.map(|item| lease_from(connection, &item)).transpose()?;
                 tracing::debug!(connection, "lease held");
-                Ok(None)
+                held.map(LeaseGrant::Busy).ok_or_else(|| {
+                    StateError::Unavailable(format!(
+                        "DynamoDB table {}: the lease of {connection:?} vanished; retry",
+                        self.table
+                    ))
+                })
             }
             Err(e) => Err(self.fail("UpdateItem (acquire lease)", &e)),
         }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, now = now))]
+    async fn get_lease(&self, connection: &str, now: UnixMillis) -> StateResult<Option<Lease>> {
+        let item = self.get_item(key(connection, LEASE_SK)).await?;
+        Ok(item
+            .map(|item| lease_from(connection, &item))
+            .transpose()?
+            .filter(|lease| lease.expires_at > now))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, token = token))]
+    async fn break_lease(&self, connection: &str, token: u64) -> StateResult<bool> {
+        self.expire_lease(connection, token, "break lease").await
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %lease.connection, token = lease.token, now = now, ttl_ms = ttl_ms))]
@@ -938,11 +1150,9 @@ impl StateStore for DynamoStateStore {
             .table_name(&self.table)
             .set_key(Some(key(&lease.connection, LEASE_SK)))
             .update_expression("SET #e = :e")
-            .condition_expression("#o = :o AND #t = :t AND #e > :now")
-            .expression_attribute_names("#o", "owner")
+            .condition_expression("#t = :t AND #e > :now")
             .expression_attribute_names("#e", "expires_at")
             .expression_attribute_names("#t", "token")
-            .expression_attribute_values(":o", s(&lease.owner))
             .expression_attribute_values(":t", n(lease.token))
             .expression_attribute_values(":e", n(expires_at))
             .expression_attribute_values(":now", n(now))
@@ -960,27 +1170,9 @@ impl StateStore for DynamoStateStore {
 
     #[instrument(level = "debug", skip_all, fields(connection = %lease.connection, token = lease.token))]
     async fn release_lease(&self, lease: &Lease) -> StateResult<()> {
-        // Expire it in place: the item keeps the token, the connection's counter.
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&lease.connection, LEASE_SK)))
-            .update_expression("SET #e = :e")
-            .condition_expression("#o = :o AND #t = :t")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_names("#e", "expires_at")
-            .expression_attribute_names("#t", "token")
-            .expression_attribute_values(":o", s(&lease.owner))
-            .expression_attribute_values(":t", n(lease.token))
-            .expression_attribute_values(":e", n(i64::MIN))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(self.fail("UpdateItem (release lease)", &e)),
-        }
+        self.expire_lease(&lease.connection, lease.token, "release lease")
+            .await
+            .map(|_| ())
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, event_id = %event_id, now = now))]
@@ -1026,7 +1218,7 @@ impl StateStore for DynamoStateStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection))]
-    async fn clear_connection(&self, connection: &str) -> StateResult<()> {
+    async fn clear_connection(&self, connection: &str, lease: &Lease) -> StateResult<()> {
         // Everything under the connection's key but the lease: its token counter must outlive the
         // connection's data.
         let keys: Vec<Item> = self
@@ -1048,6 +1240,11 @@ impl StateStore for DynamoStateStore {
             })
             .collect();
         tracing::debug!(connection, removed = keys.len(), "cleared");
-        self.batch_delete(keys).await
+        let actions = keys
+            .into_iter()
+            .map(|key| delete_action(&self.table, key))
+            .collect::<StateResult<Vec<_>>>()?;
+        self.write_fenced(connection, lease, "clear connection", actions)
+            .await
     }
 }

@@ -21,8 +21,8 @@ use serde_json::json;
 use crate::model::{LicenseAssignment, ObjectKind};
 use crate::source::SourceCursor;
 use crate::state::{
-    Checkpoint, Lease, Link, LinkOrigin, ObjectError, Phase, RunRecord, RunStatus, StateError,
-    StateResult, StateStore,
+    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, Phase, RunRecord,
+    RunStatus, StateError, StateResult, StateStore,
 };
 
 /// Runs every check, in order.
@@ -45,6 +45,10 @@ pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
     lease_renew_after_takeover(store).await;
     lease_release_then_acquire(store).await;
     lease_tokens_never_reused(store).await;
+    lease_busy_names_holder(store).await;
+    lease_break(store).await;
+    every_write_fenced(store).await;
+    links_found_by_object(store).await;
     events_remember_and_forget(store).await;
     clear_connection_scoped(store).await;
     large_batch(store).await;
@@ -166,18 +170,57 @@ fn run(id: &str, started_at: i64, status: RunStatus) -> RunRecord {
     }
 }
 
-async fn acquire<S: StateStore + ?Sized>(
+/// A holder named `owner`, with no host or process.
+pub fn holder(owner: &str) -> LeaseHolder {
+    LeaseHolder {
+        owner: owner.to_owned(),
+        host: None,
+        pid: None,
+    }
+}
+
+/// Acquires the lease, which must be free.
+pub async fn acquire<S: StateStore + ?Sized>(
     store: &S,
     connection: &str,
     owner: &str,
     now: i64,
     ttl: i64,
 ) -> Lease {
-    store
-        .acquire_lease(connection, owner, now, ttl)
+    match store
+        .acquire_lease(connection, &holder(owner), now, ttl)
         .await
         .unwrap()
-        .unwrap_or_else(|| panic!("{connection}: {owner} should acquire the free lease at {now}"))
+    {
+        LeaseGrant::Acquired(lease) => lease,
+        LeaseGrant::Busy(held) => {
+            panic!("{connection}: {owner} should acquire the free lease at {now}, held by {held:?}")
+        }
+    }
+}
+
+/// `Some(lease)` when acquired, `None` when busy.
+pub async fn try_acquire<S: StateStore + ?Sized>(
+    store: &S,
+    connection: &str,
+    owner: &str,
+    now: i64,
+    ttl: i64,
+) -> Option<Lease> {
+    match store
+        .acquire_lease(connection, &holder(owner), now, ttl)
+        .await
+        .unwrap()
+    {
+        LeaseGrant::Acquired(lease) => Some(lease),
+        LeaseGrant::Busy(_) => None,
+    }
+}
+
+/// The lease a check writes with: taken at time 0 and expired at once, which does not matter:
+/// fencing is by token, so it fences nothing until someone acquires the lease again.
+pub async fn writer<S: StateStore + ?Sized>(store: &S, connection: &str) -> Lease {
+    acquire(store, connection, "conformance-writer", 0, 1).await
 }
 
 #[track_caller]
@@ -201,12 +244,16 @@ fn assert_fenced(result: StateResult<()>, connection: &str, presented: u64, curr
 /// Put, get, replace (every field, including emptying optional ones) and delete.
 pub async fn links_put_get_replace_delete<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-links-crud";
+    let w = writer(store, c).await;
     let (u1, u2) = (
         link(ObjectKind::User, "u1", 1),
         link(ObjectKind::User, "u2", 2),
     );
-    store.put_links(c, &[u1.clone(), u2.clone()]).await.unwrap();
-    store.put_links(c, &[]).await.unwrap();
+    store
+        .put_links(c, &[u1.clone(), u2.clone()], &w)
+        .await
+        .unwrap();
+    store.put_links(c, &[], &w).await.unwrap();
     let got = store
         .get_links(c, ObjectKind::User, &ids(&["u1", "u2"]))
         .await
@@ -219,7 +266,7 @@ pub async fn links_put_get_replace_delete<S: StateStore + ?Sized>(store: &S) {
 
     let replaced = bare_link(ObjectKind::User, "u1");
     store
-        .put_links(c, std::slice::from_ref(&replaced))
+        .put_links(c, std::slice::from_ref(&replaced), &w)
         .await
         .unwrap();
     let got = store
@@ -233,7 +280,10 @@ pub async fn links_put_get_replace_delete<S: StateStore + ?Sized>(store: &S) {
     );
 
     // Replacing back restores the full value: nothing of the bare one sticks.
-    store.put_links(c, std::slice::from_ref(&u1)).await.unwrap();
+    store
+        .put_links(c, std::slice::from_ref(&u1), &w)
+        .await
+        .unwrap();
     let got = store
         .get_links(c, ObjectKind::User, &ids(&["u1"]))
         .await
@@ -241,7 +291,7 @@ pub async fn links_put_get_replace_delete<S: StateStore + ?Sized>(store: &S) {
     assert_eq!(got, vec![u1.clone()], "replaced again");
 
     store
-        .delete_links(c, ObjectKind::User, &ids(&["u1", "never-there"]))
+        .delete_links(c, ObjectKind::User, &ids(&["u1", "never-there"]), &w)
         .await
         .unwrap();
     let got = store
@@ -250,21 +300,28 @@ pub async fn links_put_get_replace_delete<S: StateStore + ?Sized>(store: &S) {
         .unwrap();
     assert_eq!(got, vec![u2.clone()], "u1 deleted, u2 kept");
     store
-        .delete_links(c, ObjectKind::User, &ids(&["u1"]))
+        .delete_links(c, ObjectKind::User, &ids(&["u1"]), &w)
         .await
         .unwrap();
-    store.delete_links(c, ObjectKind::User, &[]).await.unwrap();
+    store
+        .delete_links(c, ObjectKind::User, &[], &w)
+        .await
+        .unwrap();
     assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 1);
 }
 
 /// Missing ids are absent from the result; repeated ids give one link.
 pub async fn get_links_missing_ids<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-links-missing";
+    let w = writer(store, c).await;
     let (a, b) = (
         link(ObjectKind::User, "a", 1),
         link(ObjectKind::User, "c", 3),
     );
-    store.put_links(c, &[a.clone(), b.clone()]).await.unwrap();
+    store
+        .put_links(c, &[a.clone(), b.clone()], &w)
+        .await
+        .unwrap();
     let cases: &[(&[&str], Vec<Link>)] = &[
         (&["0", "a", "b", "c", "d"], vec![a.clone(), b.clone()]),
         (&["c", "a"], vec![a.clone(), b.clone()]),
@@ -284,6 +341,7 @@ pub async fn get_links_missing_ids<S: StateStore + ?Sized>(store: &S) {
 /// Pages in source-id (UTF-8 byte) order, after `after`, at most `limit`.
 pub async fn list_links_paging<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-links-paging";
+    let w = writer(store, c).await;
     let empty = store
         .list_links(c, ObjectKind::User, None, 10)
         .await
@@ -300,9 +358,9 @@ pub async fn list_links_paging<S: StateStore + ?Sized>(store: &S) {
         .zip(1..)
         .map(|(id, n)| link(ObjectKind::User, id, n))
         .collect();
-    store.put_links(c, &links).await.unwrap();
+    store.put_links(c, &links, &w).await.unwrap();
     store
-        .put_links(c, &[link(ObjectKind::Group, "a-group", 1)])
+        .put_links(c, &[link(ObjectKind::Group, "a-group", 1)], &w)
         .await
         .unwrap();
     let all = by_source_id(links.clone()); // String order is byte order
@@ -364,12 +422,13 @@ pub async fn list_links_paging<S: StateStore + ?Sized>(store: &S) {
 /// Users and groups with the same source id are different links.
 pub async fn kinds_separated<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-kinds";
+    let w = writer(store, c).await;
     let (user, group) = (
         link(ObjectKind::User, "same", 1),
         link(ObjectKind::Group, "same", 2),
     );
     store
-        .put_links(c, &[user.clone(), group.clone()])
+        .put_links(c, &[user.clone(), group.clone()], &w)
         .await
         .unwrap();
     let same = ids(&["same"]);
@@ -392,7 +451,7 @@ pub async fn kinds_separated<S: StateStore + ?Sized>(store: &S) {
     assert_eq!(store.count_links(c, ObjectKind::Group).await.unwrap(), 1);
 
     store
-        .mark_seen(c, ObjectKind::User, &same, 50)
+        .mark_seen(c, ObjectKind::User, &same, 50, &w)
         .await
         .unwrap();
     let got = store.get_links(c, ObjectKind::Group, &same).await.unwrap();
@@ -402,7 +461,7 @@ pub async fn kinds_separated<S: StateStore + ?Sized>(store: &S) {
     );
 
     store
-        .delete_links(c, ObjectKind::User, &same)
+        .delete_links(c, ObjectKind::User, &same, &w)
         .await
         .unwrap();
     assert!(
@@ -421,13 +480,18 @@ pub async fn kinds_separated<S: StateStore + ?Sized>(store: &S) {
 /// Two connections never see each other's links, nor block each other's lease.
 pub async fn connections_isolated<S: StateStore + ?Sized>(store: &S) {
     let (a, b) = ("conformance-isolation-a", "conformance-isolation-b");
+    let w = writer(store, a).await;
+    let wb = writer(store, b).await;
     let (la, lb) = (
         link(ObjectKind::User, "x", 1),
         link(ObjectKind::User, "x", 2),
     );
-    store.put_links(a, std::slice::from_ref(&la)).await.unwrap();
     store
-        .put_links(b, &[lb.clone(), link(ObjectKind::User, "y", 3)])
+        .put_links(a, std::slice::from_ref(&la), &w)
+        .await
+        .unwrap();
+    store
+        .put_links(b, &[lb.clone(), link(ObjectKind::User, "y", 3)], &wb)
         .await
         .unwrap();
     let x = ids(&["x"]);
@@ -448,7 +512,10 @@ pub async fn connections_isolated<S: StateStore + ?Sized>(store: &S) {
     );
     assert_eq!(store.count_links(b, ObjectKind::User).await.unwrap(), 2);
 
-    store.delete_links(a, ObjectKind::User, &x).await.unwrap();
+    store
+        .delete_links(a, ObjectKind::User, &x, &w)
+        .await
+        .unwrap();
     assert_eq!(
         store.get_links(b, ObjectKind::User, &x).await.unwrap(),
         vec![lb]
@@ -465,12 +532,13 @@ pub async fn connections_isolated<S: StateStore + ?Sized>(store: &S) {
 /// `mark_seen` only raises `seen_generation`, touches nothing else and creates no link.
 pub async fn mark_seen_only_raises<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-mark-seen";
+    let w = writer(store, c).await;
     let (high, low) = (
         link(ObjectKind::User, "high", 5),
         link(ObjectKind::User, "low", 1),
     );
     store
-        .put_links(c, &[high.clone(), low.clone()])
+        .put_links(c, &[high.clone(), low.clone()], &w)
         .await
         .unwrap();
     let cases: &[(u64, u64, u64)] = &[
@@ -488,6 +556,7 @@ pub async fn mark_seen_only_raises<S: StateStore + ?Sized>(store: &S) {
                 ObjectKind::User,
                 &ids(&["high", "low", "absent"]),
                 generation,
+                &w,
             )
             .await
             .unwrap();
@@ -521,6 +590,7 @@ pub async fn mark_seen_only_raises<S: StateStore + ?Sized>(store: &S) {
 /// Counts per kind follow puts, replacements and deletes.
 pub async fn count_links<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-count";
+    let w = writer(store, c).await;
     let count = |kind| async move { store.count_links(c, kind).await.unwrap() };
     assert_eq!(
         (
@@ -535,8 +605,8 @@ pub async fn count_links<S: StateStore + ?Sized>(store: &S) {
     let groups: Vec<Link> = (0..2)
         .map(|i| link(ObjectKind::Group, &format!("g{i}"), i))
         .collect();
-    store.put_links(c, &users).await.unwrap();
-    store.put_links(c, &groups).await.unwrap();
+    store.put_links(c, &users, &w).await.unwrap();
+    store.put_links(c, &groups, &w).await.unwrap();
     assert_eq!(
         (
             count(ObjectKind::User).await,
@@ -544,10 +614,10 @@ pub async fn count_links<S: StateStore + ?Sized>(store: &S) {
         ),
         (3, 2)
     );
-    store.put_links(c, &users).await.unwrap();
+    store.put_links(c, &users, &w).await.unwrap();
     assert_eq!(count(ObjectKind::User).await, 3, "replacing does not add");
     store
-        .delete_links(c, ObjectKind::User, &ids(&["u0"]))
+        .delete_links(c, ObjectKind::User, &ids(&["u0"]), &w)
         .await
         .unwrap();
     assert_eq!(
@@ -607,7 +677,8 @@ pub async fn checkpoint_stale_token_fenced<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-checkpoint-stale";
     let forged = Lease {
         connection: c.to_owned(),
-        owner: "nobody".to_owned(),
+        holder: holder("nobody"),
+        acquired_at: 0,
         token: 1,
         expires_at: i64::MAX,
     };
@@ -699,13 +770,14 @@ pub async fn checkpoint_after_takeover_fenced<S: StateStore + ?Sized>(store: &S)
 /// Errors keyed by (kind, source id), listed soonest retry first, limited.
 pub async fn errors_put_get_clear_list<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-errors";
+    let w = writer(store, c).await;
     assert!(store.list_errors(c, 10).await.unwrap().is_empty());
     let u1 = object_error(ObjectKind::User, "u1", 300, 1);
     let u2 = object_error(ObjectKind::User, "u2", 100, 1);
     let u3 = object_error(ObjectKind::User, "u3", 200, 4);
     let g1 = object_error(ObjectKind::Group, "u1", 150, 2); // same id, other kind
     for e in [&u1, &u2, &u3, &g1] {
-        store.put_error(c, e).await.unwrap();
+        store.put_error(c, e, &w).await.unwrap();
     }
     let sorted = |mut v: Vec<ObjectError>| {
         v.sort_by(|a, b| a.source_id.cmp(&b.source_id));
@@ -727,7 +799,7 @@ pub async fn errors_put_get_clear_list<S: StateStore + ?Sized>(store: &S) {
         operation: "license".to_owned(),
         ..object_error(ObjectKind::User, "u1", 50, 2)
     };
-    store.put_error(c, &u1b).await.unwrap();
+    store.put_error(c, &u1b, &w).await.unwrap();
     assert_eq!(
         store
             .get_errors(c, ObjectKind::User, &ids(&["u1"]))
@@ -749,7 +821,7 @@ pub async fn errors_put_get_clear_list<S: StateStore + ?Sized>(store: &S) {
     }
 
     store
-        .clear_errors(c, ObjectKind::User, &ids(&["u1", "missing"]))
+        .clear_errors(c, ObjectKind::User, &ids(&["u1", "missing"]), &w)
         .await
         .unwrap();
     assert!(
@@ -775,17 +847,20 @@ pub async fn errors_put_get_clear_list<S: StateStore + ?Sized>(store: &S) {
 /// Runs are upserted by id and listed newest first by `started_at`, limited.
 pub async fn runs_upsert_and_list<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-runs";
+    let w = writer(store, c).await;
     assert!(store.list_runs(c, 10).await.unwrap().is_empty());
     let r1 = run("run-1", 1_000, RunStatus::Running);
     let r2 = run("run-2", 3_000, RunStatus::Checkpointed);
     let r3 = run("run-3", 2_000, RunStatus::Failed);
     for r in [&r2, &r1, &r3] {
-        store.put_run(c, r).await.unwrap();
+        store.put_run(c, r, &w).await.unwrap();
     }
+    let other = writer(store, "conformance-runs-other").await;
     store
         .put_run(
             "conformance-runs-other",
             &run("run-x", 9_000, RunStatus::Running),
+            &other,
         )
         .await
         .unwrap();
@@ -801,13 +876,13 @@ pub async fn runs_upsert_and_list<S: StateStore + ?Sized>(store: &S) {
         message: Some("1 object failed; see status".to_owned()),
         ..r1.clone()
     };
-    store.put_run(c, &r1_done).await.unwrap();
+    store.put_run(c, &r1_done, &w).await.unwrap();
     // Upserting a later start moves it to the front.
     let r3_moved = RunRecord {
         started_at: 4_000,
         ..r3.clone()
     };
-    store.put_run(c, &r3_moved).await.unwrap();
+    store.put_run(c, &r3_moved, &w).await.unwrap();
 
     let cases: &[(usize, Vec<&RunRecord>)] = &[
         (10, vec![&r3_moved, &r2, &r1_done]),
@@ -834,13 +909,13 @@ pub async fn lease_acquire_free_and_blocked<S: StateStore + ?Sized>(store: &S) {
     assert_eq!(
         (
             lease.connection.as_str(),
-            lease.owner.as_str(),
+            lease.holder.owner.as_str(),
             lease.expires_at
         ),
         (c, "owner-a", 1_500)
     );
     for (owner, now) in [("owner-b", 1_000), ("owner-b", 1_499), ("owner-a", 1_200)] {
-        let got = store.acquire_lease(c, owner, now, 500).await.unwrap();
+        let got = try_acquire(store, c, owner, now, 500).await;
         assert_eq!(
             got, None,
             "{owner} at {now} while owner-a holds the lease until 1500"
@@ -852,10 +927,7 @@ pub async fn lease_acquire_free_and_blocked<S: StateStore + ?Sized>(store: &S) {
 pub async fn lease_after_expiry_greater_token<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-lease-expiry";
     let first = acquire(store, c, "owner-a", 1_000, 500).await;
-    assert_eq!(
-        store.acquire_lease(c, "owner-b", 1_499, 500).await.unwrap(),
-        None
-    );
+    assert_eq!(try_acquire(store, c, "owner-b", 1_499, 500).await, None);
     let second = acquire(store, c, "owner-b", 1_500, 700).await;
     assert!(
         second.token > first.token,
@@ -864,7 +936,7 @@ pub async fn lease_after_expiry_greater_token<S: StateStore + ?Sized>(store: &S)
         first.token
     );
     assert_eq!(
-        (second.owner.as_str(), second.expires_at),
+        (second.holder.owner.as_str(), second.expires_at),
         ("owner-b", 2_200)
     );
     let third = acquire(store, c, "owner-a", 9_000, 700).await;
@@ -888,7 +960,7 @@ pub async fn lease_renew<S: StateStore + ?Sized>(store: &S) {
         }
     );
     assert_eq!(
-        store.acquire_lease(c, "owner-b", 2_000, 500).await.unwrap(),
+        try_acquire(store, c, "owner-b", 2_000, 500).await,
         None,
         "extended"
     );
@@ -905,12 +977,12 @@ pub async fn lease_renew<S: StateStore + ?Sized>(store: &S) {
         }
     );
 
-    let wrong_owner = Lease {
-        owner: "owner-b".to_owned(),
+    let wrong_token = Lease {
+        token: again.token + 1,
         ..again.clone()
     };
     assert_eq!(
-        store.renew_lease(&wrong_owner, 2_200, 1_000).await.unwrap(),
+        store.renew_lease(&wrong_token, 2_200, 1_000).await.unwrap(),
         None
     );
     assert_eq!(
@@ -931,7 +1003,7 @@ pub async fn lease_renew_after_takeover<S: StateStore + ?Sized>(store: &S) {
     assert_eq!(store.renew_lease(&old, 2_100, 500).await.unwrap(), None);
     store.release_lease(&old).await.unwrap();
     assert_eq!(
-        store.acquire_lease(c, "owner-c", 2_200, 500).await.unwrap(),
+        try_acquire(store, c, "owner-c", 2_200, 500).await,
         None,
         "b still holds"
     );
@@ -958,13 +1030,7 @@ pub async fn lease_release_then_acquire<S: StateStore + ?Sized>(store: &S) {
         "released"
     );
     store.release_lease(&first).await.unwrap(); // stale: no effect
-    assert_eq!(
-        store
-            .acquire_lease(c, "owner-c", 1_003, 60_000)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(try_acquire(store, c, "owner-c", 1_003, 60_000).await, None);
 }
 
 /// Across releases, expiries and takeovers, no token is ever handed out twice.
@@ -994,6 +1060,233 @@ pub async fn lease_tokens_never_reused<S: StateStore + ?Sized>(store: &S) {
         tokens.windows(2).all(|w| w[0] < w[1]),
         "tokens strictly increase: {tokens:?}"
     );
+}
+
+/// Busy names the holder (owner, host, process) and its times; `get_lease` reads it while live.
+pub async fn lease_busy_names_holder<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-holder";
+    let cli = LeaseHolder {
+        owner: "cli sync".to_owned(),
+        host: Some("build-host".to_owned()),
+        pid: Some(4242),
+    };
+    assert_eq!(store.get_lease(c, 1_000).await.unwrap(), None, "never held");
+    let lease = match store.acquire_lease(c, &cli, 1_000, 60_000).await.unwrap() {
+        LeaseGrant::Acquired(lease) => lease,
+        LeaseGrant::Busy(held) => panic!("{c}: free lease reported busy: {held:?}"),
+    };
+    assert_eq!(
+        (&lease.holder, lease.acquired_at, lease.expires_at),
+        (&cli, 1_000, 61_000)
+    );
+    match store
+        .acquire_lease(c, &holder("lambda"), 2_000, 60_000)
+        .await
+        .unwrap()
+    {
+        LeaseGrant::Busy(held) => assert_eq!(held, lease, "busy names the real holder"),
+        LeaseGrant::Acquired(l) => panic!("{c}: acquired a held lease: {l:?}"),
+    }
+    // Renewal keeps the holder and the acquisition time.
+    let renewed = store
+        .renew_lease(&lease, 30_000, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.get_lease(c, 30_001).await.unwrap(),
+        Some(renewed.clone())
+    );
+    assert_eq!(renewed.acquired_at, 1_000);
+    assert_eq!(
+        store.get_lease(c, 90_000).await.unwrap(),
+        None,
+        "expired reads as absent"
+    );
+    store.release_lease(&renewed).await.unwrap();
+    assert_eq!(store.get_lease(c, 30_002).await.unwrap(), None, "released");
+}
+
+/// Breaking ends the lease of that token at once and fences its holder; a stale token breaks
+/// nothing.
+pub async fn lease_break<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-lease-break";
+    let old = acquire(store, c, "crashed", 1_000, 60_000).await;
+    assert!(
+        !store.break_lease(c, old.token + 1).await.unwrap(),
+        "a token never granted breaks nothing"
+    );
+    assert_eq!(try_acquire(store, c, "next", 2_000, 60_000).await, None);
+    assert!(store.break_lease(c, old.token).await.unwrap());
+    let next = acquire(store, c, "next", 2_000, 60_000).await;
+    assert!(next.token > old.token);
+    assert_eq!(
+        store.renew_lease(&old, 2_001, 60_000).await.unwrap(),
+        None,
+        "the broken lease cannot be renewed"
+    );
+    assert!(
+        !store.break_lease(c, old.token).await.unwrap(),
+        "breaking the old token again leaves the new holder alone"
+    );
+    assert_eq!(try_acquire(store, c, "third", 2_002, 60_000).await, None);
+    let w = next.clone();
+    assert_fenced(
+        store
+            .put_links(c, &[link(ObjectKind::User, "u", 1)], &old)
+            .await,
+        c,
+        old.token,
+        next.token,
+    );
+    store
+        .put_links(c, &[link(ObjectKind::User, "u", 1)], &w)
+        .await
+        .unwrap();
+}
+
+/// Every write of a run whose lease was taken over is refused with `Fenced` and changes
+/// nothing; a lease of another connection is refused too.
+pub async fn every_write_fenced<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-fenced-writes";
+    let old = acquire(store, c, "stalled", 1_000, 1_000).await;
+    let u1 = link(ObjectKind::User, "u1", 1);
+    store
+        .put_links(c, std::slice::from_ref(&u1), &old)
+        .await
+        .unwrap();
+    store
+        .put_error(c, &object_error(ObjectKind::User, "u1", 5_000, 1), &old)
+        .await
+        .unwrap();
+    let r1 = run("run-old", 1_000, RunStatus::Running);
+    store.put_run(c, &r1, &old).await.unwrap();
+    // The stalled run's lease expires; another run takes over.
+    let new = acquire(store, c, "new", 5_000, 60_000).await;
+    let (p, cur) = (old.token, new.token);
+    let u = ids(&["u1"]);
+    let other = link(ObjectKind::User, "u2", 2);
+    assert_fenced(store.put_links(c, &[other], &old).await, c, p, cur);
+    assert_fenced(
+        store.mark_seen(c, ObjectKind::User, &u, 99, &old).await,
+        c,
+        p,
+        cur,
+    );
+    assert_fenced(
+        store.delete_links(c, ObjectKind::User, &u, &old).await,
+        c,
+        p,
+        cur,
+    );
+    assert_fenced(
+        store
+            .put_error(c, &object_error(ObjectKind::User, "u2", 5_000, 1), &old)
+            .await,
+        c,
+        p,
+        cur,
+    );
+    assert_fenced(
+        store.clear_errors(c, ObjectKind::User, &u, &old).await,
+        c,
+        p,
+        cur,
+    );
+    let mut r1_done = r1.clone();
+    r1_done.status = RunStatus::Succeeded;
+    assert_fenced(store.put_run(c, &r1_done, &old).await, c, p, cur);
+    assert_fenced(store.clear_connection(c, &old).await, c, p, cur);
+    // Nothing moved.
+    assert_eq!(
+        store
+            .get_links(c, ObjectKind::User, &ids(&["u1", "u2"]))
+            .await
+            .unwrap(),
+        vec![u1.clone()]
+    );
+    assert_eq!(
+        store
+            .get_errors(c, ObjectKind::User, &ids(&["u1", "u2"]))
+            .await
+            .unwrap(),
+        vec![object_error(ObjectKind::User, "u1", 5_000, 1)]
+    );
+    assert_eq!(store.list_runs(c, 10).await.unwrap(), vec![r1]);
+    // A lease of another connection, even with the same token number, is refused.
+    let elsewhere = Lease {
+        connection: "conformance-fenced-elsewhere".to_owned(),
+        ..new.clone()
+    };
+    assert!(matches!(
+        store
+            .put_links(c, &[link(ObjectKind::User, "u3", 3)], &elsewhere)
+            .await,
+        Err(StateError::Fenced { .. })
+    ));
+    // The new holder writes.
+    store
+        .delete_links(c, ObjectKind::User, &u, &new)
+        .await
+        .unwrap();
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 0);
+}
+
+/// A link is found by its tenant object id, per kind; deleted or moved links are not.
+pub async fn links_found_by_object<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-links-by-object";
+    let w = writer(store, c).await;
+    let user = link(ObjectKind::User, "u1", 1);
+    let group = Link {
+        object_id: user.object_id.clone(),
+        ..link(ObjectKind::Group, "g1", 2)
+    };
+    store
+        .put_links(c, &[user.clone(), group.clone()], &w)
+        .await
+        .unwrap();
+    let find = |kind, object: &str| {
+        let object = object.to_owned();
+        async move { store.find_link_by_object(c, kind, &object).await.unwrap() }
+    };
+    assert_eq!(
+        find(ObjectKind::User, &user.object_id).await,
+        Some(user.clone())
+    );
+    assert_eq!(
+        find(ObjectKind::Group, &group.object_id).await,
+        Some(group.clone())
+    );
+    assert_eq!(find(ObjectKind::User, "no-such-object").await, None);
+    assert_eq!(
+        store
+            .find_link_by_object(
+                "conformance-links-by-object-other",
+                ObjectKind::User,
+                &user.object_id
+            )
+            .await
+            .unwrap(),
+        None,
+        "connections are separate"
+    );
+    // The link moves to another tenant object: the old one is free.
+    let moved = Link {
+        object_id: "moved-object".to_owned(),
+        ..user.clone()
+    };
+    store
+        .put_links(c, std::slice::from_ref(&moved), &w)
+        .await
+        .unwrap();
+    assert_eq!(find(ObjectKind::User, &user.object_id).await, None);
+    assert_eq!(find(ObjectKind::User, "moved-object").await, Some(moved));
+    store
+        .delete_links(c, ObjectKind::User, &ids(&["u1"]), &w)
+        .await
+        .unwrap();
+    assert_eq!(find(ObjectKind::User, "moved-object").await, None);
+    assert_eq!(find(ObjectKind::Group, &group.object_id).await, Some(group));
 }
 
 // --- webhook events ---------------------------------------------------------------------------
@@ -1047,6 +1340,7 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
     let (gone, kept) = ("conformance-clear-gone", "conformance-clear-kept");
     let mut leases = Vec::new();
     for c in [gone, kept] {
+        let lease = acquire(store, c, "owner", 1_000, 10_000).await;
         store
             .put_links(
                 c,
@@ -1054,20 +1348,20 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
                     link(ObjectKind::User, "u", 1),
                     link(ObjectKind::Group, "g", 2),
                 ],
+                &lease,
             )
             .await
             .unwrap();
-        let lease = acquire(store, c, "owner", 1_000, 10_000).await;
         store
             .put_checkpoint(c, &checkpoint(3, Phase::Idle, 1_000), &lease)
             .await
             .unwrap();
         store
-            .put_error(c, &object_error(ObjectKind::User, "u", 5_000, 1))
+            .put_error(c, &object_error(ObjectKind::User, "u", 5_000, 1), &lease)
             .await
             .unwrap();
         store
-            .put_run(c, &run("run-1", 1_000, RunStatus::Running))
+            .put_run(c, &run("run-1", 1_000, RunStatus::Running), &lease)
             .await
             .unwrap();
         assert!(
@@ -1078,7 +1372,7 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
         );
         leases.push(lease);
     }
-    store.clear_connection(gone).await.unwrap();
+    store.clear_connection(gone, &leases[0]).await.unwrap();
 
     let u = ids(&["u"]);
     let expect_present = [(gone, false), (kept, true)];
@@ -1146,13 +1440,7 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
 
     // The lease is untouched: still held, and its counter keeps counting.
     let held = &leases[0];
-    assert_eq!(
-        store
-            .acquire_lease(gone, "other", 2_000, 10_000)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(try_acquire(store, gone, "other", 2_000, 10_000).await, None);
     store.release_lease(held).await.unwrap();
     let next = acquire(store, gone, "other", 2_000, 10_000).await;
     assert!(
@@ -1174,10 +1462,11 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
 /// 5,000 links in one `put_links` round-trip, page by page and by id.
 pub async fn large_batch<S: StateStore + ?Sized>(store: &S) {
     let c = "conformance-large-batch";
+    let w = writer(store, c).await;
     let links: Vec<Link> = (0..5_000u64)
         .map(|i| link(ObjectKind::User, &format!("user-{i:05}"), i))
         .collect();
-    store.put_links(c, &links).await.unwrap();
+    store.put_links(c, &links, &w).await.unwrap();
     assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 5_000);
 
     let mut walked = Vec::with_capacity(links.len());
@@ -1198,7 +1487,7 @@ pub async fn large_batch<S: StateStore + ?Sized>(store: &S) {
     assert_eq!(by_source_id(got), links);
 
     store
-        .mark_seen(c, ObjectKind::User, &all, 10_000)
+        .mark_seen(c, ObjectKind::User, &all, 10_000, &w)
         .await
         .unwrap();
     let page = store
@@ -1206,6 +1495,9 @@ pub async fn large_batch<S: StateStore + ?Sized>(store: &S) {
         .await
         .unwrap();
     assert!(page.iter().all(|l| l.seen_generation == 10_000));
-    store.delete_links(c, ObjectKind::User, &all).await.unwrap();
+    store
+        .delete_links(c, ObjectKind::User, &all, &w)
+        .await
+        .unwrap();
     assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 0);
 }

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::executor::{ExecutionReport, Executor};
+use crate::lease::{HeldLease, LEASE_TTL_MS};
 use crate::model::ObjectKind;
 use crate::plan::Plan;
 use crate::planner::{Focus, PlanError, Planned, Planner, Rule};
 use crate::source::Source;
 use crate::state::{
-    Checkpoint, ObjectError, Phase, RunRecord, RunStatus, StateError, StateStore, UnixMillis,
+    Checkpoint, Lease, LeaseGrant, LeaseHolder, ObjectError, Phase, RunRecord, RunStatus,
+    StateError, StateStore, UnixMillis,
 };
 
 /// The ports and settings of a connection's runs.
@@ -31,8 +33,12 @@ pub struct Engine<'a> {
 /// How a sync is run.
 #[derive(Default)]
 pub struct SyncOptions<'a> {
-    /// Who runs (host/process, Lambda request id): recorded in the lease.
-    pub owner: String,
+    /// Who runs (CLI process with host and pid, Lambda request id): recorded in the lease.
+    pub holder: LeaseHolder,
+    /// Whether the process of a lease's holder is known to be gone (a CLI on the same host whose
+    /// process ended): such a lease is broken and taken over at once instead of waiting for it
+    /// to run out. `None`: never (Lambda, where the lease's short expiry does it).
+    pub holder_gone: Option<&'a (dyn Fn(&LeaseHolder) -> bool + Sync)>,
     /// Carry out disables and deletes even when the circuit breaker trips.
     pub override_breaker: bool,
     /// Stop cleanly at this instant, leaving a checkpoint.
@@ -54,22 +60,20 @@ pub struct SyncOutcome {
 /// Why a run could not take place at all.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Another run holds the connection's lease: `lease` names it and says until when.
     #[error(
-        "connection {connection} is being synced by {owner} (lease until {expires_at} ms); this run does nothing"
+        "connection {connection} is being synced by {holder} since {since} (its lease runs until {until} unless renewed); this run does nothing. If that run is gone for good, `m365-provisioner unlock` frees the connection",
+        connection = lease.connection,
+        holder = lease.holder,
+        since = crate::clock::format_utc(lease.acquired_at),
+        until = crate::clock::format_utc(lease.expires_at)
     )]
-    Busy {
-        connection: String,
-        owner: String,
-        expires_at: UnixMillis,
-    },
+    Busy { lease: Lease },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
     State(#[from] StateError),
 }
-
-/// The lease outlives the run's deadline by this much, or lasts this long without one.
-const LEASE_MARGIN_MS: i64 = 5 * 60_000;
 
 impl Engine<'_> {
     fn planner<'p>(&'p self, focus: Option<&'p Focus>) -> Planner<'p> {
@@ -90,38 +94,68 @@ impl Engine<'_> {
         self.planner(None).plan().await
     }
 
-    /// Plans and carries the plan out.
-    pub async fn sync(&self, options: SyncOptions<'_>) -> Result<SyncOutcome, RunError> {
-        let started = self.clock.now();
-        let ttl = options.deadline.map_or(LEASE_MARGIN_MS * 6, |d| {
-            (d - started).max(0) + LEASE_MARGIN_MS
-        });
-        let Some(lease) = self
-            .state
-            .acquire_lease(self.connection, &options.owner, started, ttl)
-            .await?
-        else {
-            return Err(RunError::Busy {
-                connection: self.connection.to_owned(),
-                owner: options.owner,
-                expires_at: started + ttl,
-            });
-        };
-        let result = self.sync_holding_lease(&options, &lease, started).await;
-        // Give the lease back whatever happened; a failure to do so only delays the next run
-        // until the lease expires.
-        if let Err(error) = self.state.release_lease(&lease).await {
+    /// Takes the connection's lease for `holder`. A lease whose holder's process is known to be
+    /// gone (`holder_gone`) is broken and taken over at once.
+    async fn take_lease(
+        &self,
+        holder: &LeaseHolder,
+        holder_gone: Option<&(dyn Fn(&LeaseHolder) -> bool + Sync)>,
+    ) -> Result<Lease, RunError> {
+        let mut broke = false;
+        loop {
+            let now = self.clock.now();
+            match self
+                .state
+                .acquire_lease(self.connection, holder, now, LEASE_TTL_MS)
+                .await?
+            {
+                LeaseGrant::Acquired(lease) => return Ok(lease),
+                LeaseGrant::Busy(held) => {
+                    let gone = !broke && holder_gone.is_some_and(|gone| gone(&held.holder));
+                    if !gone {
+                        return Err(RunError::Busy { lease: held });
+                    }
+                    tracing::warn!(
+                        connection = self.connection,
+                        holder = %held.holder,
+                        token = held.token,
+                        "the lease holder's process is gone; taking the lease over"
+                    );
+                    self.state.break_lease(self.connection, held.token).await?;
+                    broke = true;
+                }
+            }
+        }
+    }
+
+    /// Gives the lease back; a failure only delays the next run until the lease runs out.
+    async fn give_back(&self, lease: &Lease) {
+        if let Err(error) = self.state.release_lease(lease).await {
             tracing::warn!(connection = self.connection, error = %error, "could not release the run lease");
         }
+    }
+
+    /// Plans and carries the plan out, holding the connection's lease (renewed while it runs).
+    pub async fn sync(&self, options: SyncOptions<'_>) -> Result<SyncOutcome, RunError> {
+        let started = self.clock.now();
+        let lease = self
+            .take_lease(&options.holder, options.holder_gone)
+            .await?;
+        let held = HeldLease::new(self.state, self.clock, lease);
+        let result = held
+            .run(self.sync_holding_lease(&options, &held, started))
+            .await;
+        self.give_back(&held.lease()).await;
         result
     }
 
     async fn sync_holding_lease(
         &self,
         options: &SyncOptions<'_>,
-        lease: &crate::state::Lease,
+        held: &HeldLease<'_>,
         started: UnixMillis,
     ) -> Result<SyncOutcome, RunError> {
+        let lease = held.lease();
         let mut run = RunRecord {
             id: format!("{}-{started}-{}", self.connection, lease.token),
             started_at: started,
@@ -130,7 +164,9 @@ impl Engine<'_> {
             counts: BTreeMap::new(),
             message: None,
         };
-        self.state.put_run(self.connection, &run).await?;
+        self.state
+            .put_run(self.connection, &run, &held.lease())
+            .await?;
         let before = self.directory.counters();
 
         let planned = match self.planner(options.focus).plan().await {
@@ -139,7 +175,9 @@ impl Engine<'_> {
                 run.status = RunStatus::Failed;
                 run.finished_at = Some(self.clock.now());
                 run.message = Some(error.to_string());
-                self.state.put_run(self.connection, &run).await?;
+                self.state
+                    .put_run(self.connection, &run, &held.lease())
+                    .await?;
                 return Err(error.into());
             }
         };
@@ -156,6 +194,7 @@ impl Engine<'_> {
             force_change_password: self.rule.force_change_password,
             allow_destructive: !plan.breaker.tripped || options.override_breaker,
             progress: options.progress,
+            lease: held,
         };
         let report = executor.execute(planned).await?;
 
@@ -183,7 +222,10 @@ impl Engine<'_> {
                 last_failed_at: now,
                 next_retry_at: now,
             };
-            self.state.put_error(self.connection, &error).await?;
+            held.check()?;
+            self.state
+                .put_error(self.connection, &error, &held.lease())
+                .await?;
         }
 
         let after = self.directory.counters();
@@ -223,7 +265,9 @@ impl Engine<'_> {
 
         if options.focus.is_some() {
             // A focused run says nothing about the snapshot: the checkpoint stays.
-            self.state.put_run(self.connection, &run).await?;
+            self.state
+                .put_run(self.connection, &run, &held.lease())
+                .await?;
             return Ok(SyncOutcome { plan, report, run });
         }
         // The checkpoint moves only after the writes it covers are recorded (above).
@@ -245,10 +289,13 @@ impl Engine<'_> {
             },
             updated_at: self.clock.now(),
         };
+        held.check()?;
         self.state
-            .put_checkpoint(self.connection, &checkpoint, lease)
+            .put_checkpoint(self.connection, &checkpoint, &held.lease())
             .await?;
-        self.state.put_run(self.connection, &run).await?;
+        self.state
+            .put_run(self.connection, &run, &held.lease())
+            .await?;
         Ok(SyncOutcome { plan, report, run })
     }
 
@@ -258,32 +305,23 @@ impl Engine<'_> {
     pub async fn delete_rule(
         &self,
         deprovision: bool,
-        owner: &str,
+        holder: &LeaseHolder,
     ) -> Result<(Plan, ExecutionReport), RunError> {
-        let now = self.clock.now();
-        let Some(lease) = self
-            .state
-            .acquire_lease(self.connection, owner, now, LEASE_MARGIN_MS * 6)
-            .await?
-        else {
-            return Err(RunError::Busy {
-                connection: self.connection.to_owned(),
-                owner: owner.to_owned(),
-                expires_at: now,
-            });
-        };
+        let lease = self.take_lease(holder, None).await?;
+        let held = HeldLease::new(self.state, self.clock, lease);
         // The rule's own preference deprovisions too, whoever deletes it (CLI or function).
         let deprovision = deprovision || self.rule.preferences.deprovision_on_rule_deletion;
-        let result = self.delete_rule_holding_lease(deprovision).await;
-        if let Err(error) = self.state.release_lease(&lease).await {
-            tracing::warn!(connection = self.connection, error = %error, "could not release the run lease");
-        }
+        let result = held
+            .run(self.delete_rule_holding_lease(deprovision, &held))
+            .await;
+        self.give_back(&held.lease()).await;
         result
     }
 
     async fn delete_rule_holding_lease(
         &self,
         deprovision: bool,
+        held: &HeldLease<'_>,
     ) -> Result<(Plan, ExecutionReport), RunError> {
         let mut steps = Vec::new();
         if deprovision {
@@ -337,6 +375,7 @@ impl Engine<'_> {
             // Deleting a rule with deprovisioning is the operator's explicit decision.
             allow_destructive: true,
             progress: None,
+            lease: held,
         };
         let report = executor
             .execute(Planned {
@@ -347,7 +386,10 @@ impl Engine<'_> {
         // Forget the rule only when every deprovision went through: a failed one stays linked
         // so that a second `rule delete --deprovision` finishes the job.
         if report.failures.is_empty() && report.fatal.is_none() {
-            self.state.clear_connection(self.connection).await?;
+            held.check()?;
+            self.state
+                .clear_connection(self.connection, &held.lease())
+                .await?;
         }
         Ok((plan, report))
     }

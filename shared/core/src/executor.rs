@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::directory::{Directory, DirectoryError, DirectoryOp, OpOutcome};
 use crate::hash::{is_empty_value, user_state_hash};
+use crate::lease::HeldLease;
 use crate::model::ObjectKind;
 use crate::plan::{DeprovisionReason, RemoveAction, Step};
 use crate::planner::Planned;
@@ -35,6 +36,9 @@ pub struct Executor<'a> {
     pub allow_destructive: bool,
     /// Called after every chunk with (steps done, steps in all).
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+    /// The run's lease: checked before every chunk's tenant writes and carried by every state
+    /// write, so a run that lost it stops without another write.
+    pub lease: &'a HeldLease<'a>,
 }
 
 /// What an execution did.
@@ -108,6 +112,29 @@ enum Prepared {
     Ops(Vec<DirectoryOp>),
     /// Cannot run: a step it depends on did not (its failure is recorded already).
     Skip,
+    /// Must not run: recorded as the object's failure with this reason.
+    Refused(DirectoryError),
+}
+
+/// The refusal of a link to a tenant object that another source id of the connection holds: a
+/// tenant object is linked to at most one source identity (DESIGN §8).
+fn linked_elsewhere(
+    kind: ObjectKind,
+    source_id: &str,
+    object_id: &str,
+    holder: &str,
+) -> DirectoryError {
+    let what = match kind {
+        ObjectKind::User => "user",
+        ObjectKind::Group => "group",
+    };
+    DirectoryError::new(
+        crate::directory::FailureKind::Conflict,
+        format!(
+            "source {what} {source_id:?} matches tenant {what} {object_id}, which is already linked to source id {holder:?}; \
+             it is not linked twice. Fix the source (two identities share the match value) or the match attribute"
+        ),
+    )
 }
 
 impl Executor<'_> {
@@ -118,6 +145,21 @@ impl Executor<'_> {
         let mut done = 0u64;
         // Tenant ids of objects created or linked in this run.
         let mut resolved: HashMap<(ObjectKind, String), String> = HashMap::new();
+        // Links this plan gives up because another source id took their object over (the old id
+        // left the source, a new one matched the same tenant object): they do not block it.
+        let released: HashSet<(ObjectKind, String)> = plan
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Deprovision {
+                    kind,
+                    source_id,
+                    reason: DeprovisionReason::Superseded,
+                    ..
+                } => Some((*kind, source_id.clone())),
+                _ => None,
+            })
+            .collect();
         let mut stages: Vec<Vec<Step>> = vec![Vec::new(); 7];
         for step in plan.steps {
             stages[stage_of(&step)].push(step);
@@ -136,7 +178,7 @@ impl Executor<'_> {
                     report.stopped_at_deadline = true;
                     return Ok(report);
                 }
-                self.run_chunk(chunk, &mut extras, &mut resolved, &mut report)
+                self.run_chunk(chunk, &released, &mut extras, &mut resolved, &mut report)
                     .await?;
                 done += chunk.len() as u64;
                 if let Some(progress) = self.progress {
@@ -150,9 +192,27 @@ impl Executor<'_> {
         Ok(report)
     }
 
+    /// The source id of this connection linked to `object_id`, when it is not `source_id` and
+    /// its link is not `released` by this plan.
+    async fn holder_of(
+        &self,
+        kind: ObjectKind,
+        source_id: &str,
+        object_id: &str,
+        released: &HashSet<(ObjectKind, String)>,
+    ) -> Result<Option<String>, StateError> {
+        Ok(self
+            .state
+            .find_link_by_object(self.connection, kind, object_id)
+            .await?
+            .map(|link| link.source_id)
+            .filter(|holder| holder != source_id && !released.contains(&(kind, holder.clone()))))
+    }
+
     async fn run_chunk(
         &self,
         chunk: &[Step],
+        released: &HashSet<(ObjectKind, String)>,
         extras: &mut crate::planner::PlanExtras,
         resolved: &mut HashMap<(ObjectKind, String), String>,
         report: &mut ExecutionReport,
@@ -194,9 +254,36 @@ impl Executor<'_> {
 
         // Prepare operations.
         let mut prepared: Vec<Prepared> = Vec::with_capacity(chunk.len());
+        // Tenant objects linked by an earlier step of this chunk, to their source ids.
+        let mut claimed: HashMap<(ObjectKind, String), String> = HashMap::new();
         for step in chunk {
             let p = match step {
-                Step::MatchGroup { .. } | Step::LinkUser { .. } => Prepared::Local,
+                Step::MatchGroup {
+                    source_id,
+                    object_id,
+                    ..
+                }
+                | Step::LinkUser {
+                    source_id,
+                    object_id,
+                    ..
+                } => {
+                    let (kind, _) = subject(step);
+                    let key = (kind, object_id.clone());
+                    let holder = match claimed.get(&key).filter(|s| *s != source_id) {
+                        Some(other) => Some(other.clone()),
+                        None => self.holder_of(kind, source_id, object_id, released).await?,
+                    };
+                    match holder {
+                        Some(holder) => {
+                            Prepared::Refused(linked_elsewhere(kind, source_id, object_id, &holder))
+                        }
+                        None => {
+                            claimed.insert(key, source_id.clone());
+                            Prepared::Local
+                        }
+                    }
+                }
                 Step::CreateGroup {
                     display_name,
                     mail_nickname,
@@ -369,7 +456,8 @@ impl Executor<'_> {
         // One apply call for the whole chunk.
         let mut ops = Vec::new();
         let mut spans = Vec::with_capacity(prepared.len());
-        for p in prepared {
+        let mut refused: HashMap<usize, DirectoryError> = HashMap::new();
+        for (index, p) in prepared.into_iter().enumerate() {
             match p {
                 Prepared::Ops(step_ops) => {
                     spans.push(Some((ops.len(), step_ops.len())));
@@ -377,8 +465,14 @@ impl Executor<'_> {
                 }
                 Prepared::Local => spans.push(Some((ops.len(), 0))),
                 Prepared::Skip => spans.push(None),
+                Prepared::Refused(error) => {
+                    refused.insert(index, error);
+                    spans.push(Some((ops.len(), 0)));
+                }
             }
         }
+        // No tenant write without the lease: a run that lost it stops here.
+        self.lease.confirm().await?;
         let results = if ops.is_empty() {
             Vec::new()
         } else {
@@ -391,7 +485,7 @@ impl Executor<'_> {
         let mut unlinked: Vec<(ObjectKind, String)> = Vec::new();
         let mut failed: Vec<(ObjectKind, String, String, DirectoryError)> = Vec::new();
         let mut succeeded: HashSet<(ObjectKind, String)> = HashSet::new();
-        for (step, span) in chunk.iter().zip(spans) {
+        for (index, (step, span)) in chunk.iter().zip(spans).enumerate() {
             let (kind, source_id) = subject(step);
             let key = (kind, source_id.to_owned());
             let Some((start, len)) = span else {
@@ -399,7 +493,21 @@ impl Executor<'_> {
                 continue;
             };
             let step_results = &results[start..start + len];
-            if let Some(error) = step_results.iter().find_map(|r| r.as_ref().err()) {
+            let adopted_elsewhere = match (step, step_results.first()) {
+                (
+                    Step::CreateUser { .. } | Step::CreateGroup { .. },
+                    Some(Ok(OpOutcome::Created { id })),
+                ) => self
+                    .holder_of(kind, source_id, id, released)
+                    .await?
+                    .map(|holder| linked_elsewhere(kind, source_id, id, &holder)),
+                _ => None,
+            };
+            let error = refused
+                .remove(&index)
+                .or(adopted_elsewhere)
+                .or_else(|| step_results.iter().find_map(|r| r.as_ref().err()).cloned());
+            if let Some(error) = error {
                 if error.is_fatal() && report.fatal.is_none() {
                     report.fatal = Some(error.message.clone());
                 }
@@ -407,7 +515,7 @@ impl Executor<'_> {
                     kind,
                     source_id.to_owned(),
                     step.operation().to_owned(),
-                    error.clone(),
+                    error,
                 ));
                 continue;
             }
@@ -596,13 +704,16 @@ impl Executor<'_> {
             }
         }
 
-        // Durable before the next chunk: links first, then errors.
+        // Durable before the next chunk: links first, then errors; every write fenced.
+        let fence = self.lease.lease();
         let to_put: Vec<Link> = changed
             .into_values()
             .filter(|l| !unlinked.contains(&(l.kind, l.source_id.clone())))
             .collect();
         if !to_put.is_empty() {
-            self.state.put_links(self.connection, &to_put).await?;
+            self.state
+                .put_links(self.connection, &to_put, &fence)
+                .await?;
         }
         for kind in [ObjectKind::User, ObjectKind::Group] {
             let ids: Vec<String> = unlinked
@@ -611,7 +722,9 @@ impl Executor<'_> {
                 .map(|(_, id)| id.clone())
                 .collect();
             if !ids.is_empty() {
-                self.state.delete_links(self.connection, kind, &ids).await?;
+                self.state
+                    .delete_links(self.connection, kind, &ids, &fence)
+                    .await?;
             }
             let ok: Vec<String> = succeeded
                 .iter()
@@ -619,7 +732,9 @@ impl Executor<'_> {
                 .map(|(_, id)| id.clone())
                 .collect();
             if !ok.is_empty() {
-                self.state.clear_errors(self.connection, kind, &ok).await?;
+                self.state
+                    .clear_errors(self.connection, kind, &ok, &fence)
+                    .await?;
             }
         }
         for (kind, source_id, operation, error) in failed {
@@ -640,7 +755,9 @@ impl Executor<'_> {
                 last_failed_at: now,
                 next_retry_at: now + retry_delay_ms(attempts),
             };
-            self.state.put_error(self.connection, &record).await?;
+            self.state
+                .put_error(self.connection, &record, &fence)
+                .await?;
             report.add("failed", 1);
             report.failures.push(record);
         }

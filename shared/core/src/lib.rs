@@ -11,6 +11,7 @@ pub mod directory;
 pub mod engine;
 pub mod executor;
 pub mod hash;
+pub mod lease;
 pub mod mapping;
 pub mod model;
 pub mod plan;
@@ -34,6 +35,6 @@ pub use source::{
     Change, ChangePage, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError,
 };
 pub use state::{
-    Checkpoint, Lease, Link, LinkOrigin, ObjectError, Phase, RunRecord, RunStatus, StateError,
-    StateResult, StateStore, UnixMillis,
+    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, Phase, RunRecord,
+    RunStatus, StateError, StateResult, StateStore, UnixMillis,
 };

@@ -10,8 +10,14 @@
 //!   store's own expiry (DynamoDB TTL) deletes lazily. A lease or event is expired at `now` when
 //!   `expires_at <= now`.
 //! - Every time is an explicit argument; no adapter reads the clock.
-//! - `put_checkpoint` succeeds only for the holder of the newest lease token: a stale run can
-//!   never move the cursor back (sources-facts §6.3).
+//! - Every write of a run is fenced: it carries the run's [`Lease`] and succeeds only while that
+//!   lease's token is the connection's newest, checked atomically with the write. A run whose
+//!   lease was taken over (it stalled, or an operator broke it) can write nothing more, not even
+//!   a run record; it learns so from [`StateError::Fenced`] and stops. The check is by token
+//!   alone, never by clock: a holder whose lease expired but was not taken over still holds the
+//!   newest token. (Martin Kleppmann's "How to do distributed locking" explains why a lease
+//!   without a fencing token does not protect the writes:
+//!   <https://martin.kleppmann.com/2016/02/08/how-to-do-distributed-locking.html>.)
 //! - Batch writes are atomic per call where the store allows it, and idempotent always.
 
 use std::collections::BTreeMap;
@@ -138,14 +144,49 @@ pub struct RunRecord {
     pub message: Option<String>,
 }
 
+/// Who takes a lease: recorded with it, so that "busy" can name the holder and an operator (or
+/// the CLI on the same host) can tell whether the holder is still alive.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    /// What runs: `cli`, `scheduled-sync`, `webhook`, with a run or request id.
+    pub owner: String,
+    /// The host name of a local process (CLI); `None` in Lambda.
+    pub host: Option<String>,
+    /// The process id of a local process (CLI); `None` in Lambda.
+    pub pid: Option<u32>,
+}
+
+impl std::fmt::Display for LeaseHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.owner)?;
+        match (&self.host, self.pid) {
+            (Some(host), Some(pid)) => write!(f, " (process {pid} on {host})"),
+            (Some(host), None) => write!(f, " (on {host})"),
+            (None, Some(pid)) => write!(f, " (process {pid})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 /// The right to run a connection, until `expires_at`. `token` grows with every acquisition: it
 /// fences writes of a holder that lost the lease without knowing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub connection: String,
-    pub owner: String,
+    pub holder: LeaseHolder,
     pub token: u64,
+    /// When this token was granted (renewals keep it).
+    pub acquired_at: UnixMillis,
     pub expires_at: UnixMillis,
+}
+
+/// The answer to a lease request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseGrant {
+    /// The lease is the caller's.
+    Acquired(Lease),
+    /// Another run holds it: this is that run's lease, to name it to the operator.
+    Busy(Lease),
 }
 
 /// Failures of a state store.
@@ -159,6 +200,15 @@ pub enum StateError {
         connection: String,
         presented: u64,
         current: u64,
+    },
+    /// The run could not renew its lease in time (the store was unreachable, or the lease was
+    /// broken or taken over): it stops before its next write.
+    #[error(
+        "connection {connection}: this run could not keep its lease (it ran out at {expired_at} ms unless renewed); it stopped before its next write, and the next run continues"
+    )]
+    LeaseLost {
+        connection: String,
+        expired_at: UnixMillis,
     },
     /// The store cannot be reached or refused the operation; worth retrying.
     #[error("the state store is unavailable: {0}")]
@@ -200,24 +250,36 @@ pub trait StateStore: Send + Sync {
         limit: usize,
     ) -> StateResult<Vec<Link>>;
 
-    /// Inserts or replaces links (keyed by kind + source id).
-    async fn put_links(&self, connection: &str, links: &[Link]) -> StateResult<()>;
+    /// The link of a tenant object, if any source id of this connection is linked to it: a tenant
+    /// object is linked to at most one source identity (DESIGN §8), and the engine asks before it
+    /// links a matched or adopted object.
+    async fn find_link_by_object(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        object_id: &str,
+    ) -> StateResult<Option<Link>>;
 
-    /// Marks links as seen in snapshot `generation` (only raises `seen_generation`).
+    /// Inserts or replaces links (keyed by kind + source id). Fenced by `lease`.
+    async fn put_links(&self, connection: &str, links: &[Link], lease: &Lease) -> StateResult<()>;
+
+    /// Marks links as seen in snapshot `generation` (only raises `seen_generation`). Fenced.
     async fn mark_seen(
         &self,
         connection: &str,
         kind: ObjectKind,
         source_ids: &[String],
         generation: u64,
+        lease: &Lease,
     ) -> StateResult<()>;
 
-    /// Removes links; absent ones are ignored.
+    /// Removes links; absent ones are ignored. Fenced.
     async fn delete_links(
         &self,
         connection: &str,
         kind: ObjectKind,
         source_ids: &[String],
+        lease: &Lease,
     ) -> StateResult<()>;
 
     /// Number of links of a kind (the circuit breaker's percentage base).
@@ -239,8 +301,13 @@ pub trait StateStore: Send + Sync {
 
     // --- per-object errors ---
 
-    /// Inserts or replaces the error of (kind, source id).
-    async fn put_error(&self, connection: &str, error: &ObjectError) -> StateResult<()>;
+    /// Inserts or replaces the error of (kind, source id). Fenced.
+    async fn put_error(
+        &self,
+        connection: &str,
+        error: &ObjectError,
+        lease: &Lease,
+    ) -> StateResult<()>;
 
     async fn get_errors(
         &self,
@@ -249,11 +316,13 @@ pub trait StateStore: Send + Sync {
         source_ids: &[String],
     ) -> StateResult<Vec<ObjectError>>;
 
+    /// Removes the errors of these objects. Fenced.
     async fn clear_errors(
         &self,
         connection: &str,
         kind: ObjectKind,
         source_ids: &[String],
+        lease: &Lease,
     ) -> StateResult<()>;
 
     /// Errors of the connection, soonest retry first; at most `limit`.
@@ -261,26 +330,36 @@ pub trait StateStore: Send + Sync {
 
     // --- runs ---
 
-    /// Inserts or replaces a run record (keyed by id).
-    async fn put_run(&self, connection: &str, run: &RunRecord) -> StateResult<()>;
+    /// Inserts or replaces a run record (keyed by id). Fenced.
+    async fn put_run(&self, connection: &str, run: &RunRecord, lease: &Lease) -> StateResult<()>;
 
     /// The latest runs, newest first.
     async fn list_runs(&self, connection: &str, limit: usize) -> StateResult<Vec<RunRecord>>;
 
     // --- lease ---
 
-    /// Takes the lease if it is free or expired at `now`; `None` while another owner holds it,
-    /// and also while this owner holds it (a holder extends with [`Self::renew_lease`]).
-    /// Every successful acquisition gets a token greater than any before it.
+    /// Takes the lease if it is free or expired at `now` ([`LeaseGrant::Acquired`]); while
+    /// another run holds it, [`LeaseGrant::Busy`] with that run's lease — also while this same
+    /// holder holds it (a holder extends with [`Self::renew_lease`]). Every successful
+    /// acquisition gets a token greater than any before it.
     async fn acquire_lease(
         &self,
         connection: &str,
-        owner: &str,
+        holder: &LeaseHolder,
         now: UnixMillis,
         ttl_ms: i64,
-    ) -> StateResult<Option<Lease>>;
+    ) -> StateResult<LeaseGrant>;
 
-    /// Extends a lease still held (same owner and token, not expired at `now`); `None` if lost.
+    /// The lease held at `now`, if any (an expired or released one reads as absent).
+    async fn get_lease(&self, connection: &str, now: UnixMillis) -> StateResult<Option<Lease>>;
+
+    /// Ends the lease carrying `token` at once, whoever holds it (its process is gone, or an
+    /// operator unlocks the connection). The next acquisition gets a newer token, which fences
+    /// every write of the old holder. `false` if the lease no longer carries `token` (it was
+    /// released or taken over meanwhile): nothing changed.
+    async fn break_lease(&self, connection: &str, token: u64) -> StateResult<bool>;
+
+    /// Extends a lease still held (same token, not expired at `now`); `None` if lost.
     async fn renew_lease(
         &self,
         lease: &Lease,
@@ -310,6 +389,6 @@ pub trait StateStore: Send + Sync {
     // --- connection ---
 
     /// Removes everything stored for a connection except the lease token counter (rule deletion).
-    /// The lease is left as it is, held or not: its holder (usually the caller) releases it.
-    async fn clear_connection(&self, connection: &str) -> StateResult<()>;
+    /// The lease is left as it is: its holder, the caller, releases it. Fenced.
+    async fn clear_connection(&self, connection: &str, lease: &Lease) -> StateResult<()>;
 }

@@ -123,7 +123,11 @@ pub async fn handle(
     let engine = connection.engine(deployment);
     let result = engine
         .sync(SyncOptions {
-            owner: format!("scheduled-sync {request_id}"),
+            holder: m365_core::LeaseHolder {
+                owner: format!("scheduled-sync {request_id}"),
+                host: None,
+                pid: None,
+            },
             deadline: Some(stop_at),
             ..SyncOptions::default()
         })
@@ -131,14 +135,14 @@ pub async fn handle(
     let duration = u64::try_from(deployment.clock.now() - started).unwrap_or(0);
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(RunError::Busy {
-            owner, expires_at, ..
-        }) => {
+        Err(RunError::Busy { lease }) => {
+            let owner = &lease.holder;
             tracing::info!(
                 connection = %name,
                 hop,
                 holder = %owner,
-                lease_until = expires_at,
+                lease_since = lease.acquired_at,
+                lease_until = lease.expires_at,
                 "another run holds the connection's lease; this invocation does nothing"
             );
             return Ok(SyncResponse {
@@ -147,7 +151,11 @@ pub async fn handle(
                 continue_: false,
                 status: "busy".to_owned(),
                 counts: BTreeMap::new(),
-                message: Some(format!("another run ({owner}) holds the lease")),
+                message: Some(format!(
+                    "another run ({owner}) holds the lease since {}, until {} unless renewed",
+                    m365_core::clock::format_utc(lease.acquired_at),
+                    m365_core::clock::format_utc(lease.expires_at)
+                )),
             });
         }
         Err(error) => {

@@ -166,7 +166,11 @@ pub async fn handle(deployment: &Deployment, request: Request) -> Response<Body>
     let started = deployment.clock.now();
     let result = engine
         .sync(SyncOptions {
-            owner: format!("webhook {}", verified.id),
+            holder: m365_core::LeaseHolder {
+                owner: format!("webhook {}", verified.id),
+                host: None,
+                pid: None,
+            },
             focus: Some(&focus),
             ..SyncOptions::default()
         })
@@ -182,7 +186,8 @@ pub async fn handle(deployment: &Deployment, request: Request) -> Response<Body>
     };
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(RunError::Busy { owner, .. }) => {
+        Err(RunError::Busy { lease }) => {
+            let owner = &lease.holder;
             forget().await;
             let mut response = reject(
                 StatusCode::SERVICE_UNAVAILABLE,

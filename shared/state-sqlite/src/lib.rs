@@ -14,7 +14,7 @@
 //! busy file is waited on for up to [`BUSY_TIMEOUT`] before the call fails as
 //! [`StateError::Unavailable`] (retryable). WAL needs a local file system (not NFS/EFS).
 //!
-//! # Schema (version 1, `PRAGMA user_version`; `PRAGMA application_id` = `0x4D333635`, "M365")
+//! # Schema (version 2, `PRAGMA user_version`; `PRAGMA application_id` = `0x4D333635`, "M365")
 //!
 //! Every table is keyed by `connection` first, so a connection is one key range and
 //! `clear_connection` is one range delete per table. Scalars are columns; lists and maps are JSON
@@ -22,15 +22,16 @@
 //!
 //! | table | key | columns | serves |
 //! |---|---|---|---|
-//! | `links` | (connection, kind, source_id) | object_id, origin, hash, applied (JSON), enabled, licenses (JSON), manager, members (JSON), seen_generation, updated_at | get/list/put/mark_seen/delete/count links; `list_links` walks the primary key in source-id (byte) order |
+//! | `links` | (connection, kind, source_id); index (connection, kind, object_id) | object_id, origin, hash, applied (JSON), enabled, licenses (JSON), manager, members (JSON), seen_generation, updated_at | get/list/put/mark_seen/delete/count links; `list_links` walks the primary key in source-id (byte) order; `find_link_by_object` the index |
 //! | `checkpoints` | connection | body (JSON [`Checkpoint`]), updated_at | get/put checkpoint |
 //! | `object_errors` | (connection, kind, source_id) | operation, message, attempts, first/last_failed_at, next_retry_at; index (connection, next_retry_at) | per-object errors, soonest retry first |
 //! | `runs` | (connection, id) | started_at, body (JSON [`RunRecord`]); index (connection, started_at) | run records, newest first |
-//! | `leases` | connection | owner, token, expires_at | the run lease; the row is never deleted, so `token` is the connection's fencing-token counter (release sets `expires_at` to the minimum and keeps the token) |
+//! | `leases` | connection | owner, host, pid, token, acquired_at, expires_at | the run lease; the row is never deleted, so `token` is the connection's fencing-token counter (release sets `expires_at` to the minimum and keeps the token) |
 //! | `events` | (connection, event_id) | expires_at; index (connection, expires_at) | processed webhook event ids; expired ones are purged on `remember_event` |
 //!
 //! Lease rules: acquiring succeeds when there is no row or `expires_at <= now`, and writes
-//! `token + 1`; renewing needs the same owner and token and `now < expires_at`; `put_checkpoint`
+//! `token + 1`; renewing needs the same token and `now < expires_at`; breaking expires the row
+//! if it still carries the token. Every write of a run (links, errors, runs, checkpoint, clear)
 //! compares the presented token with the row's inside the same transaction as the write (fencing
 //! is by token, not by clock). A file whose `user_version` is newer than this build's is refused
 //! with [`StateError::Corrupt`] and left untouched; older ones are migrated in one transaction.
@@ -44,8 +45,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use m365_core::{
-    Checkpoint, Lease, Link, LinkOrigin, ObjectError, ObjectKind, RunRecord, StateError,
-    StateResult, StateStore, UnixMillis,
+    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, ObjectKind,
+    RunRecord, StateError, StateResult, StateStore, UnixMillis,
 };
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension as _, Row, Transaction, TransactionBehavior,
@@ -355,16 +356,44 @@ fn unique(ids: &[String]) -> Vec<String> {
 
 fn read_lease(tx: &Transaction<'_>, connection: &str) -> Result<Option<Lease>, Fail> {
     Ok(tx
-        .prepare_cached("SELECT owner, token, expires_at FROM leases WHERE connection = ?1")?
+        .prepare_cached(
+            "SELECT owner, host, pid, token, acquired_at, expires_at FROM leases WHERE connection = ?1",
+        )?
         .query_row([connection], |row| {
             Ok(Lease {
                 connection: connection.to_owned(),
-                owner: row.get(0)?,
-                token: get_u64(row, 1)?,
-                expires_at: row.get(2)?,
+                holder: LeaseHolder {
+                    owner: row.get(0)?,
+                    host: row.get(1)?,
+                    pid: row.get(2)?,
+                },
+                token: get_u64(row, 3)?,
+                acquired_at: row.get(4)?,
+                expires_at: row.get(5)?,
             })
         })
         .optional()?)
+}
+
+/// Refuses the write of a run whose lease is not the connection's newest ([`StateError::Fenced`]).
+/// Called inside the write's own IMMEDIATE transaction: no acquisition can slip between the check
+/// and the write.
+fn fence(tx: &Transaction<'_>, connection: &str, lease: &Lease) -> Result<(), Fail> {
+    let current = read_lease(tx, connection)?.map_or(0, |l| l.token);
+    if lease.connection != connection || lease.token != current {
+        tracing::warn!(
+            connection,
+            presented = lease.token,
+            current,
+            "state write fenced"
+        );
+        return Err(Fail::State(StateError::Fenced {
+            connection: connection.to_owned(),
+            presented: lease.token,
+            current,
+        }));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -433,10 +462,30 @@ impl StateStore for SqliteStateStore {
         .await
     }
 
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, object_id = %object_id))]
+    async fn find_link_by_object(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        object_id: &str,
+    ) -> StateResult<Option<Link>> {
+        let (connection, object_id) = (connection.to_owned(), object_id.to_owned());
+        self.read(move |tx| {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {LINK_COLUMNS} FROM links WHERE connection = ?1 AND kind = ?2 AND object_id = ?3 \
+                 ORDER BY source_id LIMIT 1"
+            ))?;
+            let mut rows = stmt.query((&connection, kind.as_str(), &object_id))?;
+            rows.next()?.map(link_from_row).transpose()
+        })
+        .await
+    }
+
     #[instrument(level = "debug", skip_all, fields(connection = %connection, n = links.len()))]
-    async fn put_links(&self, connection: &str, links: &[Link]) -> StateResult<()> {
-        let (connection, links) = (connection.to_owned(), links.to_vec());
+    async fn put_links(&self, connection: &str, links: &[Link], lease: &Lease) -> StateResult<()> {
+        let (connection, links, lease) = (connection.to_owned(), links.to_vec(), lease.clone());
         self.write(move |tx| {
+            fence(tx, &connection, &lease)?;
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO links (connection, {LINK_COLUMNS}) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -470,9 +519,11 @@ impl StateStore for SqliteStateStore {
         kind: ObjectKind,
         source_ids: &[String],
         generation: u64,
+        lease: &Lease,
     ) -> StateResult<()> {
-        let (connection, ids) = (connection.to_owned(), source_ids.to_vec());
+        let (connection, ids, lease) = (connection.to_owned(), source_ids.to_vec(), lease.clone());
         self.write(move |tx| {
+            fence(tx, &connection, &lease)?;
             let generation = to_i64(generation, "generation")?;
             let mut stmt = tx.prepare_cached(
                 "UPDATE links SET seen_generation = ?4 \
@@ -492,9 +543,11 @@ impl StateStore for SqliteStateStore {
         connection: &str,
         kind: ObjectKind,
         source_ids: &[String],
+        lease: &Lease,
     ) -> StateResult<()> {
-        let (connection, ids) = (connection.to_owned(), source_ids.to_vec());
+        let (connection, ids, lease) = (connection.to_owned(), source_ids.to_vec(), lease.clone());
         self.write(move |tx| {
+            fence(tx, &connection, &lease)?;
             let mut stmt = tx.prepare_cached(
                 "DELETE FROM links WHERE connection = ?1 AND kind = ?2 AND source_id = ?3",
             )?;
@@ -542,22 +595,7 @@ impl StateStore for SqliteStateStore {
         let (connection, checkpoint, lease) =
             (connection.to_owned(), checkpoint.clone(), lease.clone());
         self.write(move |tx| {
-            // The check and the write share this IMMEDIATE transaction: no acquisition can slip
-            // between them.
-            let current = read_lease(tx, &connection)?.map_or(0, |l| l.token);
-            if lease.connection != connection || lease.token != current {
-                tracing::warn!(
-                    connection,
-                    presented = lease.token,
-                    current,
-                    "checkpoint write fenced"
-                );
-                return Err(Fail::State(StateError::Fenced {
-                    connection,
-                    presented: lease.token,
-                    current,
-                }));
-            }
+            fence(tx, &connection, &lease)?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO checkpoints (connection, body, updated_at) VALUES (?1, ?2, ?3)",
             )?
@@ -568,9 +606,15 @@ impl StateStore for SqliteStateStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %error.kind))]
-    async fn put_error(&self, connection: &str, error: &ObjectError) -> StateResult<()> {
-        let (connection, e) = (connection.to_owned(), error.clone());
+    async fn put_error(
+        &self,
+        connection: &str,
+        error: &ObjectError,
+        lease: &Lease,
+    ) -> StateResult<()> {
+        let (connection, e, lease) = (connection.to_owned(), error.clone(), lease.clone());
         self.write(move |tx| {
+            fence(tx, &connection, &lease)?;
             tx.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO object_errors (connection, {ERROR_COLUMNS}) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -622,9 +666,11 @@ impl StateStore for SqliteStateStore {
         connection: &str,
         kind: ObjectKind,
         source_ids: &[String],
+        lease: &Lease,
     ) -> StateResult<()> {
-        let (connection, ids) = (connection.to_owned(), source_ids.to_vec());
+        let (connection, ids, lease) = (connection.to_owned(), source_ids.to_vec(), lease.clone());
         self.write(move |tx| {
+            fence(tx, &connection, &lease)?;
             let mut stmt = tx.prepare_cached(
                 "DELETE FROM object_errors WHERE connection = ?1 AND kind = ?2 AND source_id = ?3",
             )?;
@@ -656,9 +702,10 @@ impl StateStore for SqliteStateStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, run = %run.id))]
-    async fn put_run(&self, connection: &str, run: &RunRecord) -> StateResult<()> {
-        let (connection, run) = (connection.to_owned(), run.clone());
+    async fn put_run(&self, connection: &str, run: &RunRecord, lease: &Lease) -> StateResult<()> {
+        let (connection, run, lease) = (connection.to_owned(), run.clone(), lease.clone());
         self.write(move |tx| {
+            fence(tx, &connection, &lease)?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO runs (connection, id, started_at, body) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -691,20 +738,20 @@ impl StateStore for SqliteStateStore {
         .await
     }
 
-    #[instrument(level = "debug", skip_all, fields(connection = %connection, owner = %owner, now = now, ttl_ms = ttl_ms))]
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, owner = %holder.owner, now = now, ttl_ms = ttl_ms))]
     async fn acquire_lease(
         &self,
         connection: &str,
-        owner: &str,
+        holder: &LeaseHolder,
         now: UnixMillis,
         ttl_ms: i64,
-    ) -> StateResult<Option<Lease>> {
-        let (connection, owner) = (connection.to_owned(), owner.to_owned());
+    ) -> StateResult<LeaseGrant> {
+        let (connection, holder) = (connection.to_owned(), holder.clone());
         self.write(move |tx| {
             let previous = read_lease(tx, &connection)?;
             if let Some(held) = previous.as_ref().filter(|l| l.expires_at > now) {
-                tracing::debug!(connection, holder = %held.owner, expires_at = held.expires_at, "lease held");
-                return Ok(None);
+                tracing::debug!(connection, holder = %held.holder, expires_at = held.expires_at, "lease held");
+                return Ok(LeaseGrant::Busy(held.clone()));
             }
             let last = previous.map_or(0, |l| l.token);
             let token = last
@@ -712,21 +759,46 @@ impl StateStore for SqliteStateStore {
                 .ok_or_else(|| Fail::Corrupt(format!("lease token of {connection:?} overflowed")))?;
             let lease = Lease {
                 connection,
-                owner,
+                holder,
                 token,
+                acquired_at: now,
                 expires_at: now.saturating_add(ttl_ms),
             };
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO leases (connection, owner, token, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO leases (connection, owner, host, pid, token, acquired_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute((
                 &lease.connection,
-                &lease.owner,
+                &lease.holder.owner,
+                &lease.holder.host,
+                lease.holder.pid,
                 to_i64(lease.token, "lease token")?,
+                lease.acquired_at,
                 lease.expires_at,
             ))?;
-            Ok(Some(lease))
+            Ok(LeaseGrant::Acquired(lease))
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, now = now))]
+    async fn get_lease(&self, connection: &str, now: UnixMillis) -> StateResult<Option<Lease>> {
+        let connection = connection.to_owned();
+        self.read(move |tx| Ok(read_lease(tx, &connection)?.filter(|l| l.expires_at > now)))
+            .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, token = token))]
+    async fn break_lease(&self, connection: &str, token: u64) -> StateResult<bool> {
+        let connection = connection.to_owned();
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = ?3 WHERE connection = ?1 AND token = ?2",
+                )?
+                .execute((&connection, to_i64(token, "lease token")?, i64::MIN))?;
+            Ok(changed == 1)
         })
         .await
     }
@@ -741,9 +813,7 @@ impl StateStore for SqliteStateStore {
         let lease = lease.clone();
         self.write(move |tx| {
             let current = read_lease(tx, &lease.connection)?;
-            let held = current.is_some_and(|c| {
-                c.owner == lease.owner && c.token == lease.token && now < c.expires_at
-            });
+            let held = current.is_some_and(|c| c.token == lease.token && now < c.expires_at);
             if !held {
                 return Ok(None);
             }
@@ -764,11 +834,10 @@ impl StateStore for SqliteStateStore {
         self.write(move |tx| {
             // Expire it in place: the row keeps the token, the connection's counter.
             tx.prepare_cached(
-                "UPDATE leases SET expires_at = ?4 WHERE connection = ?1 AND owner = ?2 AND token = ?3",
+                "UPDATE leases SET expires_at = ?3 WHERE connection = ?1 AND token = ?2",
             )?
             .execute((
                 &lease.connection,
-                &lease.owner,
                 to_i64(lease.token, "lease token")?,
                 i64::MIN,
             ))?;
@@ -813,9 +882,10 @@ impl StateStore for SqliteStateStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection))]
-    async fn clear_connection(&self, connection: &str) -> StateResult<()> {
-        let connection = connection.to_owned();
+    async fn clear_connection(&self, connection: &str, lease: &Lease) -> StateResult<()> {
+        let (connection, lease) = (connection.to_owned(), lease.clone());
         self.write(move |tx| {
+            fence(tx, &connection, &lease)?;
             // `leases` is left alone: its token counter must outlive the connection's data.
             for table in ["links", "checkpoints", "object_errors", "runs", "events"] {
                 let removed = tx

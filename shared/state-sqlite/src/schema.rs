@@ -12,7 +12,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x4D33_3635;
 
 /// Migration `i` brings a database from version `i` to version `i + 1`. Append, never edit: a
 /// released migration is part of the file format.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -79,6 +79,15 @@ CREATE TABLE events (
     PRIMARY KEY (connection, event_id)
 );
 CREATE INDEX events_by_expiry ON events (connection, expires_at);
+"#;
+
+/// Version 2: who holds a lease (host and process of a local holder, since when), and links
+/// found by tenant object id (a tenant object is linked to at most one source id).
+const V2: &str = r#"
+ALTER TABLE leases ADD COLUMN host TEXT;
+ALTER TABLE leases ADD COLUMN pid INTEGER;
+ALTER TABLE leases ADD COLUMN acquired_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX links_by_object ON links (connection, kind, object_id);
 "#;
 
 /// Creates the schema or migrates it to [`CURRENT_VERSION`], in one transaction. Refuses a file

@@ -106,15 +106,11 @@ async fn reopening_a_file_keeps_everything() {
     };
     let lease = {
         let store = SqliteStateStore::open(&path).unwrap();
-        store.put_links(c, &links).await.unwrap();
-        let lease = store
-            .acquire_lease(c, "run-1", 1_000, 60_000)
-            .await
-            .unwrap()
-            .unwrap();
+        let lease = conformance::acquire(&store, c, "run-1", 1_000, 60_000).await;
+        store.put_links(c, &links, &lease).await.unwrap();
         store.put_checkpoint(c, &checkpoint, &lease).await.unwrap();
-        store.put_error(c, &error).await.unwrap();
-        store.put_run(c, &run).await.unwrap();
+        store.put_error(c, &error, &lease).await.unwrap();
+        store.put_run(c, &run, &lease).await.unwrap();
         assert!(
             store
                 .remember_event(c, "evt-1", 1_000, 90_000)
@@ -144,10 +140,7 @@ async fn reopening_a_file_keeps_everything() {
     );
     // The lease survived the restart: still held, still the newest token.
     assert_eq!(
-        store
-            .acquire_lease(c, "run-2", 2_000, 60_000)
-            .await
-            .unwrap(),
+        conformance::try_acquire(&store, c, "run-2", 2_000, 60_000).await,
         None
     );
     store.put_checkpoint(c, &checkpoint, &lease).await.unwrap();
@@ -163,23 +156,12 @@ async fn two_stores_on_one_file_share_the_lease() {
     let second = SqliteStateStore::open(&path).unwrap();
     let c = "shared";
 
-    let lease = first
-        .acquire_lease(c, "process-1", 1_000, 5_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = conformance::acquire(&first, c, "process-1", 1_000, 5_000).await;
     assert_eq!(
-        second
-            .acquire_lease(c, "process-2", 2_000, 5_000)
-            .await
-            .unwrap(),
+        conformance::try_acquire(&second, c, "process-2", 2_000, 5_000).await,
         None
     );
-    let taken = second
-        .acquire_lease(c, "process-2", 6_000, 5_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let taken = conformance::acquire(&second, c, "process-2", 6_000, 5_000).await;
     assert!(taken.token > lease.token);
     assert_eq!(first.renew_lease(&lease, 6_001, 5_000).await.unwrap(), None);
 
@@ -200,8 +182,12 @@ async fn two_stores_on_one_file_share_the_lease() {
         }
         other => panic!("the first process must be fenced, got {other:?}"),
     }
-    first.put_links(c, &[link(7)]).await.unwrap();
-    assert_eq!(second.count_links(c, ObjectKind::User).await.unwrap(), 1);
+    assert!(matches!(
+        first.put_links(c, &[link(7)], &lease).await,
+        Err(StateError::Fenced { .. })
+    ));
+    second.put_links(c, &[link(7)], &taken).await.unwrap();
+    assert_eq!(first.count_links(c, ObjectKind::User).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -214,10 +200,10 @@ async fn concurrent_acquisitions_from_two_stores_have_one_winner() {
     for round in 0..20i64 {
         let now = round * 1_000;
         let (a, b) = tokio::join!(
-            stores[0].acquire_lease("race", "a", now, 500),
-            stores[1].acquire_lease("race", "b", now, 500),
+            conformance::try_acquire(&stores[0], "race", "a", now, 500),
+            conformance::try_acquire(&stores[1], "race", "b", now, 500),
         );
-        let winners = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
+        let winners = [a, b].into_iter().flatten().count();
         assert_eq!(
             winners, 1,
             "round {round}: exactly one process gets the lease"
@@ -304,10 +290,11 @@ async fn hundred_thousand_links_round_trip() {
     let store = SqliteStateStore::open(dir.path().join("state.db")).unwrap();
     let c = "scale";
 
+    let lease = conformance::writer(&store, c).await;
     let started = Instant::now();
     let all: Vec<Link> = (0..N).map(link).collect();
     for batch in all.chunks(PAGE) {
-        store.put_links(c, batch).await.unwrap();
+        store.put_links(c, batch, &lease).await.unwrap();
     }
     let put = started.elapsed();
     assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), N);

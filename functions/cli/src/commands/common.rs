@@ -3,6 +3,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use m365_core::LeaseHolder;
+use m365_core::engine::RunError;
+
 use crate::app::{App, SetupError};
 use crate::exit::Code;
 
@@ -37,8 +40,47 @@ pub fn report_setup(error: &SetupError, json: bool) -> Code {
     error.code
 }
 
-/// Who runs: recorded in the run lease.
-pub fn owner() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
-    format!("cli@{host}/{}", std::process::id())
+/// This machine's host name, as recorded with a lease.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Who runs `command` in this process: recorded in the run lease with host and process id, so
+/// that "busy" names it and a later run on this host can tell whether it is still alive.
+pub fn holder(command: &str) -> LeaseHolder {
+    LeaseHolder {
+        owner: format!("m365-provisioner {command}"),
+        host: Some(host_name()),
+        pid: Some(std::process::id()),
+    }
+}
+
+/// Whether a lease holder is a process of this host that no longer runs (killed, crashed): its
+/// lease is taken over at once. Only where the process table can be read (`/proc`, Linux);
+/// elsewhere the lease runs out by itself within a minute.
+pub fn holder_gone(holder: &LeaseHolder) -> bool {
+    let (Some(host), Some(pid)) = (&holder.host, holder.pid) else {
+        return false;
+    };
+    let proc = std::path::Path::new("/proc");
+    *host == host_name()
+        && pid != std::process::id()
+        && proc.join("self").exists()
+        && !proc.join(pid.to_string()).exists()
+}
+
+/// The message and exit code of a run that found the connection busy.
+pub fn report_busy(error: &RunError, json: bool) -> Code {
+    if json {
+        let value = serde_json::json!({"ok": false, "busy": true, "error": error.to_string()});
+        let _ = writeln!(std::io::stdout(), "{value:#}");
+    } else {
+        let _ = writeln!(std::io::stderr(), "error: {error}");
+    }
+    Code::Busy
 }

@@ -5,3 +5,4 @@ pub mod sandbox;
 pub mod status;
 pub mod sync;
 pub mod test_connection;
+pub mod unlock;

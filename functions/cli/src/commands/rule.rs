@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::common::{ConfigArg, build, owner};
+use super::common::{ConfigArg, build, holder, report_busy};
 use crate::exit::Code;
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +43,10 @@ pub async fn run(args: Args) -> Code {
     };
     // The engine also deprovisions when the rule's deprovision_on_rule_deletion is set.
     let deprovision = deprovision || app.config.rule.preferences.deprovision_on_rule_deletion;
-    let outcome = app.engine().delete_rule(deprovision, &owner()).await;
+    let outcome = app
+        .engine()
+        .delete_rule(deprovision, &holder("rule delete"))
+        .await;
     let mut out = std::io::stdout().lock();
     match outcome {
         Ok((plan, report)) => {
@@ -74,6 +77,7 @@ pub async fn run(args: Args) -> Code {
                 Code::PartialFailure
             }
         }
+        Err(error @ m365_core::engine::RunError::Busy { .. }) => report_busy(&error, false),
         Err(error) => {
             let _ = writeln!(std::io::stderr(), "error: {error}");
             Code::Failure

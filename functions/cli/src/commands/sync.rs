@@ -8,7 +8,7 @@ use m365_core::engine::{RunError, SyncOptions};
 use m365_core::state::RunStatus;
 use serde_json::json;
 
-use super::common::{ConfigArg, build, owner};
+use super::common::{ConfigArg, build, holder, holder_gone, report_busy};
 use crate::exit::Code;
 
 #[derive(Debug, clap::Args)]
@@ -19,7 +19,12 @@ sync without duplicating anything.
 
 Exit codes: 0 done (or stopped at --max-duration: run again to continue) · 2 configuration
 error · 3 finished with per-object failures (see `status`) · 4 the circuit breaker stopped
-disables/deletes · 5 connection or authentication failure.
+disables/deletes · 5 connection or authentication failure · 6 another run holds the connection
+(the message names it and when its lease ends).
+
+Only one run of a connection at a time: a run holds the connection's lease and renews it every
+20 s; a run that was killed frees the connection within a minute, at once when it ran on this
+host (its process is gone). `m365-provisioner unlock` frees it by hand.
 
 Examples:
   m365-provisioner sync --config examples/m365-provisioner.toml
@@ -86,7 +91,8 @@ pub async fn run(args: Args) -> Code {
     };
     let outcome = engine
         .sync(SyncOptions {
-            owner: owner(),
+            holder: holder("sync"),
+            holder_gone: Some(&holder_gone),
             override_breaker: args.override_breaker,
             deadline,
             progress: Some(&progress),
@@ -96,14 +102,7 @@ pub async fn run(args: Args) -> Code {
     bar.finish_and_clear();
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(RunError::Busy { .. }) if !args.json => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: another sync of {} is running; try again when it ends",
-                app.connection
-            );
-            return Code::Failure;
-        }
+        Err(error @ RunError::Busy { .. }) => return report_busy(&error, args.json),
         Err(error) => {
             // A source that cannot be reached is a connection failure (retry later); one whose
             // data cannot be read needs its input fixed.
