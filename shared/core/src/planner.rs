@@ -1182,18 +1182,19 @@ fn user_issue(source_id: &str, operation: &str, message: String) -> PlanIssue {
     }
 }
 
+/// The value that finds this user's existing tenant account. Only a value mapped from the
+/// source counts: a `unique()` candidate is never one (config validation refuses such a match
+/// attribute, see [`crate::mapping::check_match_attribute`]), since its first candidate is
+/// usually held by someone else, whose account the user would take over.
 fn match_value(desired: &DesiredUser, attribute: &str) -> Option<String> {
+    if desired.unique_candidates.contains_key(attribute) {
+        return None;
+    }
     desired
         .properties
         .get(attribute)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .or_else(|| {
-            desired
-                .unique_candidates
-                .get(attribute)
-                .and_then(|c| c.first().cloned())
-        })
 }
 
 /// The licenses this rule wants the user to have from it (DESIGN §5):

@@ -44,6 +44,10 @@
 //! 3. claims the chosen values in its [`TakenValues`] so that two users of the same run never
 //!    pick the same value.
 //!
+//! A property mapped with `unique` or `numbered` cannot be the rule's match attribute
+//! ([`check_match_attribute`]): a generated value names whoever holds it in the tenant, not the
+//! source identity.
+//!
 //! A create that still collides (a race with another writer) comes back as `ObjectConflict`
 //! (graph-facts §2.5) and is retried in a later run, where step 1 sees the value as taken.
 
@@ -69,8 +73,8 @@ pub use functions::{
 pub use password::{GENERATED_LENGTH, PasswordOrigin, PasswordValue, generate_password};
 pub use properties::{PropertyKind, USER_PROPERTIES, UserProperty};
 pub use spec::{
-    Expression, GroupMappingSpec, LicensesSpec, MappingSpec, PasswordSource, PasswordSpec,
-    is_template_syntax,
+    Expression, GENERATING_FUNCTIONS, GroupMappingSpec, LicensesSpec, MappingSpec, PasswordSource,
+    PasswordSpec, check_match_attribute, is_template_syntax,
 };
 pub use validate::{DomainPolicy, NicknameKind, Violation};
 

@@ -1243,3 +1243,58 @@ fn a_list_for_the_manager_or_a_group_name_is_an_error_too() {
         .unwrap();
     assert_eq!(g.display_name, "Sales");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Generated values are no match key
+
+#[test]
+fn generating_functions_are_found_in_any_template_of_an_expression() {
+    let cases = [
+        (
+            json!("{{ unique(uid, numbered(uid)) }}@example.com"),
+            vec!["numbered", "unique"],
+        ),
+        (
+            json!("{{ numbered(uid) | first }}@example.com"),
+            vec!["numbered"],
+        ),
+        (
+            json!("{% if x %}{{ unique(uid) }}{% endif %}@example.com"),
+            vec!["unique"],
+        ),
+        (json!(["{{ mail }}", "{{ unique(uid) }}"]), vec!["unique"]),
+        (json!("{{ uid | lower }}@example.com"), vec![]),
+        (json!({"attribute": "unique"}), vec![]),
+        (json!("unique(uid)"), vec![]),
+    ];
+    for (value, expected) in cases {
+        let expr: Expression = serde_json::from_value(value.clone()).unwrap();
+        let mut found = expr.generating_functions();
+        found.sort_unstable();
+        assert_eq!(found, expected, "{value}");
+    }
+}
+
+#[test]
+fn a_generated_match_attribute_is_refused_naming_attribute_reason_and_fix() {
+    let generated = base_spec(json!({
+        "userPrincipalName": "{{ unique(uid | lower, numbered(uid | lower)) }}@example.com",
+        "employeeId": {"attribute": "employeeNumber"},
+    }));
+    let message = check_match_attribute(&generated, "userPrincipalName").unwrap_err();
+    for fragment in [
+        "\"userPrincipalName\" cannot be the match attribute",
+        "unique() and numbered()",
+        "not an identity",
+        "take over",
+        "match_attribute = \"employeeId\"",
+    ] {
+        assert!(message.contains(fragment), "{fragment}: {message}");
+    }
+    // Matching on a source-stable attribute is fine, whatever the UPN does.
+    assert_eq!(check_match_attribute(&generated, "employeeId"), Ok(()));
+    assert_eq!(
+        check_match_attribute(&base_spec(json!({})), "userPrincipalName"),
+        Ok(())
+    );
+}
