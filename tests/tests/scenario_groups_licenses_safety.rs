@@ -472,6 +472,100 @@ async fn user_without_usage_location_gets_a_per_user_license_error_naming_usage_
     );
 }
 
+/// License requests the sandbox received for one tenant user, whatever their outcome.
+fn assign_license_requests(s: &Scenario, alias: &str) -> usize {
+    let id = s.tenant_user(&upn(alias)).expect("tenant user")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.sandbox
+        .sandbox()
+        .request_log()
+        .iter()
+        .filter(|r| r.path.contains("assignLicense") && r.path.contains(&id))
+        .count()
+}
+
+#[tokio::test]
+async fn license_without_usage_location_is_a_plan_issue_and_no_request_is_sent() {
+    let s = Scenario::new("", LICENSES).await;
+    let bob_without_location = || {
+        user(
+            "u-bob",
+            "bob",
+            json!({"licenseSku": demo::SKU_E3, "usageLocation": null}),
+        )
+    };
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({"licenseSku": demo::SKU_E3})),
+            bob_without_location(),
+        ],
+        &[group("grp-sales", "Sales", &["u-ann", "u-bob"])],
+    );
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::PartiallyFailed, "{:?}", out.run);
+    // The plan says why, naming the user, usageLocation and the fix…
+    let issues: Vec<_> = out
+        .plan
+        .issues
+        .iter()
+        .filter(|i| i.source_id == "u-bob")
+        .collect();
+    assert_eq!(issues.len(), 1, "{:#?}", out.plan.issues);
+    assert_eq!(issues[0].operation, "licenses");
+    for fragment in [&upn("bob"), "usageLocation", "rule.mapping.attributes"] {
+        assert!(
+            issues[0].message.contains(fragment),
+            "{fragment}: {}",
+            issues[0].message
+        );
+    }
+    assert!(!out.plan.steps.iter().any(|step| matches!(
+        step,
+        Step::AssignLicenses { source_id, .. } if source_id == "u-bob"
+    )));
+    // …no request Graph would refuse is sent, and Bob's other steps happen.
+    assert_eq!(assign_license_requests(&s, "bob"), 0);
+    assert_eq!(assign_license_requests(&s, "ann"), 1);
+    assert!(licenses_of(&s.tenant_user(&upn("bob")).unwrap()).is_empty());
+    assert_eq!(s.member_upns("Sales"), vec![upn("ann"), upn("bob")]);
+    let errors = s.errors().await;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        (errors[0].source_id.as_str(), errors[0].operation.as_str()),
+        ("u-bob", "licenses")
+    );
+    assert!(errors[0].message.contains("usageLocation"), "{errors:#?}");
+
+    // Linked now, still without a usage location: the same issue, still no request.
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::PartiallyFailed, "{:?}", out.run);
+    assert!(
+        out.plan
+            .issues
+            .iter()
+            .any(|i| i.source_id == "u-bob" && i.operation == "licenses")
+    );
+    assert_eq!(assign_license_requests(&s, "bob"), 0);
+
+    // Once the source gives one, the license follows.
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({"licenseSku": demo::SKU_E3})),
+            user("u-bob", "bob", json!({"licenseSku": demo::SKU_E3})),
+        ],
+        &[group("grp-sales", "Sales", &["u-ann", "u-bob"])],
+    );
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert_eq!(
+        licenses_of(&s.tenant_user(&upn("bob")).unwrap()),
+        vec![sku(demo::SKU_E3)]
+    );
+    assert!(s.errors().await.is_empty());
+}
+
 #[tokio::test]
 async fn sku_without_free_seats_is_a_per_user_error_and_others_are_licensed() {
     let s = Scenario::new("", LICENSES).await;

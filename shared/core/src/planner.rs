@@ -462,7 +462,7 @@ impl Planner<'_> {
                     let hash =
                         user_state_hash(&desired.properties, user.enabled, &desired_licenses);
                     if hash != link.hash {
-                        self.plan_linked_changes(
+                        let issue = self.plan_linked_changes(
                             &user,
                             &desired,
                             link,
@@ -471,6 +471,7 @@ impl Planner<'_> {
                             updates_out,
                             licenses_out,
                         );
+                        issues.extend(issue);
                     }
                     kept.insert(
                         user.id.clone(),
@@ -507,7 +508,13 @@ impl Planner<'_> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        select.push("accountEnabled".into());
+        // accountEnabled cannot be mapped; usageLocation tells whether a matched user can be
+        // licensed when the rule does not map it.
+        for extra in ["accountEnabled", "usageLocation"] {
+            if !select.iter().any(|s| s == extra) {
+                select.push(extra.into());
+            }
+        }
         let found = if values.is_empty() {
             Vec::new()
         } else {
@@ -559,22 +566,10 @@ impl Planner<'_> {
                         .get("accountEnabled")
                         .and_then(Value::as_bool)
                         .unwrap_or(true);
-                    let pseudo_link = Link {
-                        kind: ObjectKind::User,
-                        source_id: user.id.clone(),
-                        object_id: tenant_user.id.clone(),
-                        origin: crate::state::LinkOrigin::Matched,
-                        hash: String::new(),
-                        applied: current.clone(),
-                        enabled: tenant_enabled,
-                        licenses: Vec::new(),
-                        manager: None,
-                        members: Vec::new(),
-                        seen_generation: 0,
-                        updated_at: self.now,
-                    };
+                    let pseudo_link =
+                        matched_link(&user.id, tenant_user, &current, tenant_enabled, self.now);
                     let desired_licenses = desired_licenses(prefs, &desired, &[]);
-                    self.plan_linked_changes(
+                    let issue = self.plan_linked_changes(
                         &user,
                         &desired,
                         &pseudo_link,
@@ -583,6 +578,7 @@ impl Planner<'_> {
                         updates_out,
                         licenses_out,
                     );
+                    issues.extend(issue);
                     let mut starting_point = current;
                     starting_point.insert("accountEnabled".into(), Value::Bool(tenant_enabled));
                     extras.matched.insert(user.id.clone(), starting_point);
@@ -639,13 +635,9 @@ impl Planner<'_> {
                         enabled: user.enabled,
                     });
                     let licenses = desired_licenses(prefs, &desired, &[]);
-                    if !licenses.is_empty() {
-                        licenses_out.push(Step::AssignLicenses {
-                            source_id: user.id.clone(),
-                            user_principal_name: upn.clone(),
-                            add: licenses,
-                            remove: Vec::new(),
-                        });
+                    match license_step(&user.id, &upn, &desired, &BTreeMap::new(), &[], &licenses) {
+                        Ok(step) => licenses_out.extend(step),
+                        Err(issue) => issues.push(issue),
                     }
                     kept.insert(
                         user.id.clone(),
@@ -708,6 +700,8 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Updates, enable/disable and licenses of a linked (or matched) user; the issue that holds
+    /// its license additions back, if any.
     #[allow(clippy::too_many_arguments)]
     fn plan_linked_changes(
         &self,
@@ -718,7 +712,7 @@ impl Planner<'_> {
         desired_licenses: &[LicenseAssignment],
         updates_out: &mut Vec<Step>,
         licenses_out: &mut Vec<Step>,
-    ) {
+    ) -> Option<PlanIssue> {
         let prefs = &self.rule.preferences;
         if prefs.allow_update {
             let changes: Vec<AttributeChange> = desired
@@ -747,14 +741,19 @@ impl Planner<'_> {
                 enabled: user.enabled,
             });
         }
-        let (add, remove) = license_diff(&link.licenses, desired_licenses);
-        if !add.is_empty() || !remove.is_empty() {
-            licenses_out.push(Step::AssignLicenses {
-                source_id: user.id.clone(),
-                user_principal_name: upn.to_owned(),
-                add,
-                remove,
-            });
+        match license_step(
+            &user.id,
+            upn,
+            desired,
+            &link.applied,
+            &link.licenses,
+            desired_licenses,
+        ) {
+            Ok(step) => {
+                licenses_out.extend(step);
+                None
+            }
+            Err(issue) => Some(issue),
         }
     }
 
@@ -1195,6 +1194,92 @@ fn match_value(desired: &DesiredUser, attribute: &str) -> Option<String> {
         .get(attribute)
         .and_then(Value::as_str)
         .map(str::to_owned)
+}
+
+/// The starting point of a user linked by match: the tenant's values of the mapped properties
+/// (`current`), plus its usageLocation, which tells whether it can be licensed.
+fn matched_link(
+    source_id: &str,
+    tenant_user: &crate::directory::TenantUser,
+    current: &BTreeMap<String, Value>,
+    enabled: bool,
+    now: UnixMillis,
+) -> Link {
+    let mut applied = current.clone();
+    if let Some(location) = tenant_user.properties.get("usageLocation") {
+        applied
+            .entry("usageLocation".to_owned())
+            .or_insert_with(|| location.clone());
+    }
+    Link {
+        kind: ObjectKind::User,
+        source_id: source_id.to_owned(),
+        object_id: tenant_user.id.clone(),
+        origin: crate::state::LinkOrigin::Matched,
+        hash: String::new(),
+        applied,
+        enabled,
+        licenses: Vec::new(),
+        manager: None,
+        members: Vec::new(),
+        seen_generation: 0,
+        updated_at: now,
+    }
+}
+
+/// Whether the user has a usage location, which Graph requires before it assigns a license
+/// (<https://learn.microsoft.com/en-us/graph/api/user-assignlicense>): mapped now, applied
+/// earlier (`applied`: the link's applied values, or a matched user's tenant values), or implied
+/// by licenses this rule already assigned (Graph cannot clear a usage location).
+fn has_usage_location(
+    desired: &DesiredUser,
+    applied: &BTreeMap<String, Value>,
+    assigned: &[LicenseAssignment],
+) -> bool {
+    let set = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .is_some_and(|s| !s.trim().is_empty())
+    };
+    set(desired.properties.get("usageLocation"))
+        || set(applied.get("usageLocation"))
+        || !assigned.is_empty()
+}
+
+/// The license step of one user (`None`: nothing changes), or the plan issue that holds its
+/// additions back when the user has no usage location: a request Graph would refuse is never
+/// sent, and the user's other steps go ahead.
+fn license_step(
+    source_id: &str,
+    upn: &str,
+    desired: &DesiredUser,
+    applied: &BTreeMap<String, Value>,
+    assigned: &[LicenseAssignment],
+    wanted: &[LicenseAssignment],
+) -> Result<Option<Step>, PlanIssue> {
+    let (add, remove) = license_diff(assigned, wanted);
+    if add.is_empty() && remove.is_empty() {
+        return Ok(None);
+    }
+    if !add.is_empty() && !has_usage_location(desired, applied, assigned) {
+        let skus: Vec<&str> = add.iter().map(|l| l.sku_id.as_str()).collect();
+        return Err(user_issue(
+            source_id,
+            "licenses",
+            format!(
+                "user {upn}: license(s) {} not assigned: usageLocation is empty, and Graph assigns \
+                 licenses only to users with a usage location; map usageLocation in \
+                 rule.mapping.attributes (e.g. usageLocation = {{ attribute = \"c\" }}, or a \
+                 literal such as \"US\") or give this user a value at the source",
+                skus.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(Step::AssignLicenses {
+        source_id: source_id.to_owned(),
+        user_principal_name: upn.to_owned(),
+        add,
+        remove,
+    }))
 }
 
 /// The licenses this rule wants the user to have from it (DESIGN §5):
