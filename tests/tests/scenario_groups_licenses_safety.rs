@@ -36,9 +36,19 @@ fn lic(sku: &str, plans: &[&str]) -> LicenseAssignment {
 
 /// A rule like [`BASE_RULE`] with another breaker.
 fn rule_with_breaker(preferences: &str, max_count: u64, max_percent: f64) -> String {
+    rule_with_breaker_and(preferences, "", max_count, max_percent)
+}
+
+/// [`rule_with_breaker`] with extra TOML (further `[rule.*]` tables).
+fn rule_with_breaker_and(
+    preferences: &str,
+    extra: &str,
+    max_count: u64,
+    max_percent: f64,
+) -> String {
     let base = BASE_RULE
         .replace("{preferences}", preferences)
-        .replace("{extra}", "");
+        .replace("{extra}", extra);
     assert!(base.contains("max_count = 1000\nmax_percent = 100.0"));
     base.replace(
         "max_count = 1000\nmax_percent = 100.0",
@@ -1185,6 +1195,157 @@ async fn breaker_not_tripped_below_both_limits() {
     assert!(!out.plan.breaker.tripped);
     assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
     assert!(!enabled(&s, "q6") && !enabled(&s, "q7"));
+}
+
+#[tokio::test]
+async fn breaker_counts_membership_removals_and_holds_them_until_overridden() {
+    let s = Scenario::with_rule_text(SandboxConfig::demo(), &rule_with_breaker("", 2, 100.0)).await;
+    let users: Vec<Value> = (1..=6)
+        .map(|i| user(&format!("src-m{i}"), &format!("m{i}"), json!({})))
+        .collect();
+    let all = ["src-m1", "src-m2", "src-m3", "src-m4", "src-m5"];
+    s.write_source(&users, &[group("grp-team", "Team", &all)]);
+    s.sync().await;
+    assert_eq!(s.member_upns("Team").len(), 5);
+
+    // Every user stays; the group loses 4 members (over 2) and gains m6.
+    s.write_source(&users, &[group("grp-team", "Team", &["src-m1", "src-m6"])]);
+    let plan = s.plan().await;
+    assert!(plan.breaker.tripped, "{:?}", plan.breaker);
+    assert_eq!(plan.breaker.removals.memberships, 4);
+    assert_eq!(plan.breaker.destructive, 4);
+    assert_eq!(plan.breaker.managed.memberships, 5);
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::BreakerTripped, "{:?}", out.run);
+    let message = out.run.message.clone().unwrap();
+    assert!(
+        message.contains("4 membership removal(s) of 5 managed memberships"),
+        "{message}"
+    );
+    // No member was removed; the addition went ahead.
+    let mut expected: Vec<String> = (1..=6).map(|i| upn(&format!("m{i}"))).collect();
+    expected.sort();
+    assert_eq!(s.member_upns("Team"), expected);
+    assert_eq!(requests(&s, "DELETE", "/members/"), 0);
+
+    let out = s.try_sync(true, None).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert_eq!(s.member_upns("Team"), vec![upn("m1"), upn("m6")]);
+}
+
+#[tokio::test]
+async fn breaker_counts_license_removals_and_holds_them_until_overridden() {
+    let s = Scenario::with_rule_text(
+        SandboxConfig::demo(),
+        &rule_with_breaker_and("", LICENSES, 2, 100.0),
+    )
+    .await;
+    let licensed = |i: usize, sku: Value| {
+        user(
+            &format!("src-l{i}"),
+            &format!("l{i}"),
+            json!({ "licenseSku": sku }),
+        )
+    };
+    s.write_source(
+        &(1..=4)
+            .map(|i| licensed(i, json!(demo::SKU_E3)))
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    s.sync().await;
+
+    // Three users lose their license at the source (over 2); l4 changes title.
+    let mut next: Vec<Value> = (1..=3).map(|i| licensed(i, Value::Null)).collect();
+    next.push(user(
+        "src-l4",
+        "l4",
+        json!({"licenseSku": demo::SKU_E3, "title": "Lead"}),
+    ));
+    s.write_source(&next, &[]);
+    let plan = s.plan().await;
+    assert!(plan.breaker.tripped, "{:?}", plan.breaker);
+    assert_eq!(plan.breaker.removals.licenses, 3);
+    assert_eq!(plan.breaker.managed.licenses, 4);
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::BreakerTripped, "{:?}", out.run);
+    assert_eq!(out.report.counts.get("held"), Some(&3));
+    for i in 1..=4 {
+        assert_eq!(
+            licenses_of(&s.tenant_user(&upn(&format!("l{i}"))).unwrap()),
+            vec![sku(demo::SKU_E3)],
+            "l{i} keeps its license"
+        );
+    }
+    assert_eq!(s.tenant_user(&upn("l4")).unwrap()["jobTitle"], "Lead");
+
+    let out = s.try_sync(true, None).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    for i in 1..=3 {
+        assert!(licenses_of(&s.tenant_user(&upn(&format!("l{i}"))).unwrap()).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn breaker_counts_group_deletes_and_holds_them_until_overridden() {
+    let s = Scenario::with_rule_text(
+        SandboxConfig::demo(),
+        &rule_with_breaker_and("", "[rule.groups]\nremove_action = \"delete\"\n", 1, 100.0),
+    )
+    .await;
+    let users = [user("src-g1", "g1", json!({}))];
+    let groups: Vec<Value> = (1..=3)
+        .map(|i| group(&format!("grp-{i}"), &format!("Group {i}"), &["src-g1"]))
+        .collect();
+    s.write_source(&users, &groups);
+    s.sync().await;
+
+    // Two groups leave the source: two deletes, over 1.
+    s.write_source(&users, &groups[..1]);
+    let plan = s.plan().await;
+    assert!(plan.breaker.tripped, "{:?}", plan.breaker);
+    assert_eq!(plan.breaker.removals.groups, 2);
+    assert_eq!(plan.breaker.removals.memberships, 0);
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::BreakerTripped, "{:?}", out.run);
+    for i in 1..=3 {
+        assert_eq!(s.tenant_groups_named(&format!("Group {i}")).len(), 1);
+    }
+    assert!(s.link(ObjectKind::Group, "grp-2").await.is_some());
+
+    let out = s.try_sync(true, None).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert!(s.tenant_groups_named("Group 2").is_empty());
+    assert!(s.tenant_groups_named("Group 3").is_empty());
+}
+
+#[tokio::test]
+async fn a_few_membership_changes_do_not_trip_the_breaker() {
+    // 10 users in 3 groups: 30 memberships. Moving 2 people (2 removals, 6.7 % of the
+    // memberships) stays under 10 %, though 2 of 10 users would be 20 %.
+    let s = Scenario::with_rule_text(SandboxConfig::demo(), &rule_with_breaker("", 50, 10.0)).await;
+    let ids: Vec<String> = (0..10).map(|i| format!("src-f{i}")).collect();
+    let users: Vec<Value> = (0..10)
+        .map(|i| user(&ids[i], &format!("f{i}"), json!({})))
+        .collect();
+    let everyone: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let groups = |second: &[&str]| {
+        vec![
+            group("grp-a", "All A", &everyone),
+            group("grp-b", "All B", second),
+            group("grp-c", "All C", &everyone),
+        ]
+    };
+    s.write_source(&users, &groups(&everyone));
+    s.sync().await;
+
+    s.write_source(&users, &groups(&everyone[2..]));
+    let out = s.sync().await;
+    assert!(!out.plan.breaker.tripped, "{:?}", out.plan.breaker);
+    assert_eq!(out.plan.breaker.removals.memberships, 2);
+    assert_eq!(out.plan.breaker.managed.memberships, 30);
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert_eq!(s.member_upns("All B").len(), 8);
 }
 
 #[tokio::test]

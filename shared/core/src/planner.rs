@@ -15,7 +15,8 @@ use crate::directory::Directory;
 use crate::hash::{same_value, user_state_hash};
 use crate::model::{LicenseAssignment, ObjectKind, SourceGroup, SourceUser};
 use crate::plan::{
-    AttributeChange, BreakerVerdict, DeprovisionReason, Plan, PlanIssue, RemoveAction, Step,
+    AttributeChange, BreakerVerdict, DeprovisionReason, Plan, PlanIssue, RemovalCounts,
+    RemoveAction, Step,
 };
 use crate::rule::{
     BreakerSettings, GroupSettings, ManagerReference, ManagerSettings, Preferences, ScopeSettings,
@@ -171,6 +172,9 @@ impl Planner<'_> {
         let mut issues = Vec::new();
         let mut extras = PlanExtras::default();
         let mut snapshot_complete = true;
+        // The breaker's bases of memberships and licenses: what the plan read.
+        let mut managed_licenses = 0u64;
+        let mut managed_memberships = 0u64;
 
         // Scope by source groups: their members, read once.
         let scope_members: Option<HashSet<String>> = if rule.scope.groups.is_empty() {
@@ -266,6 +270,7 @@ impl Planner<'_> {
                 &mut extras,
                 &mut issues,
                 &mut claimed,
+                &mut managed_licenses,
                 (&mut steps_users, &mut steps_updates, &mut steps_licenses),
             )
             .await?;
@@ -281,21 +286,18 @@ impl Planner<'_> {
         }
         self.plan_managers(&kept, &dn_index, &mut steps_managers, &mut issues);
         if rule.groups.enabled {
-            self.plan_groups(
-                &source_groups,
-                &kept,
-                &mut extras,
-                &mut issues,
-                &mut steps_groups,
-                &mut steps_members,
-            )
-            .await?;
+            managed_memberships = self
+                .plan_groups(
+                    &source_groups,
+                    &kept,
+                    &mut extras,
+                    &mut issues,
+                    &mut steps_groups,
+                    &mut steps_members,
+                )
+                .await?;
         }
 
-        let linked_users = self
-            .state
-            .count_links(self.connection, ObjectKind::User)
-            .await?;
         if let Some(focus) = self.focus
             && prefs.allow_deprovision
         {
@@ -331,28 +333,6 @@ impl Planner<'_> {
         }
         steps_updates.extend(enables);
 
-        let destructive = steps_destructive
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s,
-                    Step::SetEnabled { enabled: false, .. }
-                        | Step::Deprovision {
-                            kind: ObjectKind::User,
-                            reason: DeprovisionReason::LeftScope | DeprovisionReason::RuleDeleted,
-                            ..
-                        }
-                )
-            })
-            .count() as u64;
-        let breaker = BreakerVerdict {
-            destructive,
-            linked_users,
-            max_count: rule.breaker.max_count,
-            max_percent: rule.breaker.max_percent,
-            tripped: rule.breaker.trips(destructive, linked_users),
-        };
-
         let mut steps = steps_groups;
         steps.extend(steps_users);
         steps.extend(steps_updates);
@@ -360,6 +340,9 @@ impl Planner<'_> {
         steps.extend(steps_managers);
         steps.extend(steps_members);
         steps.extend(steps_destructive);
+        let breaker = self
+            .breaker_verdict(&steps, managed_memberships, managed_licenses)
+            .await?;
         Ok(Planned {
             plan: Plan {
                 connection: self.connection.to_owned(),
@@ -383,6 +366,7 @@ impl Planner<'_> {
         extras: &mut PlanExtras,
         issues: &mut Vec<PlanIssue>,
         claimed: &mut HashSet<(String, String)>,
+        managed_licenses: &mut u64,
         (users_out, updates_out, licenses_out): (&mut Vec<Step>, &mut Vec<Step>, &mut Vec<Step>),
     ) -> Result<(), PlanError> {
         let rule = self.rule;
@@ -434,6 +418,7 @@ impl Planner<'_> {
             .into_iter()
             .map(|l| (l.source_id.clone(), l))
             .collect();
+        *managed_licenses += links.values().map(|l| l.licenses.len() as u64).sum::<u64>();
         // Objects in backoff after a failure wait for their retry time.
         let waiting: HashSet<String> = self
             .state
@@ -655,6 +640,33 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// The circuit breaker's verdict on the plan's steps ([`BreakerVerdict`]): users and groups
+    /// weighed against the linked ones, memberships and licenses against those the plan read.
+    async fn breaker_verdict(
+        &self,
+        steps: &[Step],
+        memberships: u64,
+        licenses: u64,
+    ) -> Result<BreakerVerdict, PlanError> {
+        let managed = RemovalCounts {
+            users: self
+                .state
+                .count_links(self.connection, ObjectKind::User)
+                .await?,
+            groups: self
+                .state
+                .count_links(self.connection, ObjectKind::Group)
+                .await?,
+            memberships,
+            licenses,
+        };
+        Ok(BreakerVerdict::new(
+            &self.rule.breaker,
+            RemovalCounts::of(steps),
+            managed,
+        ))
+    }
+
     /// Picks, for every property with unique candidates, the first value that no tenant user
     /// has and no other user of this run has claimed.
     async fn resolve_unique(
@@ -822,7 +834,7 @@ impl Planner<'_> {
         issues: &mut Vec<PlanIssue>,
         groups_out: &mut Vec<Step>,
         members_out: &mut Vec<Step>,
-    ) -> Result<(), PlanError> {
+    ) -> Result<u64, PlanError> {
         let settings = &self.rule.groups;
         let in_scope: Vec<&SourceGroup> = groups
             .iter()
@@ -836,6 +848,7 @@ impl Planner<'_> {
             .into_iter()
             .map(|l| (l.source_id.clone(), l))
             .collect();
+        let managed_memberships = links.values().map(|l| l.members.len() as u64).sum();
         // Tenant ids of the in-scope users, known from their links or from this plan's
         // matches (kept while their pages were planned): no second read of every member's link.
         let user_links: HashMap<&str, &str> = kept
@@ -948,7 +961,7 @@ impl Planner<'_> {
                 });
             }
         }
-        Ok(())
+        Ok(managed_memberships)
     }
 
     /// A focused plan's users are planned against the rest of the rule's identities as they were
