@@ -1349,6 +1349,46 @@ async fn a_few_membership_changes_do_not_trip_the_breaker() {
 }
 
 #[tokio::test]
+async fn a_source_file_without_groups_sweeps_no_group_but_still_deprovisions_users() {
+    let s = Scenario::new("", "[rule.groups]\nremove_action = \"delete\"\n").await;
+    let users = [
+        user("u-ann", "ann", json!({})),
+        user("u-bob", "bob", json!({})),
+    ];
+    s.write_source(&users, &[group("grp-sales", "Sales", &["u-ann", "u-bob"])]);
+    s.sync().await;
+    assert!(s.link(ObjectKind::Group, "grp-sales").await.is_some());
+
+    // The export loses its "groups" key, and Bob leaves.
+    let text = serde_json::to_string(&json!({"users": [users[0].clone()]})).unwrap();
+    std::fs::write(&s.source_path, text).unwrap();
+    let out = s.sync().await;
+    assert!(
+        out.plan.issues.iter().any(|i| i.kind == ObjectKind::Group
+            && i.operation == "read"
+            && i.message.contains("no \"groups\" list")),
+        "{:#?}",
+        out.plan.issues
+    );
+    assert!(
+        !out.plan.steps.iter().any(|step| matches!(
+            step,
+            Step::Deprovision {
+                kind: ObjectKind::Group,
+                ..
+            } | Step::RemoveMembers { .. }
+        )),
+        "{:#?}",
+        out.plan.steps
+    );
+    // The group and its members are left as they are; the user snapshot was complete.
+    assert_eq!(s.member_upns("Sales"), vec![upn("ann"), upn("bob")]);
+    assert!(s.link(ObjectKind::Group, "grp-sales").await.is_some());
+    assert!(!enabled(&s, "bob"));
+    assert!(enabled(&s, "ann"));
+}
+
+#[tokio::test]
 async fn record_without_id_makes_the_snapshot_incomplete_and_nothing_is_deprovisioned() {
     let s = Scenario::new("", "").await;
     s.write_source(

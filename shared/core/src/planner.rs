@@ -172,6 +172,9 @@ impl Planner<'_> {
         let mut issues = Vec::new();
         let mut extras = PlanExtras::default();
         let mut snapshot_complete = true;
+        // A group record without an id (or a source that cannot say which groups it has) leaves
+        // the group snapshot incomplete: groups are not swept, users still are.
+        let mut groups_complete = true;
         // The breaker's bases of memberships and licenses: what the plan read.
         let mut managed_licenses = 0u64;
         let mut managed_memberships = 0u64;
@@ -251,7 +254,8 @@ impl Planner<'_> {
                     (Some(id), ObjectKind::Group) => {
                         protected_groups.insert(id.clone());
                     }
-                    (None, _) => snapshot_complete = false,
+                    (None, ObjectKind::User) => snapshot_complete = false,
+                    (None, ObjectKind::Group) => groups_complete = false,
                 }
                 issues.push(PlanIssue {
                     kind: error.kind,
@@ -312,11 +316,12 @@ impl Planner<'_> {
             .await?;
         }
         if snapshot_complete && prefs.allow_deprovision {
+            let groups = groups_complete.then_some(source_groups.as_slice());
             self.plan_sweep(
                 &kept,
                 &protected,
                 &protected_groups,
-                &source_groups,
+                groups,
                 &mut steps_destructive,
             )
             .await?;
@@ -1090,13 +1095,14 @@ impl Planner<'_> {
     }
 
     /// Linked objects that are no longer in scope: deprovisioned (mark-and-sweep over a complete
-    /// snapshot only).
+    /// snapshot only). `groups`: the source groups, `None` when the group snapshot is incomplete
+    /// (no group is swept then).
     async fn plan_sweep(
         &self,
         kept: &BTreeMap<String, Kept>,
         protected: &HashSet<String>,
         protected_groups: &HashSet<String>,
-        groups: &[SourceGroup],
+        groups: Option<&[SourceGroup]>,
         out: &mut Vec<Step>,
     ) -> Result<(), PlanError> {
         let action = self.rule.preferences.remove_action;
@@ -1133,9 +1139,9 @@ impl Planner<'_> {
                 out.push(deprovision_step(link, action, reason));
             }
         }
-        if !self.rule.groups.enabled {
+        let Some(groups) = groups.filter(|_| self.rule.groups.enabled) else {
             return Ok(());
-        }
+        };
         let settings = &self.rule.groups;
         let wanted: HashSet<&str> = groups
             .iter()
