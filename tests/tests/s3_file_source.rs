@@ -183,7 +183,7 @@ async fn a_missing_object_is_unavailable_naming_the_url_and_the_code() {
 }
 
 #[tokio::test]
-async fn a_missing_groups_csv_means_no_groups() {
+async fn a_missing_groups_csv_with_groups_false_means_no_groups() {
     let (_moto, s3) = moto_with_bucket().await;
     put(&s3, "only-users/users.csv", USERS_CSV).await;
 
@@ -196,7 +196,13 @@ async fn a_missing_groups_csv_means_no_groups() {
             .unwrap()
     );
 
-    let source = source(&s3, &format!("s3://{BUCKET}/only-users/"));
+    // Without `groups = false` a missing groups.csv is an incomplete group snapshot (the file
+    // source's own tests cover that); with it, the source has no groups.
+    let config = FileSourceConfig {
+        groups: false,
+        ..FileSourceConfig::new(format!("s3://{BUCKET}/only-users/"))
+    };
+    let source = FileSource::new(config, Arc::new(loader(&s3))).unwrap();
     let (users, groups, _) = snapshot(&source, 10).await;
     assert_eq!(users.len(), 3);
     assert!(groups.is_empty());

@@ -36,9 +36,19 @@ fn lic(sku: &str, plans: &[&str]) -> LicenseAssignment {
 
 /// A rule like [`BASE_RULE`] with another breaker.
 fn rule_with_breaker(preferences: &str, max_count: u64, max_percent: f64) -> String {
+    rule_with_breaker_and(preferences, "", max_count, max_percent)
+}
+
+/// [`rule_with_breaker`] with extra TOML (further `[rule.*]` tables).
+fn rule_with_breaker_and(
+    preferences: &str,
+    extra: &str,
+    max_count: u64,
+    max_percent: f64,
+) -> String {
     let base = BASE_RULE
         .replace("{preferences}", preferences)
-        .replace("{extra}", "");
+        .replace("{extra}", extra);
     assert!(base.contains("max_count = 1000\nmax_percent = 100.0"));
     base.replace(
         "max_count = 1000\nmax_percent = 100.0",
@@ -470,6 +480,100 @@ async fn user_without_usage_location_gets_a_per_user_license_error_naming_usage_
             .licenses
             .is_empty()
     );
+}
+
+/// License requests the sandbox received for one tenant user, whatever their outcome.
+fn assign_license_requests(s: &Scenario, alias: &str) -> usize {
+    let id = s.tenant_user(&upn(alias)).expect("tenant user")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.sandbox
+        .sandbox()
+        .request_log()
+        .iter()
+        .filter(|r| r.path.contains("assignLicense") && r.path.contains(&id))
+        .count()
+}
+
+#[tokio::test]
+async fn license_without_usage_location_is_a_plan_issue_and_no_request_is_sent() {
+    let s = Scenario::new("", LICENSES).await;
+    let bob_without_location = || {
+        user(
+            "u-bob",
+            "bob",
+            json!({"licenseSku": demo::SKU_E3, "usageLocation": null}),
+        )
+    };
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({"licenseSku": demo::SKU_E3})),
+            bob_without_location(),
+        ],
+        &[group("grp-sales", "Sales", &["u-ann", "u-bob"])],
+    );
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::PartiallyFailed, "{:?}", out.run);
+    // The plan says why, naming the user, usageLocation and the fix…
+    let issues: Vec<_> = out
+        .plan
+        .issues
+        .iter()
+        .filter(|i| i.source_id == "u-bob")
+        .collect();
+    assert_eq!(issues.len(), 1, "{:#?}", out.plan.issues);
+    assert_eq!(issues[0].operation, "licenses");
+    for fragment in [&upn("bob"), "usageLocation", "rule.mapping.attributes"] {
+        assert!(
+            issues[0].message.contains(fragment),
+            "{fragment}: {}",
+            issues[0].message
+        );
+    }
+    assert!(!out.plan.steps.iter().any(|step| matches!(
+        step,
+        Step::AssignLicenses { source_id, .. } if source_id == "u-bob"
+    )));
+    // …no request Graph would refuse is sent, and Bob's other steps happen.
+    assert_eq!(assign_license_requests(&s, "bob"), 0);
+    assert_eq!(assign_license_requests(&s, "ann"), 1);
+    assert!(licenses_of(&s.tenant_user(&upn("bob")).unwrap()).is_empty());
+    assert_eq!(s.member_upns("Sales"), vec![upn("ann"), upn("bob")]);
+    let errors = s.errors().await;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        (errors[0].source_id.as_str(), errors[0].operation.as_str()),
+        ("u-bob", "licenses")
+    );
+    assert!(errors[0].message.contains("usageLocation"), "{errors:#?}");
+
+    // Linked now, still without a usage location: the same issue, still no request.
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::PartiallyFailed, "{:?}", out.run);
+    assert!(
+        out.plan
+            .issues
+            .iter()
+            .any(|i| i.source_id == "u-bob" && i.operation == "licenses")
+    );
+    assert_eq!(assign_license_requests(&s, "bob"), 0);
+
+    // Once the source gives one, the license follows.
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({"licenseSku": demo::SKU_E3})),
+            user("u-bob", "bob", json!({"licenseSku": demo::SKU_E3})),
+        ],
+        &[group("grp-sales", "Sales", &["u-ann", "u-bob"])],
+    );
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert_eq!(
+        licenses_of(&s.tenant_user(&upn("bob")).unwrap()),
+        vec![sku(demo::SKU_E3)]
+    );
+    assert!(s.errors().await.is_empty());
 }
 
 #[tokio::test]
@@ -1091,6 +1195,197 @@ async fn breaker_not_tripped_below_both_limits() {
     assert!(!out.plan.breaker.tripped);
     assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
     assert!(!enabled(&s, "q6") && !enabled(&s, "q7"));
+}
+
+#[tokio::test]
+async fn breaker_counts_membership_removals_and_holds_them_until_overridden() {
+    let s = Scenario::with_rule_text(SandboxConfig::demo(), &rule_with_breaker("", 2, 100.0)).await;
+    let users: Vec<Value> = (1..=6)
+        .map(|i| user(&format!("src-m{i}"), &format!("m{i}"), json!({})))
+        .collect();
+    let all = ["src-m1", "src-m2", "src-m3", "src-m4", "src-m5"];
+    s.write_source(&users, &[group("grp-team", "Team", &all)]);
+    s.sync().await;
+    assert_eq!(s.member_upns("Team").len(), 5);
+
+    // Every user stays; the group loses 4 members (over 2) and gains m6.
+    s.write_source(&users, &[group("grp-team", "Team", &["src-m1", "src-m6"])]);
+    let plan = s.plan().await;
+    assert!(plan.breaker.tripped, "{:?}", plan.breaker);
+    assert_eq!(plan.breaker.removals.memberships, 4);
+    assert_eq!(plan.breaker.destructive, 4);
+    assert_eq!(plan.breaker.managed.memberships, 5);
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::BreakerTripped, "{:?}", out.run);
+    let message = out.run.message.clone().unwrap();
+    assert!(
+        message.contains("4 membership removal(s) of 5 managed memberships"),
+        "{message}"
+    );
+    // No member was removed; the addition went ahead.
+    let mut expected: Vec<String> = (1..=6).map(|i| upn(&format!("m{i}"))).collect();
+    expected.sort();
+    assert_eq!(s.member_upns("Team"), expected);
+    assert_eq!(requests(&s, "DELETE", "/members/"), 0);
+
+    let out = s.try_sync(true, None).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert_eq!(s.member_upns("Team"), vec![upn("m1"), upn("m6")]);
+}
+
+#[tokio::test]
+async fn breaker_counts_license_removals_and_holds_them_until_overridden() {
+    let s = Scenario::with_rule_text(
+        SandboxConfig::demo(),
+        &rule_with_breaker_and("", LICENSES, 2, 100.0),
+    )
+    .await;
+    let licensed = |i: usize, sku: Value| {
+        user(
+            &format!("src-l{i}"),
+            &format!("l{i}"),
+            json!({ "licenseSku": sku }),
+        )
+    };
+    s.write_source(
+        &(1..=4)
+            .map(|i| licensed(i, json!(demo::SKU_E3)))
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    s.sync().await;
+
+    // Three users lose their license at the source (over 2); l4 changes title.
+    let mut next: Vec<Value> = (1..=3).map(|i| licensed(i, Value::Null)).collect();
+    next.push(user(
+        "src-l4",
+        "l4",
+        json!({"licenseSku": demo::SKU_E3, "title": "Lead"}),
+    ));
+    s.write_source(&next, &[]);
+    let plan = s.plan().await;
+    assert!(plan.breaker.tripped, "{:?}", plan.breaker);
+    assert_eq!(plan.breaker.removals.licenses, 3);
+    assert_eq!(plan.breaker.managed.licenses, 4);
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::BreakerTripped, "{:?}", out.run);
+    assert_eq!(out.report.counts.get("held"), Some(&3));
+    for i in 1..=4 {
+        assert_eq!(
+            licenses_of(&s.tenant_user(&upn(&format!("l{i}"))).unwrap()),
+            vec![sku(demo::SKU_E3)],
+            "l{i} keeps its license"
+        );
+    }
+    assert_eq!(s.tenant_user(&upn("l4")).unwrap()["jobTitle"], "Lead");
+
+    let out = s.try_sync(true, None).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    for i in 1..=3 {
+        assert!(licenses_of(&s.tenant_user(&upn(&format!("l{i}"))).unwrap()).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn breaker_counts_group_deletes_and_holds_them_until_overridden() {
+    let s = Scenario::with_rule_text(
+        SandboxConfig::demo(),
+        &rule_with_breaker_and("", "[rule.groups]\nremove_action = \"delete\"\n", 1, 100.0),
+    )
+    .await;
+    let users = [user("src-g1", "g1", json!({}))];
+    let groups: Vec<Value> = (1..=3)
+        .map(|i| group(&format!("grp-{i}"), &format!("Group {i}"), &["src-g1"]))
+        .collect();
+    s.write_source(&users, &groups);
+    s.sync().await;
+
+    // Two groups leave the source: two deletes, over 1.
+    s.write_source(&users, &groups[..1]);
+    let plan = s.plan().await;
+    assert!(plan.breaker.tripped, "{:?}", plan.breaker);
+    assert_eq!(plan.breaker.removals.groups, 2);
+    assert_eq!(plan.breaker.removals.memberships, 0);
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::BreakerTripped, "{:?}", out.run);
+    for i in 1..=3 {
+        assert_eq!(s.tenant_groups_named(&format!("Group {i}")).len(), 1);
+    }
+    assert!(s.link(ObjectKind::Group, "grp-2").await.is_some());
+
+    let out = s.try_sync(true, None).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert!(s.tenant_groups_named("Group 2").is_empty());
+    assert!(s.tenant_groups_named("Group 3").is_empty());
+}
+
+#[tokio::test]
+async fn a_few_membership_changes_do_not_trip_the_breaker() {
+    // 10 users in 3 groups: 30 memberships. Moving 2 people (2 removals, 6.7 % of the
+    // memberships) stays under 10 %, though 2 of 10 users would be 20 %.
+    let s = Scenario::with_rule_text(SandboxConfig::demo(), &rule_with_breaker("", 50, 10.0)).await;
+    let ids: Vec<String> = (0..10).map(|i| format!("src-f{i}")).collect();
+    let users: Vec<Value> = (0..10)
+        .map(|i| user(&ids[i], &format!("f{i}"), json!({})))
+        .collect();
+    let everyone: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let groups = |second: &[&str]| {
+        vec![
+            group("grp-a", "All A", &everyone),
+            group("grp-b", "All B", second),
+            group("grp-c", "All C", &everyone),
+        ]
+    };
+    s.write_source(&users, &groups(&everyone));
+    s.sync().await;
+
+    s.write_source(&users, &groups(&everyone[2..]));
+    let out = s.sync().await;
+    assert!(!out.plan.breaker.tripped, "{:?}", out.plan.breaker);
+    assert_eq!(out.plan.breaker.removals.memberships, 2);
+    assert_eq!(out.plan.breaker.managed.memberships, 30);
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert_eq!(s.member_upns("All B").len(), 8);
+}
+
+#[tokio::test]
+async fn a_source_file_without_groups_sweeps_no_group_but_still_deprovisions_users() {
+    let s = Scenario::new("", "[rule.groups]\nremove_action = \"delete\"\n").await;
+    let users = [
+        user("u-ann", "ann", json!({})),
+        user("u-bob", "bob", json!({})),
+    ];
+    s.write_source(&users, &[group("grp-sales", "Sales", &["u-ann", "u-bob"])]);
+    s.sync().await;
+    assert!(s.link(ObjectKind::Group, "grp-sales").await.is_some());
+
+    // The export loses its "groups" key, and Bob leaves.
+    let text = serde_json::to_string(&json!({"users": [users[0].clone()]})).unwrap();
+    std::fs::write(&s.source_path, text).unwrap();
+    let out = s.sync().await;
+    assert!(
+        out.plan.issues.iter().any(|i| i.kind == ObjectKind::Group
+            && i.operation == "read"
+            && i.message.contains("no \"groups\" list")),
+        "{:#?}",
+        out.plan.issues
+    );
+    assert!(
+        !out.plan.steps.iter().any(|step| matches!(
+            step,
+            Step::Deprovision {
+                kind: ObjectKind::Group,
+                ..
+            } | Step::RemoveMembers { .. }
+        )),
+        "{:#?}",
+        out.plan.steps
+    );
+    // The group and its members are left as they are; the user snapshot was complete.
+    assert_eq!(s.member_upns("Sales"), vec![upn("ann"), upn("bob")]);
+    assert!(s.link(ObjectKind::Group, "grp-sales").await.is_some());
+    assert!(!enabled(&s, "bob"));
+    assert!(enabled(&s, "ann"));
 }
 
 #[tokio::test]

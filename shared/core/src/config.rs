@@ -237,6 +237,11 @@ impl Config {
                 ),
             );
         }
+        if let Err(message) =
+            crate::mapping::check_match_attribute(mapping, &self.rule.match_attribute)
+        {
+            return fail("rule.match_attribute", message);
+        }
         let breaker = &self.rule.breaker;
         if !(0.0..=100.0).contains(&breaker.max_percent) {
             return fail(
@@ -300,6 +305,31 @@ source = "generate"
         let text = MINIMAL.replace("[rule.mapping.password]\nsource = \"generate\"\n", "");
         let error = Config::from_toml(&text, "t").unwrap_err().0;
         assert!(error.contains("rule.mapping.password"), "{error}");
+    }
+
+    #[test]
+    fn a_match_attribute_generated_by_unique_is_refused_at_load() {
+        for upn in [
+            "{{ unique(uid | lower, numbered(uid | lower)) }}@example.com",
+            "{{ numbered(uid) | first }}@example.com",
+        ] {
+            let text = MINIMAL.replace("\"{{ mail }}\"", &format!("{upn:?}"));
+            let error = Config::from_toml(&text, "test.toml").unwrap_err().0;
+            assert!(
+                error.starts_with("test.toml: rule.match_attribute: \"userPrincipalName\""),
+                "{error}"
+            );
+            assert!(error.contains("not an identity"), "{error}");
+            assert!(error.contains("employeeId"), "{error}");
+        }
+        // Matching on a source attribute while the UPN is generated is the safe setup.
+        let text = MINIMAL
+            .replace(
+                "\"{{ mail }}\"",
+                "\"{{ unique(uid, numbered(uid)) }}@example.com\"\nemployeeId = { attribute = \"employeeNumber\" }",
+            )
+            .replace("name = \"staff\"\n", "name = \"staff\"\nmatch_attribute = \"employeeId\"\n");
+        Config::from_toml(&text, "test.toml").unwrap();
     }
 
     #[test]

@@ -249,11 +249,8 @@ impl Engine<'_> {
             RunStatus::Checkpointed
         } else if report.destructive_held {
             run.message = Some(format!(
-                "circuit breaker: {} disable/delete operation(s) over {} linked users exceed the limit ({} or {}%); rerun with the override to carry them out",
-                plan.breaker.destructive,
-                plan.breaker.linked_users,
-                plan.breaker.max_count,
-                plan.breaker.max_percent
+                "{}; rerun with the override to carry them out",
+                plan.breaker.summary()
             ));
             RunStatus::BreakerTripped
         } else if !report.failures.is_empty() || issue_count > 0 {
@@ -362,6 +359,7 @@ impl Engine<'_> {
                 max_count: self.rule.breaker.max_count,
                 max_percent: self.rule.breaker.max_percent,
                 tripped: false,
+                ..crate::plan::BreakerVerdict::default()
             },
         };
         let executor = Executor {

@@ -32,7 +32,8 @@ pub struct Executor<'a> {
     pub chunk_size: usize,
     /// `passwordProfile.forceChangePasswordNextSignIn` of created users.
     pub force_change_password: bool,
-    /// Run disables and deprovisions (false when the circuit breaker tripped without override).
+    /// Run destructive steps ([`Step::is_destructive`]: disables, deprovisions, membership and
+    /// license removals); false when the circuit breaker tripped without override.
     pub allow_destructive: bool,
     /// Called after every chunk with (steps done, steps in all).
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
@@ -161,8 +162,18 @@ impl Executor<'_> {
             })
             .collect();
         let mut stages: Vec<Vec<Step>> = vec![Vec::new(); 7];
+        let mut held = 0u64;
         for step in plan.steps {
+            // A tripped breaker holds every destructive step, in whichever stage it sits.
+            if !self.allow_destructive && step.is_destructive() {
+                held += 1;
+                continue;
+            }
             stages[stage_of(&step)].push(step);
+        }
+        if held > 0 {
+            report.destructive_held = true;
+            report.add("held", held);
         }
         for (stage, steps) in stages.into_iter().enumerate() {
             if stage == 6 && !steps.is_empty() && !self.allow_destructive {

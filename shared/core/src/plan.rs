@@ -4,13 +4,14 @@
 //! memberships, then disables and deprovisions — and refer to source ids: an object created by an
 //! earlier step is resolved to its tenant id when the later step runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::directory::GroupKind;
 use crate::model::{LicenseAssignment, ObjectKind};
+use crate::rule::BreakerSettings;
 
 /// One changed attribute: old → new (`null` = absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,16 +201,19 @@ impl Step {
         }
     }
 
-    /// Disables and deletes: what the circuit breaker counts.
+    /// What a tripped circuit breaker holds back: user disables, deprovisions of users and
+    /// groups, membership removals, and license changes that remove a SKU (held whole, with any
+    /// SKU they add: Graph swaps them in one request). [`RemovalCounts::of`] says how they count.
     pub fn is_destructive(&self) -> bool {
-        matches!(
-            self,
-            Step::SetEnabled { enabled: false, .. }
-                | Step::Deprovision {
-                    reason: DeprovisionReason::LeftScope | DeprovisionReason::RuleDeleted,
-                    ..
-                }
-        )
+        match self {
+            Step::SetEnabled { enabled, .. } => !enabled,
+            Step::Deprovision { reason, .. } => *reason != DeprovisionReason::Superseded,
+            Step::RemoveMembers {
+                member_object_ids, ..
+            } => !member_object_ids.is_empty(),
+            Step::AssignLicenses { remove, .. } => !remove.is_empty(),
+            _ => false,
+        }
     }
 
     /// Tenant writes this step needs at least (memberships: one PATCH per 20 adds).
@@ -307,14 +311,145 @@ pub struct PlanIssue {
     pub message: String,
 }
 
-/// What the circuit breaker concluded about a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Destructive operations of a plan by kind, or (as [`BreakerVerdict::managed`]) what the
+/// connection manages of each kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovalCounts {
+    /// Users disabled (at the source, or deprovisioned with `disable`) or deleted.
+    pub users: u64,
+    /// Groups deleted. A group deprovisioned with `disable` is only unlinked: not counted.
+    pub groups: u64,
+    /// Members removed from groups, except users the same plan deprovisions: leaving their
+    /// groups is part of their departure, already counted once under `users`.
+    pub memberships: u64,
+    /// Licenses (SKUs) removed from users.
+    pub licenses: u64,
+}
+
+impl RemovalCounts {
+    /// What `steps` remove, counted as the field docs say.
+    pub fn of(steps: &[Step]) -> RemovalCounts {
+        let departing: HashSet<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Deprovision {
+                    kind: ObjectKind::User,
+                    object_id,
+                    ..
+                } => Some(object_id.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect();
+        let mut counts = RemovalCounts::default();
+        for step in steps.iter().filter(|s| s.is_destructive()) {
+            match step {
+                Step::SetEnabled { .. }
+                | Step::Deprovision {
+                    kind: ObjectKind::User,
+                    ..
+                } => counts.users += 1,
+                Step::Deprovision {
+                    kind: ObjectKind::Group,
+                    action: RemoveAction::Delete,
+                    ..
+                } => counts.groups += 1,
+                Step::RemoveMembers {
+                    member_object_ids, ..
+                } => {
+                    counts.memberships += member_object_ids
+                        .iter()
+                        .filter(|m| !departing.contains(&m.to_ascii_lowercase()))
+                        .count() as u64;
+                }
+                Step::AssignLicenses { remove, .. } => counts.licenses += remove.len() as u64,
+                _ => {}
+            }
+        }
+        counts
+    }
+
+    pub fn total(&self) -> u64 {
+        self.users + self.groups + self.memberships + self.licenses
+    }
+}
+
+/// What the circuit breaker concluded about a plan (DESIGN §8).
+///
+/// Each kind of destructive operation is weighed on its own against the same limits: user
+/// disables and deletes against the linked users, group deletes against the linked groups,
+/// membership removals against the memberships the rule manages in the groups the plan read,
+/// license removals against the licenses the rule assigned to the users the plan read (see
+/// [`RemovalCounts`] for what counts). The breaker trips when any kind has more than
+/// `max_count` operations, or more than `max_percent` % of its base (a base of 0, as on a first
+/// run, only has the count). Weighing memberships against memberships means a run that moves a
+/// few people between groups does not trip it, while one that empties groups does. When it
+/// trips, the run carries out none of the destructive steps ([`Step::is_destructive`]) unless
+/// overridden; everything else goes ahead.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BreakerVerdict {
+    /// Destructive operations of every kind (`removals.total()`).
     pub destructive: u64,
     pub linked_users: u64,
+    /// Destructive operations by kind.
+    #[serde(default)]
+    pub removals: RemovalCounts,
+    /// The percentage base of each kind.
+    #[serde(default)]
+    pub managed: RemovalCounts,
     pub max_count: u64,
     pub max_percent: f64,
     pub tripped: bool,
+}
+
+impl BreakerVerdict {
+    /// The verdict on `removals` against `managed`.
+    pub fn new(
+        settings: &BreakerSettings,
+        removals: RemovalCounts,
+        managed: RemovalCounts,
+    ) -> BreakerVerdict {
+        BreakerVerdict {
+            destructive: removals.total(),
+            linked_users: managed.users,
+            removals,
+            managed,
+            max_count: settings.max_count,
+            max_percent: settings.max_percent,
+            tripped: settings.trips_by_kind(&removals, &managed),
+        }
+    }
+
+    /// What the breaker found, for the plan table and the run message.
+    pub fn summary(&self) -> String {
+        let (r, m) = (&self.removals, &self.managed);
+        let parts: Vec<String> = [
+            (r.users, m.users, "user disable/delete", "linked users"),
+            (r.groups, m.groups, "group delete", "linked groups"),
+            (
+                r.memberships,
+                m.memberships,
+                "membership removal",
+                "managed memberships",
+            ),
+            (
+                r.licenses,
+                m.licenses,
+                "license removal",
+                "assigned licenses",
+            ),
+        ]
+        .iter()
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, base, what, of)| format!("{n} {what}(s) of {base} {of}"))
+        .collect();
+        format!(
+            "circuit breaker: {} destructive operation(s) exceed the limit (more than {} of a kind, or more than {}% of what the connection manages of that kind): {}",
+            self.destructive,
+            self.max_count,
+            self.max_percent,
+            parts.join(", ")
+        )
+    }
 }
 
 /// Everything a sync would do.
@@ -397,11 +532,8 @@ impl Plan {
         if self.breaker.tripped {
             let _ = writeln!(
                 out,
-                "circuit breaker: {} disable/delete operation(s) over {} linked users exceed the limit ({} or {}%); sync stops before the first one unless run with --override-breaker",
-                self.breaker.destructive,
-                self.breaker.linked_users,
-                self.breaker.max_count,
-                self.breaker.max_percent
+                "{}; sync carries out none of them unless run with --override-breaker",
+                self.breaker.summary()
             );
         }
         out
@@ -426,6 +558,7 @@ mod tests {
                 max_count: 10,
                 max_percent: 10.0,
                 tripped: false,
+                ..BreakerVerdict::default()
             },
         }
     }
@@ -465,6 +598,115 @@ mod tests {
         let value = serde_json::to_value(&step).unwrap();
         assert_eq!(value["op"], "link_user");
         assert_eq!(serde_json::from_value::<Step>(value).unwrap(), step);
+    }
+
+    #[test]
+    fn removals_count_every_kind_and_a_departure_once() {
+        let deprovision = |kind, id: &str, action| Step::Deprovision {
+            kind,
+            source_id: id.into(),
+            name: id.into(),
+            object_id: format!("obj-{id}"),
+            action,
+            reason: DeprovisionReason::LeftScope,
+        };
+        let steps = vec![
+            Step::AssignLicenses {
+                source_id: "u1".into(),
+                user_principal_name: "u1@example.com".into(),
+                add: vec![],
+                remove: vec!["e3".into(), "ems".into()],
+            },
+            Step::AssignLicenses {
+                source_id: "u2".into(),
+                user_principal_name: "u2@example.com".into(),
+                add: vec![LicenseAssignment {
+                    sku_id: "e5".into(),
+                    disabled_plans: vec![],
+                }],
+                remove: vec![],
+            },
+            // u9 leaves: removing it from the group is part of its departure.
+            Step::RemoveMembers {
+                group_source_id: "g".into(),
+                display_name: "G".into(),
+                member_object_ids: vec!["obj-u1".into(), "OBJ-U9".into(), "obj-u2".into()],
+            },
+            Step::SetEnabled {
+                source_id: "u3".into(),
+                user_principal_name: "u3@example.com".into(),
+                enabled: false,
+            },
+            deprovision(ObjectKind::User, "u9", RemoveAction::Disable),
+            deprovision(ObjectKind::Group, "g-old", RemoveAction::Delete),
+            // Only unlinked: nothing is removed from the tenant.
+            deprovision(ObjectKind::Group, "g-kept", RemoveAction::Disable),
+        ];
+        let counts = RemovalCounts::of(&steps);
+        assert_eq!(
+            counts,
+            RemovalCounts {
+                users: 2,
+                groups: 1,
+                memberships: 2,
+                licenses: 2,
+            }
+        );
+        assert_eq!(counts.total(), 7);
+        let destructive: Vec<bool> = steps.iter().map(Step::is_destructive).collect();
+        assert_eq!(destructive, [true, false, true, true, true, true, true]);
+    }
+
+    #[test]
+    fn breaker_weighs_each_kind_against_its_own_base() {
+        let settings = BreakerSettings {
+            max_count: 50,
+            max_percent: 10.0,
+        };
+        let managed = RemovalCounts {
+            users: 10,
+            groups: 3,
+            memberships: 30,
+            licenses: 10,
+        };
+        let verdict = |removals| BreakerVerdict::new(&settings, removals, managed);
+        // Two membership removals of 30 (6.7 %) do not trip it, though 2 of 10 users would.
+        let few = verdict(RemovalCounts {
+            memberships: 2,
+            ..RemovalCounts::default()
+        });
+        assert!(!few.tripped);
+        assert_eq!((few.destructive, few.linked_users), (2, 10));
+        let many = verdict(RemovalCounts {
+            memberships: 4,
+            ..RemovalCounts::default()
+        });
+        assert!(many.tripped);
+        let licenses = verdict(RemovalCounts {
+            licenses: 2,
+            ..RemovalCounts::default()
+        });
+        assert!(licenses.tripped);
+        assert!(
+            verdict(RemovalCounts {
+                groups: 1,
+                ..RemovalCounts::default()
+            })
+            .tripped
+        );
+        let summary = verdict(RemovalCounts {
+            users: 1,
+            memberships: 4,
+            ..RemovalCounts::default()
+        })
+        .summary();
+        assert_eq!(
+            summary,
+            "circuit breaker: 5 destructive operation(s) exceed the limit (more than 50 of a kind, \
+             or more than 10% of what the connection manages of that kind): 1 user \
+             disable/delete(s) of 10 linked users, 4 membership removal(s) of 30 managed \
+             memberships"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::directory::Directory;
 use crate::hash::{same_value, user_state_hash};
 use crate::model::{LicenseAssignment, ObjectKind, SourceGroup, SourceUser};
 use crate::plan::{
-    AttributeChange, BreakerVerdict, DeprovisionReason, Plan, PlanIssue, RemoveAction, Step,
+    AttributeChange, BreakerVerdict, DeprovisionReason, Plan, PlanIssue, RemovalCounts,
+    RemoveAction, Step,
 };
 use crate::rule::{
     BreakerSettings, GroupSettings, ManagerReference, ManagerSettings, Preferences, ScopeSettings,
@@ -171,6 +172,12 @@ impl Planner<'_> {
         let mut issues = Vec::new();
         let mut extras = PlanExtras::default();
         let mut snapshot_complete = true;
+        // A group record without an id (or a source that cannot say which groups it has) leaves
+        // the group snapshot incomplete: groups are not swept, users still are.
+        let mut groups_complete = true;
+        // The breaker's bases of memberships and licenses: what the plan read.
+        let mut managed_licenses = 0u64;
+        let mut managed_memberships = 0u64;
 
         // Scope by source groups: their members, read once.
         let scope_members: Option<HashSet<String>> = if rule.scope.groups.is_empty() {
@@ -247,7 +254,8 @@ impl Planner<'_> {
                     (Some(id), ObjectKind::Group) => {
                         protected_groups.insert(id.clone());
                     }
-                    (None, _) => snapshot_complete = false,
+                    (None, ObjectKind::User) => snapshot_complete = false,
+                    (None, ObjectKind::Group) => groups_complete = false,
                 }
                 issues.push(PlanIssue {
                     kind: error.kind,
@@ -266,6 +274,7 @@ impl Planner<'_> {
                 &mut extras,
                 &mut issues,
                 &mut claimed,
+                &mut managed_licenses,
                 (&mut steps_users, &mut steps_updates, &mut steps_licenses),
             )
             .await?;
@@ -281,21 +290,18 @@ impl Planner<'_> {
         }
         self.plan_managers(&kept, &dn_index, &mut steps_managers, &mut issues);
         if rule.groups.enabled {
-            self.plan_groups(
-                &source_groups,
-                &kept,
-                &mut extras,
-                &mut issues,
-                &mut steps_groups,
-                &mut steps_members,
-            )
-            .await?;
+            managed_memberships = self
+                .plan_groups(
+                    &source_groups,
+                    &kept,
+                    &mut extras,
+                    &mut issues,
+                    &mut steps_groups,
+                    &mut steps_members,
+                )
+                .await?;
         }
 
-        let linked_users = self
-            .state
-            .count_links(self.connection, ObjectKind::User)
-            .await?;
         if let Some(focus) = self.focus
             && prefs.allow_deprovision
         {
@@ -310,11 +316,12 @@ impl Planner<'_> {
             .await?;
         }
         if snapshot_complete && prefs.allow_deprovision {
+            let groups = groups_complete.then_some(source_groups.as_slice());
             self.plan_sweep(
                 &kept,
                 &protected,
                 &protected_groups,
-                &source_groups,
+                groups,
                 &mut steps_destructive,
             )
             .await?;
@@ -331,28 +338,6 @@ impl Planner<'_> {
         }
         steps_updates.extend(enables);
 
-        let destructive = steps_destructive
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s,
-                    Step::SetEnabled { enabled: false, .. }
-                        | Step::Deprovision {
-                            kind: ObjectKind::User,
-                            reason: DeprovisionReason::LeftScope | DeprovisionReason::RuleDeleted,
-                            ..
-                        }
-                )
-            })
-            .count() as u64;
-        let breaker = BreakerVerdict {
-            destructive,
-            linked_users,
-            max_count: rule.breaker.max_count,
-            max_percent: rule.breaker.max_percent,
-            tripped: rule.breaker.trips(destructive, linked_users),
-        };
-
         let mut steps = steps_groups;
         steps.extend(steps_users);
         steps.extend(steps_updates);
@@ -360,6 +345,9 @@ impl Planner<'_> {
         steps.extend(steps_managers);
         steps.extend(steps_members);
         steps.extend(steps_destructive);
+        let breaker = self
+            .breaker_verdict(&steps, managed_memberships, managed_licenses)
+            .await?;
         Ok(Planned {
             plan: Plan {
                 connection: self.connection.to_owned(),
@@ -383,6 +371,7 @@ impl Planner<'_> {
         extras: &mut PlanExtras,
         issues: &mut Vec<PlanIssue>,
         claimed: &mut HashSet<(String, String)>,
+        managed_licenses: &mut u64,
         (users_out, updates_out, licenses_out): (&mut Vec<Step>, &mut Vec<Step>, &mut Vec<Step>),
     ) -> Result<(), PlanError> {
         let rule = self.rule;
@@ -434,6 +423,7 @@ impl Planner<'_> {
             .into_iter()
             .map(|l| (l.source_id.clone(), l))
             .collect();
+        *managed_licenses += links.values().map(|l| l.licenses.len() as u64).sum::<u64>();
         // Objects in backoff after a failure wait for their retry time.
         let waiting: HashSet<String> = self
             .state
@@ -462,7 +452,7 @@ impl Planner<'_> {
                     let hash =
                         user_state_hash(&desired.properties, user.enabled, &desired_licenses);
                     if hash != link.hash {
-                        self.plan_linked_changes(
+                        let issue = self.plan_linked_changes(
                             &user,
                             &desired,
                             link,
@@ -471,6 +461,7 @@ impl Planner<'_> {
                             updates_out,
                             licenses_out,
                         );
+                        issues.extend(issue);
                     }
                     kept.insert(
                         user.id.clone(),
@@ -507,7 +498,13 @@ impl Planner<'_> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        select.push("accountEnabled".into());
+        // accountEnabled cannot be mapped; usageLocation tells whether a matched user can be
+        // licensed when the rule does not map it.
+        for extra in ["accountEnabled", "usageLocation"] {
+            if !select.iter().any(|s| s == extra) {
+                select.push(extra.into());
+            }
+        }
         let found = if values.is_empty() {
             Vec::new()
         } else {
@@ -559,22 +556,10 @@ impl Planner<'_> {
                         .get("accountEnabled")
                         .and_then(Value::as_bool)
                         .unwrap_or(true);
-                    let pseudo_link = Link {
-                        kind: ObjectKind::User,
-                        source_id: user.id.clone(),
-                        object_id: tenant_user.id.clone(),
-                        origin: crate::state::LinkOrigin::Matched,
-                        hash: String::new(),
-                        applied: current.clone(),
-                        enabled: tenant_enabled,
-                        licenses: Vec::new(),
-                        manager: None,
-                        members: Vec::new(),
-                        seen_generation: 0,
-                        updated_at: self.now,
-                    };
+                    let pseudo_link =
+                        matched_link(&user.id, tenant_user, &current, tenant_enabled, self.now);
                     let desired_licenses = desired_licenses(prefs, &desired, &[]);
-                    self.plan_linked_changes(
+                    let issue = self.plan_linked_changes(
                         &user,
                         &desired,
                         &pseudo_link,
@@ -583,6 +568,7 @@ impl Planner<'_> {
                         updates_out,
                         licenses_out,
                     );
+                    issues.extend(issue);
                     let mut starting_point = current;
                     starting_point.insert("accountEnabled".into(), Value::Bool(tenant_enabled));
                     extras.matched.insert(user.id.clone(), starting_point);
@@ -639,13 +625,9 @@ impl Planner<'_> {
                         enabled: user.enabled,
                     });
                     let licenses = desired_licenses(prefs, &desired, &[]);
-                    if !licenses.is_empty() {
-                        licenses_out.push(Step::AssignLicenses {
-                            source_id: user.id.clone(),
-                            user_principal_name: upn.clone(),
-                            add: licenses,
-                            remove: Vec::new(),
-                        });
+                    match license_step(&user.id, &upn, &desired, &BTreeMap::new(), &[], &licenses) {
+                        Ok(step) => licenses_out.extend(step),
+                        Err(issue) => issues.push(issue),
                     }
                     kept.insert(
                         user.id.clone(),
@@ -661,6 +643,33 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The circuit breaker's verdict on the plan's steps ([`BreakerVerdict`]): users and groups
+    /// weighed against the linked ones, memberships and licenses against those the plan read.
+    async fn breaker_verdict(
+        &self,
+        steps: &[Step],
+        memberships: u64,
+        licenses: u64,
+    ) -> Result<BreakerVerdict, PlanError> {
+        let managed = RemovalCounts {
+            users: self
+                .state
+                .count_links(self.connection, ObjectKind::User)
+                .await?,
+            groups: self
+                .state
+                .count_links(self.connection, ObjectKind::Group)
+                .await?,
+            memberships,
+            licenses,
+        };
+        Ok(BreakerVerdict::new(
+            &self.rule.breaker,
+            RemovalCounts::of(steps),
+            managed,
+        ))
     }
 
     /// Picks, for every property with unique candidates, the first value that no tenant user
@@ -708,6 +717,8 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Updates, enable/disable and licenses of a linked (or matched) user; the issue that holds
+    /// its license additions back, if any.
     #[allow(clippy::too_many_arguments)]
     fn plan_linked_changes(
         &self,
@@ -718,7 +729,7 @@ impl Planner<'_> {
         desired_licenses: &[LicenseAssignment],
         updates_out: &mut Vec<Step>,
         licenses_out: &mut Vec<Step>,
-    ) {
+    ) -> Option<PlanIssue> {
         let prefs = &self.rule.preferences;
         if prefs.allow_update {
             let changes: Vec<AttributeChange> = desired
@@ -747,14 +758,19 @@ impl Planner<'_> {
                 enabled: user.enabled,
             });
         }
-        let (add, remove) = license_diff(&link.licenses, desired_licenses);
-        if !add.is_empty() || !remove.is_empty() {
-            licenses_out.push(Step::AssignLicenses {
-                source_id: user.id.clone(),
-                user_principal_name: upn.to_owned(),
-                add,
-                remove,
-            });
+        match license_step(
+            &user.id,
+            upn,
+            desired,
+            &link.applied,
+            &link.licenses,
+            desired_licenses,
+        ) {
+            Ok(step) => {
+                licenses_out.extend(step);
+                None
+            }
+            Err(issue) => Some(issue),
         }
     }
 
@@ -823,7 +839,7 @@ impl Planner<'_> {
         issues: &mut Vec<PlanIssue>,
         groups_out: &mut Vec<Step>,
         members_out: &mut Vec<Step>,
-    ) -> Result<(), PlanError> {
+    ) -> Result<u64, PlanError> {
         let settings = &self.rule.groups;
         let in_scope: Vec<&SourceGroup> = groups
             .iter()
@@ -837,6 +853,7 @@ impl Planner<'_> {
             .into_iter()
             .map(|l| (l.source_id.clone(), l))
             .collect();
+        let managed_memberships = links.values().map(|l| l.members.len() as u64).sum();
         // Tenant ids of the in-scope users, known from their links or from this plan's
         // matches (kept while their pages were planned): no second read of every member's link.
         let user_links: HashMap<&str, &str> = kept
@@ -949,7 +966,7 @@ impl Planner<'_> {
                 });
             }
         }
-        Ok(())
+        Ok(managed_memberships)
     }
 
     /// A focused plan's users are planned against the rest of the rule's identities as they were
@@ -1078,13 +1095,14 @@ impl Planner<'_> {
     }
 
     /// Linked objects that are no longer in scope: deprovisioned (mark-and-sweep over a complete
-    /// snapshot only).
+    /// snapshot only). `groups`: the source groups, `None` when the group snapshot is incomplete
+    /// (no group is swept then).
     async fn plan_sweep(
         &self,
         kept: &BTreeMap<String, Kept>,
         protected: &HashSet<String>,
         protected_groups: &HashSet<String>,
-        groups: &[SourceGroup],
+        groups: Option<&[SourceGroup]>,
         out: &mut Vec<Step>,
     ) -> Result<(), PlanError> {
         let action = self.rule.preferences.remove_action;
@@ -1121,9 +1139,9 @@ impl Planner<'_> {
                 out.push(deprovision_step(link, action, reason));
             }
         }
-        if !self.rule.groups.enabled {
+        let Some(groups) = groups.filter(|_| self.rule.groups.enabled) else {
             return Ok(());
-        }
+        };
         let settings = &self.rule.groups;
         let wanted: HashSet<&str> = groups
             .iter()
@@ -1182,18 +1200,105 @@ fn user_issue(source_id: &str, operation: &str, message: String) -> PlanIssue {
     }
 }
 
+/// The value that finds this user's existing tenant account. Only a value mapped from the
+/// source counts: a `unique()` candidate is never one (config validation refuses such a match
+/// attribute, see [`crate::mapping::check_match_attribute`]), since its first candidate is
+/// usually held by someone else, whose account the user would take over.
 fn match_value(desired: &DesiredUser, attribute: &str) -> Option<String> {
+    if desired.unique_candidates.contains_key(attribute) {
+        return None;
+    }
     desired
         .properties
         .get(attribute)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .or_else(|| {
-            desired
-                .unique_candidates
-                .get(attribute)
-                .and_then(|c| c.first().cloned())
-        })
+}
+
+/// The starting point of a user linked by match: the tenant's values of the mapped properties
+/// (`current`), plus its usageLocation, which tells whether it can be licensed.
+fn matched_link(
+    source_id: &str,
+    tenant_user: &crate::directory::TenantUser,
+    current: &BTreeMap<String, Value>,
+    enabled: bool,
+    now: UnixMillis,
+) -> Link {
+    let mut applied = current.clone();
+    if let Some(location) = tenant_user.properties.get("usageLocation") {
+        applied
+            .entry("usageLocation".to_owned())
+            .or_insert_with(|| location.clone());
+    }
+    Link {
+        kind: ObjectKind::User,
+        source_id: source_id.to_owned(),
+        object_id: tenant_user.id.clone(),
+        origin: crate::state::LinkOrigin::Matched,
+        hash: String::new(),
+        applied,
+        enabled,
+        licenses: Vec::new(),
+        manager: None,
+        members: Vec::new(),
+        seen_generation: 0,
+        updated_at: now,
+    }
+}
+
+/// Whether the user has a usage location, which Graph requires before it assigns a license
+/// (<https://learn.microsoft.com/en-us/graph/api/user-assignlicense>): mapped now, applied
+/// earlier (`applied`: the link's applied values, or a matched user's tenant values), or implied
+/// by licenses this rule already assigned (Graph cannot clear a usage location).
+fn has_usage_location(
+    desired: &DesiredUser,
+    applied: &BTreeMap<String, Value>,
+    assigned: &[LicenseAssignment],
+) -> bool {
+    let set = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .is_some_and(|s| !s.trim().is_empty())
+    };
+    set(desired.properties.get("usageLocation"))
+        || set(applied.get("usageLocation"))
+        || !assigned.is_empty()
+}
+
+/// The license step of one user (`None`: nothing changes), or the plan issue that holds its
+/// additions back when the user has no usage location: a request Graph would refuse is never
+/// sent, and the user's other steps go ahead.
+fn license_step(
+    source_id: &str,
+    upn: &str,
+    desired: &DesiredUser,
+    applied: &BTreeMap<String, Value>,
+    assigned: &[LicenseAssignment],
+    wanted: &[LicenseAssignment],
+) -> Result<Option<Step>, PlanIssue> {
+    let (add, remove) = license_diff(assigned, wanted);
+    if add.is_empty() && remove.is_empty() {
+        return Ok(None);
+    }
+    if !add.is_empty() && !has_usage_location(desired, applied, assigned) {
+        let skus: Vec<&str> = add.iter().map(|l| l.sku_id.as_str()).collect();
+        return Err(user_issue(
+            source_id,
+            "licenses",
+            format!(
+                "user {upn}: license(s) {} not assigned: usageLocation is empty, and Graph assigns \
+                 licenses only to users with a usage location; map usageLocation in \
+                 rule.mapping.attributes (e.g. usageLocation = {{ attribute = \"c\" }}, or a \
+                 literal such as \"US\") or give this user a value at the source",
+                skus.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(Step::AssignLicenses {
+        source_id: source_id.to_owned(),
+        user_principal_name: upn.to_owned(),
+        add,
+        remove,
+    }))
 }
 
 /// The licenses this rule wants the user to have from it (DESIGN §5):

@@ -45,8 +45,10 @@ impl Default for Preferences {
 }
 
 /// The deletion circuit breaker (DESIGN §8): a run that would disable or delete more than
-/// `max_count` users, or more than `max_percent` of the linked users, stops before its first
-/// destructive operation unless overridden.
+/// `max_count` users, or more than `max_percent` of the linked users (and likewise for group
+/// deletes, membership removals and license removals, each against its own base: see
+/// [`crate::plan::BreakerVerdict`]), carries out none of its destructive operations unless
+/// overridden.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerSettings {
@@ -74,6 +76,22 @@ impl BreakerSettings {
             return true;
         }
         linked > 0 && (destructive as f64) * 100.0 / (linked as f64) > self.max_percent
+    }
+
+    /// Whether any kind of removal trips the breaker against its own base.
+    pub fn trips_by_kind(
+        &self,
+        removals: &crate::plan::RemovalCounts,
+        managed: &crate::plan::RemovalCounts,
+    ) -> bool {
+        [
+            (removals.users, managed.users),
+            (removals.groups, managed.groups),
+            (removals.memberships, managed.memberships),
+            (removals.licenses, managed.licenses),
+        ]
+        .into_iter()
+        .any(|(n, base)| self.trips(n, base))
     }
 }
 

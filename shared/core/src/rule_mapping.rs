@@ -30,6 +30,10 @@ pub enum CompileError {
     Mapping(#[from] MappingConfigError),
     #[error("scope.filter {filter:?} is not a valid expression: {detail}")]
     Filter { filter: String, detail: String },
+    /// The match attribute is generated (`unique`, `numbered`): see
+    /// [`crate::mapping::check_match_attribute`].
+    #[error("match_attribute: {0}")]
+    MatchAttribute(String),
 }
 
 impl CompiledMapping {
@@ -124,6 +128,8 @@ pub fn compile_rule(
     domains: &[crate::directory::TenantDomain],
     secrets: &crate::secrets::ConnectionSecrets,
 ) -> Result<crate::planner::Rule, CompileError> {
+    crate::mapping::check_match_attribute(&config.mapping, &config.match_attribute)
+        .map_err(CompileError::MatchAttribute)?;
     let default_password = match config.mapping.password.as_ref().map(|p| &p.source) {
         Some(crate::mapping::PasswordSource::Secret(name)) => secrets.extra.get(name).cloned(),
         _ => None,
@@ -152,4 +158,40 @@ pub fn compile_rule(
             .as_ref()
             .is_none_or(|p| p.reset_password),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiling_a_rule_refuses_a_generated_match_attribute() {
+        // A rule that never went through `Config::validate` (built in code) is refused too.
+        let config: crate::config::RuleConfig = toml::from_str(
+            r#"
+name = "staff"
+[mapping.attributes]
+userPrincipalName = "{{ unique(uid, numbered(uid)) }}@example.com"
+displayName = { attribute = "cn" }
+[mapping.password]
+source = "generate"
+"#,
+        )
+        .unwrap();
+        let secrets = crate::secrets::ConnectionSecrets {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            client_secret: SecretString::from("s"),
+            extra: Default::default(),
+        };
+        let error = compile_rule(&config, &[], &secrets).err().unwrap();
+        assert!(matches!(error, CompileError::MatchAttribute(_)), "{error}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(
+                "match_attribute: \"userPrincipalName\" cannot be the match attribute"
+            ),
+            "{text}"
+        );
+    }
 }

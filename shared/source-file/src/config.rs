@@ -36,6 +36,18 @@ pub struct FileSourceConfig {
     /// way could lock someone out or let someone in.
     #[serde(default = "default_disabled_values")]
     pub disabled_values: Vec<String>,
+    /// Whether the source has groups. `true` (the default): a JSON file without a `groups`
+    /// list, or a CSV location without `groups.csv`, is an incomplete group snapshot: the first
+    /// page carries a record error without an id, and no group or membership is deprovisioned
+    /// on its strength (users still are). `false`: the source has no groups, which is a
+    /// complete answer; a `groups` list or a `groups.csv` then contradicts the setting and the
+    /// file is unreadable.
+    #[serde(default = "default_groups")]
+    pub groups: bool,
+}
+
+fn default_groups() -> bool {
+    true
 }
 
 fn default_id_column() -> String {
@@ -85,6 +97,7 @@ impl FileSourceConfig {
             enabled_column: default_enabled_column(),
             enabled_values: default_enabled_values(),
             disabled_values: default_disabled_values(),
+            groups: default_groups(),
         }
     }
 

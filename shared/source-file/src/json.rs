@@ -54,15 +54,23 @@ pub(crate) fn parse(
             )));
         }
     };
-    let groups = match root.remove("groups") {
-        Some(Value::Array(items)) => items,
-        None => Vec::new(),
-        Some(other) => {
+    let groups = match (root.remove("groups"), config.groups) {
+        (Some(_), false) => {
+            return Err(SourceError::Unreadable(format!(
+                "{file}: the file has a \"groups\" key, but the source is configured without \
+                 groups (`groups = false`); remove the setting to sync the groups, or the key"
+            )));
+        }
+        (Some(Value::Array(items)), true) => Some(items),
+        (Some(other), true) => {
             return Err(SourceError::Unreadable(format!(
                 "{file}: \"groups\" must be a list, found {}",
                 type_name(&other)
             )));
         }
+        (None, false) => Some(Vec::new()),
+        // Not "no groups": every linked group would look deleted.
+        (None, true) => None,
     };
     let users = users
         .into_iter()
@@ -72,14 +80,16 @@ pub(crate) fn parse(
             outcome: user(v, config),
         })
         .collect();
-    let groups = groups
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| Raw {
-            location: format!("groups[{i}]"),
-            outcome: group(v),
-        })
-        .collect();
+    let groups = groups.map(|groups| {
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Raw {
+                location: format!("groups[{i}]"),
+                outcome: group(v),
+            })
+            .collect()
+    });
     Ok(RawFile { users, groups })
 }
 

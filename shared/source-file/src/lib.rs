@@ -9,7 +9,7 @@
 //!
 //! Format decisions beyond DESIGN §7a:
 //! - JSON: the top level must be an object with a `users` list (an empty list is fine, a missing
-//!   one is unreadable) and optionally `groups`; any other top-level key is unreadable, so a
+//!   one is unreadable) and a `groups` list; any other top-level key is unreadable, so a
 //!   misspelt `"group"` never reads as "no groups". `enabled` is required (bool, or a string /
 //!   number matched against `enabled_values` / `disabled_values`); a `null` attribute is absent;
 //!   `{"base64": "..."}` is a binary attribute; a group needs `name` and `members`.
@@ -18,6 +18,12 @@
 //!   header. A row of the wrong width is a record error *without* a source id (its columns may be
 //!   shifted). `location` is a directory or `prefix/` (→ `users.csv`, `groups.csv`), or a path
 //!   ending in `users.csv` (→ the `groups.csv` with the same prefix).
+//! - Groups: a file without a `groups` list, or a CSV location without `groups.csv`, is an
+//!   *incomplete group snapshot*, not "no groups": the first page carries a group
+//!   [`m365_core::RecordError`] without an id, so no group or membership is deprovisioned (users
+//!   still are), and a group cannot be looked up. A source that has no groups says so with
+//!   `groups = false` ([`FileSourceConfig::groups`]); a `groups` list or a `groups.csv` then
+//!   contradicts it and is unreadable.
 //! - A duplicate id skips *every* record carrying it, each with an error that has the id, so the
 //!   identity is left unchanged. A group member whose user record is in error stays a member.
 

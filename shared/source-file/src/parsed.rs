@@ -15,7 +15,16 @@ pub(crate) struct Raw<T> {
 /// Every record of a file, as the format parser read it.
 pub(crate) struct RawFile {
     pub users: Vec<Raw<SourceUser>>,
-    pub groups: Vec<Raw<SourceGroup>>,
+    /// `None`: the file says nothing about groups (no `groups` list, no `groups.csv`) although
+    /// the source is configured to have them.
+    pub groups: Option<Vec<Raw<SourceGroup>>>,
+}
+
+/// Why the groups of a file are unknown: where they were looked for, and the message.
+#[derive(Debug, Clone)]
+pub(crate) struct MissingGroups {
+    pub location: String,
+    pub message: String,
 }
 
 /// Why a record could not be read, and its id when it had one.
@@ -48,6 +57,9 @@ pub(crate) struct Parsed {
     pub users: Vec<UserSlot>,
     pub groups: Vec<SourceGroup>,
     pub group_errors: Vec<RecordError>,
+    /// Set when the file has no groups although the source should: the group snapshot is
+    /// incomplete and no group can be looked up.
+    missing_groups: Option<MissingGroups>,
     /// Valid users by id (index into `users`).
     user_index: HashMap<String, usize>,
     /// Valid groups by id (index into `groups`).
@@ -114,11 +126,16 @@ fn duplicate_message(id: &str, here: &str, all: &[String]) -> String {
 }
 
 impl Parsed {
+    /// `groups` is `Err` when the file has none although the source should (see [`RawFile`]).
     pub fn build(
         version: String,
         users: Vec<Raw<SourceUser>>,
-        groups: Vec<Raw<SourceGroup>>,
+        groups: Result<Vec<Raw<SourceGroup>>, MissingGroups>,
     ) -> Self {
+        let (groups, missing_groups) = match groups {
+            Ok(groups) => (groups, None),
+            Err(missing) => (Vec::new(), Some(missing)),
+        };
         let user_locations = locations_by_id(&users, |u| u.id.as_str());
         let group_locations = locations_by_id(&groups, |g| g.id.as_str());
         // A member is known when any user record carries its id, even one in error: that user is
@@ -130,6 +147,7 @@ impl Parsed {
             users: Vec::with_capacity(users.len()),
             groups: Vec::new(),
             group_errors: Vec::new(),
+            missing_groups: None,
             user_index: HashMap::new(),
             group_index: HashMap::new(),
             user_errors_by_id: HashMap::new(),
@@ -221,6 +239,17 @@ impl Parsed {
             }
             parsed.group_errors.push(error);
         }
+        if let Some(missing) = missing_groups {
+            // No id: the planner reads it as "some group may be missing", so nothing of the
+            // groups is swept.
+            parsed.group_errors.push(RecordError {
+                kind: ObjectKind::Group,
+                location: missing.location.clone(),
+                source_id: None,
+                message: missing.message.clone(),
+            });
+            parsed.missing_groups = Some(missing);
+        }
         parsed
     }
 
@@ -236,6 +265,10 @@ impl Parsed {
     }
 
     pub fn group(&self, id: &str) -> Lookup<'_, SourceGroup> {
+        // Without groups in the file, "not found" would read as "deleted at the source".
+        if let Some(missing) = &self.missing_groups {
+            return Lookup::InError(&missing.message);
+        }
         // Unknown-member errors are not in this map: such a group is still found.
         if let Some(message) = self.group_errors_by_id.get(id) {
             return Lookup::InError(message);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FileFormat, FileSourceConfig, FileSourceConfigError};
 use crate::loader::{FileLoader, LocalFileLoader};
-use crate::parsed::{Lookup, Parsed, Raw, RawFile, UserSlot};
+use crate::parsed::{Lookup, MissingGroups, Parsed, RawFile, UserSlot};
 use crate::{csv_format, json};
 
 /// Version of the cursor's content; a cursor of another version restarts the snapshot.
@@ -157,15 +157,17 @@ impl FileSource {
                     return Ok(None);
                 }
                 let parsed_users = csv_format::parse_users(users, &users_bytes, &self.config)?;
-                let parsed_groups: Vec<Raw<SourceGroup>> = match groups_bytes {
-                    Some(bytes) => csv_format::parse_groups(groups, &bytes)?,
-                    None => {
-                        tracing::warn!(
-                            file = %groups,
-                            "no groups.csv: the source has no groups"
-                        );
-                        Vec::new()
+                let parsed_groups = match (groups_bytes, self.config.groups) {
+                    (Some(_), false) => {
+                        return Err(SourceError::Unreadable(format!(
+                            "{groups}: a groups.csv is there, but the source is configured \
+                             without groups (`groups = false`); remove the setting to sync the \
+                             groups, or the file"
+                        )));
                     }
+                    (Some(bytes), true) => Some(csv_format::parse_groups(groups, &bytes)?),
+                    (None, false) => Some(Vec::new()),
+                    (None, true) => None,
                 };
                 RawFile {
                     users: parsed_users,
@@ -173,7 +175,33 @@ impl FileSource {
                 }
             }
         };
+        let groups = groups.ok_or_else(|| self.missing_groups());
         Ok(Some(Parsed::build(version, users, groups)))
+    }
+
+    /// What is said when the file has no groups although the source should.
+    fn missing_groups(&self) -> MissingGroups {
+        let (location, missing, fix) = match &self.files {
+            Files::Json { path } => (
+                path.clone(),
+                "the file has no \"groups\" list",
+                "add \"groups\": [] to the file",
+            ),
+            Files::Csv { groups, .. } => (
+                groups.clone(),
+                "there is no groups.csv",
+                "add a groups.csv holding only its header line (id,name,members)",
+            ),
+        };
+        tracing::warn!(location = %location, "{missing}: the group snapshot is incomplete");
+        MissingGroups {
+            location,
+            message: format!(
+                "{missing}, so the groups are unknown: the group snapshot is incomplete and no \
+                 group or membership is deprovisioned. If the source has no groups, {fix} or set \
+                 `groups = false` in [source]"
+            ),
+        }
     }
 
     /// The current content, parsed once per version.

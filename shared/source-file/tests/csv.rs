@@ -274,11 +274,63 @@ async fn custom_id_and_enabled_columns_and_values() {
 }
 
 #[tokio::test]
-async fn without_groups_csv_there_are_no_groups() {
-    let page = whole(&source(&fixture("csv/no_groups"))).await;
+async fn without_groups_csv_and_groups_false_there_are_no_groups() {
+    let config = FileSourceConfig {
+        groups: false,
+        ..FileSourceConfig::new(fixture("csv/no_groups"))
+    };
+    let page = whole(&FileSource::local(config).unwrap()).await;
     assert_eq!(page.users.len(), 2);
     assert_eq!(page.groups, vec![]);
     assert_eq!(page.errors, vec![]);
+}
+
+#[tokio::test]
+async fn without_groups_csv_the_group_snapshot_is_incomplete() {
+    let dir = fixture("csv/no_groups");
+    let source = source(&dir);
+    let page = whole(&source).await;
+    assert_eq!(page.users.len(), 2);
+    assert_eq!(page.groups, vec![]);
+    // A group error without an id: the engine sweeps no group on this snapshot.
+    assert_eq!(page.errors.len(), 1, "{:?}", page.errors);
+    let error = &page.errors[0];
+    assert_eq!(error.kind, m365_core::ObjectKind::Group);
+    assert_eq!(error.source_id, None);
+    assert_eq!(error.location, format!("{dir}/groups.csv"));
+    for fragment in [
+        "there is no groups.csv",
+        "incomplete",
+        "no group or membership is deprovisioned",
+        "`groups = false`",
+    ] {
+        assert!(error.message.contains(fragment), "{fragment}: {error:?}");
+    }
+    // Nor can a group be looked up: "not found" would read as "deleted".
+    let SourceError::Unreadable(message) = source.fetch_group("g1").await.unwrap_err() else {
+        panic!("expected Unreadable");
+    };
+    assert!(message.contains("there is no groups.csv"), "{message}");
+}
+
+#[tokio::test]
+async fn groups_false_with_a_groups_csv_is_unreadable() {
+    let dir = fixture("csv/valid");
+    let config = FileSourceConfig {
+        groups: false,
+        ..FileSourceConfig::new(dir.clone())
+    };
+    let message = unreadable(
+        FileSource::local(config)
+            .unwrap()
+            .snapshot_page(None, 10)
+            .await,
+    );
+    assert!(
+        message.starts_with(&format!("{dir}/groups.csv: ")),
+        "{message}"
+    );
+    assert!(message.contains("`groups = false`"), "{message}");
 }
 
 #[tokio::test]

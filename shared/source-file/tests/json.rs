@@ -347,3 +347,56 @@ async fn kind_and_capabilities() {
         other => panic!("expected Unsupported, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_file_without_groups_is_an_incomplete_group_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users-only.json");
+    let body = r#"{"users": [{"id": "u1", "enabled": true}]}"#;
+    std::fs::write(&path, body).unwrap();
+    let location = path.to_str().unwrap().to_owned();
+
+    let source = source(&location);
+    let page = whole(&source).await;
+    assert_eq!(page.users.len(), 1);
+    assert!(page.groups.is_empty());
+    assert_eq!(page.errors.len(), 1, "{:?}", page.errors);
+    let error = &page.errors[0];
+    assert_eq!(
+        (
+            error.kind,
+            error.source_id.as_deref(),
+            error.location.as_str()
+        ),
+        (m365_core::ObjectKind::Group, None, location.as_str())
+    );
+    for fragment in [
+        "no \"groups\" list",
+        "incomplete",
+        "add \"groups\": []",
+        "`groups = false`",
+    ] {
+        assert!(error.message.contains(fragment), "{fragment}: {error:?}");
+    }
+    assert!(matches!(
+        source.fetch_group("g1").await,
+        Err(SourceError::Unreadable(m)) if m.contains("no \"groups\" list")
+    ));
+
+    // Said explicitly: no groups, a complete snapshot.
+    let no_groups = m365_source_file::FileSourceConfig {
+        groups: false,
+        ..m365_source_file::FileSourceConfig::new(location.clone())
+    };
+    let source = m365_source_file::FileSource::local(no_groups.clone()).unwrap();
+    let page = whole(&source).await;
+    assert!(page.groups.is_empty() && page.errors.is_empty(), "{page:?}");
+    assert_eq!(source.fetch_group("g1").await.unwrap(), None);
+
+    // `groups = false` and a groups key contradict each other.
+    std::fs::write(&path, r#"{"users": [], "groups": []}"#).unwrap();
+    let source = m365_source_file::FileSource::local(no_groups).unwrap();
+    let message = unreadable(source.snapshot_page(None, 10).await);
+    assert!(message.starts_with(&format!("{location}: ")), "{message}");
+    assert!(message.contains("`groups = false`"), "{message}");
+}

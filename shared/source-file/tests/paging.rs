@@ -195,7 +195,7 @@ async fn foreign_or_stale_cursors_expire() {
 async fn an_empty_user_list_is_one_final_page() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("source.json");
-    std::fs::write(&path, r#"{"users": []}"#).unwrap();
+    std::fs::write(&path, r#"{"users": [], "groups": []}"#).unwrap();
     let pages = snapshot(&source(path.to_str().unwrap()), 10).await;
     assert_eq!(pages.len(), 1);
     assert_eq!(pages[0], m365_core::SnapshotPage::default());

@@ -11,6 +11,7 @@
 //! | `ascii`, `normalize_diacritics` | transliterate to ASCII with `deunicode`: José Müller → Jose Muller, ß → ss, Ø → O, Æ → AE, Ł → L |
 //! | `split(sep)` | a list of the trimmed, non-empty parts (sep defaults to whitespace) |
 //! | `join(sep)` | the non-empty items joined (sep defaults to "") |
+//! | `first` | the first non-empty item of a list; a single value passes through (Jinja's own `first` would give a text's first character) |
 //! | `default(fallback)` | `fallback` when the value is missing, none, blank or an empty list (Jinja's own `default` only replaces undefined) |
 //! | `coalesce(a, b, …)` | the first non-empty argument |
 //! | `guid_to_immutable_id` | objectGUID bytes, or a GUID string in AD byte order, → base64 (onPremisesImmutableId) |
@@ -18,6 +19,11 @@
 //! | `upn_alias` | transliterate, then drop what Graph refuses before the `@` of a UPN; trims dots |
 //! | `unique(c1, c2, …)` | the first candidate free in the tenant, chosen by the engine (see [`super`]) |
 //! | `numbered(base, start=2, end=9)` | `[base2, base3, …, base9]`, to feed `unique` |
+//!
+//! A list (a multi-valued attribute, `split`) mapped to a single-valued property is a per-user
+//! error when it holds more than one value: the mapping must say which value it wants, with
+//! `first` (`{{ mail | first }}`) or `join` (`{{ title | join(', ') }}`), never have one picked
+//! silently. A list of exactly one value is that value.
 //!
 //! Why `deunicode` and not Unicode normalisation: NFD + dropping combining marks handles é → e
 //! but leaves ß, Ø, Æ, Ł, Đ and every non-Latin script untouched, which Graph then refuses in a
@@ -74,6 +80,8 @@ pub(crate) fn environment() -> Environment<'static> {
     env.add_function("split", split);
     env.add_filter("join", join);
     env.add_function("join", join);
+    env.add_filter("first", first);
+    env.add_function("first", first);
     env.add_filter("default", default);
     env.add_filter("d", default);
     env.add_function("default", default);
@@ -384,6 +392,19 @@ fn join(v: Value, sep: Option<String>) -> Result<Value, Error> {
     Ok(Value::from(items.join(sep.as_deref().unwrap_or(""))))
 }
 
+/// The first non-empty item of a list; any other value as it is (missing stays missing).
+fn first(v: Value) -> Result<Value, Error> {
+    if is_missing(&v) || v.kind() != ValueKind::Seq {
+        return Ok(v);
+    }
+    for item in v.try_iter()? {
+        if !is_empty_value(&item) {
+            return Ok(item);
+        }
+    }
+    Ok(Value::UNDEFINED)
+}
+
 fn default(v: Value, fallback: Option<Value>) -> Value {
     if is_empty_value(&v) {
         fallback.unwrap_or_else(|| Value::from(""))
@@ -531,6 +552,11 @@ mod tests {
             ("{{ join(split('a b  c'), '-') }}", "a-b-c"),
             ("{{ groups | join('/') }}", "Sales/IT"),
             ("{{ groups | lower | join(',') }}", "sales,it"),
+            ("{{ groups | first }}", "Sales"),
+            ("{{ first(groups) }}", "Sales"),
+            ("{{ sn | first }}", "Müller"),
+            ("[{{ missing | first }}]", "[]"),
+            ("{{ phones | split(';') | first }}", "+1 555 0100"),
             ("{{ missing | default('none') }}", "none"),
             ("{{ blank | default('none') }}", "none"),
             ("{{ sn | default('none') }}", "Müller"),

@@ -20,6 +20,14 @@
 //! `displayName` must have a value (a per-user error otherwise). `mailNickname`, when not mapped,
 //! is derived from the UPN's alias.
 //!
+//! # Several values for one
+//!
+//! A list (a multi-valued source attribute, a `split`) mapped to a property that holds one value
+//! (a text or date user property, the manager reference, a group's names and
+//! description) is a per-object error, rule `multiple_values`, when it holds more than one
+//! value: which one is meant is for the mapping to say, with `first` or `join` (see the
+//! functions table in `functions.rs`), never picked silently. A list of one value is that value.
+//!
 //! # The `unique` flow
 //!
 //! Templates are synchronous, the tenant is not. So `unique(c1, c2, …)` does not look anything
@@ -35,6 +43,10 @@
 //!    otherwise the first free one is chosen and moved into `properties`;
 //! 3. claims the chosen values in its [`TakenValues`] so that two users of the same run never
 //!    pick the same value.
+//!
+//! A property mapped with `unique` or `numbered` cannot be the rule's match attribute
+//! ([`check_match_attribute`]): a generated value names whoever holds it in the tenant, not the
+//! source identity.
 //!
 //! A create that still collides (a race with another writer) comes back as `ObjectConflict`
 //! (graph-facts §2.5) and is retried in a later run, where step 1 sees the value as taken.
@@ -61,8 +73,8 @@ pub use functions::{
 pub use password::{GENERATED_LENGTH, PasswordOrigin, PasswordValue, generate_password};
 pub use properties::{PropertyKind, USER_PROPERTIES, UserProperty};
 pub use spec::{
-    Expression, GroupMappingSpec, LicensesSpec, MappingSpec, PasswordSource, PasswordSpec,
-    is_template_syntax,
+    Expression, GENERATING_FUNCTIONS, GroupMappingSpec, LicensesSpec, MappingSpec, PasswordSource,
+    PasswordSpec, check_match_attribute, is_template_syntax,
 };
 pub use validate::{DomainPolicy, NicknameKind, Violation};
 
@@ -472,35 +484,68 @@ enum Shaped {
     Unique(Vec<String>),
 }
 
-fn shape(kind: PropertyKind, raw: Raw) -> Result<Shaped, String> {
+/// Why a value does not fit its target: a stable rule id and the message.
+type ShapeError = (&'static str, String);
+
+fn shape(kind: PropertyKind, raw: Raw) -> Result<Shaped, ShapeError> {
     use PropertyKind::*;
+    let evaluation = |m: String| ("evaluation", m);
     Ok(match (kind, raw) {
         (_, Raw::Empty) => Shaped::Empty,
-        (_, Raw::Bytes(_)) => return Err(binary_message()),
+        (_, Raw::Bytes(_)) => return Err(evaluation(binary_message())),
         (Text, Raw::Unique(c)) => Shaped::Unique(c),
         (_, Raw::Unique(_)) => {
-            return Err("unique() applies to text properties only".to_owned());
+            return Err(evaluation(
+                "unique() applies to text properties only".to_owned(),
+            ));
         }
         (Text | DateTime, Raw::Text(s)) => Shaped::Value(Json::String(s)),
         (Text | DateTime, Raw::Bool(b)) => Shaped::Value(Json::String(b.to_string())),
-        // A multi-valued source attribute gives a single-valued property its first item.
-        (Text | DateTime, Raw::List(l)) => l
-            .into_iter()
-            .next()
-            .map_or(Shaped::Empty, |s| Shaped::Value(Json::String(s))),
+        (Text | DateTime, Raw::List(l)) => Shaped::Value(Json::String(
+            single_value(l).map_err(|m| (MULTIPLE_VALUES, m))?,
+        )),
         (Bool, Raw::Bool(b)) => Shaped::Value(Json::Bool(b)),
         (Bool, Raw::Text(s)) => match s.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Shaped::Value(Json::Bool(true)),
             "false" | "0" | "no" => Shaped::Value(Json::Bool(false)),
-            _ => return Err(format!("{s:?} is not a boolean (true or false)")),
+            _ => {
+                return Err(evaluation(format!(
+                    "{s:?} is not a boolean (true or false)"
+                )));
+            }
         },
-        (Bool, Raw::List(_)) => return Err("a list is not a boolean".to_owned()),
+        (Bool, Raw::List(_)) => return Err(evaluation("a list is not a boolean".to_owned())),
         (TextList, Raw::List(l)) => {
             Shaped::Value(Json::Array(l.into_iter().map(Json::String).collect()))
         }
         (TextList, Raw::Text(s)) => Shaped::Value(Json::Array(vec![Json::String(s)])),
         (TextList, Raw::Bool(b)) => Shaped::Value(Json::Array(vec![Json::String(b.to_string())])),
     })
+}
+
+/// Rule id of a list given where one value is expected.
+const MULTIPLE_VALUES: &str = "multiple_values";
+
+/// The one value of a list (a list is never empty here: [`list_raw`] makes that `Empty`). A list
+/// of several values is refused: which one is meant is the mapping's choice (`first`, `join`),
+/// never a silent pick.
+fn single_value(list: Vec<String>) -> Result<String, String> {
+    if list.len() == 1 {
+        return Ok(list.into_iter().next().unwrap_or_default());
+    }
+    let shown = list
+        .iter()
+        .take(3)
+        .map(|v| format!("{:?}", short(v, 40)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if list.len() > 3 { ", …" } else { "" };
+    Err(format!(
+        "the mapping gives {} values ({shown}{more}) for a property that holds one value; say which \
+         in the mapping: `first` for the first value (\"{{{{ attr | first }}}}\") or `join` for all of \
+         them (\"{{{{ attr | join(', ') }}}}\")",
+        list.len()
+    ))
 }
 
 /// The value of a shaped JSON value as text, for error messages.
@@ -819,10 +864,11 @@ impl Mapper {
             let prop = target.property;
             let shaped = ev
                 .eval(&target.compiled)
+                .map_err(|message| ("evaluation", message))
                 .and_then(|raw| shape(prop.kind, raw));
             match shaped {
-                Err(message) => {
-                    errors.push(subject.error(prop.name, None, "evaluation", message));
+                Err((rule, message)) => {
+                    errors.push(subject.error(prop.name, None, rule, message));
                 }
                 Ok(Shaped::Empty) => {
                     if properties::REQUIRED_MAPPED.contains(&prop.name)
@@ -921,7 +967,12 @@ impl Mapper {
             match ev.eval(manager) {
                 Ok(Raw::Empty) => mapped.manager_ref = Some(None),
                 Ok(Raw::Text(s)) => mapped.manager_ref = Some(Some(s)),
-                Ok(Raw::List(l)) => mapped.manager_ref = Some(l.into_iter().next()),
+                Ok(Raw::List(l)) => match single_value(l) {
+                    Ok(v) => mapped.manager_ref = Some(Some(v)),
+                    Err(message) => {
+                        errors.push(subject.error("manager", None, MULTIPLE_VALUES, message))
+                    }
+                },
                 Ok(Raw::Bool(_)) => errors.push(subject.error(
                     "manager",
                     None,
@@ -1227,7 +1278,7 @@ fn check_literal(
         data: SourceData::new(Default::default(), BTreeMap::new()),
     };
     let raw = ev.eval(compiled).map_err(&invalid)?;
-    match shape(property.kind, raw).map_err(&invalid)? {
+    match shape(property.kind, raw).map_err(|(_, m)| invalid(m))? {
         Shaped::Value(v) => {
             validate::user_property_value(property.name, &v, &DomainPolicy::unchecked())
                 .map_err(|v| invalid(format!("is invalid: {v}")))
@@ -1312,7 +1363,13 @@ impl GroupMapper {
             match ev.eval(c) {
                 Ok(Raw::Empty) => None,
                 Ok(Raw::Text(s)) => Some(s),
-                Ok(Raw::List(l)) => l.into_iter().next(),
+                Ok(Raw::List(l)) => match single_value(l) {
+                    Ok(v) => Some(v),
+                    Err(message) => {
+                        errors.push(subject.error(property, None, MULTIPLE_VALUES, message));
+                        None
+                    }
+                },
                 Ok(Raw::Bool(b)) => Some(b.to_string()),
                 Ok(_) => {
                     errors.push(subject.error(property, None, "type", "expected text"));

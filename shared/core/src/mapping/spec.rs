@@ -61,6 +61,72 @@ impl Expression {
     }
 }
 
+/// Template functions whose value comes from what the tenant holds rather than from the source:
+/// `unique` picks the first candidate that is free in the tenant, `numbered` makes such
+/// candidates. A value they produce names no one in particular.
+pub const GENERATING_FUNCTIONS: &[&str] = &["unique", "numbered"];
+
+impl Expression {
+    /// The [`GENERATING_FUNCTIONS`] this expression calls (found by parsing its templates, so a
+    /// call in any branch counts). A template that does not parse calls none here; compiling the
+    /// mapping reports it.
+    pub fn generating_functions(&self) -> Vec<&'static str> {
+        match self {
+            Expression::Literal(_) | Expression::Bool(_) | Expression::Attribute(_) => Vec::new(),
+            Expression::List(items) => {
+                let mut found: Vec<&'static str> = items
+                    .iter()
+                    .flat_map(Expression::generating_functions)
+                    .collect();
+                found.sort_unstable();
+                found.dedup();
+                found
+            }
+            Expression::Template(src) => {
+                let env = minijinja::Environment::new();
+                let Ok(template) = env.template_from_str(src) else {
+                    return Vec::new();
+                };
+                let names = template.undeclared_variables(false);
+                GENERATING_FUNCTIONS
+                    .iter()
+                    .copied()
+                    .filter(|f| names.contains(*f))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Refuses a match attribute whose mapped value is generated (`unique`, `numbered`): the
+/// planner looks existing tenant users up by the mapped value, and a generated value is not an
+/// identity. Its first candidate is usually a UPN someone already holds, so a new hire would be
+/// linked to, and take over, that person's account. The message names the attribute, why, and
+/// the fix.
+pub fn check_match_attribute(spec: &MappingSpec, attribute: &str) -> Result<(), String> {
+    let Some(expr) = spec.attributes.get(attribute) else {
+        return Ok(());
+    };
+    let functions = expr.generating_functions();
+    if functions.is_empty() {
+        return Ok(());
+    }
+    let called = functions
+        .iter()
+        .map(|f| format!("{f}()"))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    Err(format!(
+        "{attribute:?} cannot be the match attribute: its mapping {} calls {called}, which picks \
+         a value by what is free in the tenant. A generated value is not an identity: matching \
+         on it would link a new user to whoever already holds that value and take over their \
+         account. Match on an attribute mapped straight from the source instead (e.g. \
+         match_attribute = \"employeeId\" with employeeId = {{ attribute = \"employeeNumber\" }}, \
+         or onPremisesImmutableId), or map {attribute} without {called}",
+        expr.source_text()
+    ))
+}
+
 /// Whether a config string is a template.
 pub fn is_template_syntax(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")

@@ -1134,3 +1134,167 @@ fn template_error_message_reads_well() {
         "mapping of `jobTitle`: template \"{{ title | lower }\" is invalid at line 1, column 18: syntax error: unexpected `}`, expected end of variable block"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several values for one
+
+#[test]
+fn a_list_for_a_single_valued_property_is_a_per_user_error_naming_user_property_and_fix() {
+    let mapper = Mapper::new(&base_spec(json!({
+        "givenName": {"attribute": "givenName"},
+        "jobTitle": "{{ titles }}",
+        "department": "{{ dept | split(';') }}",
+    })))
+    .unwrap();
+    let errors = errors_of(mapper.map_user(&user(
+        "u-17",
+        json!({
+            "uid": "ann",
+            "givenName": ["Ann", "Anna"],
+            "titles": ["Clerk", "Buyer"],
+            "dept": "Sales; Ops",
+            "sn": "Lee",
+        }),
+    )));
+    let mut properties: Vec<&str> = errors.iter().map(|e| e.property.as_str()).collect();
+    properties.sort();
+    assert_eq!(properties, ["department", "givenName", "jobTitle"]);
+    for e in &errors {
+        assert_eq!(e.rule, "multiple_values", "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("user u-17 (ann): "), "{text}");
+        assert!(text.contains("2 values"), "{text}");
+        assert!(
+            text.contains("`first`") && text.contains("`join`"),
+            "names the fix: {text}"
+        );
+    }
+    let given = errors.iter().find(|e| e.property == "givenName").unwrap();
+    assert!(given.message.contains("\"Ann\", \"Anna\""), "{given}");
+
+    // One value in a list is that value.
+    let m = mapper
+        .map_user(&user(
+            "u-18",
+            json!({"uid": "bo", "givenName": ["Bo"], "titles": ["Clerk"], "dept": "Sales", "sn": "X"}),
+        ))
+        .unwrap();
+    assert_eq!(m.properties["givenName"], json!("Bo"));
+    assert_eq!(m.properties["jobTitle"], json!("Clerk"));
+    assert_eq!(m.properties["department"], json!("Sales"));
+}
+
+#[test]
+fn first_and_join_choose_among_several_values_explicitly() {
+    let mapper = Mapper::new(&base_spec(json!({
+        "givenName": "{{ givenName | first }}",
+        "jobTitle": "{{ titles | join(', ') }}",
+        "department": "{{ first(dept | split(';')) }}",
+        "mail": "{{ mails | first }}",
+    })))
+    .unwrap();
+    let m = mapper
+        .map_user(&user(
+            "u-17",
+            json!({
+                "uid": "ann",
+                "givenName": ["Ann", "Anna"],
+                "titles": ["Clerk", "Buyer"],
+                "dept": " ; Sales; Ops",
+                "mails": "ann@example.com",
+            }),
+        ))
+        .unwrap();
+    assert_eq!(m.properties["givenName"], json!("Ann"));
+    assert_eq!(m.properties["jobTitle"], json!("Clerk, Buyer"));
+    assert_eq!(m.properties["department"], json!("Sales"));
+    // A single text passes through `first` whole (Jinja's own would give "a").
+    assert_eq!(m.properties["mail"], json!("ann@example.com"));
+}
+
+#[test]
+fn a_list_for_the_manager_or_a_group_name_is_an_error_too() {
+    let mut value = with_required(json!({}));
+    value["manager"] = json!({"attribute": "manager"});
+    let mapper = Mapper::new(&spec(value)).unwrap();
+    let errors = errors_of(mapper.map_user(&user(
+        "1",
+        json!({"uid": "a", "cn": "A", "manager": ["boss-1", "boss-2"]}),
+    )));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].property.as_str(), errors[0].rule),
+        ("manager", "multiple_values")
+    );
+
+    let spec: GroupMappingSpec =
+        serde_json::from_value(json!({"displayName": {"attribute": "cn"}})).unwrap();
+    let mapper = GroupMapper::new(&spec).unwrap();
+    let errors = mapper
+        .map_group(&group("g1", "Sales", json!({"cn": ["Sales", "Vente"]})))
+        .unwrap_err();
+    assert_eq!(
+        (errors[0].property.as_str(), errors[0].rule),
+        ("displayName", "multiple_values")
+    );
+    assert!(errors[0].to_string().contains("`first`"), "{}", errors[0]);
+    let g = mapper
+        .map_group(&group("g1", "Sales", json!({"cn": ["Sales"]})))
+        .unwrap();
+    assert_eq!(g.display_name, "Sales");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated values are no match key
+
+#[test]
+fn generating_functions_are_found_in_any_template_of_an_expression() {
+    let cases = [
+        (
+            json!("{{ unique(uid, numbered(uid)) }}@example.com"),
+            vec!["numbered", "unique"],
+        ),
+        (
+            json!("{{ numbered(uid) | first }}@example.com"),
+            vec!["numbered"],
+        ),
+        (
+            json!("{% if x %}{{ unique(uid) }}{% endif %}@example.com"),
+            vec!["unique"],
+        ),
+        (json!(["{{ mail }}", "{{ unique(uid) }}"]), vec!["unique"]),
+        (json!("{{ uid | lower }}@example.com"), vec![]),
+        (json!({"attribute": "unique"}), vec![]),
+        (json!("unique(uid)"), vec![]),
+    ];
+    for (value, expected) in cases {
+        let expr: Expression = serde_json::from_value(value.clone()).unwrap();
+        let mut found = expr.generating_functions();
+        found.sort_unstable();
+        assert_eq!(found, expected, "{value}");
+    }
+}
+
+#[test]
+fn a_generated_match_attribute_is_refused_naming_attribute_reason_and_fix() {
+    let generated = base_spec(json!({
+        "userPrincipalName": "{{ unique(uid | lower, numbered(uid | lower)) }}@example.com",
+        "employeeId": {"attribute": "employeeNumber"},
+    }));
+    let message = check_match_attribute(&generated, "userPrincipalName").unwrap_err();
+    for fragment in [
+        "\"userPrincipalName\" cannot be the match attribute",
+        "unique() and numbered()",
+        "not an identity",
+        "take over",
+        "match_attribute = \"employeeId\"",
+    ] {
+        assert!(message.contains(fragment), "{fragment}: {message}");
+    }
+    // Matching on a source-stable attribute is fine, whatever the UPN does.
+    assert_eq!(check_match_attribute(&generated, "employeeId"), Ok(()));
+    assert_eq!(
+        check_match_attribute(&base_spec(json!({})), "userPrincipalName"),
+        Ok(())
+    );
+}
