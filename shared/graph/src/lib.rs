@@ -34,7 +34,8 @@ pub use models::*;
 pub use pacing::{Cost, Pacer, PacerRegistry};
 pub use reqwest::Method;
 pub use settings::{
-    Cloud, Credentials, Endpoints, GraphSettings, PacingConfig, RetryPolicy, TenantSize,
+    Cloud, Credentials, EndpointPolicy, Endpoints, GraphSettings, PacingConfig, RetryPolicy,
+    TenantSize,
 };
 pub use token::{TokenCache, TokenClaims};
 pub use users::PAGE_SIZE;
