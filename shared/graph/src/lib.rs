@@ -13,6 +13,7 @@
 //!
 //! The specification is `shared/graph-facts.md`; section numbers in comments refer to it.
 
+mod adopt;
 mod batch;
 mod client;
 mod directory;

@@ -35,6 +35,10 @@ pub struct User {
     pub on_premises_immutable_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_licenses: Option<Vec<AssignedLicense>>,
+    /// When the directory created the user (ISO 8601 UTC, e.g. `2026-12-02T07:30:00Z`); only
+    /// returned when `$select`ed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_time: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -287,6 +291,9 @@ pub struct Group {
     pub security_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_types: Option<Vec<String>>,
+    /// When the directory created the group (ISO 8601 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_time: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
