@@ -401,6 +401,26 @@ impl Sandbox {
         rotated
     }
 
+    /// The tenant id and its initial domain (the default domain when none is marked initial),
+    /// as the tenant is now (a state file may differ from the configuration's seed).
+    pub fn tenant(&self) -> (String, Option<String>) {
+        let st = self.inner.lock_state();
+        let domain = st
+            .domains
+            .iter()
+            .find(|d| d.is_initial)
+            .or_else(|| st.domains.iter().find(|d| d.is_default))
+            .or_else(|| st.domains.first())
+            .map(|d| d.id.clone());
+        (st.tenant_id.clone(), domain)
+    }
+
+    /// The app registrations that may get tokens, as the tenant is now. (`Debug` of an
+    /// [`AppSeed`] hides its secret.)
+    pub fn apps(&self) -> Vec<AppSeed> {
+        self.inner.lock_state().apps.clone()
+    }
+
     /// Adds a scripted fault (fires on the next `count` matching requests, batch items included).
     pub fn add_fault(&self, rule: FaultRule) {
         self.inner.lock_faults().push(rule);
