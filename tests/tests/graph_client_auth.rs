@@ -220,3 +220,34 @@ async fn token_cache_is_shared_between_clients() {
     a.organization().await.unwrap();
     assert_eq!(a.stats().token_requests, 1);
 }
+
+#[tokio::test]
+async fn tokens_are_not_shared_between_graph_hosts() {
+    // Same login host, tenant, client and scope; different Graph hosts: a token obtained for
+    // one Graph host is never handed to a client of the other.
+    let login = start_demo().await;
+    let other_graph = start_demo().await;
+    let shared = SharedState {
+        tokens: std::sync::Arc::new(TokenCache::new()),
+        pacers: SharedState::isolated().pacers,
+    };
+    let a =
+        m365_graph::GraphClient::with_shared(settings(&login), demo_credentials(), shared.clone())
+            .unwrap();
+    let mut s = settings(&login);
+    s.graph_url = Some(other_graph.graph_url());
+    let b = m365_graph::GraphClient::with_shared(s, demo_credentials(), shared.clone()).unwrap();
+    assert_eq!(a.endpoints().login_url, b.endpoints().login_url);
+    assert_eq!(a.endpoints().scope, b.endpoints().scope);
+    a.authenticate().await.unwrap();
+    b.authenticate().await.unwrap();
+    assert_eq!(shared.tokens.fetch_count(), 2, "one token per Graph host");
+    assert_eq!(b.stats().token_requests, 1);
+    assert_eq!(login.sandbox().stats().tokens_issued, 2);
+    // Each host's clients still share their own token.
+    let a2 =
+        m365_graph::GraphClient::with_shared(settings(&login), demo_credentials(), shared.clone())
+            .unwrap();
+    a2.authenticate().await.unwrap();
+    assert_eq!(shared.tokens.fetch_count(), 2);
+}

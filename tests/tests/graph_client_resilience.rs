@@ -145,6 +145,138 @@ async fn applied_500_on_group_create_is_not_duplicated() {
     assert_eq!(stored[0]["id"], g.id.as_str());
 }
 
+/// `2026-12-02T07:30:00Z`: ISO 8601, UTC, whole seconds, as Graph sends DateTimeOffset values.
+fn is_graph_timestamp(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+#[tokio::test]
+async fn created_date_time_is_stored_and_selectable() {
+    let sb = start_demo().await;
+    let c = client(&sb);
+    let u = c.create_user(&new_user("stamped")).await.unwrap();
+    let got = c
+        .get_user(&u.id, &["id", "createdDateTime"])
+        .await
+        .unwrap()
+        .unwrap();
+    let created = got.created_date_time.clone().unwrap();
+    assert!(is_graph_timestamp(&created), "{created}");
+    assert_eq!(
+        user_by_id(&sb, &u.id).unwrap()["createdDateTime"],
+        created.as_str()
+    );
+    // Not among Graph's default user properties.
+    let default = c.get_user(&u.id, &[] as &[&str]).await.unwrap().unwrap();
+    assert_eq!(default.created_date_time, None);
+
+    let g = c
+        .create_group(&NewGroup::security("Stamped", "stamped"))
+        .await
+        .unwrap();
+    let got = c.get_group(&g.id).await.unwrap().unwrap();
+    let created = got.created_date_time.unwrap();
+    assert!(is_graph_timestamp(&created), "{created}");
+}
+
+#[tokio::test]
+async fn uncertain_user_create_does_not_adopt_an_older_user_holding_the_upn() {
+    let sb = start_demo().await;
+    let older = sb.sandbox().seed_user(serde_json::json!({
+        "userPrincipalName": "taken@example.com", "displayName": "Someone Else",
+        "mailNickname": "taken", "accountEnabled": true,
+        "createdDateTime": "2020-01-01T00:00:00Z"
+    }));
+    // The create answers 503 without landing; the look-up then finds the older user.
+    sb.sandbox()
+        .add_fault(FaultRule::new("POST", "/users", FaultStatus::Status(503)));
+    let c = client(&sb);
+    let e = c.create_user(&new_user("taken")).await.unwrap_err();
+    assert!(matches!(e, GraphError::Conflict { .. }), "{e:?}");
+    assert_eq!(e.property(), Some("userPrincipalName"));
+    let text = e.to_string();
+    for part in [
+        "taken@example.com",
+        older.as_str(),
+        "2020-01-01T00:00:00Z",
+        "link the existing user",
+    ] {
+        assert!(text.contains(part), "{part} missing: {text}");
+    }
+    let stored = users_with_upn(&sb, "taken@example.com");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["displayName"], "Someone Else", "left untouched");
+}
+
+#[tokio::test]
+async fn uncertain_group_create_does_not_adopt_an_older_namesake() {
+    let sb = start_demo().await;
+    let older = sb.sandbox().seed_group(serde_json::json!({
+        "displayName": "Legacy", "mailNickname": "legacy", "mailEnabled": false,
+        "securityEnabled": true, "groupTypes": [], "createdDateTime": "2020-01-01T00:00:00Z"
+    }));
+    sb.sandbox()
+        .add_fault(FaultRule::new("POST", "/groups", FaultStatus::Status(500)));
+    let c = client(&sb);
+    let e = c
+        .create_group(&NewGroup::security("Legacy", "legacy"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GraphError::Conflict { .. }), "{e:?}");
+    let text = e.to_string();
+    for part in ["\"Legacy\"", older.as_str(), "link the existing group"] {
+        assert!(text.contains(part), "{part} missing: {text}");
+    }
+    let stored = groups_named(&sb, "Legacy");
+    assert_eq!(stored.len(), 1, "nothing created, nothing adopted");
+}
+
+#[tokio::test]
+async fn uncertain_group_create_under_replication_lag_finds_the_group_it_made() {
+    // The create lands but answers 500, and the new group stays invisible for a while; an
+    // older group with the same names is visible all along. The client keeps looking until its
+    // own group shows up: it neither adopts the older one nor creates a second one.
+    let sb = start_demo().await;
+    let older = sb.sandbox().seed_group(serde_json::json!({
+        "displayName": "Lagging", "mailNickname": "lagging", "mailEnabled": false,
+        "securityEnabled": true, "groupTypes": [], "createdDateTime": "2020-01-01T00:00:00Z"
+    }));
+    let mut knobs = sb.sandbox().knobs();
+    knobs.replication_lag_ms = 800;
+    sb.sandbox().set_knobs(knobs);
+    for name in ["Lagging", "Fresh"] {
+        sb.sandbox().add_fault(FaultRule {
+            applied: true,
+            ..FaultRule::new("POST", "/groups", FaultStatus::Status(500))
+        });
+        let c = client(&sb);
+        let g = c
+            .create_group(&NewGroup::security(name, name.to_lowercase()))
+            .await
+            .unwrap();
+        assert_ne!(g.id, older);
+        let stored = groups_named(&sb, name);
+        let ours: Vec<_> = stored
+            .iter()
+            .filter(|s| s["id"] != older.as_str())
+            .collect();
+        assert_eq!(
+            ours.len(),
+            1,
+            "{name}: exactly one group created: {stored:?}"
+        );
+        assert_eq!(ours[0]["id"], g.id.as_str());
+    }
+}
+
 #[tokio::test]
 async fn client_pacing_matched_to_the_quota_avoids_429s() {
     let sb = start_demo().await;

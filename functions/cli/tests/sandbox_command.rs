@@ -288,3 +288,69 @@ fn a_bad_config_file_is_a_configuration_error_naming_the_file() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sandbox.json"), "{stderr}");
 }
+
+#[test]
+fn the_banner_names_the_configured_tenant_and_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sandbox.json");
+    std::fs::write(
+        &config,
+        json!({
+            "seed": {
+                "tenantId": "0a1b2c3d-0000-4000-8000-00000000f00d",
+                "displayName": "Fabrikam (sandbox)",
+                "domains": [{"id": "fabrikam.onmicrosoft.com", "isInitial": true, "isDefault": true}],
+                "apps": [{
+                    "clientId": "77777777-7777-4777-8777-777777777777",
+                    "clientSecret": "fabrikam-own-secret",
+                    "roles": ["User.ReadWrite.All"]
+                }]
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
+        .args([
+            "sandbox",
+            "--port",
+            "0",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the m365-provisioner binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut banner = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("press Ctrl-C");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = banner.join("\n");
+    assert!(
+        text.contains(
+            "tenant       0a1b2c3d-0000-4000-8000-00000000f00d (fabrikam.onmicrosoft.com)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("client id    77777777-7777-4777-8777-777777777777"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/0a1b2c3d-0000-4000-8000-00000000f00d/oauth2/v2.0/token"),
+        "{text}"
+    );
+    for demo_value in [demo::TENANT_ID, demo::CLIENT_ID, demo::CLIENT_SECRET] {
+        assert!(!text.contains(demo_value), "{demo_value} in:\n{text}");
+    }
+    assert!(!text.contains("fabrikam-own-secret"), "{text}");
+}

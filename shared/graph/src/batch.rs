@@ -15,8 +15,8 @@ use crate::error::{ErrorContext, GraphError, classify, parse_retry_after};
 use crate::odata::MAX_BATCH;
 use crate::pacing::{Cost, request_cost};
 
-/// One request inside a `$batch`.
-#[derive(Debug, Clone, PartialEq)]
+/// One request inside a `$batch`. Its `Debug` shows no body (it may hold a password).
+#[derive(Clone, PartialEq)]
 pub struct BatchRequest {
     /// Unique (case-insensitively) across the whole call.
     pub id: String,
@@ -28,6 +28,19 @@ pub struct BatchRequest {
     /// Ids of requests (earlier in the list) that must succeed first; if one fails this one
     /// answers 424.
     pub depends_on: Vec<String>,
+}
+
+impl std::fmt::Debug for BatchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchRequest")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body", &self.body.as_ref().map(|_| "[REDACTED]"))
+            .field("depends_on", &self.depends_on)
+            .finish()
+    }
 }
 
 impl BatchRequest {
@@ -476,6 +489,16 @@ mod tests {
     use super::*;
     use crate::client::SharedState;
     use crate::settings::{Credentials, GraphSettings};
+
+    #[test]
+    fn batch_request_debug_hides_the_body() {
+        let r = BatchRequest::new("1", Method::POST, "/users").with_body(serde_json::json!({
+            "passwordProfile": {"password": "B4tch-secret!"}
+        }));
+        let shown = format!("{r:?} {r:#?}");
+        assert!(!shown.contains("B4tch-secret!"), "{shown}");
+        assert!(shown.contains("/users"), "{shown}");
+    }
 
     fn client() -> GraphClient {
         GraphClient::with_shared(

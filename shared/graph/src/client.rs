@@ -20,7 +20,8 @@ use crate::error::{ErrorContext, GraphError, classify, parse_retry_after};
 use crate::pacing::{Cost, Pacer, PacerRegistry, request_cost};
 use crate::settings::{Credentials, Endpoints, GraphSettings};
 use crate::token::{
-    IssuedToken, TokenCache, TokenClaims, TokenFetcher, decode_claims, transport_kind,
+    IssuedToken, TokenCache, TokenClaims, TokenFetcher, decode_claims, redirect_target,
+    transport_kind,
 };
 
 /// `User-Agent` sent on every request.
@@ -139,8 +140,9 @@ pub(crate) struct Inner {
     pub(crate) stats: Stats,
 }
 
-/// One request to send: absolute URL plus what errors, logs and pacing need.
-#[derive(Debug, Clone)]
+/// One request to send: absolute URL plus what errors, logs and pacing need. Its `Debug` shows
+/// no body: a body may hold a password (`passwordProfile`).
+#[derive(Clone)]
 pub(crate) struct Call {
     pub(crate) method: Method,
     pub(crate) url: String,
@@ -151,6 +153,17 @@ pub(crate) struct Call {
     /// Re-send after a transient failure. Off for creates, whose retry is an explicit
     /// look-up-then-create in the operation (Gotcha 13).
     pub(crate) retry_transient: bool,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("body", &self.body.as_ref().map(|_| "[REDACTED]"))
+            .field("retry_transient", &self.retry_transient)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A successful response.
@@ -202,6 +215,9 @@ impl GraphClient {
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
+            // A redirect would carry the bearer token (or, at the token endpoint, the client
+            // secret) to whatever host it names: never follow one; a 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
         let pacer = shared.pacers.pacer(
@@ -492,6 +508,9 @@ impl GraphClient {
                 }
                 let mut ctx = ctx;
                 ctx.request_id = header_str(&headers, "request-id").map(str::to_string);
+                if (300..400).contains(&status) {
+                    return Err(self.redirected(ctx, status, &headers));
+                }
                 let err = classify(ctx, status, &body, retry_after);
                 tracing::debug!(status, error = %err, "Graph request failed");
                 return Err(err);
@@ -499,6 +518,20 @@ impl GraphClient {
         }
         .instrument(span)
         .await
+    }
+
+    /// The error for a 3xx answer, which is never followed: it names the Graph host that
+    /// answered and the host the redirect pointed at.
+    fn redirected(&self, mut ctx: ErrorContext, status: u16, headers: &HeaderMap) -> GraphError {
+        ctx.status = Some(status);
+        ctx.message = format!(
+            "the Graph host {} answered with a redirect to {}; redirects are not followed so \
+             the access token stays on that host: set graph_url to the Graph host itself, or \
+             leave it unset",
+            self.inner.endpoints.graph_host,
+            redirect_target(header_str(headers, "location")),
+        );
+        GraphError::BadRequest { ctx: Box::new(ctx) }
     }
 
     /// Retries `op` while it fails with replication lag (404 / "do not exist"), per
@@ -665,4 +698,27 @@ impl<T: DeserializeOwned> Pager<T> {
 
 fn query_of(url: &str) -> &str {
     url.find('?').map(|i| &url[i..]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_debug_hides_the_body() {
+        let call = Call {
+            method: Method::POST,
+            url: "https://graph.microsoft.com/v1.0/users".into(),
+            path: "/users".into(),
+            query: String::new(),
+            body: Some(serde_json::json!({
+                "userPrincipalName": "a@example.com",
+                "passwordProfile": {"password": "C4ll-body-secret!"}
+            })),
+            retry_transient: false,
+        };
+        let shown = format!("{call:?} {call:#?}");
+        assert!(!shown.contains("C4ll-body-secret!"), "{shown}");
+        assert!(shown.contains("/users"), "{shown}");
+    }
 }

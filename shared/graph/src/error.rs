@@ -84,6 +84,16 @@ pub enum AuthError {
         "the token endpoint is unavailable: {detail}; it was retried and may be tried again later"
     )]
     Unavailable { detail: String },
+    #[error(
+        "the token endpoint at {login_url} answered HTTP {status}, a redirect to {target}; redirects are not followed so the client secret is never sent to another host: set login_url to the login host itself, or leave it unset"
+    )]
+    Redirected {
+        /// The login host that answered.
+        login_url: String,
+        status: u16,
+        /// Host of the `Location` header (never its path or query).
+        target: String,
+    },
 }
 
 impl AuthError {

@@ -3,6 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::adopt::{CREATED_DATE_TIME, CreateStarted, Found, not_ours};
 use crate::client::{GraphClient, Pager};
 use crate::error::GraphError;
 use crate::models::{
@@ -19,7 +20,18 @@ const GROUP_SELECT: &[&str] = &[
     "mailEnabled",
     "securityEnabled",
     "groupTypes",
+    CREATED_DATE_TIME,
 ];
+
+/// What the look-up after an uncertain group create found.
+enum Lookup {
+    /// The group this create made.
+    Ours(Group),
+    /// Nothing: the create did not land; posting again is safe.
+    Absent,
+    /// The look-up failed, or found only a group that existed before (a conflict).
+    Failed(GraphError),
+}
 
 impl GraphClient {
     /// `GET /groups/{id}`; `None` when it does not exist.
@@ -60,7 +72,8 @@ impl GraphClient {
 
     /// `POST /groups`. Up to 20 initial members are bound in the create request; the rest are
     /// added afterwards. After a timeout or 5xx the group is looked up by mailNickname and
-    /// displayName (with replication retries) before posting again.
+    /// displayName (with replication retries) before posting again; only a group whose
+    /// `createdDateTime` shows this call made it is adopted (see `shared/graph/src/adopt.rs`).
     pub async fn create_group(&self, group: &NewGroup) -> Result<Group, GraphError> {
         let mut first = group.clone();
         let rest: Vec<String> = if first.members.len() > MAX_BIND {
@@ -70,6 +83,7 @@ impl GraphClient {
         };
         first.owners.truncate(MAX_BIND);
         let body = first.to_body(self.graph_base());
+        let started = CreateStarted::now();
         let mut backoff = self.settings().transient_retry.backoff();
         let created = loop {
             let mut call = self.call(Method::POST, "/groups", Some(body.clone()));
@@ -78,8 +92,15 @@ impl GraphClient {
                 Ok(g) => break g,
                 Err(e @ GraphError::Transient { .. }) => {
                     tracing::warn!(group = %group.display_name, error = %e, "group create may or may not have landed; looking it up");
-                    if let Some(g) = self.find_created_group(group).await? {
-                        break g;
+                    match self.find_created_group(group, started).await {
+                        Lookup::Ours(g) => break g,
+                        Lookup::Absent => {}
+                        Lookup::Failed(le) if le.is_retryable() => {
+                            // Cannot tell whether it landed: a re-post could duplicate it.
+                            tracing::warn!(group = %group.display_name, error = %le, "cannot look the group up; not re-posting");
+                            return Err(e);
+                        }
+                        Lookup::Failed(le) => return Err(le),
                     }
                     match backoff.next() {
                         Some(d) => {
@@ -101,31 +122,53 @@ impl GraphClient {
         Ok(created)
     }
 
-    /// Looks for a group an uncertain create may have made: same mailNickname and displayName.
-    /// The new group may not be visible yet, so a miss is retried per `replication_retry`.
-    async fn find_created_group(&self, group: &NewGroup) -> Result<Option<Group>, GraphError> {
+    /// Looks for the group an uncertain create may have made: same mailNickname and
+    /// displayName, created since `started`. The new group may not be visible yet, so while
+    /// only older namesakes (or nothing) are visible the look-up is retried per
+    /// `replication_retry`. After that, an older namesake is a conflict naming it.
+    async fn find_created_group(&self, group: &NewGroup, started: CreateStarted) -> Lookup {
+        let older: std::sync::Mutex<Option<Group>> = std::sync::Mutex::new(None);
         let lookup = || async {
             let found = self
                 .find_groups_by_mail_nickname(&group.mail_nickname)
                 .await?;
-            let hit = found
+            let (ours, theirs): (Vec<Group>, Vec<Group>) = found
                 .into_iter()
-                .find(|g| g.display_name.as_deref() == Some(group.display_name.as_str()));
-            hit.ok_or_else(|| GraphError::NotFound {
+                .filter(|g| g.display_name.as_deref() == Some(group.display_name.as_str()))
+                .partition(|g| started.covers(g.created_date_time.as_deref()));
+            if let Some(g) = ours.into_iter().next() {
+                return Ok(g);
+            }
+            if let Some(g) = theirs.into_iter().next()
+                && let Ok(mut slot) = older.lock()
+            {
+                *slot = Some(g);
+            }
+            Err(GraphError::NotFound {
                 ctx: Box::new(crate::error::ErrorContext {
                     method: "GET".into(),
                     path: "/groups".into(),
                     status: Some(404),
-                    message: "group not (yet) visible".into(),
+                    message: "the group this create made is not (yet) visible".into(),
                     ..Default::default()
                 }),
             })
         };
         match self.with_replication_retry(lookup).await {
-            Ok(g) => Ok(Some(g)),
-            Err(GraphError::NotFound { .. }) => Ok(None),
-            Err(e) if e.is_retryable() => Ok(None),
-            Err(e) => Err(e),
+            Ok(g) => Lookup::Ours(g),
+            Err(GraphError::NotFound { .. }) => {
+                match older.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    Some(g) => Lookup::Failed(not_ours(
+                        Found::Group,
+                        &group.display_name,
+                        &g.id,
+                        g.created_date_time.as_deref(),
+                        started,
+                    )),
+                    None => Lookup::Absent,
+                }
+            }
+            Err(e) => Lookup::Failed(e),
         }
     }
 

@@ -13,6 +13,7 @@
 //!
 //! The specification is `shared/graph-facts.md`; section numbers in comments refer to it.
 
+mod adopt;
 mod batch;
 mod client;
 mod directory;
@@ -34,7 +35,8 @@ pub use models::*;
 pub use pacing::{Cost, Pacer, PacerRegistry};
 pub use reqwest::Method;
 pub use settings::{
-    Cloud, Credentials, Endpoints, GraphSettings, PacingConfig, RetryPolicy, TenantSize,
+    Cloud, Credentials, EndpointPolicy, Endpoints, GraphSettings, PacingConfig, RetryPolicy,
+    TenantSize,
 };
 pub use token::{TokenCache, TokenClaims};
 pub use users::PAGE_SIZE;

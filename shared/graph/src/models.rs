@@ -35,16 +35,52 @@ pub struct User {
     pub on_premises_immutable_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_licenses: Option<Vec<AssignedLicense>>,
+    /// When the directory created the user (ISO 8601 UTC, e.g. `2026-12-02T07:30:00Z`); only
+    /// returned when `$select`ed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_time: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-/// `passwordProfile` on create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `passwordProfile` on create. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PasswordProfile {
     pub password: String,
     pub force_change_password_next_sign_in: bool,
+}
+
+impl std::fmt::Debug for PasswordProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordProfile")
+            .field("password", &"[REDACTED]")
+            .field(
+                "force_change_password_next_sign_in",
+                &self.force_change_password_next_sign_in,
+            )
+            .finish()
+    }
+}
+
+/// Properties whose values `Debug` of a body never shows.
+const SECRET_PROPERTIES: &[&str] = &["passwordProfile", "password"];
+
+/// `Debug` of a JSON object with the values of [`SECRET_PROPERTIES`] replaced.
+pub(crate) struct RedactedBody<'a>(pub(crate) &'a Map<String, Value>);
+
+impl std::fmt::Debug for RedactedBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in self.0 {
+            if SECRET_PROPERTIES.iter().any(|s| s.eq_ignore_ascii_case(k)) {
+                m.entry(k, &"[REDACTED]");
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
 }
 
 /// Body of `POST /users`. The required properties are fields; anything else goes in `extra`
@@ -121,9 +157,18 @@ impl NewUser {
 }
 
 /// A PATCH body: only the properties present are sent. `set` writes a value, `clear` sends
-/// `null` (for nullable properties; Graph refuses to clear `displayName`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `null` (for nullable properties; Graph refuses to clear `displayName`). Its `Debug` hides a
+/// `passwordProfile` (a password reset).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Patch(pub Map<String, Value>);
+
+impl std::fmt::Debug for Patch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Patch")
+            .field(&RedactedBody(&self.0))
+            .finish()
+    }
+}
 
 impl Patch {
     pub fn new() -> Self {
@@ -246,6 +291,9 @@ pub struct Group {
     pub security_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_types: Option<Vec<String>>,
+    /// When the directory created the group (ISO 8601 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_time: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -464,6 +512,27 @@ mod tests {
         assert_eq!(v["usageLocation"], "US");
         assert!(v.get("givenName").is_none());
         assert!(!format!("{n:?}").contains("P@ssw0rd"));
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let profile = PasswordProfile {
+            password: "Pr0file-secret!".into(),
+            force_change_password_next_sign_in: true,
+        };
+        let patch = Patch::new().set("passwordProfile", serde_json::to_value(&profile).unwrap());
+        let mut n = NewUser::new("a@x.com", "A", "a", "Pr0file-secret!");
+        n.extra.insert("password".into(), "Pr0file-secret!".into());
+        for shown in [
+            format!("{profile:?} {profile:#?}"),
+            format!("{patch:?} {patch:#?}"),
+            format!("{n:?} {n:#?}"),
+        ] {
+            assert!(!shown.contains("Pr0file-secret!"), "{shown}");
+            assert!(shown.contains("REDACTED"), "{shown}");
+        }
+        // Other properties still show.
+        assert!(format!("{:?}", Patch::new().set("jobTitle", "Chef")).contains("Chef"));
     }
 
     #[test]

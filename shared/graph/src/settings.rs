@@ -70,6 +70,73 @@ impl Cloud {
     }
 }
 
+/// Where a client runs, which decides the endpoint overrides it accepts
+/// ([`GraphSettings::check_endpoint_overrides`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EndpointPolicy {
+    /// Command line, tests and the sandbox: `login_url` / `graph_url` may name a Microsoft
+    /// national-cloud host over https, or a loopback address (`127.0.0.0/8`, `::1`,
+    /// `localhost`) over http or https.
+    #[default]
+    Local,
+    /// A cloud deployment (the Lambda functions): no override at all; the hosts always come
+    /// from `cloud`.
+    Cloud,
+}
+
+/// Every national cloud, for host checks.
+const CLOUDS: [Cloud; 4] = [
+    Cloud::Global,
+    Cloud::UsGovHigh,
+    Cloud::UsGovDod,
+    Cloud::China,
+];
+
+/// Which override a host check is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Login,
+    Graph,
+}
+
+impl Endpoint {
+    fn field(self) -> &'static str {
+        match self {
+            Endpoint::Login => "login_url",
+            Endpoint::Graph => "graph_url",
+        }
+    }
+
+    fn cloud_url(self, cloud: Cloud) -> &'static str {
+        match self {
+            Endpoint::Login => cloud.login_url(),
+            Endpoint::Graph => cloud.graph_url(),
+        }
+    }
+
+    /// The Microsoft hosts this override may name (`login.microsoftonline.com`, ...).
+    fn microsoft_hosts(self) -> Vec<&'static str> {
+        let mut hosts: Vec<&'static str> = CLOUDS
+            .iter()
+            .map(|c| {
+                let url = self.cloud_url(*c);
+                url.strip_prefix("https://").unwrap_or(url)
+            })
+            .collect();
+        hosts.dedup();
+        hosts
+    }
+}
+
+/// `127.0.0.0/8`, `::1` or `localhost`.
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// App registration credentials (client-credentials flow). The secret never appears in
 /// `Debug`, logs or errors.
 #[derive(Clone)]
@@ -243,6 +310,9 @@ pub struct GraphSettings {
     /// Backoff for transient failures (5xx, timeouts, connection errors); its `max_attempts`
     /// bounds the transient failures of one request, `GraphSettings::max_attempts` all of them.
     pub transient_retry: RetryPolicy,
+    /// Which `login_url` / `graph_url` overrides are accepted: the cloud functions set
+    /// [`EndpointPolicy::Cloud`] (none at all).
+    pub endpoint_policy: EndpointPolicy,
 }
 
 impl Default for GraphSettings {
@@ -259,6 +329,7 @@ impl Default for GraphSettings {
             pacing: PacingConfig::default(),
             replication_retry: RetryPolicy::replication_default(),
             transient_retry: RetryPolicy::transient_default(),
+            endpoint_policy: EndpointPolicy::Local,
         }
     }
 }
@@ -306,8 +377,26 @@ impl GraphSettings {
         }
     }
 
+    /// Checks `login_url` and `graph_url` against `policy`: under [`EndpointPolicy::Local`] an
+    /// override must be an https URL on a Microsoft national-cloud host of its kind (login or
+    /// Graph), or an http(s) URL on a loopback address; under [`EndpointPolicy::Cloud`] no
+    /// override is accepted. The bearer token goes to the Graph host and the client secret to
+    /// the login host, so neither may be any other host.
+    pub fn check_endpoint_overrides(&self, policy: EndpointPolicy) -> Result<(), GraphError> {
+        for (endpoint, value) in [
+            (Endpoint::Login, &self.login_url),
+            (Endpoint::Graph, &self.graph_url),
+        ] {
+            if let Some(value) = value {
+                check_override(endpoint, value, policy, self.cloud)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves the endpoints, validating overrides.
     pub fn endpoints(&self) -> Result<Endpoints, GraphError> {
+        self.check_endpoint_overrides(self.endpoint_policy)?;
         let login = normalise_base(
             "login_url",
             self.login_url.as_deref().unwrap_or(self.cloud.login_url()),
@@ -363,6 +452,66 @@ impl GraphSettings {
         }
         self.endpoints().map(|_| ())
     }
+}
+
+/// One override against the host rules of [`GraphSettings::check_endpoint_overrides`].
+fn check_override(
+    endpoint: Endpoint,
+    value: &str,
+    policy: EndpointPolicy,
+    cloud: Cloud,
+) -> Result<(), GraphError> {
+    let field = endpoint.field();
+    let default = endpoint.cloud_url(cloud);
+    // Only the host is ever quoted: a URL may carry credentials in its user-info part.
+    let parsed = url::Url::parse(value.trim()).map_err(|e| {
+        GraphError::Config(format!(
+            "{field} is not a valid URL ({e}); remove it to use {default}, or use \
+             http://127.0.0.1:PORT for a local sandbox"
+        ))
+    })?;
+    let Some(host) = parsed.host() else {
+        return Err(GraphError::Config(format!(
+            "{field} has no host; remove it to use {default}"
+        )));
+    };
+    if policy == EndpointPolicy::Cloud {
+        return Err(GraphError::Config(format!(
+            "{field} is set (host {host}), but a cloud deployment takes its hosts from the \
+             cloud setting only; remove {field} from [connection] (the configured cloud \
+             uses {default})"
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(GraphError::Config(format!(
+            "{field} (host {host}) carries a user name or password; remove them from the URL"
+        )));
+    }
+    if is_loopback(&host) && matches!(parsed.scheme(), "http" | "https") {
+        return Ok(());
+    }
+    let microsoft = endpoint.microsoft_hosts();
+    let is_microsoft = matches!(&host, url::Host::Domain(d) if microsoft.contains(d));
+    if is_microsoft && parsed.scheme() == "https" && parsed.port().is_none() {
+        return Ok(());
+    }
+    let reason = if is_loopback(&host) {
+        "is a loopback address but the URL is not http or https"
+    } else if is_microsoft {
+        "must be https on the default port"
+    } else {
+        "is neither a Microsoft national-cloud host nor a loopback address"
+    };
+    Err(GraphError::Config(format!(
+        "{field} points at host {host}, which {reason}: the client would send it {what}; \
+         remove {field} and choose the cloud setting (allowed hosts: {allowed}), or use \
+         http://127.0.0.1:PORT for a local sandbox",
+        what = match endpoint {
+            Endpoint::Login => "the client secret",
+            Endpoint::Graph => "bearer tokens",
+        },
+        allowed = microsoft.join(", "),
+    )))
 }
 
 fn normalise_base(field: &str, raw: &str) -> Result<String, GraphError> {
@@ -460,6 +609,146 @@ mod tests {
             };
             assert!(matches!(s.endpoints(), Err(GraphError::Config(_))), "{bad}");
         }
+    }
+
+    fn with_override(endpoint: Endpoint, value: &str) -> GraphSettings {
+        let mut s = GraphSettings::default();
+        match endpoint {
+            Endpoint::Login => s.login_url = Some(value.into()),
+            Endpoint::Graph => s.graph_url = Some(value.into()),
+        }
+        s
+    }
+
+    #[test]
+    fn overrides_may_name_microsoft_hosts_or_loopback_only() {
+        let accepted = [
+            (Endpoint::Graph, "https://graph.microsoft.com/v1.0"),
+            (Endpoint::Graph, "https://graph.microsoft.us"),
+            (Endpoint::Graph, "https://dod-graph.microsoft.us/"),
+            (Endpoint::Graph, "https://microsoftgraph.chinacloudapi.cn"),
+            (Endpoint::Login, "https://login.microsoftonline.com"),
+            (Endpoint::Login, "https://login.microsoftonline.us"),
+            (Endpoint::Login, "https://login.chinacloudapi.cn"),
+            (Endpoint::Graph, "http://127.0.0.1:8750"),
+            (Endpoint::Login, "http://127.42.0.9:1"),
+            (Endpoint::Graph, "http://[::1]:8750"),
+            (Endpoint::Login, "http://localhost:8750"),
+            (Endpoint::Graph, "https://LOCALHOST"),
+        ];
+        for (endpoint, value) in accepted {
+            let s = with_override(endpoint, value);
+            assert!(s.validate().is_ok(), "{value}: {:?}", s.validate());
+        }
+        let refused = [
+            (Endpoint::Graph, "https://evil.example", "evil.example"),
+            (
+                Endpoint::Graph,
+                "https://graph.microsoft.com.evil.example",
+                "graph.microsoft.com.evil.example",
+            ),
+            (
+                Endpoint::Graph,
+                "http://graph.microsoft.com",
+                "graph.microsoft.com",
+            ),
+            (
+                Endpoint::Graph,
+                "https://graph.microsoft.com:8443",
+                "graph.microsoft.com",
+            ),
+            (
+                Endpoint::Login,
+                "https://graph.microsoft.com",
+                "graph.microsoft.com",
+            ),
+            (
+                Endpoint::Graph,
+                "https://login.microsoftonline.com",
+                "login.microsoftonline.com",
+            ),
+            (Endpoint::Login, "http://10.0.0.1:8750", "10.0.0.1"),
+            (Endpoint::Graph, "http://169.254.169.254", "169.254.169.254"),
+            (
+                Endpoint::Graph,
+                "http://localhost.evil.example",
+                "localhost.evil.example",
+            ),
+            (Endpoint::Graph, "ftp://127.0.0.1", "127.0.0.1"),
+        ];
+        for (endpoint, value, host) in refused {
+            let s = with_override(endpoint, value);
+            let Err(GraphError::Config(message)) = s.validate() else {
+                panic!("{value} was accepted");
+            };
+            assert!(message.contains(endpoint.field()), "{message}");
+            assert!(message.contains(&format!("host {host}")), "{message}");
+            assert!(message.contains("http://127.0.0.1:PORT"), "{message}");
+            // Refused at client construction too.
+            let c = Credentials {
+                tenant: "t".into(),
+                client_id: "c".into(),
+                client_secret: SecretString::from("s"),
+            };
+            assert!(matches!(
+                crate::GraphClient::new(s, c),
+                Err(GraphError::Config(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn override_credentials_are_refused_without_echoing_them() {
+        let s = with_override(Endpoint::Graph, "https://user:hunter2@graph.microsoft.com");
+        let Err(GraphError::Config(message)) = s.validate() else {
+            panic!("accepted");
+        };
+        assert!(message.contains("graph_url"), "{message}");
+        assert!(message.contains("user name or password"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn a_cloud_deployment_refuses_every_override() {
+        for (endpoint, microsoft) in [
+            (Endpoint::Login, "https://login.microsoftonline.us"),
+            (Endpoint::Graph, "https://graph.microsoft.us"),
+        ] {
+            for value in ["http://127.0.0.1:8750", microsoft] {
+                let s = GraphSettings {
+                    endpoint_policy: EndpointPolicy::Cloud,
+                    ..with_override(endpoint, value)
+                };
+                let Err(GraphError::Config(message)) = s.validate() else {
+                    panic!("{value} was accepted");
+                };
+                assert!(message.contains(endpoint.field()), "{message}");
+                assert!(message.contains("cloud deployment"), "{message}");
+                assert!(
+                    message.contains(&format!("remove {}", endpoint.field())),
+                    "{message}"
+                );
+                // The same settings are fine on the command line...
+                let local = with_override(endpoint, value);
+                assert!(
+                    local
+                        .check_endpoint_overrides(EndpointPolicy::Local)
+                        .is_ok()
+                );
+                // ...and the check can be asked for explicitly.
+                assert!(
+                    local
+                        .check_endpoint_overrides(EndpointPolicy::Cloud)
+                        .is_err()
+                );
+            }
+        }
+        let plain = GraphSettings {
+            endpoint_policy: EndpointPolicy::Cloud,
+            cloud: Cloud::China,
+            ..GraphSettings::default()
+        };
+        assert!(plain.validate().is_ok());
     }
 
     #[test]

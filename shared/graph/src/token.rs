@@ -1,8 +1,8 @@
 //! Access tokens by the client-credentials flow (graph-facts §1, Gotcha 18).
 //!
-//! Tokens are cached per (login host, tenant, client id, scope) in a [`TokenCache`] that many
-//! clients can share (by default one per process), renewed ahead of expiry, and renewed once when
-//! Graph answers 401. Fetches for one key are single-flight: concurrent callers wait for one
+//! Tokens are cached per (login host, Graph host, tenant, client id, scope) in a [`TokenCache`]
+//! that many clients can share (by default one per process), renewed ahead of expiry, and renewed
+//! once when Graph answers 401. Fetches for one key are single-flight: concurrent callers wait for one
 //! request instead of stampeding the token endpoint.
 
 use std::collections::HashMap;
@@ -28,6 +28,9 @@ const RENEW_FRACTION: f64 = 0.10;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TokenKey {
     login_url: String,
+    /// The Graph host the token is sent to: two settings that differ only in their Graph host
+    /// must not hand one's token to the other's host.
+    graph_host: String,
     tenant: String,
     client_id: String,
     scope: String,
@@ -136,6 +139,7 @@ impl TokenCache {
     ) -> Result<(IssuedToken, bool), GraphError> {
         let key = TokenKey {
             login_url: fetcher.endpoints.login_url.to_ascii_lowercase(),
+            graph_host: fetcher.endpoints.graph_host.to_ascii_lowercase(),
             tenant: fetcher.credentials.tenant.trim().to_ascii_lowercase(),
             client_id: fetcher.credentials.client_id.trim().to_ascii_lowercase(),
             scope: fetcher.endpoints.scope.clone(),
@@ -186,6 +190,26 @@ pub(crate) struct TokenFetcher<'a> {
     pub(crate) policy: &'a RetryPolicy,
 }
 
+/// The token request's form body. Its `Debug` never shows the secret.
+#[derive(serde::Serialize)]
+struct TokenForm<'a> {
+    client_id: &'a str,
+    scope: &'a str,
+    client_secret: &'a str,
+    grant_type: &'static str,
+}
+
+impl std::fmt::Debug for TokenForm<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenForm")
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .field("client_secret", &"[REDACTED]")
+            .field("grant_type", &self.grant_type)
+            .finish()
+    }
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
@@ -224,15 +248,12 @@ impl TokenFetcher<'_> {
     }
 
     async fn fetch_once(&self) -> Result<CachedToken, GraphError> {
-        let form = [
-            ("client_id", self.credentials.client_id.trim()),
-            ("scope", self.endpoints.scope.as_str()),
-            (
-                "client_secret",
-                self.credentials.client_secret.expose_secret(),
-            ),
-            ("grant_type", "client_credentials"),
-        ];
+        let form = TokenForm {
+            client_id: self.credentials.client_id.trim(),
+            scope: self.endpoints.scope.as_str(),
+            client_secret: self.credentials.client_secret.expose_secret(),
+            grant_type: "client_credentials",
+        };
         let started = Instant::now();
         let resp = self
             .http
@@ -249,6 +270,17 @@ impl TokenFetcher<'_> {
                 }
             })?;
         let status = resp.status().as_u16();
+        if (300..400).contains(&status) {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            return Err(GraphError::Auth(AuthError::Redirected {
+                login_url: self.endpoints.login_url.clone(),
+                status,
+                target: redirect_target(location),
+            }));
+        }
         let body = resp.bytes().await.map_err(|e| AuthError::Unavailable {
             detail: transport_kind(&e).to_string(),
         })?;
@@ -351,6 +383,22 @@ fn map_token_error(
     }
 }
 
+/// Where a redirect pointed, for error messages: the host (and port) of an absolute
+/// `Location`, never its path or query, which may carry anything.
+pub(crate) fn redirect_target(location: Option<&str>) -> String {
+    let Some(location) = location else {
+        return "no Location".to_string();
+    };
+    match url::Url::parse(location.trim()) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("host {h}:{p}"),
+            (Some(h), None) => format!("host {h}"),
+            (None, _) => "a URL without a host".to_string(),
+        },
+        Err(_) => "a path on the same host".to_string(),
+    }
+}
+
 pub(crate) fn transport_kind(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "request timed out"
@@ -435,6 +483,36 @@ mod tests {
         assert!(msg.contains("create a new client secret"), "{msg}");
         assert!(m(503, TokenErrorBody::default()).is_retryable());
         assert!(!m(401, err("invalid_client", &[7000215])).is_retryable());
+    }
+
+    #[test]
+    fn token_form_debug_hides_the_secret() {
+        let form = TokenForm {
+            client_id: "c",
+            scope: "https://graph.microsoft.com/.default",
+            client_secret: "form-s3cret-value",
+            grant_type: "client_credentials",
+        };
+        let shown = format!("{form:?} {form:#?}");
+        assert!(!shown.contains("form-s3cret-value"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn redirect_targets_name_the_host_only() {
+        assert_eq!(
+            redirect_target(Some("http://127.0.0.1:9/steal?client_secret=x")),
+            "host 127.0.0.1:9"
+        );
+        assert_eq!(
+            redirect_target(Some("https://evil.example/a")),
+            "host evil.example"
+        );
+        assert_eq!(
+            redirect_target(Some("/elsewhere")),
+            "a path on the same host"
+        );
+        assert_eq!(redirect_target(None), "no Location");
     }
 
     #[test]

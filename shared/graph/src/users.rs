@@ -4,6 +4,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::adopt::{CREATED_DATE_TIME, CreateStarted, Found, not_ours};
 use crate::client::{GraphClient, Pager};
 use crate::error::{ErrorContext, GraphError};
 use crate::models::{
@@ -16,6 +17,36 @@ use crate::odata::{
 
 /// `$top` for list calls: Graph's maximum page size for users, groups and members.
 pub const PAGE_SIZE: u32 = 999;
+
+/// What an uncertain create reads of the user it finds: Graph's default user properties plus
+/// those `NewUser` sets and `createdDateTime`, which decides whether it is adopted.
+const ADOPT_USER_SELECT: &[&str] = &[
+    "id",
+    "userPrincipalName",
+    "displayName",
+    "mailNickname",
+    "accountEnabled",
+    "givenName",
+    "surname",
+    "mail",
+    "jobTitle",
+    "department",
+    "usageLocation",
+    "employeeId",
+    "onPremisesImmutableId",
+    CREATED_DATE_TIME,
+];
+
+/// The user an uncertain create found, if this create made it; else a conflict naming it.
+fn adopt_user(found: User, upn: &str, started: CreateStarted) -> Result<User, GraphError> {
+    let created = found.created_date_time.as_deref();
+    if started.covers(created) {
+        tracing::info!(user = upn, id = %found.id, "adopting the user the uncertain create made");
+        Ok(found)
+    } else {
+        Err(not_ours(Found::User, upn, &found.id, created, started))
+    }
+}
 
 impl GraphClient {
     /// `GET /users/{id | userPrincipalName}`; `None` when it does not exist (404).
@@ -98,13 +129,16 @@ impl GraphClient {
         Ok(out)
     }
 
-    /// `POST /users`. After a timeout or 5xx the user may exist anyway (Gotcha 13): it is
-    /// looked up by UPN before posting again, and a UPN conflict on the re-post returns the
-    /// user the earlier attempt created. No duplicates either way.
+    /// `POST /users`. After a timeout or 5xx the user may exist anyway: it is looked up by UPN
+    /// before posting again, and a UPN conflict on the re-post fetches the user the earlier
+    /// attempt created. A user found either way is returned only if its `createdDateTime` shows
+    /// this call made it (see `shared/graph/src/adopt.rs`); an older one is a `Conflict` naming it. No
+    /// duplicates, and no take-over of somebody else's account.
     pub async fn create_user(&self, user: &NewUser) -> Result<User, GraphError> {
         let body = serde_json::to_value(user)
             .map_err(|e| GraphError::Config(format!("the new user cannot be serialised: {e}")))?;
         let upn = user.user_principal_name.as_str();
+        let started = CreateStarted::now();
         let mut backoff = self.settings().transient_retry.backoff();
         let mut uncertain = false;
         loop {
@@ -115,8 +149,8 @@ impl GraphClient {
                 Err(e @ GraphError::Transient { .. }) => {
                     uncertain = true;
                     tracing::warn!(user = upn, error = %e, "create may or may not have landed; looking the user up");
-                    match self.get_user(upn, &[] as &[&str]).await {
-                        Ok(Some(existing)) => return Ok(existing),
+                    match self.get_user(upn, ADOPT_USER_SELECT).await {
+                        Ok(Some(existing)) => return adopt_user(existing, upn, started),
                         Ok(None) => {}
                         Err(le) if le.is_retryable() => {}
                         Err(le) => return Err(le),
@@ -135,8 +169,8 @@ impl GraphClient {
                         user = upn,
                         "conflict after an uncertain create; fetching the existing user"
                     );
-                    return match self.get_user_after_write(upn, &[] as &[&str]).await {
-                        Ok(u) => Ok(u),
+                    return match self.get_user_after_write(upn, ADOPT_USER_SELECT).await {
+                        Ok(u) => adopt_user(u, upn, started),
                         Err(GraphError::NotFound { .. }) => Err(e),
                         Err(other) => Err(other),
                     };

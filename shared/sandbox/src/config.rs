@@ -83,8 +83,9 @@ pub struct SkuSeed {
     pub service_plans: Vec<ServicePlanSeed>,
 }
 
-/// An app registration that may get tokens (graph-facts §1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An app registration that may get tokens (graph-facts §1). Its `Debug` never shows the
+/// secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppSeed {
     pub client_id: String,
@@ -97,6 +98,18 @@ pub struct AppSeed {
     /// Application permissions granted with admin consent, issued as the `roles` claim.
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for AppSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSeed")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("display_name", &self.display_name)
+            .field("secret_expired", &self.secret_expired)
+            .field("roles", &self.roles)
+            .finish()
+    }
 }
 
 /// Seed data: the tenant as it is after a reset.
@@ -411,5 +424,21 @@ impl FaultRule {
             && path
                 .to_ascii_lowercase()
                 .starts_with(&prefix.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_client_secret() {
+        let config = SandboxConfig::demo();
+        let shown = format!("{config:?} {config:#?}");
+        for app in &config.seed.apps {
+            assert!(!shown.contains(&app.client_secret), "{shown}");
+            assert!(shown.contains(&app.client_id), "{shown}");
+        }
+        assert!(!shown.contains(crate::demo::CLIENT_SECRET), "{shown}");
     }
 }

@@ -23,8 +23,9 @@ use crate::validate;
 use crate::wire::{GErr, GResp, GResult, METADATA, now_iso, now_ms};
 use crate::{Inner, LoggedRequest};
 
-/// A request to the version root, from HTTP or from a `$batch` item.
-#[derive(Debug, Clone)]
+/// A request to the version root, from HTTP or from a `$batch` item. Its `Debug` shows header
+/// names only (the bearer token) and no body (a password).
+#[derive(Clone)]
 pub(crate) struct GReq {
     pub method: Method,
     /// Path relative to `/v1.0`, still percent-encoded: `/users/a%40b.com`.
@@ -36,6 +37,20 @@ pub(crate) struct GReq {
     /// `http://host:port` this server is reached at (for `@odata.nextLink`).
     pub base_url: String,
     pub batch_item: bool,
+}
+
+impl std::fmt::Debug for GReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GReq")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_bytes", &self.body.len())
+            .field("base_url", &self.base_url)
+            .field("batch_item", &self.batch_item)
+            .finish()
+    }
 }
 
 /// Outcome of a request for the log.
@@ -2009,4 +2024,31 @@ pub(crate) fn headers_json(headers: &[(String, String)], has_body: bool) -> Valu
         out.insert(k, Value::String(v));
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_debug_hides_the_token_and_the_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer eyJ.T0ken-value.sig"),
+        );
+        let req = GReq {
+            method: Method::POST,
+            path: "/users".to_owned(),
+            query: String::new(),
+            headers,
+            body: Bytes::from_static(br#"{"passwordProfile":{"password":"Sandb0x-pw!"}}"#),
+            base_url: "http://127.0.0.1:1".to_owned(),
+            batch_item: false,
+        };
+        let shown = format!("{req:?} {req:#?}");
+        assert!(!shown.contains("T0ken-value"), "{shown}");
+        assert!(!shown.contains("Sandb0x-pw!"), "{shown}");
+        assert!(shown.contains("authorization"), "{shown}");
+    }
 }

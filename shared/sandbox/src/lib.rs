@@ -7,6 +7,11 @@
 //! * `/v1.0/...` — users, groups, licenses, manager, members, deleted items, `$batch`.
 //! * `/_sandbox/...` — the admin API (state, reset, knobs, faults, request log, stats, seed).
 //!   **It has no authentication**: the sandbox binds to 127.0.0.1 and is for local use only.
+//!   So that a web page open in a browser on the same machine cannot drive it (cross-site
+//!   requests, DNS rebinding), an admin request is refused with 403 unless its `Host` is a
+//!   loopback host (`127.x.x.x`, `localhost`, `[::1]`, any port) and it carries no `Origin`
+//!   header (browsers send one on cross-origin and non-GET requests; curl and test clients
+//!   do not). Graph and token routes are not affected.
 //!
 //! [`Sandbox::reset`] restores the seed, clears the request log, stats, scripted faults and
 //! throttling buckets, and **keeps the knobs**.
@@ -324,6 +329,7 @@ impl Sandbox {
             .route("/_sandbox/stats", get(admin_stats))
             .route("/_sandbox/seed", post(admin_seed))
             .fallback(graph_handler)
+            .layer(axum::middleware::from_fn(guard_admin))
             .with_state(self.clone())
     }
 
@@ -393,6 +399,26 @@ impl Sandbox {
             self.inner.persist();
         }
         rotated
+    }
+
+    /// The tenant id and its initial domain (the default domain when none is marked initial),
+    /// as the tenant is now (a state file may differ from the configuration's seed).
+    pub fn tenant(&self) -> (String, Option<String>) {
+        let st = self.inner.lock_state();
+        let domain = st
+            .domains
+            .iter()
+            .find(|d| d.is_initial)
+            .or_else(|| st.domains.iter().find(|d| d.is_default))
+            .or_else(|| st.domains.first())
+            .map(|d| d.id.clone());
+        (st.tenant_id.clone(), domain)
+    }
+
+    /// The app registrations that may get tokens, as the tenant is now. (`Debug` of an
+    /// [`AppSeed`] hides its secret.)
+    pub fn apps(&self) -> Vec<AppSeed> {
+        self.inner.lock_state().apps.clone()
     }
 
     /// Adds a scripted fault (fires on the next `count` matching requests, batch items included).
@@ -682,6 +708,73 @@ async fn token_handler(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// Refuses `/_sandbox` requests not addressed to a loopback host or carrying an `Origin`
+/// (see the module docs); passes everything else through.
+async fn guard_admin(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if path != "/_sandbox" && !path.starts_with("/_sandbox/") {
+        return next.run(req).await;
+    }
+    let forbidden = |message: String| {
+        (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": {"code": "Forbidden", "message": message}})),
+        )
+            .into_response()
+    };
+    if req.headers().contains_key(http::header::ORIGIN) {
+        return forbidden(
+            "the sandbox admin API refuses requests with an Origin header (a web browser sends \
+             one), so a web page cannot drive it; call it from curl or a test client instead"
+                .to_owned(),
+        );
+    }
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    match host {
+        Some(h) if is_loopback_host(&h) => next.run(req).await,
+        Some(h) => forbidden(format!(
+            "the sandbox admin API answers only requests addressed to a loopback host \
+             (127.0.0.1, localhost or [::1]); this one was addressed to {h:?}: use \
+             http://127.0.0.1:PORT/_sandbox/..."
+        )),
+        None => forbidden(
+            "the sandbox admin API needs a Host header naming a loopback host (127.0.0.1, \
+             localhost or [::1])"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Whether a `Host` header value (`host[:port]`, IPv6 in brackets) names a loopback host.
+fn is_loopback_host(value: &str) -> bool {
+    let value = value.trim();
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, port)) if port.is_empty() || valid_port(port.strip_prefix(':')) => h,
+            _ => return false,
+        }
+    } else {
+        match value.split_once(':') {
+            Some((h, port)) if valid_port(Some(port)) => h,
+            Some(_) => return false,
+            None => value,
+        }
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn valid_port(port: Option<&str>) -> bool {
+    port.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok())
+}
+
 async fn admin_state(State(sb): State<Sandbox>) -> Response {
     axum::Json(sb.dump()).into_response()
 }
@@ -756,4 +849,38 @@ async fn admin_seed(State(sb): State<Sandbox>, body: Bytes) -> Response {
         axum::Json(json!({"users": users, "groups": groups})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:8750",
+            "127.200.3.4:1",
+            "localhost",
+            "LOCALHOST:8750",
+            "[::1]",
+            "[::1]:8750",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8750",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:8750",
+            "0.0.0.0:8750",
+            "[::ffff:127.0.0.1]:1",
+            "[::1]x",
+            "127.0.0.1:port",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use m365_sandbox::{Sandbox, SandboxConfig, demo};
 
@@ -64,27 +64,8 @@ pub async fn run(args: Args) -> Code {
         }
     };
     let mut out = std::io::stdout().lock();
-    // The first line is machine-readable: tests and scripts read the URL from it.
-    let _ = writeln!(out, "sandbox tenant listening on {}", running.base_url());
-    let _ = writeln!(
-        out,
-        "  tenant       {} ({})",
-        demo::TENANT_ID,
-        demo::INITIAL_DOMAIN
-    );
-    let _ = writeln!(out, "  client id    {}", demo::CLIENT_ID);
-    let _ = writeln!(out, "  secret       {} (sandbox only)", demo::CLIENT_SECRET);
-    let _ = writeln!(
-        out,
-        "  token        POST {}/{}/oauth2/v2.0/token",
-        running.base_url(),
-        demo::TENANT_ID
-    );
-    let _ = writeln!(out, "  graph        {}/v1.0/", running.base_url());
-    if let Some(path) = &args.state {
-        let _ = writeln!(out, "  state file   {}", path.display());
-    }
-    let _ = writeln!(out, "press Ctrl-C to stop");
+    let _ = out
+        .write_all(banner(running.base_url(), running.sandbox(), args.state.as_deref()).as_bytes());
     let _ = out.flush();
     drop(out);
     if let Err(error) = tokio::signal::ctrl_c().await {
@@ -94,7 +75,50 @@ pub async fn run(args: Args) -> Code {
     Code::Success
 }
 
-fn load_config(path: &std::path::Path) -> Result<SandboxConfig, String> {
+/// What the command prints at start. The first line is machine-readable: tests and scripts
+/// read the URL from it. Tenant and app are the running tenant's (the configuration's, or the
+/// state file's), never assumed to be the demo's; a secret is shown only when it is the demo
+/// app's published one.
+fn banner(base_url: &str, sandbox: &Sandbox, state: Option<&Path>) -> String {
+    let (tenant, domain) = sandbox.tenant();
+    let apps = sandbox.apps();
+    let mut lines = vec![format!("sandbox tenant listening on {base_url}")];
+    lines.push(match domain {
+        Some(domain) => format!("  tenant       {tenant} ({domain})"),
+        None => format!("  tenant       {tenant}"),
+    });
+    match apps.first() {
+        Some(app) => {
+            lines.push(format!("  client id    {}", app.client_id));
+            lines.push(if app.client_secret == demo::CLIENT_SECRET {
+                format!("  secret       {} (sandbox only)", demo::CLIENT_SECRET)
+            } else {
+                "  secret       as set in the configuration's seed.apps (not shown)".to_owned()
+            });
+            let others: Vec<&str> = apps.iter().skip(1).map(|a| a.client_id.as_str()).collect();
+            if !others.is_empty() {
+                lines.push(format!("  other apps   {}", others.join(", ")));
+            }
+        }
+        None => lines.push(
+            "  client id    none: no app can get a token; add one to seed.apps in the configuration"
+                .to_owned(),
+        ),
+    }
+    lines.push(format!(
+        "  token        POST {base_url}/{tenant}/oauth2/v2.0/token"
+    ));
+    lines.push(format!("  graph        {base_url}/v1.0/"));
+    if let Some(path) = state {
+        lines.push(format!("  state file   {}", path.display()));
+    }
+    lines.push("press Ctrl-C to stop".to_owned());
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+fn load_config(path: &Path) -> Result<SandboxConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read sandbox config {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| {
@@ -105,4 +129,68 @@ fn load_config(path: &std::path::Path) -> Result<SandboxConfig, String> {
             e.column()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_names_the_configured_tenant_and_app() {
+        let mut config = SandboxConfig::demo();
+        config.seed.tenant_id = "0a1b2c3d-0000-4000-8000-00000000f00d".to_owned();
+        config.seed.domains[0].id = "fabrikam.onmicrosoft.com".to_owned();
+        config.seed.apps.truncate(1);
+        config.seed.apps[0].client_id = "77777777-7777-4777-8777-777777777777".to_owned();
+        config.seed.apps[0].client_secret = "fabrikam-own-secret".to_owned();
+        let text = banner("http://127.0.0.1:1", &Sandbox::new(config), None);
+        assert!(
+            text.contains(
+                "tenant       0a1b2c3d-0000-4000-8000-00000000f00d (fabrikam.onmicrosoft.com)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("client id    77777777-7777-4777-8777-777777777777"),
+            "{text}"
+        );
+        assert!(
+            text.contains("POST http://127.0.0.1:1/0a1b2c3d-0000-4000-8000-00000000f00d/oauth2"),
+            "{text}"
+        );
+        for demo_value in [
+            demo::TENANT_ID,
+            demo::CLIENT_ID,
+            demo::CLIENT_SECRET,
+            demo::INITIAL_DOMAIN,
+        ] {
+            assert!(!text.contains(demo_value), "{demo_value} in {text}");
+        }
+        assert!(!text.contains("fabrikam-own-secret"), "{text}");
+        assert!(text.starts_with("sandbox tenant listening on http://127.0.0.1:1\n"));
+    }
+
+    #[test]
+    fn the_demo_banner_is_unchanged() {
+        let text = banner("http://127.0.0.1:1", &Sandbox::demo(), None);
+        assert!(
+            text.contains(&format!(
+                "tenant       {} ({})",
+                demo::TENANT_ID,
+                demo::INITIAL_DOMAIN
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("client id    {}", demo::CLIENT_ID)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "secret       {} (sandbox only)",
+                demo::CLIENT_SECRET
+            )),
+            "{text}"
+        );
+    }
 }
