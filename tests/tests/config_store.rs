@@ -115,6 +115,7 @@ async fn list_shows_the_newest_version_of_each_connection_and_remove_forgets_one
             .remember_event("contoso", "ev-1", 0, 1_000_000)
             .await
             .unwrap()
+            == m365_core::state::EventClaim::New
     );
 
     let list = store.list().await.unwrap();
@@ -133,12 +134,13 @@ async fn list_shows_the_newest_version_of_each_connection_and_remove_forgets_one
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].connection, "fabrikam");
     assert_eq!(store.remove("contoso").await.unwrap(), 0);
-    // The state item is still there: remembering it again is a duplicate.
+    // The state item is still there: remembering it again finds the claim.
     assert!(
-        !state
+        state
             .remember_event("contoso", "ev-1", 0, 1_000_000)
             .await
             .unwrap()
+            == m365_core::state::EventClaim::InProgress
     );
 
     // Uploading after a removal starts again at version 1.

@@ -552,7 +552,7 @@ async fn every_rejection_applies_nothing_and_remembers_nothing() {
     cases.push((
         "unknown connection",
         Cloud::function_url_request("POST", "/events/fabrikam", &good, &body),
-        404,
+        401,
     ));
     cases.push((
         "GET",
@@ -681,5 +681,359 @@ async fn an_event_while_a_sync_holds_the_lease_is_answered_503_and_its_retry_is_
     let (status, answer) = cloud.post_event("msg_busy", &event).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "succeeded", "{answer}");
+    assert_eq!(answer["counts"]["created"], 1, "{answer}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook: authentication without enumeration, caching, event claims, deadline, failures
+// ---------------------------------------------------------------------------------------------
+
+/// Hands `request` to the webhook handler inside a Lambda invocation with this request id and
+/// deadline (ms since the epoch); status, `Retry-After` and JSON answer.
+async fn invoke_webhook(
+    cloud: &Cloud,
+    request: lambda_http::Request,
+    request_id: &str,
+    deadline: i64,
+) -> (u16, Option<String>, Value) {
+    use lambda_http::RequestExt as _;
+    let mut context = lambda_http::Context::default();
+    context.request_id = request_id.to_owned();
+    context.deadline = u64::try_from(deadline).unwrap();
+    let response =
+        m365_runtime::webhook::handle(&cloud.deployment, request.with_lambda_context(context))
+            .await;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: &[u8] = response.body().as_ref();
+    (
+        response.status().as_u16(),
+        retry_after,
+        serde_json::from_slice(body).unwrap_or(Value::Null),
+    )
+}
+
+/// A signed request for `connection` (signed with [`WEBHOOK_SECRET`]).
+fn signed_request(connection: &str, id: &str, event: &Value) -> lambda_http::Request {
+    let body = event.to_string().into_bytes();
+    let headers = Cloud::signed_headers(WEBHOOK_SECRET, id, now_ms() / 1000, &body);
+    Cloud::function_url_request("POST", &format!("/events/{connection}"), &headers, &body)
+}
+
+/// Uploads a second connection, `name`, whose configuration names the secret `secret_id`.
+async fn upload_second_connection(cloud: &Cloud, name: &str, secret_id: &str) {
+    let text = m365_integration_tests::cloud::quickstart_cloud_config(cloud.sandbox.base_url())
+        .replace(
+            &format!("name = \"{CONNECTION}\""),
+            &format!("name = \"{name}\""),
+        )
+        .replace(m365_integration_tests::cloud::SECRET_ID, secret_id);
+    cloud
+        .deployment
+        .configs
+        .upload(name, &text, "tests", now_ms())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unknown_connections_disabled_webhooks_and_bad_signatures_get_one_and_the_same_401() {
+    let cloud = Cloud::start().await;
+    cloud.put_example_source().await;
+    // fabrikam exists but its secret enables no webhook; northwind's secret does not exist.
+    upload_second_connection(&cloud, "fabrikam", "m365-provisioner/fabrikam").await;
+    cloud
+        .secrets
+        .create_secret()
+        .name("m365-provisioner/fabrikam")
+        .secret_string(secret_json(demo::CLIENT_SECRET, &[]))
+        .send()
+        .await
+        .unwrap();
+    upload_second_connection(&cloud, "northwind", "m365-provisioner/northwind").await;
+
+    let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
+    let body = event.to_string().into_bytes();
+    let path = format!("/events/{CONNECTION}");
+    let now = now_ms() / 1000;
+    let good = Cloud::signed_headers(WEBHOOK_SECRET, "msg_401", now, &body);
+    let other_secret = "whsec_QWxsIHRoZSB3b3JsZCdzIGEgc3RhZ2UsIGFuZCBhbGwgdGhlIG1lbg==";
+    let cases: Vec<(&str, lambda_http::Request)> = vec![
+        (
+            "unknown connection",
+            Cloud::function_url_request("POST", "/events/tailspin", &good, &body),
+        ),
+        (
+            "webhooks disabled for the connection",
+            Cloud::function_url_request("POST", "/events/fabrikam", &good, &body),
+        ),
+        (
+            "the connection's secret does not exist",
+            Cloud::function_url_request("POST", "/events/northwind", &good, &body),
+        ),
+        (
+            "no signature headers",
+            Cloud::function_url_request("POST", &path, &[], &body),
+        ),
+        (
+            "missing webhook-signature",
+            Cloud::function_url_request("POST", &path, &good[..2], &body),
+        ),
+        (
+            "signed with another secret",
+            Cloud::function_url_request(
+                "POST",
+                &path,
+                &Cloud::signed_headers(other_secret, "msg_401", now, &body),
+                &body,
+            ),
+        ),
+        (
+            "stale timestamp",
+            Cloud::function_url_request(
+                "POST",
+                &path,
+                &Cloud::signed_headers(WEBHOOK_SECRET, "msg_401", now - 3600, &body),
+                &body,
+            ),
+        ),
+    ];
+    let mut bodies = Vec::new();
+    for (name, request) in cases {
+        let (status, retry_after, answer) =
+            invoke_webhook(&cloud, request, name, now_ms() + 30_000).await;
+        assert_eq!(status, 401, "{name}: {answer}");
+        assert_eq!(retry_after, None, "{name}");
+        bodies.push((name, answer));
+    }
+    let first = bodies[0].1.clone();
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("not authenticated"),
+        "{first}"
+    );
+    for (name, answer) in &bodies {
+        assert_eq!(
+            answer, &first,
+            "{name}: the same body as for an unknown connection"
+        );
+    }
+    assert_eq!(cloud.tenant_writes(), 0);
+    // The genuine delivery goes through.
+    let (status, _, answer) = invoke_webhook(
+        &cloud,
+        signed_request(CONNECTION, "msg_401", &event),
+        "ok",
+        now_ms() + 30_000,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["counts"]["created"], 1, "{answer}");
+}
+
+#[tokio::test]
+async fn floods_of_bad_requests_cost_one_config_read_and_one_secret_read() {
+    let cloud = Cloud::start().await;
+    upload_second_connection(&cloud, "northwind", "m365-provisioner/northwind").await;
+    let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
+    let body = event.to_string().into_bytes();
+    let now = now_ms() / 1000;
+    let other_secret = "whsec_QWxsIHRoZSB3b3JsZCdzIGEgc3RhZ2UsIGFuZCBhbGwgdGhlIG1lbg==";
+    let forged = Cloud::signed_headers(other_secret, "msg_f", now, &body);
+    let reads = || cloud.deployment.config_reads();
+
+    // Made-up connections: one read of the config index, whatever the names.
+    for i in 0..20 {
+        let request =
+            Cloud::function_url_request("POST", &format!("/events/nope-{i}"), &forged, &body);
+        assert_eq!(cloud.webhook(&request).await.0, 401);
+    }
+    assert_eq!(reads(), 1, "the config index, once");
+
+    // A real connection with forged signatures and without headers: its configuration once,
+    // its secret once (just read: not read again for the unmatched signature).
+    let path = format!("/events/{CONNECTION}");
+    for i in 0..20 {
+        let headers = if i % 2 == 0 {
+            forged.clone()
+        } else {
+            Vec::new()
+        };
+        let request = Cloud::function_url_request("POST", &path, &headers, &body);
+        assert_eq!(cloud.webhook(&request).await.0, 401);
+    }
+    assert_eq!(reads(), 2, "plus contoso's configuration, once");
+    let store = cloud
+        .deployment
+        .secret_store(m365_integration_tests::cloud::SECRET_ID)
+        .await;
+    assert_eq!(store.fetches(), 1, "contoso's secret, once");
+
+    // A connection whose secret cannot be read: the failure is cached too.
+    for _ in 0..10 {
+        let request = Cloud::function_url_request("POST", "/events/northwind", &forged, &body);
+        assert_eq!(cloud.webhook(&request).await.0, 401);
+    }
+    assert_eq!(reads(), 3, "plus northwind's configuration, once");
+    let missing = cloud
+        .deployment
+        .secret_store("m365-provisioner/northwind")
+        .await;
+    assert_eq!(missing.fetches(), 1, "one attempt at northwind's secret");
+    assert_eq!(store.fetches(), 1);
+    assert_eq!(cloud.tenant_writes(), 0);
+}
+
+#[tokio::test]
+async fn a_retry_while_the_first_attempt_runs_is_answered_409_and_the_event_is_applied_once() {
+    let mut config = SandboxConfig::demo();
+    config.knobs.write_latency_ms = 300;
+    let cloud = Cloud::start_with(config, |_| {}).await;
+    cloud.put_example_source().await;
+    let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
+    let first_is_running = async {
+        for _ in 0..3000 {
+            if !cloud
+                .deployment
+                .state
+                .list_runs(KEY, 1)
+                .await
+                .unwrap()
+                .is_empty()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the first attempt never started its run");
+    };
+    let deadline = now_ms() + 30_000;
+    let (first, retry) = tokio::join!(
+        invoke_webhook(
+            &cloud,
+            signed_request(CONNECTION, "msg_twice", &event),
+            "req-1",
+            deadline
+        ),
+        async {
+            first_is_running.await;
+            invoke_webhook(
+                &cloud,
+                signed_request(CONNECTION, "msg_twice", &event),
+                "req-2",
+                deadline,
+            )
+            .await
+        }
+    );
+    assert_eq!(retry.0, 409, "{}", retry.2);
+    assert_eq!(retry.1.as_deref(), Some("30"));
+    assert_eq!(first.0, 200, "{}", first.2);
+    assert_eq!(first.2["counts"]["created"], 1, "{}", first.2);
+    // Done: a later retry is a duplicate, not applied again.
+    let writes = cloud.tenant_writes();
+    let (status, _, answer) = invoke_webhook(
+        &cloud,
+        signed_request(CONNECTION, "msg_twice", &event),
+        "req-3",
+        now_ms() + 30_000,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+    assert_eq!(cloud.tenant_writes(), writes);
+    assert_eq!(
+        cloud
+            .deployment
+            .state
+            .list_runs(KEY, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_run_stopped_at_the_invocations_deadline_answers_503_and_the_retry_finishes_it() {
+    let cloud = Cloud::start().await;
+    cloud.put_source(&big_source()).await;
+    let users: Vec<String> = (0..300).map(|i| format!("u{i:04}")).collect();
+    let event = json!({"type": "identities.changed", "data": {"users": users}});
+    // The deadline is within the webhook's margin (5 s): the run does one chunk and stops.
+    let (status, retry_after, answer) = invoke_webhook(
+        &cloud,
+        signed_request(CONNECTION, "msg_deadline", &event),
+        "req-1",
+        now_ms() + 2_000,
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(retry_after.as_deref(), Some("30"));
+    assert!(
+        answer["error"].as_str().unwrap().contains("deadline"),
+        "{answer}"
+    );
+    assert_eq!(answer["counts"]["created"], 200, "{answer}");
+    let seeded = SandboxConfig::demo().seed.users.len();
+    assert_eq!(cloud.sandbox.sandbox().users().len(), seeded + 200);
+
+    // The event id was forgotten: the sender's retry applies the rest.
+    let (status, _, answer) = invoke_webhook(
+        &cloud,
+        signed_request(CONNECTION, "msg_deadline", &event),
+        "req-2",
+        now_ms() + 60_000,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "succeeded", "{answer}");
+    assert_eq!(answer["counts"]["created"], 100, "{answer}");
+    assert_eq!(cloud.sandbox.sandbox().users().len(), seeded + 300);
+}
+
+#[tokio::test]
+async fn a_failed_run_answers_500_with_the_request_id_only_and_its_retry_is_applied() {
+    let cloud = Cloud::start().await;
+    // The source object is gone: planning fails after authentication.
+    cloud
+        .s3
+        .delete_object()
+        .bucket(m365_integration_tests::cloud::BUCKET)
+        .key(m365_integration_tests::cloud::SOURCE_KEY)
+        .send()
+        .await
+        .unwrap();
+    let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
+    let (status, _, answer) = invoke_webhook(
+        &cloud,
+        signed_request(CONNECTION, "msg_500", &event),
+        "3f1c2a7e-req",
+        now_ms() + 30_000,
+    )
+    .await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"error": "the event could not be applied", "request_id": "3f1c2a7e-req"})
+    );
+    // Without a Lambda context the handler makes a request id up.
+    let (status, answer) = cloud.post_event("msg_500", &event).await;
+    assert_eq!(status, 500, "{answer}");
+    let generated = answer["request_id"].as_str().unwrap();
+    assert!(
+        !generated.is_empty() && generated != "3f1c2a7e-req",
+        "{answer}"
+    );
+    assert_eq!(answer.as_object().unwrap().len(), 2, "{answer}");
+
+    // The id was forgotten: once the source is back, the retry is applied.
+    cloud.put_example_source().await;
+    let (status, answer) = cloud.post_event("msg_500", &event).await;
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["counts"]["created"], 1, "{answer}");
 }

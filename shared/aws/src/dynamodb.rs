@@ -15,7 +15,7 @@
 //! | object error    | `E#<kind>#<source_id>`                 | `body` (JSON), `next_retry_at` (N)                                                                                                                             |
 //! | run             | `R#<run id>`                           | `body` (JSON), `started_at` (N): the run by id, for upserts                                                                                                   |
 //! | run (by start)  | `RS#<started_at, 20 digits>#<run id>`  | `body` (JSON): the same run in start order, for `list_runs`                                                                                                   |
-//! | webhook event   | `EV#<event_id>`                        | `expires_at` (N, ms), `ttl` (N, epoch **seconds**, rounded up: DynamoDB's TTL)                                                                                |
+//! | webhook event   | `EV#<event_id>`                        | `state` (`in_progress` or `done`; absent = `done`), `expires_at` (N, ms), `ttl` (N, epoch **seconds**, rounded up: DynamoDB's TTL)                            |
 //! | link by object  | `O#<kind>#<object_id>`                 | `source_id`: the link holding the tenant object (`find_link_by_object`; verified against the link on read)                                                     |
 //! | lease           | `LEASE`                                | `owner`, `host`, `pid` (N) (NULL in Lambda), `token` (N), `acquired_at` (N, ms), `expires_at` (N, ms)                                                          |
 //! | config version  | `V#<version, 10 digits>`, under `pk = "CFG#<connection>"` | `text` (the TOML), `sha256` (hex), `uploaded_at` (N, ms), `uploaded_by`, `version` (N)                                                     |
@@ -28,8 +28,8 @@
 //! # Consistency
 //!
 //! - **Lease**: one `UpdateItem` with `ADD token :one` under the condition
-//!   `attribute_not_exists(pk) OR expires_at <= :now` — the token only ever grows. Release sets
-//!   `expires_at` to `i64::MIN` (conditioned on owner and token) and keeps the item, so the counter
+//!   `attribute_not_exists(pk) OR expires_at <= :now` — the token only ever grows. Release (and
+//!   breaking) sets `expires_at` to `i64::MIN` (conditioned on the token) and keeps the item, so the counter
 //!   survives releases and [`clear_connection`](m365_core::StateStore::clear_connection), which
 //!   never deletes the `LEASE` item.
 //! - **Fencing**: every write of a run (links, link-by-object items, errors, runs, checkpoint,
@@ -39,9 +39,11 @@
 //!   <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>).
 //!   A cancelled transaction reads the lease back to report [`StateError::Fenced`]. Each
 //!   transaction is atomic; a call spanning several is idempotent, not atomic.
-//! - **Events**: a conditional `Put` (`attribute_not_exists(sk) OR expires_at <= :now`); a failed
-//!   condition is a duplicate and leaves the stored expiry alone. TTL deletes lazily, so expiry is
-//!   always checked in the condition, never left to TTL.
+//! - **Events**: a claim is a conditional `Put` of `state = in_progress`
+//!   (`attribute_not_exists(sk) OR expires_at <= :now`); a failed condition leaves the record
+//!   alone and returns it (`ReturnValuesOnConditionCheckFailure = ALL_OLD`), whose `state` says
+//!   in progress or done. Completing is an unconditional `Put` of `state = done`. TTL deletes
+//!   lazily, so expiry is always checked in the condition, never left to TTL.
 //! - **Runs**: `put_run` reads the run by id and writes both items (deleting the old by-start item
 //!   when `started_at` moved) in one transaction.
 //! - Reads are strongly consistent.
@@ -73,6 +75,10 @@ use m365_core::{
     RunRecord, StateError, StateResult, StateStore, UnixMillis,
 };
 use tracing::instrument;
+
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use m365_core::state::EventClaim;
 
 use crate::batch::{BATCH_ATTEMPTS, backoff, error_code, n, s};
 
@@ -224,6 +230,22 @@ fn object_sk(kind: ObjectKind, object_id: &str) -> String {
 
 fn event_sk(event_id: &str) -> String {
     format!("EV#{event_id}")
+}
+
+/// `state` of an event id claimed by an attempt that has not completed it.
+const EVENT_IN_PROGRESS: &str = "in_progress";
+/// `state` of an applied event id (also what a record without `state` means).
+const EVENT_DONE: &str = "done";
+
+/// The item of an event id in `state` until `expires_at`.
+fn event_item(connection: &str, event_id: &str, expires_at: UnixMillis, state: &str) -> Item {
+    let mut item = key(connection, event_sk(event_id));
+    item.insert("expires_at".to_owned(), n(expires_at));
+    // DynamoDB's TTL is in seconds; rounded up so that it never deletes a live record.
+    let ttl_secs = expires_at.div_euclid(1_000) + i64::from(expires_at.rem_euclid(1_000) != 0);
+    item.insert("ttl".to_owned(), n(ttl_secs));
+    item.insert("state".to_owned(), s(state));
+    item
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StateError {
@@ -1182,12 +1204,8 @@ impl StateStore for DynamoStateStore {
         event_id: &str,
         now: UnixMillis,
         expires_at: UnixMillis,
-    ) -> StateResult<bool> {
-        let mut item = key(connection, event_sk(event_id));
-        item.insert("expires_at".to_owned(), n(expires_at));
-        // DynamoDB's TTL is in seconds; rounded up so that it never deletes a live record.
-        let ttl_secs = expires_at.div_euclid(1_000) + i64::from(expires_at.rem_euclid(1_000) != 0);
-        item.insert("ttl".to_owned(), n(ttl_secs));
+    ) -> StateResult<EventClaim> {
+        let item = event_item(connection, event_id, expires_at, EVENT_IN_PROGRESS);
         let result = self
             .client
             .put_item()
@@ -1196,13 +1214,53 @@ impl StateStore for DynamoStateStore {
             .condition_expression("attribute_not_exists(sk) OR #e <= :now")
             .expression_attribute_names("#e", "expires_at")
             .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
+            Ok(_) => Ok(EventClaim::New),
+            Err(e) if is_condition_failed(&e) => {
+                // The record that made the condition fail, as it was (left unchanged).
+                let held = match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(failed)) => failed
+                        .item()
+                        .and_then(|item| item.get("state"))
+                        .and_then(|state| state.as_s().ok())
+                        .map(String::as_str),
+                    _ => None,
+                };
+                match held {
+                    Some(EVENT_IN_PROGRESS) => Ok(EventClaim::InProgress),
+                    // No `state`: written before ids were claimed, once processed.
+                    Some(EVENT_DONE) | None => Ok(EventClaim::Done),
+                    Some(other) => Err(StateError::Corrupt(format!(
+                        "table {}: event {event_id} of connection {connection} has state \
+                         {other:?}, expected {EVENT_IN_PROGRESS:?} or {EVENT_DONE:?}",
+                        self.table
+                    ))),
+                }
+            }
             Err(e) => Err(self.fail("PutItem (event)", &e)),
         }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, event_id = %event_id))]
+    async fn complete_event(
+        &self,
+        connection: &str,
+        event_id: &str,
+        expires_at: UnixMillis,
+    ) -> StateResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_item(
+                connection, event_id, expires_at, EVENT_DONE,
+            )))
+            .send()
+            .await
+            .map_err(|e| self.fail("PutItem (event done)", &e))?;
+        Ok(())
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, event_id = %event_id))]

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::model::{LicenseAssignment, ObjectKind};
 use crate::source::SourceCursor;
+use crate::state::EventClaim;
 use crate::state::{
     Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, Phase, RunRecord,
     RunStatus, StateError, StateResult, StateStore,
@@ -50,6 +51,7 @@ pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
     every_write_fenced(store).await;
     links_found_by_object(store).await;
     events_remember_and_forget(store).await;
+    events_complete(store).await;
     clear_connection_scoped(store).await;
     large_batch(store).await;
 }
@@ -1291,19 +1293,21 @@ pub async fn links_found_by_object<S: StateStore + ?Sized>(store: &S) {
 
 // --- webhook events ---------------------------------------------------------------------------
 
-/// New → true, duplicate → false, expired (`expires_at <= now`) or forgotten → true again.
+/// New → claimed, a claim again → in progress (its expiry unchanged), expired
+/// (`expires_at <= now`) or forgotten → new again.
 pub async fn events_remember_and_forget<S: StateStore + ?Sized>(store: &S) {
+    use EventClaim::{InProgress, New};
     let c = "conformance-events";
     // (event, now, expires_at, expected)
-    let steps: &[(&str, i64, i64, bool)] = &[
-        ("e1", 1_000, 2_000, true),
-        ("e1", 1_500, 2_500, false), // a duplicate does not extend the record
-        ("e2", 1_500, 2_500, true),
-        ("e1", 1_999, 3_000, false),
-        ("e1", 2_000, 3_000, true), // expired at 2000
-        ("e1", 2_100, 4_000, false),
-        ("e2", 2_100, 4_000, false),
-        ("e2", 2_500, 4_000, true),
+    let steps: &[(&str, i64, i64, EventClaim)] = &[
+        ("e1", 1_000, 2_000, New),
+        ("e1", 1_500, 2_500, InProgress), // a repeated claim does not extend the record
+        ("e2", 1_500, 2_500, New),
+        ("e1", 1_999, 3_000, InProgress),
+        ("e1", 2_000, 3_000, New), // expired at 2000: claimable again
+        ("e1", 2_100, 4_000, InProgress),
+        ("e2", 2_100, 4_000, InProgress),
+        ("e2", 2_500, 4_000, New),
     ];
     for &(event, now, expires_at, expected) in steps {
         let got = store
@@ -1314,21 +1318,80 @@ pub async fn events_remember_and_forget<S: StateStore + ?Sized>(store: &S) {
     }
     store.forget_event(c, "e1").await.unwrap();
     store.forget_event(c, "never-seen").await.unwrap();
-    assert!(
+    assert_eq!(
         store.remember_event(c, "e1", 2_600, 5_000).await.unwrap(),
+        New,
         "forgotten"
     );
-    assert!(!store.remember_event(c, "e1", 2_700, 5_000).await.unwrap());
-    assert!(
-        !store.remember_event(c, "e2", 2_700, 5_000).await.unwrap(),
+    assert_eq!(
+        store.remember_event(c, "e1", 2_700, 5_000).await.unwrap(),
+        InProgress
+    );
+    assert_eq!(
+        store.remember_event(c, "e2", 2_700, 5_000).await.unwrap(),
+        InProgress,
         "forget is per id"
     );
-    assert!(
+    assert_eq!(
         store
             .remember_event("conformance-events-other", "e1", 2_700, 5_000)
             .await
             .unwrap(),
+        New,
         "events are per connection"
+    );
+}
+
+/// Completing turns an in-progress claim into done with the new expiry; a done id is a
+/// duplicate (its expiry unchanged) until that expiry, then new again; forgetting a done id makes
+/// it new; completing an unknown id records it done.
+pub async fn events_complete<S: StateStore + ?Sized>(store: &S) {
+    use EventClaim::{Done, InProgress, New};
+    let c = "conformance-events-complete";
+    assert_eq!(
+        store.remember_event(c, "e", 1_000, 2_000).await.unwrap(),
+        New
+    );
+    store.complete_event(c, "e", 10_000).await.unwrap();
+    // (now, expires_at offered, expected): past the claim's expiry (2000) it is still done.
+    for (now, expires_at, expected) in [
+        (1_500, 3_000, Done),
+        (2_000, 3_000, Done),
+        (9_999, 50_000, Done), // a duplicate does not extend the record
+        (10_000, 20_000, New),
+        (10_500, 20_000, InProgress),
+    ] {
+        assert_eq!(
+            store.remember_event(c, "e", now, expires_at).await.unwrap(),
+            expected,
+            "remember e at {now}"
+        );
+    }
+    store.complete_event(c, "e", 30_000).await.unwrap();
+    assert_eq!(
+        store.remember_event(c, "e", 29_999, 40_000).await.unwrap(),
+        Done
+    );
+    store.forget_event(c, "e").await.unwrap();
+    assert_eq!(
+        store.remember_event(c, "e", 29_999, 40_000).await.unwrap(),
+        New
+    );
+
+    store.complete_event(c, "unknown", 5_000).await.unwrap();
+    assert_eq!(
+        store
+            .remember_event(c, "unknown", 4_000, 6_000)
+            .await
+            .unwrap(),
+        Done
+    );
+    assert_eq!(
+        store
+            .remember_event(c, "unknown", 5_000, 6_000)
+            .await
+            .unwrap(),
+        New
     );
 }
 
@@ -1369,6 +1432,7 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
                 .remember_event(c, "evt", 1_000, 100_000)
                 .await
                 .unwrap()
+                == EventClaim::New
         );
         leases.push(lease);
     }
@@ -1427,12 +1491,13 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
             n,
             "{c} runs"
         );
-        // A cleared event id is new again; a kept one is still a duplicate.
+        // A cleared event id is new again; a kept one is still claimed.
         assert_eq!(
             store
                 .remember_event(c, "evt", 2_000, 100_000)
                 .await
-                .unwrap(),
+                .unwrap()
+                == EventClaim::New,
             !present,
             "{c} events"
         );

@@ -372,16 +372,29 @@ pub trait StateStore: Send + Sync {
 
     // --- webhook events ---
 
-    /// Records a processed event id until `expires_at`. `true` if it was not known (or its
-    /// record had expired at `now`): the caller applies the event; `false`: a duplicate.
-    /// A duplicate leaves the stored expiry as it was.
+    /// Claims an event id: records it as in progress until `expires_at` (a short expiry, longer
+    /// than one attempt can run) when it was not known or its record had expired at `now`, and
+    /// answers [`EventClaim::New`]: the caller applies the event, then calls
+    /// [`complete_event`](Self::complete_event) or [`forget_event`](Self::forget_event).
+    /// Otherwise the record is left as it was (state and expiry) and the answer says what it
+    /// holds: [`EventClaim::InProgress`] (another attempt is applying it) or
+    /// [`EventClaim::Done`] (a duplicate).
     async fn remember_event(
         &self,
         connection: &str,
         event_id: &str,
         now: UnixMillis,
         expires_at: UnixMillis,
-    ) -> StateResult<bool>;
+    ) -> StateResult<EventClaim>;
+
+    /// Marks an event id done (applied) until `expires_at`, whatever its record held: an
+    /// in-progress claim becomes done with the new expiry; a missing record is written done.
+    async fn complete_event(
+        &self,
+        connection: &str,
+        event_id: &str,
+        expires_at: UnixMillis,
+    ) -> StateResult<()>;
 
     /// Forgets an event id (its processing failed and the sender will retry it).
     async fn forget_event(&self, connection: &str, event_id: &str) -> StateResult<()>;
@@ -391,4 +404,15 @@ pub trait StateStore: Send + Sync {
     /// Removes everything stored for a connection except the lease token counter (rule deletion).
     /// The lease is left as it is: its holder, the caller, releases it. Fenced.
     async fn clear_connection(&self, connection: &str, lease: &Lease) -> StateResult<()>;
+}
+
+/// What [`StateStore::remember_event`] found for an event id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClaim {
+    /// Not known (or expired): now claimed as in progress by the caller.
+    New,
+    /// Claimed by an attempt that has not completed it (and whose claim has not expired).
+    InProgress,
+    /// Applied already: a duplicate.
+    Done,
 }

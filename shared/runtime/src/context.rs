@@ -3,13 +3,24 @@
 //! invocation builds from it ([`Connection`]: the connection's newest configuration, its
 //! credentials, its source, its tenant and its compiled rule).
 //!
-//! A connection's configuration is read from the table at every invocation (one Query), so an
-//! upload takes effect on the next run without redeploying; its credentials come from the
-//! secret store's cache, which outlives invocations and is refreshed once when the tenant
-//! refuses them (a rotated client secret).
+//! A connection's configuration is read from the table at every scheduled invocation (one
+//! Query), so an upload takes effect on the next run without redeploying; its credentials come
+//! from the secret store's cache, which outlives invocations and is refreshed once when the
+//! tenant refuses them (a rotated client secret).
+//!
+//! The webhook answers requests before it knows they are genuine, so what it reads to check
+//! them is cached for `M365_CONFIG_CACHE_SECONDS` (60) per container
+//! ([`Deployment::webhook_configuration`], [`Deployment::webhook_secrets`]): the list of
+//! configured connections with their newest version (one Query on the config index), each
+//! connection's configuration of that version, and a failure to read a connection's secret.
+//! A name that is not in the list costs no read at all, so requests for made-up connections
+//! cannot make every call a DynamoDB Query, nor bad requests for a real one a Secrets Manager
+//! read. An upload reaches the webhook within that time. A failure to read the list is not
+//! cached (it says nothing about one connection, and the next request tries again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -18,7 +29,7 @@ use m365_core::config::Config;
 use m365_core::planner::Rule;
 use m365_core::rule_mapping::compile_rule;
 use m365_core::secrets::{ConnectionSecrets, SecretStore};
-use m365_core::{Clock, Directory, FailureKind, Source, SystemClock};
+use m365_core::{Clock, Directory, FailureKind, Source, SystemClock, UnixMillis};
 use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphSettings, SharedState};
 use m365_source_file::{FileSource, FileSourceConfig};
 
@@ -45,6 +56,16 @@ pub struct Settings {
     pub event_retention: Duration,
     /// `M365_SECRET_MAX_AGE_SECONDS` (900): cached credentials are read again after this.
     pub secret_max_age: Duration,
+    /// `M365_WEBHOOK_DEADLINE_MARGIN_SECONDS` (5): a webhook run stops starting work this long
+    /// before the invocation's deadline.
+    pub webhook_deadline_margin: Duration,
+    /// `M365_EVENT_CLAIM_SECONDS` (300): how long a webhook id is held as in progress while its
+    /// event is applied; longer than the function's timeout, so that a retry arriving meanwhile
+    /// waits, and short, so that an attempt killed mid-run does not hold the id for long.
+    pub event_claim: Duration,
+    /// `M365_CONFIG_CACHE_SECONDS` (60): how long the webhook keeps what it read to
+    /// authenticate requests (module docs).
+    pub config_cache: Duration,
 }
 
 impl Settings {
@@ -92,13 +113,20 @@ impl Settings {
                 "M365_SECRET_MAX_AGE_SECONDS",
                 900,
             )?),
+            webhook_deadline_margin: Duration::from_secs(number(
+                &lookup,
+                "M365_WEBHOOK_DEADLINE_MARGIN_SECONDS",
+                5,
+            )?),
+            event_claim: Duration::from_secs(number(&lookup, "M365_EVENT_CLAIM_SECONDS", 300)?),
+            config_cache: Duration::from_secs(number(&lookup, "M365_CONFIG_CACHE_SECONDS", 60)?),
         })
     }
 }
 
 /// Why a connection cannot run at all. The message names the connection, the setting and
 /// the fix; it never holds a secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SetupError {
     /// No configuration uploaded for this connection.
     #[error(
@@ -129,6 +157,29 @@ pub struct Deployment {
     /// When each connection's secret was last read again because a webhook signature did not
     /// match: bad requests cannot make every call a Secrets Manager read.
     refreshed: std::sync::Mutex<HashMap<String, m365_core::UnixMillis>>,
+    /// What the webhook read to authenticate requests (module docs).
+    webhook_cache: tokio::sync::Mutex<WebhookCache>,
+    /// Reads of connection configurations from the table (config index or a configuration).
+    config_reads: AtomicU64,
+}
+
+/// A connection's configuration as the webhook caches it.
+#[derive(Clone)]
+pub struct Configured {
+    pub config: Config,
+    pub version: u64,
+    pub secret_store: Arc<SecretsManagerSecretStore>,
+}
+
+/// The webhook's per-container cache (module docs).
+#[derive(Default)]
+struct WebhookCache {
+    /// When the config index was read, and each configured connection's newest version.
+    index: Option<(UnixMillis, HashMap<String, u64>)>,
+    /// Per connection: the version its entry was read for, and what reading it gave.
+    configs: HashMap<String, (u64, Result<Configured, SetupError>)>,
+    /// Per connection: when reading its secret failed, and why.
+    secret_failures: HashMap<String, (UnixMillis, SetupError)>,
 }
 
 /// Secrets are read again for unmatched webhook signatures at most this often per connection.
@@ -166,6 +217,8 @@ impl Deployment {
             graph,
             secret_stores: tokio::sync::Mutex::new(HashMap::new()),
             refreshed: std::sync::Mutex::new(HashMap::new()),
+            webhook_cache: tokio::sync::Mutex::new(WebhookCache::default()),
+            config_reads: AtomicU64::new(0),
             settings,
         }
     }
@@ -201,11 +254,20 @@ impl Deployment {
         }
     }
 
+    /// Records that `connection`'s secret was just read and matched no webhook signature: it is
+    /// as fresh as a read again would make it, so the next minute reads it no more.
+    pub fn secret_read_for_signature(&self, connection: &str) {
+        if let Ok(mut refreshed) = self.refreshed.lock() {
+            refreshed.insert(connection.to_owned(), self.clock.now());
+        }
+    }
+
     /// The newest configuration of `name`, validated for the cloud, and its secret store.
     pub async fn configuration(
         &self,
         name: &str,
     ) -> Result<(Config, u64, Arc<SecretsManagerSecretStore>), SetupError> {
+        self.config_reads.fetch_add(1, Ordering::Relaxed);
         let stored = self
             .configs
             .latest(name)
@@ -225,6 +287,113 @@ impl Deployment {
             .map_err(|e| SetupError::Invalid(format!("{origin}: {}", e.0)))?;
         let store = self.secret_store(&secret_id).await;
         Ok((config, stored.version, store))
+    }
+
+    /// How many times a connection configuration or the config index was read from the table.
+    pub fn config_reads(&self) -> u64 {
+        self.config_reads.load(Ordering::Relaxed)
+    }
+
+    /// [`Self::configuration`] through the webhook's cache (module docs): a connection missing
+    /// from the config index is [`SetupError::NotConfigured`] without a read of its own, and
+    /// what reading a configuration gave (a failure too, but for [`SetupError::Unavailable`]) is
+    /// kept until the index names a newer version.
+    pub async fn webhook_configuration(&self, name: &str) -> Result<Configured, SetupError> {
+        let now = self.clock.now();
+        let mut cache = self.webhook_cache.lock().await;
+        let ttl = self.cache_ttl_ms();
+        let fresh = cache
+            .index
+            .as_ref()
+            .is_some_and(|(read_at, _)| now - read_at < ttl);
+        if !fresh {
+            self.config_reads.fetch_add(1, Ordering::Relaxed);
+            let listed = self
+                .configs
+                .list()
+                .await
+                .map_err(|e| SetupError::Unavailable(e.to_string()))?;
+            let index: HashMap<String, u64> = listed
+                .into_iter()
+                .map(|summary| (summary.connection, summary.version))
+                .collect();
+            cache
+                .configs
+                .retain(|name, (version, _)| index.get(name) == Some(version));
+            cache
+                .secret_failures
+                .retain(|name, _| index.contains_key(name));
+            cache.index = Some((now, index));
+        }
+        let newest = cache
+            .index
+            .as_ref()
+            .and_then(|(_, index)| index.get(name).copied());
+        let Some(newest) = newest else {
+            return Err(SetupError::NotConfigured(name.to_owned()));
+        };
+        if let Some((version, outcome)) = cache.configs.get(name)
+            && *version == newest
+        {
+            return outcome.clone();
+        }
+        let outcome = self
+            .configuration(name)
+            .await
+            .map(|(config, version, secret_store)| Configured {
+                config,
+                version,
+                secret_store,
+            });
+        if !matches!(outcome, Err(SetupError::Unavailable(_))) {
+            cache
+                .configs
+                .insert(name.to_owned(), (newest, outcome.clone()));
+        }
+        outcome
+    }
+
+    /// `connection`'s secrets for the webhook: a failure to read them is kept for
+    /// `M365_CONFIG_CACHE_SECONDS` and answered again without a Secrets Manager call.
+    pub async fn webhook_secrets(
+        &self,
+        connection: &str,
+        store: &SecretsManagerSecretStore,
+    ) -> Result<ConnectionSecrets, SetupError> {
+        let now = self.clock.now();
+        let ttl = self.cache_ttl_ms();
+        {
+            let cache = self.webhook_cache.lock().await;
+            if let Some((failed_at, error)) = cache.secret_failures.get(connection)
+                && now - failed_at < ttl
+            {
+                return Err(error.clone());
+            }
+        }
+        let result = store.connection_secrets(connection).await;
+        let mut cache = self.webhook_cache.lock().await;
+        match result {
+            Ok(secrets) => {
+                cache.secret_failures.remove(connection);
+                Ok(secrets)
+            }
+            Err(error) => {
+                let error = match error {
+                    m365_core::SecretError::Unavailable(_) => {
+                        SetupError::Unavailable(error.to_string())
+                    }
+                    _ => SetupError::Invalid(error.to_string()),
+                };
+                cache
+                    .secret_failures
+                    .insert(connection.to_owned(), (now, error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    fn cache_ttl_ms(&self) -> i64 {
+        i64::try_from(self.settings.config_cache.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Everything a run of `name` needs. Reaches the tenant once (its domains); when the tenant
@@ -388,6 +557,9 @@ mod tests {
         assert_eq!(s.max_body_bytes, 1 << 20);
         assert_eq!(s.tolerance_secs, 300);
         assert_eq!(s.event_retention, Duration::from_secs(8 * 86_400));
+        assert_eq!(s.webhook_deadline_margin, Duration::from_secs(5));
+        assert_eq!(s.event_claim, Duration::from_secs(300));
+        assert_eq!(s.config_cache, Duration::from_secs(60));
     }
 
     #[test]

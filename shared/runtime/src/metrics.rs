@@ -13,6 +13,14 @@
 //!
 //! The line must be written on its own, not inside another log formatter's JSON: [`emit`] writes it
 //! straight to stdout, bypassing `tracing`.
+//!
+//! With the JSON log format, Lambda filters application log lines by their `level` and gives a
+//! line without one (or without a valid RFC 3339 `timestamp`) the level INFO, so with
+//! `AWS_LAMBDA_LOG_LEVEL=WARN` a bare EMF line would be dropped before CloudWatch sees it
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>).
+//! [`emit`] therefore adds `"level"` — INFO, or the function's log level when that is stricter
+//! ([`metric_level`]), so the line always passes the filter — and `"timestamp"`. Both are plain
+//! properties to CloudWatch's metric extraction.
 
 use std::collections::BTreeMap;
 
@@ -153,13 +161,70 @@ pub fn run_metrics(
     )
 }
 
+/// The level an EMF line is logged at under the function's application log level
+/// (`AWS_LAMBDA_LOG_LEVEL`: TRACE, DEBUG, INFO, WARN, ERROR, FATAL; unset or unknown: no
+/// filter): INFO, or the configured level when it is stricter, so Lambda keeps the line.
+pub fn metric_level(lambda_log_level: Option<&str>) -> &'static str {
+    match lambda_log_level
+        .map(|level| level.trim().to_ascii_uppercase())
+        .as_deref()
+    {
+        Some("WARN" | "WARNING") => "WARN",
+        Some("ERROR") => "ERROR",
+        Some("FATAL") => "FATAL",
+        _ => "INFO",
+    }
+}
+
+/// `line` (an EMF document) with `"level"` and an RFC 3339 `"timestamp"` (its `_aws.Timestamp`)
+/// added, as Lambda's log-level filter reads them. A line that is not a JSON object is returned
+/// as it is.
+pub fn with_log_level(line: &str, level: &str) -> String {
+    let Ok(Value::Object(mut document)) = serde_json::from_str::<Value>(line) else {
+        return line.to_owned();
+    };
+    let millis = document
+        .get("_aws")
+        .and_then(|aws| aws.get("Timestamp"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    document.insert("level".to_owned(), Value::String(level.to_owned()));
+    document.insert("timestamp".to_owned(), Value::String(rfc3339(millis)));
+    Value::Object(document).to_string()
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC;
+/// the civil-from-days algorithm of <https://howardhinnant.github.io/date_algorithms.html>).
+fn rfc3339(millis: i64) -> String {
+    let days = millis.div_euclid(86_400_000);
+    let in_day = millis.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
 /// Writes one EMF line to stdout, where Lambda picks it up, as a single write of the line and its
-/// newline (so it does not interleave with log lines). Write errors are ignored: metrics must not
-/// fail a run.
+/// newline (so it does not interleave with log lines), with the level and timestamp Lambda's
+/// log-level filter reads (module docs). Write errors are ignored: metrics must not fail a run.
 pub fn emit(line: &str) {
+    let level = metric_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
+    let line = with_log_level(line.trim_end_matches(['\n', '\r']), level);
     // `println!` writes the line and its newline under one lock of stdout (and is captured by
     // the test harness, unlike a direct write).
-    println!("{}", line.trim_end_matches(['\n', '\r']));
+    println!("{line}");
 }
 
 #[cfg(test)]
@@ -304,6 +369,57 @@ mod tests {
         assert_eq!(doc["Throttled"], json!(6));
         assert_eq!(doc["RunDuration"], json!(4321));
         assert_eq!(doc["_aws"]["Timestamp"], json!(1_700_000_000_000i64));
+    }
+
+    /// Lambda's log levels, least severe first.
+    const LAMBDA_LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+
+    fn severity(level: &str) -> usize {
+        LAMBDA_LEVELS.iter().position(|l| *l == level).unwrap()
+    }
+
+    #[test]
+    fn metric_lines_carry_a_level_lambda_keeps_at_warn() {
+        let line = run_metrics(
+            "webhook",
+            "contoso",
+            &BTreeMap::new(),
+            12,
+            1_700_000_000_123,
+        );
+        let logged = with_log_level(&line, metric_level(Some("WARN")));
+        let doc = parse(&logged);
+        assert_eq!(doc["level"], "WARN");
+        assert_eq!(doc["timestamp"], "2023-11-14T22:13:20.123Z");
+        // Still the same EMF document: directive and values untouched.
+        let original = parse(&line);
+        assert_eq!(doc["_aws"], original["_aws"]);
+        assert_eq!(doc["RunDuration"], json!(12));
+        assert_eq!(
+            doc.as_object().unwrap().len(),
+            original.as_object().unwrap().len() + 2
+        );
+        // Kept whatever the function's level: never below it, never below INFO.
+        for configured in LAMBDA_LEVELS {
+            let level = metric_level(Some(configured));
+            assert!(
+                severity(level) >= severity(configured),
+                "{configured}: {level}"
+            );
+            assert!(severity(level) >= severity("INFO"), "{configured}: {level}");
+        }
+        assert_eq!(metric_level(None), "INFO");
+        assert_eq!(metric_level(Some("debug")), "INFO");
+        assert_eq!(metric_level(Some("fatal")), "FATAL");
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(with_log_level("not json", "WARN"), "not json");
     }
 
     #[test]

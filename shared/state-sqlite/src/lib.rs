@@ -27,7 +27,7 @@
 //! | `object_errors` | (connection, kind, source_id) | operation, message, attempts, first/last_failed_at, next_retry_at; index (connection, next_retry_at) | per-object errors, soonest retry first |
 //! | `runs` | (connection, id) | started_at, body (JSON [`RunRecord`]); index (connection, started_at) | run records, newest first |
 //! | `leases` | connection | owner, host, pid, token, acquired_at, expires_at | the run lease; the row is never deleted, so `token` is the connection's fencing-token counter (release sets `expires_at` to the minimum and keeps the token) |
-//! | `events` | (connection, event_id) | expires_at; index (connection, expires_at) | processed webhook event ids; expired ones are purged on `remember_event` |
+//! | `events` | (connection, event_id) | expires_at, state (`in_progress` \| `done`); index (connection, expires_at) | webhook event ids being applied or applied; expired ones are purged on `remember_event` |
 //!
 //! Lease rules: acquiring succeeds when there is no row or `expires_at <= now`, and writes
 //! `token + 1`; renewing needs the same token and `now < expires_at`; breaking expires the row
@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use m365_core::state::EventClaim;
 use m365_core::{
     Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, ObjectKind,
     RunRecord, StateError, StateResult, StateStore, UnixMillis,
@@ -853,7 +854,7 @@ impl StateStore for SqliteStateStore {
         event_id: &str,
         now: UnixMillis,
         expires_at: UnixMillis,
-    ) -> StateResult<bool> {
+    ) -> StateResult<EventClaim> {
         let (connection, event_id) = (connection.to_owned(), event_id.to_owned());
         self.write(move |tx| {
             // Purging what has expired (this id included) keeps the table at the live window.
@@ -861,11 +862,46 @@ impl StateStore for SqliteStateStore {
                 .execute((&connection, now))?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO events (connection, event_id, expires_at) VALUES (?1, ?2, ?3) \
+                    "INSERT INTO events (connection, event_id, expires_at, state) \
+                     VALUES (?1, ?2, ?3, 'in_progress') \
                      ON CONFLICT (connection, event_id) DO NOTHING",
                 )?
                 .execute((&connection, &event_id, expires_at))?;
-            Ok(inserted == 1)
+            if inserted == 1 {
+                return Ok(EventClaim::New);
+            }
+            let state: String = tx
+                .prepare_cached("SELECT state FROM events WHERE connection = ?1 AND event_id = ?2")?
+                .query_row((&connection, &event_id), |row| row.get(0))?;
+            match state.as_str() {
+                "in_progress" => Ok(EventClaim::InProgress),
+                "done" => Ok(EventClaim::Done),
+                other => Err(Fail::Corrupt(format!(
+                    "connection {connection}: event {event_id} has state {other:?}, expected \
+                     'in_progress' or 'done'"
+                ))),
+            }
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, event_id = %event_id))]
+    async fn complete_event(
+        &self,
+        connection: &str,
+        event_id: &str,
+        expires_at: UnixMillis,
+    ) -> StateResult<()> {
+        let (connection, event_id) = (connection.to_owned(), event_id.to_owned());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO events (connection, event_id, expires_at, state) \
+                 VALUES (?1, ?2, ?3, 'done') \
+                 ON CONFLICT (connection, event_id) \
+                 DO UPDATE SET state = 'done', expires_at = excluded.expires_at",
+            )?
+            .execute((&connection, &event_id, expires_at))?;
+            Ok(())
         })
         .await
     }

@@ -81,13 +81,17 @@ CREATE TABLE events (
 CREATE INDEX events_by_expiry ON events (connection, expires_at);
 "#;
 
-/// Version 2: who holds a lease (host and process of a local holder, since when), and links
-/// found by tenant object id (a tenant object is linked to at most one source id).
+/// Version 2: who holds a lease (host and process of a local holder, since when); links found
+/// by tenant object id (a tenant object is linked to at most one source id); an event id is
+/// claimed (`in_progress`) before it is applied and marked `done` after — ids recorded by
+/// version 1 were recorded as processed, so they are `done`.
 const V2: &str = r#"
 ALTER TABLE leases ADD COLUMN host TEXT;
 ALTER TABLE leases ADD COLUMN pid INTEGER;
 ALTER TABLE leases ADD COLUMN acquired_at INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX links_by_object ON links (connection, kind, object_id);
+ALTER TABLE events ADD COLUMN state TEXT NOT NULL DEFAULT 'done'
+    CHECK (state IN ('in_progress', 'done'));
 "#;
 
 /// Creates the schema or migrates it to [`CURRENT_VERSION`], in one transaction. Refuses a file
@@ -136,4 +140,43 @@ pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), Fail>
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn event_ids_of_version_1_are_done_in_version_2() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO events (connection, event_id, expires_at) VALUES ('c', 'e', 5000)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, "test.db").unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        let (state, expires_at): (String, i64) = conn
+            .query_row(
+                "SELECT state, expires_at FROM events WHERE connection = 'c' AND event_id = 'e'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((state.as_str(), expires_at), ("done", 5000));
+        let refused = conn.execute(
+            "INSERT INTO events (connection, event_id, expires_at, state) VALUES ('c', 'f', 1, 'x')",
+            [],
+        );
+        assert!(refused.is_err(), "the state is checked");
+    }
 }

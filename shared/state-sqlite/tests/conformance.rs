@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use m365_core::conformance;
+use m365_core::state::EventClaim;
 use m365_core::{
     Checkpoint, Link, LinkOrigin, ObjectError, ObjectKind, Phase, RunRecord, RunStatus, StateError,
     StateStore,
@@ -116,7 +117,9 @@ async fn reopening_a_file_keeps_everything() {
                 .remember_event(c, "evt-1", 1_000, 90_000)
                 .await
                 .unwrap()
+                == EventClaim::New
         );
+        store.complete_event(c, "evt-1", 90_000).await.unwrap();
         lease
     }; // dropped: the connection is closed
 
@@ -133,10 +136,11 @@ async fn reopening_a_file_keeps_everything() {
     assert_eq!(store.list_errors(c, 10).await.unwrap(), vec![error]);
     assert_eq!(store.list_runs(c, 10).await.unwrap(), vec![run]);
     assert!(
-        !store
+        store
             .remember_event(c, "evt-1", 2_000, 90_000)
             .await
             .unwrap()
+            == EventClaim::Done
     );
     // The lease survived the restart: still held, still the newest token.
     assert_eq!(
