@@ -31,14 +31,14 @@ pub const CONNECTION: &str = "contoso";
 /// A Standard Webhooks secret (32 random bytes, base64).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3fuKCNYM6H8=";
 
-/// The examples' rule (the quick start's) as a cloud configuration: `{sandbox}` is the sandbox
-/// tenant's URL.
-pub fn quickstart_cloud_config(sandbox_url: &str) -> String {
+/// The examples' rule (the quick start's) as a cloud configuration. It names no host: the
+/// deployment reaches the sandbox tenant through its `M365_LOCAL_TENANT_URL` setting.
+pub fn quickstart_cloud_config() -> String {
     let example = std::fs::read_to_string(repo_root().join("examples/m365-provisioner.toml"))
         .expect("examples/m365-provisioner.toml");
     let rule_at = example.find("[rule]").expect("the example has a [rule]");
     format!(
-        "[connection]\nname = \"{CONNECTION}\"\nlogin_url = \"{sandbox_url}\"\ngraph_url = \"{sandbox_url}\"\n\n\
+        "[connection]\nname = \"{CONNECTION}\"\n\n\
          [source]\ntype = \"file\"\nlocation = \"s3://{BUCKET}/{SOURCE_KEY}\"\n\n\
          [secrets]\ntype = \"aws-secrets-manager\"\nsecret_id = \"{SECRET_ID}\"\n\n{}",
         &example[rule_at..]
@@ -101,8 +101,10 @@ impl Cloud {
             .send()
             .await
             .expect("secret created");
+        let sandbox_url = sandbox.base_url().to_owned();
         let mut values = Settings::from_lookup(|name| match name {
             "M365_TABLE" => Some(TABLE.to_owned()),
+            "M365_LOCAL_TENANT_URL" => Some(sandbox_url.clone()),
             // No margin: tests give the deadline they mean.
             "M365_DEADLINE_MARGIN_SECONDS" => Some("0".to_owned()),
             _ => None,
@@ -122,9 +124,7 @@ impl Cloud {
             s3,
             secrets,
         };
-        cloud
-            .upload_config(&quickstart_cloud_config(cloud.sandbox.base_url()))
-            .await;
+        cloud.upload_config(&quickstart_cloud_config()).await;
         cloud.put_source(&json!({"users": [], "groups": []})).await;
         cloud
     }

@@ -724,7 +724,7 @@ fn signed_request(connection: &str, id: &str, event: &Value) -> lambda_http::Req
 
 /// Uploads a second connection, `name`, whose configuration names the secret `secret_id`.
 async fn upload_second_connection(cloud: &Cloud, name: &str, secret_id: &str) {
-    let text = m365_integration_tests::cloud::quickstart_cloud_config(cloud.sandbox.base_url())
+    let text = m365_integration_tests::cloud::quickstart_cloud_config()
         .replace(
             &format!("name = \"{CONNECTION}\""),
             &format!("name = \"{name}\""),

@@ -203,6 +203,8 @@ async fn delete(
     let settings = Settings::from_lookup(|name| match name {
         "M365_TABLE" => Some(target.table.clone()),
         "M365_SECRET_ID" => secret_id.clone(),
+        // A sandbox tenant on this machine in place of Microsoft's hosts (loopback only).
+        "M365_LOCAL_TENANT_URL" => std::env::var("M365_LOCAL_TENANT_URL").ok(),
         _ => None,
     })
     .map_err(|e| (Code::Config, e))?;

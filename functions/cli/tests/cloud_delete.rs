@@ -26,6 +26,7 @@ async fn cli(cloud: &Cloud, args: &[&str]) -> (i32, String) {
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_DEFAULT_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
+        .env("M365_LOCAL_TENANT_URL", cloud.sandbox.base_url())
         .envs(cloud.moto.child_env());
     let output = tokio::task::spawn_blocking(move || command.output())
         .await

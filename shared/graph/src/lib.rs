@@ -36,7 +36,7 @@ pub use pacing::{Cost, Pacer, PacerRegistry};
 pub use reqwest::Method;
 pub use settings::{
     Cloud, Credentials, EndpointPolicy, Endpoints, GraphSettings, PacingConfig, RetryPolicy,
-    TenantSize,
+    TenantSize, is_loopback_url,
 };
 pub use token::{TokenCache, TokenClaims};
 pub use users::PAGE_SIZE;

@@ -129,6 +129,13 @@ impl Endpoint {
 }
 
 /// `127.0.0.0/8`, `::1` or `localhost`.
+/// Whether `url` parses and names a loopback host (`127.0.0.0/8`, `::1`, `localhost`).
+pub fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .is_some_and(|u| u.host().is_some_and(|h| is_loopback(&h)))
+}
+
 fn is_loopback(host: &url::Host<&str>) -> bool {
     match host {
         url::Host::Ipv4(ip) => ip.is_loopback(),

@@ -45,6 +45,16 @@ pub fn parse_cloud_config(text: &str, origin: &str) -> Result<Config, ConfigErro
         ));
     }
 
+    if config.connection.login_url.is_some() || config.connection.graph_url.is_some() {
+        return Err(fail(
+            "connection.login_url / connection.graph_url: the cloud functions reach Microsoft's \
+             login and Graph hosts of connection.cloud only (global, usgovhigh, usgovdod, china), \
+             so that no uploaded configuration can send credentials elsewhere; remove the keys \
+             and set `cloud` instead"
+                .to_owned(),
+        ));
+    }
+
     check_source(&config.source).map_err(fail)?;
 
     if declares_table(text, "state") {
@@ -230,6 +240,23 @@ source = "generate"
 
     fn with(section: &str) -> String {
         VALID.replace("[rule]\n", &format!("{section}\n[rule]\n"))
+    }
+
+    #[test]
+    fn a_config_naming_login_or_graph_hosts_is_refused() {
+        for key in ["login_url", "graph_url"] {
+            let text = VALID.replacen(
+                "[connection]\n",
+                &format!("[connection]\n{key} = \"https://login.microsoftonline.us\"\n"),
+                1,
+            );
+            let error = parse_cloud_config(&text, "contoso.toml").unwrap_err().0;
+            assert!(
+                error.contains("connection.login_url / connection.graph_url"),
+                "{error}"
+            );
+            assert!(error.contains("set `cloud` instead"), "{error}");
+        }
     }
 
     #[test]

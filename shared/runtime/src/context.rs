@@ -30,7 +30,9 @@ use m365_core::planner::Rule;
 use m365_core::rule_mapping::compile_rule;
 use m365_core::secrets::{ConnectionSecrets, SecretStore};
 use m365_core::{Clock, Directory, FailureKind, Source, SystemClock, UnixMillis};
-use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphSettings, SharedState};
+use m365_graph::{
+    Credentials, EndpointPolicy, GraphClient, GraphDirectory, GraphSettings, SharedState,
+};
 use m365_source_file::{FileSource, FileSourceConfig};
 
 use crate::cloud_config::{parse_cloud_config, secret_id};
@@ -66,6 +68,11 @@ pub struct Settings {
     /// `M365_CONFIG_CACHE_SECONDS` (60): how long the webhook keeps what it read to
     /// authenticate requests (module docs).
     pub config_cache: Duration,
+    /// `M365_LOCAL_TENANT_URL`: a loopback URL (the sandbox tenant) that replaces Microsoft's
+    /// login and Graph hosts, for running the functions locally and in tests. Connection configs
+    /// cannot name hosts at all (they are data any config uploader controls); only the
+    /// function's environment, which the template never sets, can, and only to loopback.
+    pub local_tenant_url: Option<String>,
 }
 
 impl Settings {
@@ -120,8 +127,27 @@ impl Settings {
             )?),
             event_claim: Duration::from_secs(number(&lookup, "M365_EVENT_CLAIM_SECONDS", 300)?),
             config_cache: Duration::from_secs(number(&lookup, "M365_CONFIG_CACHE_SECONDS", 60)?),
+            local_tenant_url: local_tenant_url(&lookup)?,
         })
     }
+}
+
+/// `M365_LOCAL_TENANT_URL`, which must be a loopback URL.
+fn local_tenant_url(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    let Some(url) = lookup("M365_LOCAL_TENANT_URL").filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    GraphSettings::for_local(url.trim())
+        .check_endpoint_overrides(EndpointPolicy::Local)
+        .map_err(|e| format!("M365_LOCAL_TENANT_URL: {e}"))?;
+    if !m365_graph::is_loopback_url(url.trim()) {
+        return Err(
+            "M365_LOCAL_TENANT_URL must be a loopback URL (http://127.0.0.1:PORT of a sandbox \
+             tenant); remove it to reach Microsoft's hosts"
+                .to_owned(),
+        );
+    }
+    Ok(Some(url.trim().to_owned()))
 }
 
 /// Why a connection cannot run at all. The message names the connection, the setting and
@@ -489,8 +515,15 @@ impl Deployment {
         config: &Config,
         secrets: &ConnectionSecrets,
     ) -> Result<GraphDirectory, SetupError> {
+        let mut graph = GraphSettings::from_connection(&config.connection);
+        graph.endpoint_policy = EndpointPolicy::Cloud;
+        if let Some(url) = &self.settings.local_tenant_url {
+            graph.login_url = Some(url.clone());
+            graph.graph_url = Some(url.clone());
+            graph.endpoint_policy = EndpointPolicy::Local;
+        }
         let client = GraphClient::with_shared(
-            GraphSettings::from_connection(&config.connection),
+            graph,
             Credentials {
                 tenant: secrets.tenant.clone(),
                 client_id: secrets.client_id.clone(),
@@ -545,6 +578,33 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn a_local_tenant_url_must_be_loopback() {
+        let local = Settings::from_lookup(lookup(&[
+            ("M365_TABLE", "t"),
+            ("M365_LOCAL_TENANT_URL", "http://127.0.0.1:8750"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            local.local_tenant_url.as_deref(),
+            Some("http://127.0.0.1:8750")
+        );
+        for url in [
+            "https://graph.microsoft.com",
+            "http://attacker.example",
+            "not a url",
+        ] {
+            let error = Settings::from_lookup(lookup(&[
+                ("M365_TABLE", "t"),
+                ("M365_LOCAL_TENANT_URL", url),
+            ]))
+            .unwrap_err();
+            assert!(error.contains("M365_LOCAL_TENANT_URL"), "{url}: {error}");
+        }
+        let unset = Settings::from_lookup(lookup(&[("M365_TABLE", "t")])).unwrap();
+        assert_eq!(unset.local_tenant_url, None);
     }
 
     #[test]
