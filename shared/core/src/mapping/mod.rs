@@ -733,6 +733,18 @@ impl Mapper {
         };
         let password = Some((
             match &pw.source {
+                PasswordSource::Mapped(e) if !e.reads_source() => {
+                    return Err(MappingConfigError::Invalid {
+                        target: "password".to_owned(),
+                        // Never the value: it is a password.
+                        expression: "{ mapped = <a constant, not shown> }".to_owned(),
+                        message: "is a constant: it would be every new user's password, readable by \
+                                  anyone who can read the configuration; use `source = \"generate\"`, \
+                                  map a source attribute (`source = { mapped = { attribute = \"…\" } }`), \
+                                  or keep a default in the secret store (`source = { secret = \"name\" }`)"
+                            .to_owned(),
+                    });
+                }
                 PasswordSource::Mapped(e) => {
                     CompiledPassword::Mapped(compiler.compile("password", "password", e)?)
                 }

@@ -98,6 +98,24 @@ impl Expression {
     }
 }
 
+impl Expression {
+    /// Whether the expression reads anything from the source record: an attribute, or a
+    /// template naming a variable. A constant (a literal, or a template of literals only) does
+    /// not.
+    pub fn reads_source(&self) -> bool {
+        match self {
+            Expression::Literal(_) | Expression::Bool(_) => false,
+            Expression::Attribute(_) => true,
+            Expression::List(items) => items.iter().any(Expression::reads_source),
+            Expression::Template(src) => {
+                let env = minijinja::Environment::new();
+                env.template_from_str(src)
+                    .map_or(true, |t| !t.undeclared_variables(false).is_empty())
+            }
+        }
+    }
+}
+
 /// Refuses a match attribute whose mapped value is generated (`unique`, `numbered`): the
 /// planner looks existing tenant users up by the mapped value, and a generated value is not an
 /// identity. Its first candidate is usually a UPN someone already holds, so a new hire would be

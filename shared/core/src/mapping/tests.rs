@@ -1298,3 +1298,38 @@ fn a_generated_match_attribute_is_refused_naming_attribute_reason_and_fix() {
         Ok(())
     );
 }
+
+#[test]
+fn a_constant_password_is_refused_naming_the_fix() {
+    for constant in [
+        json!({"source": {"mapped": "Welcome-2024!"}}),
+        json!({"source": {"mapped": "{{ 'Welcome-' ~ '2024!' }}"}}),
+        json!({"source": {"mapped": ["Welcome-2024!"]}}),
+    ] {
+        let mut value = with_required(json!({}));
+        value["password"] = constant.clone();
+        let error = Mapper::new(&spec(value))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("password"), "{constant}: {error}");
+        assert!(error.contains("is a constant"), "{constant}: {error}");
+        assert!(
+            error.contains("source = \"generate\""),
+            "{constant}: {error}"
+        );
+        assert!(
+            !error.contains("Welcome-"),
+            "the value is not repeated: {error}"
+        );
+    }
+    // Reading the source is fine, in a template too.
+    for mapped in [
+        json!({"source": {"mapped": {"attribute": "pw"}}}),
+        json!({"source": {"mapped": "{{ pw }}"}}),
+    ] {
+        let mut value = with_required(json!({}));
+        value["password"] = mapped;
+        assert!(Mapper::new(&spec(value)).is_ok());
+    }
+}
