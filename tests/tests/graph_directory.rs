@@ -333,12 +333,14 @@ async fn every_operation_succeeds_with_its_outcome() {
                 mail_nickname: "sales".into(),
                 kind: GroupKind::Security,
                 description: Some("Sales team".into()),
+                earlier_attempt: None,
             },
             DirectoryOp::CreateGroup {
                 display_name: "Team".into(),
                 mail_nickname: "team".into(),
                 kind: GroupKind::Microsoft365,
                 description: None,
+                earlier_attempt: None,
             },
             update_op(demo::BJENSEN_ID, "Controller"),
             license_op(demo::BJENSEN_ID, demo::SKU_E3),
@@ -536,6 +538,7 @@ async fn failures_map_to_kinds_with_property_and_a_message_naming_the_request() 
                 mail_nickname: "bad nick".into(),
                 kind: GroupKind::Security,
                 description: None,
+                earlier_attempt: None,
             },
             // 8: a property Graph does not know
             DirectoryOp::UpdateUser {
@@ -741,6 +744,7 @@ async fn one_hundred_mixed_ops_come_back_in_order_with_exactly_the_expected_stat
                 mail_nickname: format!("new{i}"),
                 kind: GroupKind::Security,
                 description: None,
+                earlier_attempt: None,
             },
             Want::Created,
         ));

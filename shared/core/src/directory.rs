@@ -80,6 +80,10 @@ pub enum DirectoryOp {
         mail_nickname: String,
         kind: GroupKind,
         description: Option<String>,
+        /// An earlier run sent this create at this instant and stopped before recording the
+        /// result: the group it may have made is looked for first (waiting out replication
+        /// lag), and adopted if it was created since then.
+        earlier_attempt: Option<crate::state::UnixMillis>,
     },
     DeleteGroup {
         id: String,
@@ -134,8 +138,10 @@ impl std::fmt::Debug for DirectoryOp {
                 mail_nickname,
                 kind,
                 description,
+                earlier_attempt,
             } => f
                 .debug_struct("CreateGroup")
+                .field("earlier_attempt", earlier_attempt)
                 .field("display_name", display_name)
                 .field("mail_nickname", mail_nickname)
                 .field("kind", kind)

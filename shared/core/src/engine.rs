@@ -192,6 +192,7 @@ impl Engine<'_> {
             deadline: options.deadline,
             chunk_size: self.chunk_size,
             force_change_password: self.rule.force_change_password,
+            match_attribute: &self.rule.match_attribute,
             allow_destructive: !plan.breaker.tripped || options.override_breaker,
             progress: options.progress,
             lease: held,
@@ -370,6 +371,7 @@ impl Engine<'_> {
             deadline: None,
             chunk_size: self.chunk_size,
             force_change_password: self.rule.force_change_password,
+            match_attribute: &self.rule.match_attribute,
             // Deleting a rule with deprovisioning is the operator's explicit decision.
             allow_destructive: true,
             progress: None,

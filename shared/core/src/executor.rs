@@ -32,6 +32,9 @@ pub struct Executor<'a> {
     pub chunk_size: usize,
     /// `passwordProfile.forceChangePasswordNextSignIn` of created users.
     pub force_change_password: bool,
+    /// The rule's match attribute: a create refused because a user already holds this value is
+    /// a match the plan could not see yet (replication lag), and links that user.
+    pub match_attribute: &'a str,
     /// Run destructive steps ([`Step::is_destructive`]: disables, deprovisions, membership and
     /// license removals); false when the circuit breaker tripped without override.
     pub allow_destructive: bool,
@@ -115,6 +118,33 @@ enum Prepared {
     Skip,
     /// Must not run: recorded as the object's failure with this reason.
     Refused(DirectoryError),
+}
+
+/// The operation of the record kept while a group create is in flight: a run that stops before
+/// recording the answer leaves it, and the next run looks for the group before creating it
+/// again (group names are not unique in Entra ID, so a second create would duplicate it).
+const CREATE_IN_FLIGHT: &str = "create (unconfirmed)";
+
+/// Pauses between look-ups of a user whose create was refused as a duplicate of the match
+/// value: the existing user may not be visible yet (Graph replicates writes with a delay:
+/// <https://learn.microsoft.com/en-us/graph/best-practices-concept#handling-expected-errors>).
+const RELINK_PAUSES_MS: [u64; 5] = [0, 500, 1_000, 2_000, 4_000];
+
+fn in_flight_record(source_id: &str, since: UnixMillis, now: UnixMillis) -> ObjectError {
+    ObjectError {
+        kind: ObjectKind::Group,
+        source_id: source_id.to_owned(),
+        operation: CREATE_IN_FLIGHT.to_owned(),
+        message: format!(
+            "the group create was sent at {} and its answer not recorded (the run stopped); \
+             the next run looks for the group before creating it",
+            crate::clock::format_utc(since)
+        ),
+        attempts: 0,
+        first_failed_at: since,
+        last_failed_at: now,
+        next_retry_at: now,
+    }
 }
 
 /// The refusal of a link to a tenant object that another source id of the connection holds: a
@@ -220,6 +250,90 @@ impl Executor<'_> {
             .filter(|holder| holder != source_id && !released.contains(&(kind, holder.clone()))))
     }
 
+    /// Group creates of `chunk` that an earlier run left in flight, by source id: when it sent
+    /// them.
+    async fn groups_in_flight(
+        &self,
+        chunk: &[Step],
+    ) -> Result<HashMap<String, UnixMillis>, StateError> {
+        let ids: Vec<String> = chunk
+            .iter()
+            .filter_map(|step| match step {
+                Step::CreateGroup { source_id, .. } => Some(source_id.clone()),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .state
+            .get_errors(self.connection, ObjectKind::Group, &ids)
+            .await?
+            .into_iter()
+            .filter(|e| e.operation == CREATE_IN_FLIGHT)
+            .map(|e| (e.source_id, e.first_failed_at))
+            .collect())
+    }
+
+    /// Records every group create of `chunk` as in flight before it is sent.
+    async fn mark_groups_in_flight(
+        &self,
+        chunk: &[Step],
+        earlier: &HashMap<String, UnixMillis>,
+    ) -> Result<(), StateError> {
+        let now = self.clock.now();
+        for step in chunk {
+            if let Step::CreateGroup { source_id, .. } = step {
+                let since = earlier.get(source_id).copied().unwrap_or(now);
+                let record = in_flight_record(source_id, since, now);
+                self.state
+                    .put_error(self.connection, &record, &self.lease.lease())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant user holding the match value of a create that Graph refused as a duplicate:
+    /// the plan did not see it (it was created moments ago, by an interrupted run, and is still
+    /// replicating), and matching it is what the plan would have done. Only when the match
+    /// attribute is the property Graph named.
+    async fn relink_after_conflict(
+        &self,
+        properties: &BTreeMap<String, Value>,
+        error: &DirectoryError,
+    ) -> Option<crate::directory::TenantUser> {
+        let attribute = error.property.as_deref()?;
+        if error.kind != crate::directory::FailureKind::Conflict
+            || !attribute.eq_ignore_ascii_case(self.match_attribute)
+        {
+            return None;
+        }
+        let value = properties.get(self.match_attribute)?.as_str()?.to_owned();
+        let mut select: Vec<String> = properties.keys().cloned().collect();
+        select.push("accountEnabled".to_owned());
+        for pause in RELINK_PAUSES_MS {
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            match self
+                .directory
+                .find_users(self.match_attribute, std::slice::from_ref(&value), &select)
+                .await
+            {
+                Ok(found) => {
+                    if let Some(user) = found.into_iter().next() {
+                        return Some(user);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking up the holder of a refused create failed");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
     async fn run_chunk(
         &self,
         chunk: &[Step],
@@ -263,6 +377,7 @@ impl Executor<'_> {
             resolved.get(&(kind, id.to_owned())).cloned()
         };
 
+        let in_flight = self.groups_in_flight(chunk).await?;
         // Prepare operations.
         let mut prepared: Vec<Prepared> = Vec::with_capacity(chunk.len());
         // Tenant objects linked by an earlier step of this chunk, to their source ids.
@@ -296,15 +411,16 @@ impl Executor<'_> {
                     }
                 }
                 Step::CreateGroup {
+                    source_id,
                     display_name,
                     mail_nickname,
                     kind,
-                    ..
                 } => Prepared::Ops(vec![DirectoryOp::CreateGroup {
                     display_name: display_name.clone(),
                     mail_nickname: mail_nickname.clone(),
                     kind: *kind,
                     description: None,
+                    earlier_attempt: in_flight.get(source_id).copied(),
                 }]),
                 Step::CreateUser {
                     source_id,
@@ -484,6 +600,7 @@ impl Executor<'_> {
         }
         // No tenant write without the lease: a run that lost it stops here.
         self.lease.confirm().await?;
+        self.mark_groups_in_flight(chunk, &in_flight).await?;
         let results = if ops.is_empty() {
             Vec::new()
         } else {
@@ -518,6 +635,40 @@ impl Executor<'_> {
                 .remove(&index)
                 .or(adopted_elsewhere)
                 .or_else(|| step_results.iter().find_map(|r| r.as_ref().err()).cloned());
+            let relinked = match (step, &error) {
+                (Step::CreateUser { properties, .. }, Some(e)) => {
+                    self.relink_after_conflict(properties, e).await
+                }
+                _ => None,
+            };
+            if let Some(tenant) = relinked {
+                let holder = self
+                    .holder_of(ObjectKind::User, source_id, &tenant.id, released)
+                    .await?;
+                if holder.is_none() {
+                    let mut applied = tenant.properties;
+                    let enabled = applied
+                        .remove("accountEnabled")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(true);
+                    resolved.insert(key.clone(), tenant.id.clone());
+                    changed.insert(
+                        key.clone(),
+                        new_link(
+                            ObjectKind::User,
+                            source_id,
+                            &tenant.id,
+                            LinkOrigin::Matched,
+                            applied,
+                            enabled,
+                            now,
+                        ),
+                    );
+                    succeeded.insert(key);
+                    report.add("linked", 1);
+                    continue;
+                }
+            }
             if let Some(error) = error {
                 if error.is_fatal() && report.fatal.is_none() {
                     report.fatal = Some(error.message.clone());

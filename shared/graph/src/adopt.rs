@@ -35,6 +35,12 @@ impl CreateStarted {
         CreateStarted(SystemTime::now())
     }
 
+    /// A start `millis` after the Unix epoch (an earlier run's attempt).
+    pub(crate) fn at_unix_millis(millis: i64) -> Self {
+        let offset = std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+        CreateStarted(SystemTime::UNIX_EPOCH + offset)
+    }
+
     /// Whether an object stamped `created` (ISO 8601, e.g. `2026-12-02T07:30:00Z`) was created
     /// at or after this start, less [`CREATE_CLOCK_SKEW`]. A missing or unreadable stamp proves
     /// nothing and counts as not created by this run.

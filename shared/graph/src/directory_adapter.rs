@@ -345,6 +345,7 @@ impl GraphDirectory {
                 mail_nickname,
                 kind,
                 description,
+                earlier_attempt,
             } => {
                 let mut group = match kind {
                     m365_core::GroupKind::Security => {
@@ -355,7 +356,11 @@ impl GraphDirectory {
                     }
                 };
                 group.description = description;
-                match self.client.create_group(&group).await {
+                let created = match earlier_attempt {
+                    Some(at) => self.client.create_group_resuming(&group, at).await,
+                    None => self.client.create_group(&group).await,
+                };
+                match created {
                     Ok(g) => Ok(OpOutcome::Created { id: g.id }),
                     Err(e) => Err(directory_error(&e)),
                 }

@@ -74,6 +74,26 @@ impl GraphClient {
     /// added afterwards. After a timeout or 5xx the group is looked up by mailNickname and
     /// displayName (with replication retries) before posting again; only a group whose
     /// `createdDateTime` shows this call made it is adopted (see `shared/graph/src/adopt.rs`).
+    /// Creates a group an earlier run may already have created (it sent the create at
+    /// `earlier_attempt`, Unix ms, and stopped before recording the answer): the group is
+    /// looked for first, waiting out replication lag, and adopted if it was created since then;
+    /// otherwise it is created.
+    pub async fn create_group_resuming(
+        &self,
+        group: &NewGroup,
+        earlier_attempt: i64,
+    ) -> Result<Group, GraphError> {
+        let started = CreateStarted::at_unix_millis(earlier_attempt);
+        match self.find_created_group(group, started).await {
+            Lookup::Ours(g) => {
+                tracing::info!(group = %group.display_name, id = %g.id, "adopting the group an earlier, interrupted run created");
+                Ok(g)
+            }
+            Lookup::Absent => self.create_group(group).await,
+            Lookup::Failed(e) => Err(e),
+        }
+    }
+
     pub async fn create_group(&self, group: &NewGroup) -> Result<Group, GraphError> {
         let mut first = group.clone();
         let rest: Vec<String> = if first.members.len() > MAX_BIND {
