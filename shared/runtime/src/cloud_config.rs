@@ -70,6 +70,25 @@ pub fn parse_cloud_config(text: &str, origin: &str) -> Result<Config, ConfigErro
     Ok(config)
 }
 
+/// Whether the secret `id` (a name, or an ARN whose name carries Secrets Manager's `-XXXXXX`
+/// suffix) is named for `connection`: `<connection>` or `<anything>/<connection>`. A config can
+/// then never borrow another connection's credentials, even among the secrets the functions may
+/// read.
+fn names_own_secret(id: &str, connection: &str) -> bool {
+    let name = match id.split_once(":secret:") {
+        Some((_, rest)) => match rest.rsplit_once('-') {
+            Some((base, suffix))
+                if suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) =>
+            {
+                base
+            }
+            _ => rest,
+        },
+        None => id,
+    };
+    name == connection || name.ends_with(&format!("/{connection}"))
+}
+
 /// The Secrets Manager secret (name or ARN) of a config's connection: its `[secrets] secret_id`,
 /// else `default` (the functions pass `M365_SECRET_ID`).
 pub fn secret_id(config: &Config, default: Option<&str>) -> Result<String, ConfigError> {
@@ -96,6 +115,14 @@ pub fn secret_id(config: &Config, default: Option<&str>) -> Result<String, Confi
         }
     };
     if let Some(id) = from_config {
+        if !names_own_secret(&id, name) {
+            return Err(ConfigError(format!(
+                "connection {name}: [secrets] secret_id = {id:?} is not this connection's secret; \
+                 a connection reads only its own secret, named for it (e.g. \
+                 \"m365-provisioner/{name}\" or its ARN), or the deployment's default when \
+                 secret_id is absent"
+            )));
+        }
         return Ok(id);
     }
     match default.map(str::trim).filter(|d| !d.is_empty()) {
@@ -240,6 +267,32 @@ source = "generate"
 
     fn with(section: &str) -> String {
         VALID.replace("[rule]\n", &format!("{section}\n[rule]\n"))
+    }
+
+    #[test]
+    fn a_config_names_only_its_own_connections_secret() {
+        for own in [
+            "m365-provisioner/contoso",
+            "contoso",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:m365-provisioner/contoso-AbCdEf",
+        ] {
+            assert!(names_own_secret(own, "contoso"), "{own}");
+        }
+        for other in [
+            "m365-provisioner/fabrikam",
+            "m365-provisioner/contoso-old",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:m365-provisioner/fabrikam-AbCdEf",
+            "m365-provisioner/xcontoso",
+        ] {
+            assert!(!names_own_secret(other, "contoso"), "{other}");
+        }
+        let text = with(
+            "[secrets]\ntype = \"aws-secrets-manager\"\nsecret_id = \"m365-provisioner/fabrikam\"",
+        );
+        let config = parse_cloud_config(&text, "t").unwrap();
+        let error = secret_id(&config, None).unwrap_err().0;
+        assert!(error.contains("not this connection's secret"), "{error}");
+        assert!(error.contains("m365-provisioner/contoso"), "{error}");
     }
 
     #[test]
