@@ -295,11 +295,48 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// The tenant user holding the match value of a create that Graph refused as a duplicate:
-    /// the plan did not see it (it was created moments ago, by an interrupted run, and is still
-    /// replicating), and matching it is what the plan would have done. Only when the match
-    /// attribute is the property Graph named.
+    /// The link to the tenant user holding the match value of a create that Graph refused as
+    /// a duplicate: the plan did not see it (it was created moments ago, by an interrupted run,
+    /// and is still replicating), and matching it is what the plan would have done. Only when
+    /// the match attribute is the property Graph named, and the user is not linked to another
+    /// source id.
     async fn relink_after_conflict(
+        &self,
+        source_id: &str,
+        properties: &BTreeMap<String, Value>,
+        error: &DirectoryError,
+        released: &HashSet<(ObjectKind, String)>,
+        now: UnixMillis,
+    ) -> Result<Option<Link>, StateError> {
+        let Some(tenant) = self.find_match_holder(properties, error).await else {
+            return Ok(None);
+        };
+        if self
+            .holder_of(ObjectKind::User, source_id, &tenant.id, released)
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let mut applied = tenant.properties;
+        let enabled = applied
+            .remove("accountEnabled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        Ok(Some(new_link(
+            ObjectKind::User,
+            source_id,
+            &tenant.id,
+            LinkOrigin::Matched,
+            applied,
+            enabled,
+            now,
+        )))
+    }
+
+    /// The tenant user holding the match value Graph refused a create for, looked up while it
+    /// may still be replicating.
+    async fn find_match_holder(
         &self,
         properties: &BTreeMap<String, Value>,
         error: &DirectoryError,
@@ -637,37 +674,17 @@ impl Executor<'_> {
                 .or_else(|| step_results.iter().find_map(|r| r.as_ref().err()).cloned());
             let relinked = match (step, &error) {
                 (Step::CreateUser { properties, .. }, Some(e)) => {
-                    self.relink_after_conflict(properties, e).await
+                    self.relink_after_conflict(source_id, properties, e, released, now)
+                        .await?
                 }
                 _ => None,
             };
-            if let Some(tenant) = relinked {
-                let holder = self
-                    .holder_of(ObjectKind::User, source_id, &tenant.id, released)
-                    .await?;
-                if holder.is_none() {
-                    let mut applied = tenant.properties;
-                    let enabled = applied
-                        .remove("accountEnabled")
-                        .and_then(|v| v.as_bool())
-                        .unwrap_or(true);
-                    resolved.insert(key.clone(), tenant.id.clone());
-                    changed.insert(
-                        key.clone(),
-                        new_link(
-                            ObjectKind::User,
-                            source_id,
-                            &tenant.id,
-                            LinkOrigin::Matched,
-                            applied,
-                            enabled,
-                            now,
-                        ),
-                    );
-                    succeeded.insert(key);
-                    report.add("linked", 1);
-                    continue;
-                }
+            if let Some(link) = relinked {
+                resolved.insert(key.clone(), link.object_id.clone());
+                changed.insert(key.clone(), link);
+                succeeded.insert(key);
+                report.add("linked", 1);
+                continue;
             }
             if let Some(error) = error {
                 if error.is_fatal() && report.fatal.is_none() {
