@@ -48,30 +48,70 @@ impl Clock for ManualClock {
 
 /// `at` as an RFC 3339 UTC time to the second (`2026-12-02T07:30:00Z`), for messages.
 pub fn format_utc(at: UnixMillis) -> String {
-    let secs = at.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm,
-    // <https://howardhinnant.github.io/date_algorithms.html#civil_from_days>).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = UtcTime::from_unix_millis(at);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
+}
+
+/// `at` as an RFC 3339 UTC time to the millisecond (`2026-12-02T07:30:00.123Z`).
+pub fn format_utc_millis(at: UnixMillis) -> String {
+    let t = UtcTime::from_unix_millis(at);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millisecond
+    )
+}
+
+/// A UTC calendar time (proleptic Gregorian).
+struct UtcTime {
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    millisecond: i64,
+}
+
+impl UtcTime {
+    fn from_unix_millis(at: UnixMillis) -> Self {
+        let (days, in_day) = (at.div_euclid(86_400_000), at.rem_euclid(86_400_000));
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm,
+        // <https://howardhinnant.github.io/date_algorithms.html#civil_from_days>).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        UtcTime {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day: doy - (153 * mp + 2) / 5 + 1,
+            hour: in_day / 3_600_000,
+            minute: in_day / 60_000 % 60,
+            second: in_day / 1000 % 60,
+            millisecond: in_day % 1000,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::format_utc;
+    use super::{format_utc, format_utc_millis};
+
+    #[test]
+    fn formats_utc_times_with_millis() {
+        assert_eq!(format_utc_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_utc_millis(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(format_utc_millis(-1), "1969-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn formats_utc_times() {

@@ -27,26 +27,7 @@ pub struct Args {
 }
 
 fn fmt_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    time_string(secs)
-}
-
-fn time_string(secs: i64) -> String {
-    // UTC, ISO-8601, without a time crate.
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+    m365_core::clock::format_utc(ms)
 }
 
 pub async fn run(args: Args) -> Code {
@@ -176,8 +157,8 @@ mod tests {
 
     #[test]
     fn times_are_iso_8601_utc() {
-        assert_eq!(time_string(0), "1970-01-01T00:00:00Z");
-        assert_eq!(time_string(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(time_string(1_795_369_957), "2026-11-22T17:52:37Z");
+        assert_eq!(fmt_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(fmt_time(1_795_369_957_999), "2026-11-22T17:52:37Z");
     }
 }
