@@ -54,7 +54,9 @@
 //!
 //! A sort key holds at most 1,024 bytes, so source, run and event ids must stay under about
 //! 1,000 bytes; an item holds at most 400 KB, which bounds a group's managed member list (about
-//! 10,000 member ids). Such writes fail with [`StateError::Unavailable`] naming DynamoDB's error.
+//! 10,000 member ids). A link or error record beyond either limit is refused before anything is
+//! written with [`StateError::ObjectTooLarge`], which the engine records as that object's
+//! failure; reads never ask for keys that cannot exist.
 //!
 //! Errors from DynamoDB become [`StateError::Unavailable`] with the operation, the table and
 //! DynamoDB's error code; request signatures and credentials never appear in them.
@@ -86,6 +88,12 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Keys per `BatchGetItem` (DynamoDB's maximum).
 const GET_BATCH: usize = 100;
+/// DynamoDB's largest sort key, in UTF-8 bytes
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html>).
+const MAX_SORT_KEY_BYTES: usize = 1_024;
+/// DynamoDB's largest item (400 KB, names and values counted), less a margin for the estimate.
+const MAX_ITEM_BYTES: usize = 400 * 1_024 - 4_096;
+
 /// Writes per fenced transaction beside the lease check (DynamoDB allows 100 actions).
 const TRANSACT_WRITES: usize = 99;
 /// Estimated bytes per fenced transaction (DynamoDB allows 4 MB).
@@ -306,6 +314,45 @@ fn origin_from(text: &str, what: &str) -> StateResult<LinkOrigin> {
         "matched" => Ok(LinkOrigin::Matched),
         other => Err(corrupt(what, format!("unknown link origin {other:?}"))),
     }
+}
+
+/// Whether a sort key fits DynamoDB's limit; a longer one cannot be stored, so it is never
+/// asked for either (DynamoDB would refuse the whole request).
+fn fits(sk: &str) -> bool {
+    sk.len() <= MAX_SORT_KEY_BYTES
+}
+
+/// Refuses, as one object's failure, a link or error record DynamoDB cannot hold.
+fn check_storable(
+    kind: ObjectKind,
+    source_id: &str,
+    sk: &str,
+    item: Option<&Item>,
+) -> StateResult<()> {
+    if !fits(sk) {
+        return Err(StateError::ObjectTooLarge {
+            kind,
+            source_id: source_id.chars().take(80).collect::<String>() + "…",
+            reason: format!(
+                "its source id is {} bytes, longer than DynamoDB's key allows (about 1,000); \
+                 map a shorter immutable id for it in the source",
+                source_id.len()
+            ),
+        });
+    }
+    if let Some(item) = item.filter(|item| item_size(item) > MAX_ITEM_BYTES) {
+        return Err(StateError::ObjectTooLarge {
+            kind,
+            source_id: source_id.to_owned(),
+            reason: format!(
+                "its record is about {} KB, more than a DynamoDB item holds (400 KB): a group \
+                 with this many managed members (about 10,000 at most) cannot be recorded; split \
+                 the group at the source",
+                item_size(item) / 1_024
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn link_item(connection: &str, link: &Link) -> StateResult<Item> {
@@ -739,7 +786,9 @@ impl StateStore for DynamoStateStore {
     ) -> StateResult<Vec<Link>> {
         let keys = unique(source_ids)
             .into_iter()
-            .map(|id| key(connection, link_sk(kind, id)))
+            .map(|id| link_sk(kind, id))
+            .filter(|sk| fits(sk))
+            .map(|sk| key(connection, sk))
             .collect();
         self.batch_get(keys).await?.iter().map(link_from).collect()
     }
@@ -812,7 +861,14 @@ impl StateStore for DynamoStateStore {
             .enumerate()
             .filter(|(i, link)| last.get(&(link.kind, link.source_id.as_str())) == Some(i))
         {
-            actions.push(put_action(&self.table, link_item(connection, link)?)?);
+            let item = link_item(connection, link)?;
+            check_storable(
+                link.kind,
+                &link.source_id,
+                &link_sk(link.kind, &link.source_id),
+                Some(&item),
+            )?;
+            actions.push(put_action(&self.table, item)?);
             let mut index = key(connection, object_sk(link.kind, &link.object_id));
             index.insert("source_id".to_owned(), s(&link.source_id));
             actions.push(put_action(&self.table, index)?);
@@ -836,7 +892,9 @@ impl StateStore for DynamoStateStore {
         // could only come from this run, which the fence makes the only writer).
         let keys = unique(source_ids)
             .into_iter()
-            .map(|id| key(connection, link_sk(kind, id)))
+            .map(|id| link_sk(kind, id))
+            .filter(|sk| fits(sk))
+            .map(|sk| key(connection, sk))
             .collect();
         let mut actions = Vec::new();
         for item in self.batch_get(keys).await? {
@@ -869,7 +927,9 @@ impl StateStore for DynamoStateStore {
     ) -> StateResult<()> {
         let keys = unique(source_ids)
             .into_iter()
-            .map(|id| key(connection, link_sk(kind, id)))
+            .map(|id| link_sk(kind, id))
+            .filter(|sk| fits(sk))
+            .map(|sk| key(connection, sk))
             .collect();
         let links = self
             .batch_get(keys)
@@ -964,7 +1024,9 @@ impl StateStore for DynamoStateStore {
         error: &ObjectError,
         lease: &Lease,
     ) -> StateResult<()> {
-        let mut item = key(connection, error_sk(error.kind, &error.source_id));
+        let sk = error_sk(error.kind, &error.source_id);
+        check_storable(error.kind, &error.source_id, &sk, None)?;
+        let mut item = key(connection, sk);
         item.insert("body".to_owned(), s(to_json(error, "object error")?));
         item.insert("next_retry_at".to_owned(), n(error.next_retry_at));
         let put = put_action(&self.table, item)?;
@@ -981,7 +1043,9 @@ impl StateStore for DynamoStateStore {
     ) -> StateResult<Vec<ObjectError>> {
         let keys = unique(source_ids)
             .into_iter()
-            .map(|id| key(connection, error_sk(kind, id)))
+            .map(|id| error_sk(kind, id))
+            .filter(|sk| fits(sk))
+            .map(|sk| key(connection, sk))
             .collect();
         self.batch_get(keys)
             .await?
@@ -1000,7 +1064,9 @@ impl StateStore for DynamoStateStore {
     ) -> StateResult<()> {
         let actions = unique(source_ids)
             .into_iter()
-            .map(|id| delete_action(&self.table, key(connection, error_sk(kind, id))))
+            .map(|id| error_sk(kind, id))
+            .filter(|sk| fits(sk))
+            .map(|sk| delete_action(&self.table, key(connection, sk)))
             .collect::<StateResult<Vec<_>>>()?;
         self.write_fenced(connection, lease, "clear errors", actions)
             .await

@@ -224,9 +224,15 @@ impl Engine<'_> {
                 next_retry_at: now,
             };
             held.check()?;
-            self.state
+            match self
+                .state
                 .put_error(self.connection, &error, &held.lease())
-                .await?;
+                .await
+            {
+                // Shown with the plan; the store cannot hold a record for this object.
+                Ok(()) | Err(StateError::ObjectTooLarge { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
         }
 
         let after = self.directory.counters();

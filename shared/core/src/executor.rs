@@ -147,6 +147,15 @@ fn in_flight_record(source_id: &str, since: UnixMillis, now: UnixMillis) -> Obje
     }
 }
 
+/// Whether a stored-object error names `id` (the store shortens an overlong id to its first 80
+/// characters and an ellipsis).
+fn source_id_matches(id: &str, named: &str) -> bool {
+    id == named
+        || named
+            .strip_suffix('…')
+            .is_some_and(|prefix| id.len() > prefix.len() && id.starts_with(prefix))
+}
+
 /// The refusal of a link to a tenant object that another source id of the connection holds: a
 /// tenant object is linked to at most one source identity (DESIGN §8).
 fn linked_elsewhere(
@@ -889,10 +898,32 @@ impl Executor<'_> {
             .into_values()
             .filter(|l| !unlinked.contains(&(l.kind, l.source_id.clone())))
             .collect();
-        if !to_put.is_empty() {
-            self.state
-                .put_links(self.connection, &to_put, &fence)
-                .await?;
+        let mut to_put = to_put;
+        while !to_put.is_empty() {
+            match self.state.put_links(self.connection, &to_put, &fence).await {
+                Ok(()) => break,
+                // One object the store cannot hold: its failure, not the run's.
+                Err(StateError::ObjectTooLarge {
+                    kind,
+                    source_id,
+                    reason,
+                }) => {
+                    to_put.retain(|l| {
+                        !(l.kind == kind && source_id_matches(&l.source_id, &source_id))
+                    });
+                    failed.push((
+                        kind,
+                        source_id.clone(),
+                        "record".to_owned(),
+                        DirectoryError::new(
+                            crate::directory::FailureKind::Other,
+                            format!("{kind} {source_id:?} cannot be recorded: {reason}"),
+                        ),
+                    ));
+                    succeeded.retain(|(k, id)| !(*k == kind && source_id_matches(id, &source_id)));
+                }
+                Err(other) => return Err(other),
+            }
         }
         for kind in [ObjectKind::User, ObjectKind::Group] {
             let ids: Vec<String> = unlinked
@@ -934,9 +965,12 @@ impl Executor<'_> {
                 last_failed_at: now,
                 next_retry_at: now + retry_delay_ms(attempts),
             };
-            self.state
-                .put_error(self.connection, &record, &fence)
-                .await?;
+            match self.state.put_error(self.connection, &record, &fence).await {
+                Ok(()) => {}
+                // Reported with the run; the store cannot hold a record for it.
+                Err(StateError::ObjectTooLarge { .. }) => {}
+                Err(other) => return Err(other),
+            }
             report.add("failed", 1);
             report.failures.push(record);
         }

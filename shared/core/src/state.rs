@@ -210,6 +210,15 @@ pub enum StateError {
         connection: String,
         expired_at: UnixMillis,
     },
+    /// One object cannot be stored at all (its source id is longer than the store's key limit,
+    /// or its record larger than an item may be): a per-object failure, not the run's. The call
+    /// that reports it wrote nothing.
+    #[error("{kind} {source_id:?} cannot be stored: {reason}")]
+    ObjectTooLarge {
+        kind: ObjectKind,
+        source_id: String,
+        reason: String,
+    },
     /// The store cannot be reached or refused the operation; worth retrying.
     #[error("the state store is unavailable: {0}")]
     Unavailable(String),
