@@ -157,7 +157,7 @@ fn source_id_matches(id: &str, named: &str) -> bool {
 }
 
 /// The refusal of a link to a tenant object that another source id of the connection holds: a
-/// tenant object is linked to at most one source identity (DESIGN §8).
+/// tenant object is linked to at most one source identity.
 fn linked_elsewhere(
     kind: ObjectKind,
     source_id: &str,

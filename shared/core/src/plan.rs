@@ -373,7 +373,7 @@ impl RemovalCounts {
     }
 }
 
-/// What the circuit breaker concluded about a plan (DESIGN §8).
+/// What the circuit breaker concluded about a plan.
 ///
 /// Each kind of destructive operation is weighed on its own against the same limits: user
 /// disables and deletes against the linked users, group deletes against the linked groups,

@@ -260,7 +260,7 @@ pub trait StateStore: Send + Sync {
     ) -> StateResult<Vec<Link>>;
 
     /// The link of a tenant object, if any source id of this connection is linked to it: a tenant
-    /// object is linked to at most one source identity (DESIGN §8), and the engine asks before it
+    /// object is linked to at most one source identity, and the engine asks before it
     /// links a matched or adopted object.
     async fn find_link_by_object(
         &self,

@@ -83,7 +83,7 @@ pub struct SkuSeed {
     pub service_plans: Vec<ServicePlanSeed>,
 }
 
-/// An app registration that may get tokens (graph-facts §1). Its `Debug` never shows the
+/// An app registration that may get tokens. Its `Debug` never shows the
 /// secret.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
