@@ -460,6 +460,11 @@ fn delete_action(table: &str, key: Item) -> StateResult<Action> {
     Ok((TransactWriteItem::builder().delete(delete).build(), size))
 }
 
+/// Actions that need not share a transaction with any other.
+fn singles(actions: Vec<Action>) -> Vec<Vec<Action>> {
+    actions.into_iter().map(|action| vec![action]).collect()
+}
+
 fn lease_from(connection: &str, item: &Item) -> StateResult<Lease> {
     let what = format!("lease of {connection:?}");
     let optional = |name: &str| match item.get(name) {
@@ -561,29 +566,31 @@ impl DynamoStateStore {
         }
     }
 
-    /// Writes `actions` in transactions fenced by `lease` (module docs, "Fencing").
+    /// Writes `units` in transactions fenced by `lease` (module docs, "Fencing"); the actions of
+    /// a unit (a link and its index item) always share a transaction.
     async fn write_fenced(
         &self,
         connection: &str,
         lease: &Lease,
         what: &str,
-        actions: Vec<Action>,
+        units: Vec<Vec<Action>>,
     ) -> StateResult<()> {
         if lease.connection != connection {
             return Err(self.fenced(connection, lease.token, false).await);
         }
-        let mut chunk = Vec::new();
+        let mut chunk: Vec<TransactWriteItem> = Vec::new();
         let mut size = 0;
-        for (action, bytes) in actions {
+        for unit in units {
+            let bytes: usize = unit.iter().map(|(_, bytes)| bytes).sum();
             if !chunk.is_empty()
-                && (chunk.len() >= TRANSACT_WRITES || size + bytes > TRANSACT_BYTES)
+                && (chunk.len() + unit.len() > TRANSACT_WRITES || size + bytes > TRANSACT_BYTES)
             {
                 self.transact_fenced(connection, lease, what, std::mem::take(&mut chunk))
                     .await?;
                 size = 0;
             }
             size += bytes;
-            chunk.push(action);
+            chunk.extend(unit.into_iter().map(|(action, _)| action));
         }
         if !chunk.is_empty() {
             self.transact_fenced(connection, lease, what, chunk).await?;
@@ -686,45 +693,6 @@ impl DynamoStateStore {
             Some(item) => get_n(&item, "token", &format!("lease of {connection:?}")),
             None => Ok(0),
         }
-    }
-
-    /// Writes (link, index item) pairs, never splitting a pair across transactions.
-    async fn write_fenced_pairs(
-        &self,
-        connection: &str,
-        lease: &Lease,
-        what: &str,
-        actions: Vec<Action>,
-    ) -> StateResult<()> {
-        let mut actions = actions.into_iter();
-        let mut batch: Vec<Action> = Vec::new();
-        let mut size = 0;
-        while let (Some(link), Some(index)) = (actions.next(), actions.next()) {
-            let bytes = link.1 + index.1;
-            if !batch.is_empty()
-                && (batch.len() + 2 > TRANSACT_WRITES || size + bytes > TRANSACT_BYTES)
-            {
-                let writes = std::mem::take(&mut batch)
-                    .into_iter()
-                    .map(|a| a.0)
-                    .collect();
-                self.transact_fenced(connection, lease, what, writes)
-                    .await?;
-                size = 0;
-            }
-            size += bytes;
-            batch.push(link);
-            batch.push(index);
-        }
-        if lease.connection != connection {
-            return Err(self.fenced(connection, lease.token, false).await);
-        }
-        if !batch.is_empty() {
-            let writes = batch.into_iter().map(|a| a.0).collect();
-            self.transact_fenced(connection, lease, what, writes)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Expires the lease in place if it carries `token`: the item keeps the token, the
@@ -855,7 +823,7 @@ impl StateStore for DynamoStateStore {
         for (i, link) in links.iter().enumerate() {
             last.insert((link.kind, link.source_id.as_str()), i);
         }
-        let mut actions = Vec::with_capacity(links.len() * 2);
+        let mut units = Vec::with_capacity(links.len());
         for (_, link) in links
             .iter()
             .enumerate()
@@ -868,14 +836,14 @@ impl StateStore for DynamoStateStore {
                 &link_sk(link.kind, &link.source_id),
                 Some(&item),
             )?;
-            actions.push(put_action(&self.table, item)?);
             let mut index = key(connection, object_sk(link.kind, &link.object_id));
             index.insert("source_id".to_owned(), s(&link.source_id));
-            actions.push(put_action(&self.table, index)?);
+            units.push(vec![
+                put_action(&self.table, item)?,
+                put_action(&self.table, index)?,
+            ]);
         }
-        // A link and its index item stay in one transaction.
-        self.write_fenced_pairs(connection, lease, "links", actions)
-            .await
+        self.write_fenced(connection, lease, "links", units).await
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, ids = source_ids.len(), generation = generation))]
@@ -913,7 +881,7 @@ impl StateStore for DynamoStateStore {
                 .map_err(|e| build_error("TransactWriteItems", &e))?;
             actions.push((TransactWriteItem::builder().update(update).build(), 64));
         }
-        self.write_fenced(connection, lease, "mark seen", actions)
+        self.write_fenced(connection, lease, "mark seen", singles(actions))
             .await
     }
 
@@ -964,7 +932,7 @@ impl StateStore for DynamoStateStore {
                 actions.push(delete_action(&self.table, key(connection, index_sk))?);
             }
         }
-        self.write_fenced(connection, lease, "delete links", actions)
+        self.write_fenced(connection, lease, "delete links", singles(actions))
             .await
     }
 
@@ -1013,7 +981,7 @@ impl StateStore for DynamoStateStore {
         item.insert("body".to_owned(), s(to_json(checkpoint, "checkpoint")?));
         item.insert("updated_at".to_owned(), n(checkpoint.updated_at));
         let put = put_action(&self.table, item)?;
-        self.write_fenced(connection, lease, "checkpoint", vec![put])
+        self.write_fenced(connection, lease, "checkpoint", vec![vec![put]])
             .await
     }
 
@@ -1030,7 +998,7 @@ impl StateStore for DynamoStateStore {
         item.insert("body".to_owned(), s(to_json(error, "object error")?));
         item.insert("next_retry_at".to_owned(), n(error.next_retry_at));
         let put = put_action(&self.table, item)?;
-        self.write_fenced(connection, lease, "error", vec![put])
+        self.write_fenced(connection, lease, "error", vec![vec![put]])
             .await
     }
 
@@ -1068,7 +1036,7 @@ impl StateStore for DynamoStateStore {
             .filter(|sk| fits(sk))
             .map(|sk| delete_action(&self.table, key(connection, sk)))
             .collect::<StateResult<Vec<_>>>()?;
-        self.write_fenced(connection, lease, "clear errors", actions)
+        self.write_fenced(connection, lease, "clear errors", singles(actions))
             .await
     }
 
@@ -1368,7 +1336,7 @@ impl StateStore for DynamoStateStore {
             .into_iter()
             .map(|key| delete_action(&self.table, key))
             .collect::<StateResult<Vec<_>>>()?;
-        self.write_fenced(connection, lease, "clear connection", actions)
+        self.write_fenced(connection, lease, "clear connection", singles(actions))
             .await
     }
 }

@@ -1220,12 +1220,15 @@ pub async fn every_write_fenced<S: StateStore + ?Sized>(store: &S) {
         connection: "conformance-fenced-elsewhere".to_owned(),
         ..new.clone()
     };
+    // More links than one DynamoDB transaction holds: refused before the first is written.
+    let many: Vec<Link> = (0..120)
+        .map(|i| link(ObjectKind::User, &format!("many-{i:03}"), i))
+        .collect();
     assert!(matches!(
-        store
-            .put_links(c, &[link(ObjectKind::User, "u3", 3)], &elsewhere)
-            .await,
+        store.put_links(c, &many, &elsewhere).await,
         Err(StateError::Fenced { .. })
     ));
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 1);
     // The new holder writes.
     store
         .delete_links(c, ObjectKind::User, &u, &new)
