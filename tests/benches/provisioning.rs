@@ -878,6 +878,7 @@ async fn link_everything(
         members: Vec::new(),
         seen_generation: 1,
         updated_at: now,
+        deleted_at: None,
     };
     let object_id = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
     let mut cursor = None;

@@ -105,6 +105,7 @@ async fn objects_past_dynamodb_limits_are_refused_one_by_one() {
         members,
         seen_generation: 0,
         updated_at: 1,
+        deleted_at: None,
     };
     let members: Vec<String> = (0..25_000)
         .map(|i| format!("00000000-0000-4000-8000-{i:012}"))

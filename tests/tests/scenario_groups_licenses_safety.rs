@@ -1171,10 +1171,10 @@ async fn breaker_by_percent_holds_deletes_until_overridden() {
     assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
     for i in 5..8 {
         assert!(s.tenant_user(&upn(&format!("p{i}"))).is_none());
+        let kept = s.link(ObjectKind::User, &format!("src-{i}")).await;
         assert!(
-            s.link(ObjectKind::User, &format!("src-{i}"))
-                .await
-                .is_none()
+            kept.is_some_and(|l| l.deleted_at.is_some()),
+            "kept, marked deleted, for a restore"
         );
     }
     assert_eq!(s.sandbox.sandbox().deleted_items().len(), 3);

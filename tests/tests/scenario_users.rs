@@ -23,7 +23,7 @@ use m365_core::config::Config;
 use m365_core::engine::{Engine, SyncOptions, SyncOutcome};
 use m365_core::{
     Clock, Directory, DirectoryCounters, DirectoryOp, DirectoryResult, LinkOrigin, ObjectKind,
-    OpOutcome, RunStatus, TenantDomain, TenantGroup, TenantUser,
+    OpOutcome, RunStatus, StateStore, TenantDomain, TenantGroup, TenantUser,
 };
 use m365_graph::GraphDirectory;
 use m365_integration_tests::scenario::{BASE_RULE, Scenario, user};
@@ -117,6 +117,18 @@ impl Directory for Recorder<'_> {
         Self: 'async_trait,
     {
         Box::pin(self.inner.domains())
+    }
+
+    fn restorable_users<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        ids: &'life1 [String],
+    ) -> BoxFuture<'async_trait, DirectoryResult<Vec<String>>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.restorable_users(ids))
     }
 
     fn apply<'life0, 'async_trait>(
@@ -715,8 +727,179 @@ async fn user_removed_from_the_source_is_soft_deleted_with_remove_action_delete(
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     assert_eq!(deleted[0]["id"], bob);
     assert_eq!(deleted[0]["userPrincipalName"], upn("bob"));
-    assert!(s.link(ObjectKind::User, "u-bob").await.is_none());
+    let kept = s
+        .link(ObjectKind::User, "u-bob")
+        .await
+        .expect("kept, marked deleted, for a restore");
+    assert_eq!(kept.object_id, bob);
+    assert!(kept.deleted_at.is_some());
+    assert_eq!(
+        s.state
+            .count_links(&s.connection, ObjectKind::User)
+            .await
+            .unwrap(),
+        1,
+        "a deleted user is not counted as linked"
+    );
     assert!(s.tenant_user(&upn("ann")).is_some());
+
+    // Settled: the deleted user is not deprovisioned again.
+    let from = log_len(&s);
+    let outcome = s.sync().await;
+    assert!(outcome.plan.steps.is_empty(), "{:?}", outcome.plan.steps);
+    assert!(requests_since(&s, from).is_empty());
+}
+
+/// ann and bob synced; bob then removed from the source and deleted by the sync.
+async fn bob_deleted_by_a_deprovision() -> (Scenario, String) {
+    let s = Scenario::new("allow_deprovision = true\nremove_action = \"delete\"", "").await;
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({})),
+            user("u-bob", "bob", json!({"department": "Sales"})),
+        ],
+        &[],
+    );
+    s.sync().await;
+    let bob = tenant_id_of(&s, "bob");
+    s.write_source(&[user("u-ann", "ann", json!({}))], &[]);
+    s.sync().await;
+    assert!(s.tenant_user(&upn("bob")).is_none());
+    (s, bob)
+}
+
+fn bob_back(s: &Scenario, department: &str) {
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({})),
+            user("u-bob", "bob", json!({ "department": department })),
+        ],
+        &[],
+    );
+}
+
+#[tokio::test]
+async fn user_deleted_by_a_deprovision_and_back_within_30_days_is_restored_not_created_again() {
+    let (s, bob) = bob_deleted_by_a_deprovision().await;
+
+    bob_back(&s, "Marketing");
+    let from = log_len(&s);
+    let outcome = s.sync().await;
+
+    assert_eq!(
+        status(&outcome),
+        RunStatus::Succeeded,
+        "{:?} {:?}",
+        outcome.run,
+        s.errors().await
+    );
+    let operations: Vec<&str> = outcome.plan.steps.iter().map(|s| s.operation()).collect();
+    assert_eq!(operations, vec!["restore user", "update user"]);
+    assert_eq!(
+        writes_since(&s, from),
+        vec![
+            format!("POST /directory/deletedItems/{bob}/restore"),
+            format!("PATCH /users/{bob}"),
+        ]
+    );
+    assert_eq!(s.tenant_users_named(&upn("bob")), 1, "no second account");
+    let tenant = s.tenant_user(&upn("bob")).expect("restored");
+    assert_eq!(tenant["id"], bob.as_str());
+    assert_eq!(tenant["department"], "Marketing");
+    assert_eq!(tenant["accountEnabled"], true);
+    assert!(s.sandbox.sandbox().deleted_items().is_empty());
+    let link = s.link(ObjectKind::User, "u-bob").await.expect("linked");
+    assert_eq!(link.object_id, bob);
+    assert_eq!(link.deleted_at, None);
+    assert_eq!(link.origin, LinkOrigin::Created);
+    assert_eq!(outcome.report.counts.get("restored"), Some(&1));
+    assert_eq!(
+        s.state
+            .count_links(&s.connection, ObjectKind::User)
+            .await
+            .unwrap(),
+        2
+    );
+
+    // Settled.
+    let from = log_len(&s);
+    let outcome = s.sync().await;
+    assert!(outcome.plan.steps.is_empty(), "{:?}", outcome.plan.steps);
+    assert!(requests_since(&s, from).is_empty());
+}
+
+#[tokio::test]
+async fn user_deleted_by_a_deprovision_and_purged_since_is_created_anew() {
+    let (s, bob) = bob_deleted_by_a_deprovision().await;
+    s.directory
+        .client()
+        .permanently_delete_item(&bob)
+        .await
+        .unwrap();
+
+    bob_back(&s, "Sales");
+    let outcome = s.sync().await;
+
+    assert_eq!(status(&outcome), RunStatus::Succeeded, "{:?}", outcome.run);
+    let operations: Vec<&str> = outcome.plan.steps.iter().map(|s| s.operation()).collect();
+    assert_eq!(operations, vec!["create user"]);
+    let new_id = tenant_id_of(&s, "bob");
+    assert_ne!(new_id, bob);
+    let link = s.link(ObjectKind::User, "u-bob").await.expect("linked");
+    assert_eq!(
+        (link.object_id.as_str(), link.deleted_at),
+        (new_id.as_str(), None)
+    );
+    assert_eq!(outcome.report.counts.get("created"), Some(&1));
+}
+
+#[tokio::test]
+async fn user_restored_by_a_run_that_stopped_before_recording_it_is_linked_again() {
+    // The restore went through but the run died before its record: the next run finds the
+    // user live, not in the deleted items, and links it again by its UPN.
+    let (s, bob) = bob_deleted_by_a_deprovision().await;
+    s.directory
+        .client()
+        .restore_deleted_item(&bob)
+        .await
+        .unwrap();
+
+    bob_back(&s, "Sales");
+    let outcome = s.sync().await;
+
+    assert_eq!(status(&outcome), RunStatus::Succeeded, "{:?}", outcome.run);
+    assert_eq!(s.tenant_users_named(&upn("bob")), 1);
+    let link = s.link(ObjectKind::User, "u-bob").await.expect("linked");
+    assert_eq!(
+        (link.object_id.as_str(), link.deleted_at),
+        (bob.as_str(), None)
+    );
+}
+
+#[tokio::test]
+async fn the_link_of_a_deleted_user_is_forgotten_once_graph_has_purged_it() {
+    let (s, bob) = bob_deleted_by_a_deprovision().await;
+    // Deleted 31 days ago.
+    let now = s.clock.now();
+    let lease = m365_core::conformance::acquire(&s.state, &s.connection, "test", now, 60_000).await;
+    let mut link = s.link(ObjectKind::User, "u-bob").await.unwrap();
+    link.deleted_at = Some(now - 31 * 24 * 3_600_000);
+    s.state
+        .put_links(&s.connection, &[link], &lease)
+        .await
+        .unwrap();
+    s.state.release_lease(&lease).await.unwrap();
+
+    let from = log_len(&s);
+    let outcome = s.sync().await;
+
+    assert_eq!(status(&outcome), RunStatus::Succeeded, "{:?}", outcome.run);
+    let operations: Vec<&str> = outcome.plan.steps.iter().map(|s| s.operation()).collect();
+    assert_eq!(operations, vec!["unlink (purged)"]);
+    assert_eq!(outcome.plan.breaker.destructive, 0);
+    assert!(writes_since(&s, from).is_empty());
+    assert!(s.link(ObjectKind::User, "u-bob").await.is_none());
+    assert_eq!(s.sandbox.sandbox().deleted_items()[0]["id"], bob.as_str());
 }
 
 #[tokio::test]
@@ -785,7 +968,8 @@ async fn user_leaving_scope_by_filter_is_soft_deleted_with_remove_action_delete(
     let deleted = s.sandbox.sandbox().deleted_items();
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0]["id"], bob);
-    assert!(s.link(ObjectKind::User, "u-bob").await.is_none());
+    let kept = s.link(ObjectKind::User, "u-bob").await.expect("kept");
+    assert!(kept.deleted_at.is_some());
 }
 
 #[tokio::test]
@@ -974,7 +1158,14 @@ async fn new_source_id_is_a_new_identity_old_one_deprovisioned_new_one_created()
     let outcome = s.sync().await;
 
     assert_eq!(status(&outcome), RunStatus::Succeeded, "{:?}", outcome.run);
-    assert!(s.link(ObjectKind::User, "u-ann-1").await.is_none());
+    let kept = s
+        .link(ObjectKind::User, "u-ann-1")
+        .await
+        .expect("kept, deleted");
+    assert_eq!(
+        (kept.object_id.as_str(), kept.deleted_at.is_some()),
+        (old.as_str(), true)
+    );
     let deleted = s.sandbox.sandbox().deleted_items();
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0]["id"], old);
@@ -1250,20 +1441,26 @@ async fn per_user_mapping_error_names_user_and_property_and_others_are_created()
 
 #[tokio::test]
 async fn graph_refusal_is_recorded_with_backoff_and_skipped_by_an_immediate_rerun() {
-    let s = Scenario::new("", "").await;
-    // A soft-deleted user keeps its UPN reserved: creating dana conflicts.
-    let ghost = s.sandbox.sandbox().seed_user(json!({
+    let s = Scenario::new("remove_action = \"delete\"", "").await;
+    // dana was deleted by a deprovision, and another account took her UPN since: Graph refuses
+    // to restore her over it.
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({})),
+            user("u-dana", "dana", json!({})),
+        ],
+        &[],
+    );
+    s.sync().await;
+    s.write_source(&[user("u-ann", "ann", json!({}))], &[]);
+    s.sync().await;
+    assert!(s.tenant_user(&upn("dana")).is_none());
+    let newcomer = s.sandbox.sandbox().seed_user(json!({
         "userPrincipalName": upn("dana"),
-        "mailNickname": "dana",
-        "displayName": "Deleted Dana",
+        "mailNickname": "dana2",
+        "displayName": "Another Dana",
         "accountEnabled": true,
     }));
-    let deleted = s
-        .directory
-        .apply(vec![DirectoryOp::DeleteUser { id: ghost.clone() }])
-        .await;
-    assert!(deleted[0].is_ok(), "{deleted:?}");
-    assert!(s.tenant_user(&upn("dana")).is_none());
 
     s.write_source(
         &[
@@ -1282,12 +1479,20 @@ async fn graph_refusal_is_recorded_with_backoff_and_skipped_by_an_immediate_reru
         outcome.run
     );
     assert!(s.tenant_user(&upn("ann")).is_some(), "the others proceed");
-    assert!(s.tenant_user(&upn("dana")).is_none());
-    assert!(s.link(ObjectKind::User, "u-dana").await.is_none());
+    assert_eq!(
+        s.tenant_user(&upn("dana")).expect("the newcomer")["id"],
+        newcomer.as_str(),
+        "untouched"
+    );
+    let kept = s.link(ObjectKind::User, "u-dana").await.expect("kept");
+    assert!(kept.deleted_at.is_some(), "still deleted");
     let errors = s.errors().await;
     assert_eq!(errors.len(), 1, "{errors:?}");
     let error = &errors[0];
     assert_eq!(error.source_id, "u-dana");
+    assert_eq!(error.operation, "restore user");
+    assert!(error.message.contains(&kept.object_id), "{}", error.message);
+    assert!(error.message.contains("permanently"), "{}", error.message);
     assert_eq!(error.attempts, 1);
     assert!(error.next_retry_at > now, "{error:?}");
     assert!(

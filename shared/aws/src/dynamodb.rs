@@ -10,7 +10,7 @@
 //!
 //! | Item            | `sk`                                   | Attributes                                                                                                                                                    |
 //! |-----------------|----------------------------------------|---------------------------------------------------------------------------------------------------------------------------------------------------------------|
-//! | link            | `L#<kind>#<source_id>`                 | `kind`, `source_id`, `object_id`, `origin`, `hash`, `enabled` (BOOL), `seen_generation` (N), `updated_at` (N), `manager` (absent = none), `applied`, `licenses`, `members` (JSON strings) |
+//! | link            | `L#<kind>#<source_id>`                 | `kind`, `source_id`, `object_id`, `origin`, `hash`, `enabled` (BOOL), `seen_generation` (N), `updated_at` (N), `manager` (absent = none), `deleted_at` (N; absent = live), `applied`, `licenses`, `members` (JSON strings) |
 //! | checkpoint      | `CP`                                   | `body` (the checkpoint as JSON), `updated_at` (N)                                                                                                              |
 //! | object error    | `E#<kind>#<source_id>`                 | `body` (JSON), `next_retry_at` (N)                                                                                                                             |
 //! | run             | `R#<run id>`                           | `body` (JSON), `started_at` (N): the run by id, for upserts                                                                                                   |
@@ -376,6 +376,9 @@ fn link_item(connection: &str, link: &Link) -> StateResult<Item> {
     if let Some(manager) = &link.manager {
         item.insert("manager".to_owned(), s(manager));
     }
+    if let Some(deleted_at) = link.deleted_at {
+        item.insert("deleted_at".to_owned(), n(deleted_at));
+    }
     Ok(item)
 }
 
@@ -408,6 +411,10 @@ fn link_from(item: &Item) -> StateResult<Link> {
         members: from_json(get_s(item, "members", what)?, what)?,
         seen_generation: get_n(item, "seen_generation", what)?,
         updated_at: get_n(item, "updated_at", what)?,
+        deleted_at: match item.get("deleted_at") {
+            None | Some(AttributeValue::Null(_)) => None,
+            Some(_) => Some(get_n(item, "deleted_at", what)?),
+        },
     })
 }
 
@@ -948,6 +955,8 @@ impl StateStore for DynamoStateStore {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
                 .expression_attribute_values(":pk", s(pk(connection)))
                 .expression_attribute_values(":p", s(format!("L#{kind}#")))
+                // Links of deleted objects are kept for a restore, and are not counted.
+                .filter_expression("attribute_not_exists(deleted_at)")
                 .select(Select::Count)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())

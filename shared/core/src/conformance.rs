@@ -50,6 +50,7 @@ pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
     lease_break(store).await;
     every_write_fenced(store).await;
     links_found_by_object(store).await;
+    deleted_links_kept_and_not_counted(store).await;
     events_remember_and_forget(store).await;
     events_complete(store).await;
     clear_connection_scoped(store).await;
@@ -104,6 +105,7 @@ fn link(kind: ObjectKind, source_id: &str, n: u64) -> Link {
         members,
         seen_generation: n,
         updated_at: 1_700_000_000_000 + i64::try_from(n).unwrap(),
+        deleted_at: None,
     }
 }
 
@@ -122,6 +124,7 @@ fn bare_link(kind: ObjectKind, source_id: &str) -> Link {
         members: Vec::new(),
         seen_generation: 0,
         updated_at: 1,
+        deleted_at: None,
     }
 }
 
@@ -1292,6 +1295,66 @@ pub async fn links_found_by_object<S: StateStore + ?Sized>(store: &S) {
         .unwrap();
     assert_eq!(find(ObjectKind::User, "moved-object").await, None);
     assert_eq!(find(ObjectKind::Group, &group.object_id).await, Some(group));
+}
+
+/// A link of a deleted object ([`Link::deleted_at`]) reads back whole (by id, by page and by
+/// object), is not counted, and counts again once it is live.
+pub async fn deleted_links_kept_and_not_counted<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-deleted-links";
+    let w = writer(store, c).await;
+    let live = link(ObjectKind::User, "u-live", 1);
+    let deleted = Link {
+        deleted_at: Some(1_700_000_123_456),
+        enabled: true,
+        ..link(ObjectKind::User, "u-deleted", 2)
+    };
+    store
+        .put_links(c, &[live.clone(), deleted.clone()], &w)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_links(c, ObjectKind::User, &ids(&["u-deleted"]))
+            .await
+            .unwrap(),
+        vec![deleted.clone()]
+    );
+    assert_eq!(
+        store
+            .list_links(c, ObjectKind::User, None, 10)
+            .await
+            .unwrap(),
+        vec![deleted.clone(), live.clone()],
+        "listed in source-id order, deleted or not"
+    );
+    assert_eq!(
+        store
+            .find_link_by_object(c, ObjectKind::User, &deleted.object_id)
+            .await
+            .unwrap(),
+        Some(deleted.clone())
+    );
+    assert_eq!(
+        store.count_links(c, ObjectKind::User).await.unwrap(),
+        1,
+        "a deleted object's link is not counted"
+    );
+    let restored = Link {
+        deleted_at: None,
+        ..deleted
+    };
+    store
+        .put_links(c, std::slice::from_ref(&restored), &w)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_links(c, ObjectKind::User, &ids(&["u-deleted"]))
+            .await
+            .unwrap(),
+        vec![restored]
+    );
+    assert_eq!(store.count_links(c, ObjectKind::User).await.unwrap(), 2);
 }
 
 // --- webhook events ---------------------------------------------------------------------------

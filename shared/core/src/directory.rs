@@ -63,6 +63,11 @@ pub enum DirectoryOp {
     DeleteUser {
         id: String,
     },
+    /// Brings a deleted user back from the tenant's deleted items, as it was (mailbox, licenses,
+    /// group memberships). A user already live again counts as success.
+    RestoreUser {
+        id: String,
+    },
     AssignLicenses {
         id: String,
         add: Vec<LicenseAssignment>,
@@ -119,6 +124,9 @@ impl std::fmt::Debug for DirectoryOp {
                 .field("properties", properties)
                 .finish(),
             DirectoryOp::DeleteUser { id } => f.debug_struct("DeleteUser").field("id", id).finish(),
+            DirectoryOp::RestoreUser { id } => {
+                f.debug_struct("RestoreUser").field("id", id).finish()
+            }
             DirectoryOp::AssignLicenses { id, add, remove } => f
                 .debug_struct("AssignLicenses")
                 .field("id", id)
@@ -258,6 +266,10 @@ pub trait Directory: Send + Sync {
 
     /// The tenant's domains.
     async fn domains(&self) -> DirectoryResult<Vec<TenantDomain>>;
+
+    /// Which of these user ids are in the tenant's deleted items, restorable (the others were
+    /// purged, permanently deleted, or restored already).
+    async fn restorable_users(&self, ids: &[String]) -> DirectoryResult<Vec<String>>;
 
     /// Applies independent operations, as concurrently and batched as the adapter can; results
     /// come back in the order of `ops`.

@@ -341,7 +341,8 @@ impl Engine<'_> {
                         .await?;
                     let Some(last) = page.last() else { break };
                     after = Some(last.source_id.clone());
-                    steps.extend(page.iter().map(|link| {
+                    // A user deleted already is not deprovisioned again.
+                    steps.extend(page.iter().filter(|link| !link.is_deleted()).map(|link| {
                         crate::planner::deprovision_step(
                             link,
                             action,

@@ -76,7 +76,7 @@ pub fn retry_delay_ms(attempts: u32) -> i64 {
 fn stage_of(step: &Step) -> usize {
     match step {
         Step::MatchGroup { .. } | Step::CreateGroup { .. } => 0,
-        Step::LinkUser { .. } | Step::CreateUser { .. } => 1,
+        Step::LinkUser { .. } | Step::RestoreUser { .. } | Step::CreateUser { .. } => 1,
         Step::UpdateUser { .. } | Step::SetEnabled { enabled: true, .. } => 2,
         Step::AssignLicenses { .. } => 3,
         Step::SetManager { .. } | Step::RemoveManager { .. } => 4,
@@ -100,6 +100,7 @@ fn subject(step: &Step) -> (ObjectKind, &str) {
             kind, source_id, ..
         } => (*kind, source_id),
         Step::LinkUser { source_id, .. }
+        | Step::RestoreUser { source_id, .. }
         | Step::CreateUser { source_id, .. }
         | Step::UpdateUser { source_id, .. }
         | Step::SetEnabled { source_id, .. }
@@ -415,7 +416,10 @@ impl Executor<'_> {
                 continue;
             }
             for link in self.state.get_links(self.connection, kind, &ids).await? {
-                resolved.insert((kind, link.source_id.clone()), link.object_id.clone());
+                // A deleted object resolves no member or manager (a restore step resolves it).
+                if !link.is_deleted() {
+                    resolved.insert((kind, link.source_id.clone()), link.object_id.clone());
+                }
                 links.insert((kind, link.source_id.clone()), link);
             }
         }
@@ -588,12 +592,14 @@ impl Executor<'_> {
                     ),
                     None => Prepared::Skip,
                 },
-                // A stale link whose object another source id holds now: forgotten, the
-                // object left alone.
-                Step::Deprovision {
-                    reason: DeprovisionReason::Superseded,
-                    ..
-                } => Prepared::Local,
+                Step::RestoreUser { object_id, .. } => {
+                    Prepared::Ops(vec![DirectoryOp::RestoreUser {
+                        id: object_id.clone(),
+                    }])
+                }
+                // A stale link whose object another source id holds now, or whose deleted
+                // object Graph has purged: forgotten, the tenant left alone.
+                Step::Deprovision { reason, .. } if !reason.touches_tenant() => Prepared::Local,
                 Step::Deprovision {
                     kind,
                     object_id,
@@ -680,7 +686,8 @@ impl Executor<'_> {
             let error = refused
                 .remove(&index)
                 .or(adopted_elsewhere)
-                .or_else(|| step_results.iter().find_map(|r| r.as_ref().err()).cloned());
+                .or_else(|| step_results.iter().find_map(|r| r.as_ref().err()).cloned())
+                .map(|error| explain_refused_restore(step, error));
             let relinked = match (step, &error) {
                 (Step::CreateUser { properties, .. }, Some(e)) => {
                     self.relink_after_conflict(source_id, properties, e, released, now)
@@ -878,13 +885,36 @@ impl Executor<'_> {
                     }
                     report.add("members_removed", member_object_ids.len() as u64);
                 }
+                Step::RestoreUser { .. } => {
+                    if let Some(mut link) = current {
+                        link.deleted_at = None;
+                        resolved.insert(key.clone(), link.object_id.clone());
+                        changed.insert(key, touch(link, now));
+                    }
+                    report.add("restored", 1);
+                }
+                // A deleted user's link is kept, marked deleted: the same identity back in
+                // scope within the 30 days Graph keeps the user is restored, not created anew.
+                Step::Deprovision {
+                    kind: ObjectKind::User,
+                    action: RemoveAction::Delete,
+                    reason,
+                    ..
+                } if reason.touches_tenant() => {
+                    if let Some(mut link) = current {
+                        link.deleted_at = Some(now);
+                        link.updated_at = now;
+                        changed.insert(key, link);
+                    }
+                    report.add("deprovisioned", 1);
+                }
                 Step::Deprovision { reason, .. } => {
                     unlinked.push(key);
                     report.add(
-                        if *reason == DeprovisionReason::Superseded {
-                            "unlinked"
-                        } else {
+                        if reason.touches_tenant() {
                             "deprovisioned"
+                        } else {
+                            "unlinked"
                         },
                         1,
                     );
@@ -978,6 +1008,35 @@ impl Executor<'_> {
     }
 }
 
+/// A restore Graph refused because another object took the deleted user's UPN or an address
+/// since: says which user, and the two ways out.
+fn explain_refused_restore(step: &Step, error: DirectoryError) -> DirectoryError {
+    let Step::RestoreUser {
+        user_principal_name,
+        object_id,
+        deleted_at,
+        ..
+    } = step
+    else {
+        return error;
+    };
+    if error.kind != crate::directory::FailureKind::Conflict {
+        return error;
+    }
+    let property = error.property.as_deref().unwrap_or("a unique property");
+    DirectoryError {
+        message: format!(
+            "user {user_principal_name} (object {object_id}, deleted {}) cannot be restored: \
+             another object took its {property} since. Rename or remove that object and the next \
+             run restores the user; or delete {object_id} permanently from the tenant's deleted \
+             items and the next run creates a new account ({})",
+            crate::clock::format_utc(*deleted_at),
+            error.message
+        ),
+        ..error
+    }
+}
+
 fn new_link(
     kind: ObjectKind,
     source_id: &str,
@@ -1001,6 +1060,7 @@ fn new_link(
             members: Vec::new(),
             seen_generation: 0,
             updated_at: now,
+            deleted_at: None,
         },
         now,
     )

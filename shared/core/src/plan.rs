@@ -43,6 +43,19 @@ pub enum DeprovisionReason {
     /// The source id left, and the tenant object is now linked to another source id (the
     /// source re-issued the identity): the stale link is forgotten, the object left alone.
     Superseded,
+    /// The object was deleted by this connection more than 30 days ago: Graph has purged it
+    /// from its deleted items, so the link kept for a restore is forgotten.
+    RestoreWindowPassed,
+}
+
+impl DeprovisionReason {
+    /// Whether the step writes to the tenant; the others only forget a link.
+    pub fn touches_tenant(self) -> bool {
+        matches!(
+            self,
+            DeprovisionReason::LeftScope | DeprovisionReason::RuleDeleted
+        )
+    }
 }
 
 /// One step of a plan.
@@ -67,6 +80,16 @@ pub enum Step {
         source_id: String,
         user_principal_name: String,
         object_id: String,
+    },
+    /// Restore a user this connection deleted (it is back in scope within the 30 days Graph keeps
+    /// it): the same account comes back with its mailbox, licenses and group memberships; updates
+    /// follow as their own steps.
+    RestoreUser {
+        source_id: String,
+        user_principal_name: String,
+        object_id: String,
+        /// When this connection deleted it.
+        deleted_at: crate::state::UnixMillis,
     },
     /// Create a user. The password is not in the plan: it is produced at execution time.
     CreateUser {
@@ -132,6 +155,7 @@ impl Step {
             Step::MatchGroup { .. } => "match group",
             Step::CreateGroup { .. } => "create group",
             Step::LinkUser { .. } => "link user",
+            Step::RestoreUser { .. } => "restore user",
             Step::CreateUser { .. } => "create user",
             Step::UpdateUser { .. } => "update user",
             Step::SetEnabled { enabled: true, .. } => "enable user",
@@ -145,6 +169,10 @@ impl Step {
                 reason: DeprovisionReason::Superseded,
                 ..
             } => "unlink (superseded)",
+            Step::Deprovision {
+                reason: DeprovisionReason::RestoreWindowPassed,
+                ..
+            } => "unlink (purged)",
             Step::Deprovision {
                 action: RemoveAction::Disable,
                 kind: ObjectKind::User,
@@ -174,6 +202,10 @@ impl Step {
                 ..
             }
             | Step::CreateUser {
+                user_principal_name,
+                ..
+            }
+            | Step::RestoreUser {
                 user_principal_name,
                 ..
             }
@@ -207,7 +239,7 @@ impl Step {
     pub fn is_destructive(&self) -> bool {
         match self {
             Step::SetEnabled { enabled, .. } => !enabled,
-            Step::Deprovision { reason, .. } => *reason != DeprovisionReason::Superseded,
+            Step::Deprovision { reason, .. } => reason.touches_tenant(),
             Step::RemoveMembers {
                 member_object_ids, ..
             } => !member_object_ids.is_empty(),
@@ -222,7 +254,7 @@ impl Step {
             Step::MatchGroup { .. }
             | Step::LinkUser { .. }
             | Step::Deprovision {
-                reason: DeprovisionReason::Superseded,
+                reason: DeprovisionReason::Superseded | DeprovisionReason::RestoreWindowPassed,
                 ..
             } => 0,
             Step::AddMembers {
@@ -284,6 +316,14 @@ impl Step {
             Step::MatchGroup { object_id, .. } | Step::LinkUser { object_id, .. } => {
                 format!("existing object {object_id}")
             }
+            Step::RestoreUser {
+                object_id,
+                deleted_at,
+                ..
+            } => format!(
+                "object {object_id} deleted {}; comes back with its mailbox, licenses and groups",
+                crate::clock::format_utc(*deleted_at)
+            ),
             Step::CreateGroup {
                 mail_nickname,
                 kind,
@@ -295,6 +335,9 @@ impl Step {
                 DeprovisionReason::RuleDeleted => "rule deleted".to_owned(),
                 DeprovisionReason::Superseded => {
                     "now linked to another source id; only the stale link is forgotten".to_owned()
+                }
+                DeprovisionReason::RestoreWindowPassed => {
+                    "deleted over 30 days ago and purged by Graph; the link is forgotten".to_owned()
                 }
             },
         }

@@ -423,7 +423,6 @@ impl Planner<'_> {
             .into_iter()
             .map(|l| (l.source_id.clone(), l))
             .collect();
-        *managed_licenses += links.values().map(|l| l.licenses.len() as u64).sum::<u64>();
         // Objects in backoff after a failure wait for their retry time.
         let waiting: HashSet<String> = self
             .state
@@ -433,6 +432,8 @@ impl Planner<'_> {
             .filter(|e| e.next_retry_at > self.now)
             .map(|e| e.source_id)
             .collect();
+        let (links, restorable) = self.settle_deleted_links(links, &mapped, &waiting).await?;
+        *managed_licenses += links.values().map(|l| l.licenses.len() as u64).sum::<u64>();
 
         let mut unlinked: Vec<(SourceUser, DesiredUser)> = Vec::new();
         for (user, desired) in mapped {
@@ -442,6 +443,21 @@ impl Planner<'_> {
             }
             match links.get(&user.id) {
                 Some(link) => {
+                    if restorable.contains(&user.id)
+                        && let Some(deleted_at) = link.deleted_at
+                    {
+                        users_out.push(Step::RestoreUser {
+                            source_id: user.id.clone(),
+                            user_principal_name: link
+                                .applied
+                                .get("userPrincipalName")
+                                .and_then(Value::as_str)
+                                .unwrap_or(&link.object_id)
+                                .to_owned(),
+                            object_id: link.object_id.clone(),
+                            deleted_at,
+                        });
+                    }
                     let upn = link
                         .applied
                         .get("userPrincipalName")
@@ -1002,6 +1018,9 @@ impl Planner<'_> {
                 .state
                 .get_links(self.connection, ObjectKind::User, chunk)
                 .await?
+                .into_iter()
+                // A user this connection deleted is nobody's member or manager.
+                .filter(|link| !link.is_deleted())
             {
                 let upn = link
                     .applied
@@ -1022,6 +1041,45 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Sorts out the links of users this connection deleted ([`Link::deleted_at`]) among a
+    /// page's links. A deleted user back in scope is restored when it may be provisioned
+    /// (`allow_create`, and enabled unless disabled users are provisioned) and Graph still holds
+    /// it in its deleted items: its link stays, and its id is in the returned set (users
+    /// `waiting` for a retry are not asked about). Any other
+    /// deleted link is left out, so that its user is matched or created like a new one (a create
+    /// replaces the link).
+    async fn settle_deleted_links(
+        &self,
+        mut links: HashMap<String, Link>,
+        mapped: &[(SourceUser, DesiredUser)],
+        waiting: &HashSet<String>,
+    ) -> Result<(HashMap<String, Link>, HashSet<String>), PlanError> {
+        let prefs = &self.rule.preferences;
+        let candidates: HashMap<String, String> = mapped
+            .iter()
+            .filter(|(user, _)| !waiting.contains(&user.id))
+            .filter(|(user, _)| {
+                prefs.allow_create && (user.enabled || prefs.provision_disabled_users)
+            })
+            .filter_map(|(user, _)| links.get(&user.id))
+            .filter(|link| link.restorable_at(self.now))
+            .map(|link| (link.object_id.clone(), link.source_id.clone()))
+            .collect();
+        let restorable: HashSet<String> = if candidates.is_empty() {
+            HashSet::new()
+        } else {
+            let object_ids: Vec<String> = candidates.keys().cloned().collect();
+            self.directory
+                .restorable_users(&object_ids)
+                .await?
+                .into_iter()
+                .filter_map(|object_id| candidates.get(&object_id).cloned())
+                .collect()
+        };
+        links.retain(|source_id, link| !link.is_deleted() || restorable.contains(source_id));
+        Ok((links, restorable))
     }
 
     /// The named identities that are linked but were not planned: gone from the source or out of
@@ -1051,6 +1109,8 @@ impl Planner<'_> {
             .state
             .get_links(self.connection, ObjectKind::User, &departed)
             .await?;
+        // Deleted already; the sweep forgets them once Graph has purged them.
+        links.retain(|link| !link.is_deleted());
         links.sort_by(|a, b| a.source_id.cmp(&b.source_id));
         for link in links {
             let superseded = held.contains(&link.object_id.to_ascii_lowercase());
@@ -1124,6 +1184,18 @@ impl Planner<'_> {
             after = Some(last.source_id.clone());
             for link in &page {
                 if kept.contains_key(&link.source_id) || protected.contains(&link.source_id) {
+                    continue;
+                }
+                // Deleted by an earlier deprovision: kept for a restore while Graph holds the
+                // user, forgotten after.
+                if link.is_deleted() {
+                    if !link.restorable_at(self.now) {
+                        out.push(deprovision_step(
+                            link,
+                            action,
+                            DeprovisionReason::RestoreWindowPassed,
+                        ));
+                    }
                     continue;
                 }
                 let superseded = held.contains(&link.object_id.to_ascii_lowercase());
@@ -1243,6 +1315,7 @@ fn matched_link(
         members: Vec::new(),
         seen_generation: 0,
         updated_at: now,
+        deleted_at: None,
     }
 }
 

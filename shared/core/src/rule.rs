@@ -19,7 +19,8 @@ pub struct Preferences {
     pub allow_disable: bool,
     /// Act on users that leave scope or are deleted at the source.
     pub allow_deprovision: bool,
-    /// What deprovisioning does: `disable` or `delete` (a soft delete, restorable 30 days).
+    /// What deprovisioning does: `disable` or `delete` (a soft delete: the same identity back in
+    /// scope within the 30 days Graph keeps the user is restored, not created anew).
     pub remove_action: RemoveAction,
     /// Create users that are disabled at the source (created with accountEnabled=false).
     pub provision_disabled_users: bool,

@@ -67,6 +67,33 @@ pub struct Link {
     /// Generation of the last full snapshot that contained this identity (mark-and-sweep).
     pub seen_generation: u64,
     pub updated_at: UnixMillis,
+    /// When this connection deleted the tenant object (users deprovisioned with `delete`). Graph
+    /// keeps a deleted user in the tenant's deleted items for 30 days, restorable with its
+    /// mailbox, licenses and group memberships
+    /// (<https://learn.microsoft.com/graph/api/directory-deleteditems-restore>): the link is kept
+    /// so that the same identity coming back is restored rather than created anew (a new account
+    /// would collide with the deleted one's reserved UPN). A deleted link is no live link: it
+    /// resolves no member or manager, is not swept, and is not counted by
+    /// [`StateStore::count_links`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<UnixMillis>,
+}
+
+/// How long Graph keeps a deleted user restorable
+/// (<https://learn.microsoft.com/graph/api/user-delete>).
+pub const RESTORE_WINDOW_MS: UnixMillis = 30 * 24 * 3_600_000;
+
+impl Link {
+    /// The link of a tenant object this connection deleted (see [`Link::deleted_at`]).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+
+    /// A deleted link whose object Graph may still hold in its deleted items at `now`.
+    pub fn restorable_at(&self, now: UnixMillis) -> bool {
+        self.deleted_at
+            .is_some_and(|at| now.saturating_sub(at) < RESTORE_WINDOW_MS)
+    }
 }
 
 /// Where a connection's source reading stands.
@@ -291,7 +318,8 @@ pub trait StateStore: Send + Sync {
         lease: &Lease,
     ) -> StateResult<()>;
 
-    /// Number of links of a kind (the circuit breaker's percentage base).
+    /// Number of live links of a kind (the circuit breaker's percentage base): links of deleted
+    /// objects ([`Link::deleted_at`]) are not counted.
     async fn count_links(&self, connection: &str, kind: ObjectKind) -> StateResult<u64>;
 
     // --- checkpoint ---

@@ -139,6 +139,9 @@ enum Batched {
     },
     RemoveManager,
     RemoveMember,
+    Restore {
+        id: String,
+    },
 }
 
 /// Where one op goes.
@@ -183,6 +186,15 @@ impl GraphDirectory {
             DirectoryOp::DeleteUser { id: user } => Route::Batch(
                 BatchRequest::new(id, Method::DELETE, format!("/users/{}", seg(&user))),
                 Batched::Delete,
+            ),
+            // https://learn.microsoft.com/graph/api/directory-deleteditems-restore (no body).
+            DirectoryOp::RestoreUser { id: user } => Route::Batch(
+                BatchRequest::new(
+                    id,
+                    Method::POST,
+                    format!("/directory/deletedItems/{}/restore", seg(&user)),
+                ),
+                Batched::Restore { id: user },
             ),
             DirectoryOp::DeleteGroup { id: group } => Route::Batch(
                 BatchRequest::new(id, Method::DELETE, format!("/groups/{}", seg(&group))),
@@ -300,6 +312,15 @@ impl GraphDirectory {
                 Ok(OpOutcome::AlreadyDone)
             }
             Batched::RemoveMember if e.is_reference_absent() => Ok(OpOutcome::AlreadyDone),
+            // Not in the deleted items: restored already (an earlier run stopped before
+            // recording it) when the user is live, else gone for good.
+            Batched::Restore { id } if e.status() == Some(404) => {
+                match self.client.get_user(&id, &["id"]).await {
+                    Ok(Some(_)) => Ok(OpOutcome::AlreadyDone),
+                    Ok(None) => Err(directory_error(&e)),
+                    Err(lookup) => Err(directory_error(&lookup)),
+                }
+            }
             Batched::AssignLicenses { id, add, remove } if e.is_replication_lag() => {
                 // Refused without effect; the client's method retries with backoff (§9).
                 self.pause_for_replication().await;
@@ -718,6 +739,24 @@ impl Directory for GraphDirectory {
                 name: d.id,
             })
             .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(users = ids.len()))]
+    async fn restorable_users(&self, ids: &[String]) -> DirectoryResult<Vec<String>> {
+        let client = &self.client;
+        let answers: Vec<Result<Option<String>, GraphError>> = futures::stream::iter(ids.to_vec())
+            .map(move |id| async move {
+                let found = client.get_deleted_item(&id).await?;
+                Ok(found.map(|_| id))
+            })
+            .buffer_unordered(self.width())
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for answer in answers {
+            out.extend(answer.map_err(|e| directory_error(&e))?);
+        }
+        Ok(out)
     }
 
     #[tracing::instrument(skip_all, fields(ops = ops.len()))]

@@ -230,6 +230,13 @@ impl GraphClient {
         )
     }
 
+    /// `GET /directory/deletedItems/{id}`: the deleted object, `None` when the deleted items do
+    /// not hold it (never deleted, restored, purged after 30 days, or permanently deleted).
+    pub async fn get_deleted_item(&self, id: &str) -> Result<Option<DirectoryObject>, GraphError> {
+        let path = format!("/directory/deletedItems/{}?$select=id", seg(id));
+        self.get_optional(&path).await
+    }
+
     /// `POST /directory/deletedItems/{id}/restore`: returns the restored object.
     pub async fn restore_deleted_item(&self, id: &str) -> Result<DirectoryObject, GraphError> {
         let path = format!("/directory/deletedItems/{}/restore", seg(id));

@@ -752,10 +752,15 @@ fn route(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
             } else {
                 Perm::GroupWrite
             })?;
+            if users && st.users[idx].admin {
+                return Err(GErr::forbidden());
+            }
+            // Another object took its UPN or an address meanwhile: Graph refuses the restore
+            // with the same conflict as a create.
+            if let Some(property) = st.restore_conflict(users, idx) {
+                return Err(GErr::conflict(property));
+            }
             if users {
-                if st.users[idx].admin {
-                    return Err(GErr::forbidden());
-                }
                 st.set_user_deleted(idx, false);
                 st.users[idx].props.remove("deletedDateTime");
             } else {
@@ -1504,7 +1509,7 @@ fn create_user(st: &mut TenantState, cx: &mut Cx<'_>) -> GResult {
     check_user_props(st, &body, None)?;
     check_upn(st, &upn, &body, true)?;
     check_password(&body, None)?;
-    // Soft-deleted users keep their UPN reserved (graph-facts §2.4).
+    // Live users only: a deleted user's UPN may be taken (see `TenantState::upn_taken`).
     if st.upn_taken(&upn, None) {
         return Err(GErr::conflict("userPrincipalName"));
     }

@@ -466,10 +466,14 @@ impl TenantState {
         self.first_user(id, |u| u.deleted && u.id().eq_ignore_ascii_case(id))
     }
 
-    /// Whether a user (live or soft-deleted, graph-facts §2.4) other than `except` has `upn`.
+    /// Whether a live user other than `except` has `upn`. A deleted user holds no UPN: another
+    /// user may take it, and restoring the deleted one then conflicts (Restore-MsolUser's
+    /// `-NewUserPrincipalName` exists for that case:
+    /// <https://learn.microsoft.com/previous-versions/azure/dn194109(v=azure.100)>).
     pub fn upn_taken(&self, upn: &str, except: Option<&str>) -> bool {
         self.first_user(upn, |u| {
-            except.is_none_or(|e| !u.id().eq_ignore_ascii_case(e))
+            !u.deleted
+                && except.is_none_or(|e| !u.id().eq_ignore_ascii_case(e))
                 && u.str_prop("userPrincipalName")
                     .is_some_and(|x| x.eq_ignore_ascii_case(upn))
         })
@@ -510,6 +514,28 @@ impl TenantState {
 
     /// Whether a Microsoft 365 group (live or soft-deleted) other than the one with id exactly
     /// `except_id` uses `nick` as mailNickname.
+    /// Why a deleted user or group cannot come back as it was: a live object took its UPN or
+    /// one of its addresses since it was deleted. Names the property, as Graph's conflict does.
+    pub fn restore_conflict(&self, users: bool, idx: usize) -> Option<&'static str> {
+        let obj = if users {
+            &self.users[idx]
+        } else {
+            &self.groups[idx]
+        };
+        let id = Some(obj.id());
+        if users
+            && obj
+                .str_prop("userPrincipalName")
+                .is_some_and(|upn| self.upn_taken(upn, id))
+        {
+            return Some("userPrincipalName");
+        }
+        if address_keys(obj).iter().any(|a| self.address_taken(a, id)) {
+            return Some("proxyAddresses");
+        }
+        None
+    }
+
     pub fn unified_nick_taken(&self, nick: &str, except_id: Option<&str>) -> bool {
         self.first_group(nick, true, |o| {
             except_id.is_none_or(|e| o.id() != e)
@@ -564,12 +590,15 @@ impl TenantState {
         self.idx.live_users
     }
 
-    /// Whether any object other than `except_id` (live or soft-deleted, graph-facts §2.4) holds
-    /// `value` in property `prop` or in its proxyAddresses.
+    /// Whether a live object other than `except_id` holds `value` as its mail or in its
+    /// proxyAddresses. Deleted objects hold none: restoring one whose address another object took
+    /// since conflicts (Restore-MsolUser's `-AutoReconcileProxyConflicts`,
+    /// <https://learn.microsoft.com/previous-versions/azure/dn194109(v=azure.100)>).
     pub fn address_taken(&self, value: &str, except_id: Option<&str>) -> bool {
         let smtp = format!("smtp:{value}");
         let pred = |o: &Obj| {
-            !except_id.is_some_and(|id| o.id().eq_ignore_ascii_case(id))
+            !o.deleted
+                && !except_id.is_some_and(|id| o.id().eq_ignore_ascii_case(id))
                 && obj_has_address(o, value, &smtp)
         };
         let scan = || self.users.iter().chain(self.groups.iter()).any(pred);
@@ -679,7 +708,10 @@ mod tests {
         assert_eq!(st.live_user_count(), 1);
         assert_eq!(st.consumed_units("SKU-A"), 1);
         assert_eq!(st.deleted_user_index(&b), Some(1));
-        assert!(st.upn_taken("b@x.test", None));
+        assert!(
+            !st.upn_taken("b@x.test", None),
+            "a deleted user holds no UPN"
+        );
         st.set_user_licenses(0, vec![json!({"skuId": "SKU-B"})]);
         assert_eq!(st.consumed_units("SKU-A"), 0);
         assert_eq!(st.consumed_units("sku-b"), 1);

@@ -304,10 +304,17 @@ async fn soft_delete_restore_and_admin_protection() {
     );
     let r = t.get("/directory/deletedItems/microsoft.graph.user").await;
     assert_eq!(r.body["value"][0]["id"], id.as_str());
-    // Soft-deleted users keep the UPN reserved.
+    // A deleted user holds no UPN: a new user may take it, and the deleted one cannot come back
+    // while the new one holds it.
     let r = t.post("/users", user_body("temp")).await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let newcomer = r.body["id"].as_str().unwrap().to_owned();
+    let r = t
+        .post(&format!("/directory/deletedItems/{id}/restore"), json!({}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.body["error"]["details"][0]["target"], "userPrincipalName");
+    assert_eq!(t.delete(&format!("/users/{newcomer}")).await.status, 204);
     let r = t
         .post(&format!("/directory/deletedItems/{id}/restore"), json!({}))
         .await;
@@ -330,7 +337,7 @@ async fn soft_delete_restore_and_admin_protection() {
             .status,
         204
     );
-    assert!(t.rs.sandbox().deleted_items().is_empty());
+    assert_eq!(t.rs.sandbox().deleted_items().len(), 1, "the newcomer");
 }
 
 #[tokio::test]

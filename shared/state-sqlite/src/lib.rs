@@ -22,7 +22,7 @@
 //!
 //! | table | key | columns | serves |
 //! |---|---|---|---|
-//! | `links` | (connection, kind, source_id); index (connection, kind, object_id) | object_id, origin, hash, applied (JSON), enabled, licenses (JSON), manager, members (JSON), seen_generation, updated_at | get/list/put/mark_seen/delete/count links; `list_links` walks the primary key in source-id (byte) order; `find_link_by_object` the index |
+//! | `links` | (connection, kind, source_id); index (connection, kind, object_id) | object_id, origin, hash, applied (JSON), enabled, licenses (JSON), manager, members (JSON), seen_generation, updated_at, deleted_at (NULL: live) | get/list/put/mark_seen/delete/count links (count: live ones); `list_links` walks the primary key in source-id (byte) order; `find_link_by_object` the index |
 //! | `checkpoints` | connection | body (JSON [`Checkpoint`]), updated_at | get/put checkpoint |
 //! | `object_errors` | (connection, kind, source_id) | operation, message, attempts, first/last_failed_at, next_retry_at; index (connection, next_retry_at) | per-object errors, soonest retry first |
 //! | `runs` | (connection, id) | started_at, body (JSON [`RunRecord`]); index (connection, started_at) | run records, newest first |
@@ -303,7 +303,7 @@ fn limit_i64(limit: usize) -> i64 {
 }
 
 const LINK_COLUMNS: &str = "kind, source_id, object_id, origin, hash, applied, enabled, licenses, \
-                            manager, members, seen_generation, updated_at";
+                            manager, members, seen_generation, updated_at, deleted_at";
 
 fn link_from_row(row: &Row<'_>) -> Result<Link, Fail> {
     let kind: String = row.get(0)?;
@@ -326,6 +326,7 @@ fn link_from_row(row: &Row<'_>) -> Result<Link, Fail> {
         members,
         seen_generation: get_u64(row, 10)?,
         updated_at: row.get(11)?,
+        deleted_at: row.get(12)?,
         source_id,
     })
 }
@@ -489,7 +490,7 @@ impl StateStore for SqliteStateStore {
             fence(tx, &connection, &lease)?;
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO links (connection, {LINK_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ))?;
             for link in &links {
                 stmt.execute((
@@ -506,6 +507,7 @@ impl StateStore for SqliteStateStore {
                     to_json(&link.members, "members")?,
                     to_i64(link.seen_generation, "seen_generation")?,
                     link.updated_at,
+                    link.deleted_at,
                 ))?;
             }
             Ok(())
@@ -565,7 +567,10 @@ impl StateStore for SqliteStateStore {
         let connection = connection.to_owned();
         self.read(move |tx| {
             let n = tx
-                .prepare_cached("SELECT count(*) FROM links WHERE connection = ?1 AND kind = ?2")?
+                .prepare_cached(
+                    "SELECT count(*) FROM links \
+                     WHERE connection = ?1 AND kind = ?2 AND deleted_at IS NULL",
+                )?
                 .query_row((&connection, kind.as_str()), |row| get_u64(row, 0))?;
             Ok(n)
         })

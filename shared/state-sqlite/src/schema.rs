@@ -12,7 +12,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x4D33_3635;
 
 /// Migration `i` brings a database from version `i` to version `i + 1`. Append, never edit: a
 /// released migration is part of the file format.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -94,6 +94,12 @@ ALTER TABLE events ADD COLUMN state TEXT NOT NULL DEFAULT 'done'
     CHECK (state IN ('in_progress', 'done'));
 "#;
 
+/// Version 3: when this connection deleted a linked user (`NULL`: the object is live); the link
+/// is kept while Graph can restore the user.
+const V3: &str = r#"
+ALTER TABLE links ADD COLUMN deleted_at INTEGER;
+"#;
+
 /// Creates the schema or migrates it to [`CURRENT_VERSION`], in one transaction. Refuses a file
 /// written by a newer build or by another program. `location` names the file in messages.
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), Fail> {
@@ -164,7 +170,7 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, CURRENT_VERSION);
         let (state, expires_at): (String, i64) = conn
             .query_row(
                 "SELECT state, expires_at FROM events WHERE connection = 'c' AND event_id = 'e'",

@@ -68,6 +68,7 @@ fn link(i: u64) -> Link {
         members: Vec::new(),
         seen_generation: 1,
         updated_at: 1_700_000_000_000,
+        deleted_at: None,
     }
 }
 

@@ -170,6 +170,7 @@ pub async fn run(args: Args) -> Code {
         for (name, label) in [
             ("created", "created"),
             ("linked", "linked"),
+            ("restored", "restored"),
             ("updated", "updated"),
             ("enabled", "enabled"),
             ("disabled", "disabled"),
