@@ -54,9 +54,9 @@ async fn scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives() 
     assert_eq!(answer.status, "succeeded", "{answer:?}");
     assert!(!answer.continue_);
     assert_eq!(answer.hop, 1);
-    assert_eq!(answer.counts.get("created"), Some(&48), "{answer:?}");
-    assert_eq!(answer.counts.get("linked"), Some(&1), "{answer:?}");
-    assert_eq!(answer.counts.get("groups_created"), Some(&2), "{answer:?}");
+    assert_eq!(answer.counts.created, 48, "{answer:?}");
+    assert_eq!(answer.counts.linked, 1, "{answer:?}");
+    assert_eq!(answer.counts.groups_created, 2, "{answer:?}");
 
     // The same source and rule through the local engine (SQLite state, local file): the same
     // tenant.
@@ -96,7 +96,7 @@ async fn scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives() 
         .await
         .unwrap();
     assert_eq!(again.status, "succeeded");
-    assert_eq!(again.counts.get("graph_writes"), Some(&0), "{again:?}");
+    assert_eq!(again.counts.graph_writes, 0, "{again:?}");
     assert_eq!(cloud.tenant_writes(), writes);
 }
 
@@ -183,10 +183,7 @@ async fn a_tiny_deadline_spreads_a_2000_user_sync_over_many_invocations_with_the
     assert!(!last.continue_);
     assert_eq!(cloud.tenant_picture(), expected);
     // No duplicate: every create went through once.
-    let created: u64 = answers
-        .iter()
-        .map(|a| a.counts.get("created").copied().unwrap_or(0))
-        .sum();
+    let created: u64 = answers.iter().map(|a| a.counts.created).sum();
     assert_eq!(created, 2000);
     let runs = cloud.deployment.state.list_runs(KEY, 200).await.unwrap();
     assert_eq!(runs.len(), hops);
@@ -262,7 +259,7 @@ async fn two_invocations_at_once_one_syncs_and_the_other_exits_busy() {
     assert_eq!(statuses, vec!["busy", "succeeded"], "{a:?} {b:?}");
     let busy = if a.status == "busy" { &a } else { &b };
     assert!(!busy.continue_);
-    assert!(busy.counts.is_empty());
+    assert!(busy.counts == m365_core::RunCounts::default());
     // One run recorded; the tenant complete, once.
     let runs = cloud.deployment.state.list_runs(KEY, 10).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
@@ -370,7 +367,7 @@ async fn a_client_secret_rotated_in_secrets_manager_is_picked_up_after_one_refus
         .await
         .unwrap();
     assert_eq!(second.status, "succeeded", "{second:?}");
-    assert_eq!(second.counts.get("updated"), Some(&1), "{second:?}");
+    assert_eq!(second.counts.updated, 1, "{second:?}");
     assert_eq!(store.fetches(), 2, "read again once");
     assert_eq!(
         cloud.sandbox.sandbox().stats().tokens_refused - refused_before,

@@ -93,8 +93,7 @@ async fn the_source_wins_over_the_event_type() {
     assert!(enabled(&s, "ann"));
     assert!(!enabled(&s, "bob"), "gone from the source: disabled");
     assert_eq!(
-        out.report.counts.get("deprovisioned"),
-        Some(&1),
+        out.report.counts.deprovisioned, 1,
         "{:?}",
         out.report.counts
     );

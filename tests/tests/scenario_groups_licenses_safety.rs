@@ -1113,7 +1113,7 @@ async fn breaker_by_count_holds_disables_and_deletes_until_overridden() {
         "{:?}",
         out.run.message
     );
-    assert_eq!(out.report.counts.get("held"), Some(&3));
+    assert_eq!(out.report.counts.held, 3);
     // Nothing destructive happened…
     for alias in ["u3", "u4", "u5"] {
         assert!(enabled(&s, alias), "{alias} still enabled");
@@ -1269,7 +1269,7 @@ async fn breaker_counts_license_removals_and_holds_them_until_overridden() {
     assert_eq!(plan.breaker.managed.licenses, 4);
     let out = s.sync().await;
     assert_eq!(out.run.status, RunStatus::BreakerTripped, "{:?}", out.run);
-    assert_eq!(out.report.counts.get("held"), Some(&3));
+    assert_eq!(out.report.counts.held, 3);
     for i in 1..=4 {
         assert_eq!(
             licenses_of(&s.tenant_user(&upn(&format!("l{i}"))).unwrap()),
@@ -1631,7 +1631,7 @@ async fn deadline_already_past_runs_one_chunk_then_checkpoints() {
     assert_eq!(out.run.status, RunStatus::Checkpointed, "{:?}", out.run);
     assert!(out.report.stopped_at_deadline);
     // One chunk (10 steps here) runs whatever the deadline, so that runs always move forward.
-    let steps_done: u64 = out.report.counts.values().sum();
+    let steps_done: u64 = out.report.counts.named().iter().map(|(_, n)| n).sum();
     assert!(
         (1..=10).contains(&steps_done),
         "one chunk of steps: {:?}",
@@ -1726,7 +1726,7 @@ async fn links_lost_after_a_crash_are_relinked_by_upn_without_duplicates() {
         "{:#?}",
         out.plan
     );
-    assert_eq!(out.report.counts.get("linked"), Some(&24));
+    assert_eq!(out.report.counts.linked, 24);
     assert_eq!(tenant_picture(&s), expected);
     for i in 0..24 {
         assert_eq!(s.tenant_users_named(&upn(&format!("r{i:02}"))), 1);

@@ -533,8 +533,8 @@ async fn unchanged_source_makes_no_graph_request_on_the_second_run() {
     );
     assert_eq!(stats_after.writes, stats_before.writes);
     assert_eq!(s.tenant_writes(), writes_before);
-    assert_eq!(outcome.run.counts["graph_requests"], 0);
-    assert_eq!(outcome.run.counts["graph_writes"], 0);
+    assert_eq!(outcome.run.counts.graph_requests, 0);
+    assert_eq!(outcome.run.counts.graph_writes, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,7 +812,7 @@ async fn user_deleted_by_a_deprovision_and_back_within_30_days_is_restored_not_c
     assert_eq!(link.object_id, bob);
     assert_eq!(link.deleted_at, None);
     assert_eq!(link.origin, LinkOrigin::Created);
-    assert_eq!(outcome.report.counts.get("restored"), Some(&1));
+    assert_eq!(outcome.report.counts.restored, 1);
     assert_eq!(
         s.state
             .count_links(&s.connection, ObjectKind::User)
@@ -850,7 +850,7 @@ async fn user_deleted_by_a_deprovision_and_purged_since_is_created_anew() {
         (link.object_id.as_str(), link.deleted_at),
         (new_id.as_str(), None)
     );
-    assert_eq!(outcome.report.counts.get("created"), Some(&1));
+    assert_eq!(outcome.report.counts.created, 1);
 }
 
 #[tokio::test]
@@ -1207,13 +1207,13 @@ async fn new_source_id_with_the_same_upn_is_linked_and_not_deprovisioned_by_the_
     assert_eq!(tenant["id"], id);
     assert_eq!(tenant["accountEnabled"], true);
     assert!(s.sandbox.sandbox().deleted_items().is_empty());
-    assert_eq!(outcome.report.counts.get("unlinked"), Some(&1));
-    assert_eq!(outcome.report.counts.get("deprovisioned"), None);
+    assert_eq!(outcome.report.counts.unlinked, 1);
+    assert_eq!(outcome.report.counts.deprovisioned, 0);
     assert_eq!(
         outcome.plan.breaker.destructive, 0,
         "forgetting a link is not destructive"
     );
-    assert_eq!(outcome.run.counts["graph_writes"], 0);
+    assert_eq!(outcome.run.counts.graph_writes, 0);
 
     // Settled: the next run neither touches the object nor sees the old id again.
     let from = log_len(&s);

@@ -257,8 +257,7 @@ async fn delete(
     let _ = writeln!(
         out,
         "connection {connection} deleted: {} object(s) deprovisioned, state of {} forgotten, {versions} config version(s) removed",
-        report.counts.get("deprovisioned").copied().unwrap_or(0),
-        built.key
+        report.counts.deprovisioned, built.key
     );
     Ok(Code::Success)
 }

@@ -170,7 +170,7 @@ fn run(id: &str, started_at: i64, status: RunStatus) -> RunRecord {
         started_at,
         finished_at: None,
         status,
-        counts: BTreeMap::new(),
+        counts: crate::counts::RunCounts::default(),
         message: None,
     }
 }
@@ -877,7 +877,11 @@ pub async fn runs_upsert_and_list<S: StateStore + ?Sized>(store: &S) {
     let r1_done = RunRecord {
         finished_at: Some(1_500),
         status: RunStatus::PartiallyFailed,
-        counts: BTreeMap::from([("created".to_owned(), 12), ("failed".to_owned(), 1)]),
+        counts: crate::counts::RunCounts {
+            created: 12,
+            failed: 1,
+            ..Default::default()
+        },
         message: Some("1 object failed; see status".to_owned()),
         ..r1.clone()
     };

@@ -1,8 +1,6 @@
 //! One run of a connection: take the lease, plan, check the circuit breaker, execute, record the
 //! run and the checkpoint, give the lease back. `plan` stops after planning and changes nothing.
 
-use std::collections::BTreeMap;
-
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::executor::{ExecutionReport, Executor};
@@ -161,7 +159,7 @@ impl Engine<'_> {
             started_at: started,
             finished_at: None,
             status: RunStatus::Running,
-            counts: BTreeMap::new(),
+            counts: crate::counts::RunCounts::default(),
             message: None,
         };
         self.state
@@ -199,11 +197,50 @@ impl Engine<'_> {
         };
         let report = executor.execute(planned).await?;
 
-        // Problems found while planning are per-object errors: shown by `status`, retried at once
-        // next run (they go away when the source or the mapping is fixed). Recorded after the
-        // execution, so that another step of the same object succeeding (a user created whose
-        // manager is not in scope) does not clear them, and without replacing a failure of this
-        // run, whose backoff stands.
+        self.record_plan_issues(&plan, &report, held, now).await?;
+
+        let after = self.directory.counters();
+        run.counts = crate::counts::RunCounts {
+            graph_requests: after.requests - before.requests,
+            graph_writes: after.writes - before.writes,
+            graph_throttled: after.throttled - before.throttled,
+            planned: plan.steps.len() as u64,
+            plan_issues: plan.issues.len() as u64,
+            ..report.counts
+        };
+        let (status, message) = run_status(&plan, &report);
+        run.status = status;
+        if message.is_some() {
+            run.message = message;
+        }
+        run.finished_at = Some(self.clock.now());
+
+        if options.focus.is_some() {
+            // A focused run says nothing about the snapshot: the checkpoint stays.
+            self.state
+                .put_run(self.connection, &run, &held.lease())
+                .await?;
+            return Ok(SyncOutcome { plan, report, run });
+        }
+        self.advance_checkpoint(&plan, &run, held, now).await?;
+        self.state
+            .put_run(self.connection, &run, &held.lease())
+            .await?;
+        Ok(SyncOutcome { plan, report, run })
+    }
+
+    /// Problems found while planning are per-object errors: shown by `status`, retried at once
+    /// next run (they go away when the source or the mapping is fixed). Recorded after the
+    /// execution, so that another step of the same object succeeding (a user created whose
+    /// manager is not in scope) does not clear them, and without replacing a failure of this
+    /// run, whose backoff stands.
+    async fn record_plan_issues(
+        &self,
+        plan: &Plan,
+        report: &ExecutionReport,
+        held: &HeldLease<'_>,
+        now: UnixMillis,
+    ) -> Result<(), RunError> {
         for issue in &plan.issues {
             if issue.source_id.is_empty()
                 || report
@@ -234,47 +271,18 @@ impl Engine<'_> {
                 Err(other) => return Err(other.into()),
             }
         }
+        Ok(())
+    }
 
-        let after = self.directory.counters();
-        run.counts = report.counts.clone();
-        run.counts
-            .insert("graph_requests".into(), after.requests - before.requests);
-        run.counts
-            .insert("graph_writes".into(), after.writes - before.writes);
-        run.counts
-            .insert("graph_throttled".into(), after.throttled - before.throttled);
-        run.counts.insert("planned".into(), plan.steps.len() as u64);
-        let issue_count = plan.issues.len() as u64;
-        if issue_count > 0 {
-            run.counts.insert("plan_issues".into(), issue_count);
-        }
-        run.status = if let Some(fatal) = &report.fatal {
-            run.message = Some(fatal.clone());
-            RunStatus::Failed
-        } else if report.stopped_at_deadline {
-            run.message = Some("stopped at the deadline; the next run continues".into());
-            RunStatus::Checkpointed
-        } else if report.destructive_held {
-            run.message = Some(format!(
-                "{}; rerun with the override to carry them out",
-                plan.breaker.summary()
-            ));
-            RunStatus::BreakerTripped
-        } else if !report.failures.is_empty() || issue_count > 0 {
-            RunStatus::PartiallyFailed
-        } else {
-            RunStatus::Succeeded
-        };
-        run.finished_at = Some(self.clock.now());
-
-        if options.focus.is_some() {
-            // A focused run says nothing about the snapshot: the checkpoint stays.
-            self.state
-                .put_run(self.connection, &run, &held.lease())
-                .await?;
-            return Ok(SyncOutcome { plan, report, run });
-        }
-        // The checkpoint moves only after the writes it covers are recorded (above).
+    /// The checkpoint after a full run: a new generation when the snapshot was finished, and
+    /// whether it may be swept. It moves only after the writes it covers are recorded.
+    async fn advance_checkpoint(
+        &self,
+        plan: &Plan,
+        run: &RunRecord,
+        held: &HeldLease<'_>,
+        now: UnixMillis,
+    ) -> Result<(), RunError> {
         let previous = self.state.get_checkpoint(self.connection).await?;
         let finished = matches!(
             run.status,
@@ -297,10 +305,7 @@ impl Engine<'_> {
         self.state
             .put_checkpoint(self.connection, &checkpoint, &held.lease())
             .await?;
-        self.state
-            .put_run(self.connection, &run, &held.lease())
-            .await?;
-        Ok(SyncOutcome { plan, report, run })
+        Ok(())
     }
 
     /// Deletes the rule: with `deprovision` (or the rule's `deprovision_on_rule_deletion`), every
@@ -411,5 +416,30 @@ impl Engine<'_> {
                 .count_links(self.connection, ObjectKind::Group)
                 .await?,
         ))
+    }
+}
+
+/// How a run ended, from its plan and execution, and the message that says why when it did
+/// not simply succeed.
+fn run_status(plan: &Plan, report: &ExecutionReport) -> (RunStatus, Option<String>) {
+    if let Some(fatal) = &report.fatal {
+        (RunStatus::Failed, Some(fatal.clone()))
+    } else if report.stopped_at_deadline {
+        (
+            RunStatus::Checkpointed,
+            Some("stopped at the deadline; the next run continues".into()),
+        )
+    } else if report.destructive_held {
+        (
+            RunStatus::BreakerTripped,
+            Some(format!(
+                "{}; rerun with the override to carry them out",
+                plan.breaker.summary()
+            )),
+        )
+    } else if !report.failures.is_empty() || !plan.issues.is_empty() {
+        (RunStatus::PartiallyFailed, None)
+    } else {
+        (RunStatus::Succeeded, None)
     }
 }

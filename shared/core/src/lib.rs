@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod counts;
 pub mod directory;
 pub mod engine;
 pub mod executor;
@@ -23,6 +24,7 @@ pub mod source;
 pub mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use counts::RunCounts;
 pub use directory::{
     Directory, DirectoryCounters, DirectoryError, DirectoryOp, DirectoryResult, FailureKind,
     GroupKind, OpOutcome, TenantDomain, TenantGroup, TenantUser,

@@ -58,6 +58,36 @@ impl DeprovisionReason {
     }
 }
 
+/// Where a step runs in an execution: stages run in this order, each after the one before has
+/// finished, so a step finds the objects it refers to (a manager, a member) already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Groups matched or created.
+    Groups,
+    /// Users linked, restored or created.
+    Users,
+    /// Attribute updates and enables.
+    Updates,
+    Licenses,
+    Managers,
+    Memberships,
+    /// Disables and deprovisions: the destructive stage, last.
+    Removals,
+}
+
+impl Stage {
+    /// Every stage, in execution order.
+    pub const ALL: [Stage; 7] = [
+        Stage::Groups,
+        Stage::Users,
+        Stage::Updates,
+        Stage::Licenses,
+        Stage::Managers,
+        Stage::Memberships,
+        Stage::Removals,
+    ];
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -149,6 +179,47 @@ pub enum Step {
 }
 
 impl Step {
+    /// The stage the step runs in.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Step::MatchGroup { .. } | Step::CreateGroup { .. } => Stage::Groups,
+            Step::LinkUser { .. } | Step::RestoreUser { .. } | Step::CreateUser { .. } => {
+                Stage::Users
+            }
+            Step::UpdateUser { .. } | Step::SetEnabled { enabled: true, .. } => Stage::Updates,
+            Step::AssignLicenses { .. } => Stage::Licenses,
+            Step::SetManager { .. } | Step::RemoveManager { .. } => Stage::Managers,
+            Step::AddMembers { .. } | Step::RemoveMembers { .. } => Stage::Memberships,
+            Step::SetEnabled { enabled: false, .. } | Step::Deprovision { .. } => Stage::Removals,
+        }
+    }
+
+    /// The object the step is about: its kind and source id (a group for membership steps).
+    pub fn subject(&self) -> (ObjectKind, &str) {
+        match self {
+            Step::MatchGroup { source_id, .. } | Step::CreateGroup { source_id, .. } => {
+                (ObjectKind::Group, source_id)
+            }
+            Step::AddMembers {
+                group_source_id, ..
+            }
+            | Step::RemoveMembers {
+                group_source_id, ..
+            } => (ObjectKind::Group, group_source_id),
+            Step::Deprovision {
+                kind, source_id, ..
+            } => (*kind, source_id),
+            Step::LinkUser { source_id, .. }
+            | Step::RestoreUser { source_id, .. }
+            | Step::CreateUser { source_id, .. }
+            | Step::UpdateUser { source_id, .. }
+            | Step::SetEnabled { source_id, .. }
+            | Step::AssignLicenses { source_id, .. }
+            | Step::SetManager { source_id, .. }
+            | Step::RemoveManager { source_id, .. } => (ObjectKind::User, source_id),
+        }
+    }
+
     /// Short name of the operation, as in the plan table and summaries.
     pub fn operation(&self) -> &'static str {
         match self {

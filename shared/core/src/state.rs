@@ -166,8 +166,8 @@ pub struct RunRecord {
     pub started_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
     pub status: RunStatus,
-    /// Counts by name: `created`, `updated`, `disabled`, `deprovisioned`, `failed`, `graph_writes`…
-    pub counts: BTreeMap<String, u64>,
+    /// What the run did.
+    pub counts: crate::counts::RunCounts,
     pub message: Option<String>,
 }
 

@@ -22,7 +22,7 @@
 //! ([`metric_level`]), so the line always passes the filter — and `"timestamp"`. Both are plain
 //! properties to CloudWatch's metric extraction.
 
-use std::collections::BTreeMap;
+use m365_core::RunCounts;
 
 use serde_json::{Map, Value, json};
 
@@ -107,26 +107,27 @@ fn number(value: f64) -> Option<serde_json::Number> {
     }
 }
 
-/// The run counts each metric sums (absent keys count 0), as `report.add(...)` in
-/// `shared/core/src/executor.rs` and `run.counts` in `shared/core/src/engine.rs` name them.
+/// Reads one count of a run.
+pub type CountOf = fn(&RunCounts) -> u64;
+
+/// The run counts each metric reports.
 ///
-/// - Created: users created in the tenant (`created`); GroupsCreated: groups (`groups_created`).
-/// - Updated: user attribute updates (`updated`).
-/// - Disabled: accounts disabled (`disabled`).
-/// - Deprovisioned: users and groups deprovisioned because they left the source or scope
-///   (`deprovisioned`; links dropped as `unlinked` when superseded are not counted).
-/// - Failed: objects whose operation failed this run (`failed`).
-/// - GraphRequests, Throttled: Graph requests sent and answered 429/503 (`graph_requests`,
-///   `graph_throttled`).
-pub const RUN_METRICS: [(&str, &[&str]); 8] = [
-    ("Created", &["created"]),
-    ("GroupsCreated", &["groups_created"]),
-    ("Updated", &["updated"]),
-    ("Disabled", &["disabled"]),
-    ("Deprovisioned", &["deprovisioned"]),
-    ("Failed", &["failed"]),
-    ("GraphRequests", &["graph_requests"]),
-    ("Throttled", &["graph_throttled"]),
+/// - Created: users created in the tenant; GroupsCreated: groups.
+/// - Updated: user attribute updates.
+/// - Disabled: accounts disabled following the source.
+/// - Deprovisioned: users and groups deprovisioned because they left the source or scope (links
+///   only forgotten, `unlinked`, are not counted).
+/// - Failed: objects whose operation failed this run.
+/// - GraphRequests, Throttled: Graph requests sent, and those answered 429/503.
+pub const RUN_METRICS: [(&str, CountOf); 8] = [
+    ("Created", |c| c.created),
+    ("GroupsCreated", |c| c.groups_created),
+    ("Updated", |c| c.updated),
+    ("Disabled", |c| c.disabled),
+    ("Deprovisioned", |c| c.deprovisioned),
+    ("Failed", |c| c.failed),
+    ("GraphRequests", |c| c.graph_requests),
+    ("Throttled", |c| c.graph_throttled),
 ];
 
 /// The EMF line of one run (or one continuation hop): the [`RUN_METRICS`] counts in `Count` and
@@ -136,18 +137,13 @@ pub const RUN_METRICS: [(&str, &[&str]); 8] = [
 pub fn run_metrics(
     function: &str,
     connection: &str,
-    counts: &BTreeMap<String, u64>,
+    counts: &RunCounts,
     duration_ms: u64,
     timestamp_ms: i64,
 ) -> String {
-    let sum = |keys: &[&str]| -> f64 {
-        keys.iter()
-            .map(|k| counts.get(*k).copied().unwrap_or(0))
-            .fold(0u64, u64::saturating_add) as f64
-    };
     let mut metrics: Vec<(&str, f64, Unit)> = RUN_METRICS
         .iter()
-        .map(|(name, keys)| (*name, sum(keys), Unit::Count))
+        .map(|(name, count)| (*name, count(counts) as f64, Unit::Count))
         .collect();
     metrics.push(("RunDuration", duration_ms as f64, Unit::Milliseconds));
     emf_line(
@@ -291,23 +287,21 @@ mod tests {
 
     #[test]
     fn run_metrics_maps_the_engine_counts() {
-        let counts: BTreeMap<String, u64> = [
-            ("created", 3),
-            ("groups_created", 2),
-            ("updated", 7),
-            ("enabled", 1),
-            ("disabled", 4),
-            ("deprovisioned", 5),
-            ("unlinked", 9),
-            ("failed", 1),
-            ("graph_requests", 120),
-            ("graph_writes", 40),
-            ("graph_throttled", 6),
-            ("planned", 30),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let counts = RunCounts {
+            created: 3,
+            groups_created: 2,
+            updated: 7,
+            enabled: 1,
+            disabled: 4,
+            deprovisioned: 5,
+            unlinked: 9,
+            failed: 1,
+            graph_requests: 120,
+            graph_writes: 40,
+            graph_throttled: 6,
+            planned: 30,
+            ..RunCounts::default()
+        };
         let line = run_metrics(
             "scheduled-sync",
             "contoso",
@@ -365,7 +359,7 @@ mod tests {
         let line = run_metrics(
             "webhook",
             "contoso",
-            &BTreeMap::new(),
+            &RunCounts::default(),
             12,
             1_700_000_000_123,
         );
@@ -406,7 +400,7 @@ mod tests {
 
     #[test]
     fn run_metrics_absent_counts_are_zero() {
-        let line = run_metrics("webhook", "c", &BTreeMap::new(), 0, 1);
+        let line = run_metrics("webhook", "c", &RunCounts::default(), 0, 1);
         let doc = parse(&line);
         for (name, _) in RUN_METRICS {
             assert_eq!(doc[name], json!(0), "{name}");

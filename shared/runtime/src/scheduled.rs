@@ -22,10 +22,8 @@
 //! execution still runs) makes the invocation answer `busy` and stop, logged; the lease's
 //! fencing token keeps an outlived run from moving the checkpoint.
 
-use std::collections::BTreeMap;
-
 use m365_core::engine::{RunError, SyncOptions};
-use m365_core::{RunStatus, SecretStore, UnixMillis};
+use m365_core::{RunCounts, RunStatus, SecretStore, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{Deployment, SetupError};
@@ -51,7 +49,7 @@ pub struct SyncResponse {
     pub continue_: bool,
     /// `succeeded`, `partially_failed`, `breaker_tripped`, `checkpointed`, `failed` or `busy`.
     pub status: String,
-    pub counts: BTreeMap<String, u64>,
+    pub counts: RunCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -150,7 +148,7 @@ pub async fn handle(
                 hop,
                 continue_: false,
                 status: "busy".to_owned(),
-                counts: BTreeMap::new(),
+                counts: RunCounts::default(),
                 message: Some(format!(
                     "another run ({owner}) holds the lease since {}, until {} unless renewed",
                     m365_core::clock::format_utc(lease.acquired_at),
@@ -216,7 +214,7 @@ pub async fn handle(
         hop,
         continue_,
         status,
-        counts: run.counts.clone(),
+        counts: run.counts,
         message: run.message.clone(),
     })
 }

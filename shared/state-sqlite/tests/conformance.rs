@@ -103,7 +103,10 @@ async fn reopening_a_file_keeps_everything() {
         started_at: 10,
         finished_at: Some(20),
         status: RunStatus::Succeeded,
-        counts: BTreeMap::from([("created".to_owned(), 2)]),
+        counts: m365_core::RunCounts {
+            created: 2,
+            ..Default::default()
+        },
         message: None,
     };
     let lease = {

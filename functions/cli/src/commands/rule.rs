@@ -64,8 +64,7 @@ pub async fn run(args: Args) -> Code {
                 let _ = writeln!(
                     out,
                     "rule {} deleted: {} object(s) deprovisioned, state forgotten",
-                    app.connection,
-                    report.counts.get("deprovisioned").copied().unwrap_or(0)
+                    app.connection, report.counts.deprovisioned
                 );
                 Code::Success
             } else {

@@ -116,8 +116,8 @@ pub async fn run(args: Args) -> Code {
     for run in &runs {
         let counts: Vec<String> = run
             .counts
-            .iter()
-            .filter(|(_, n)| **n > 0)
+            .non_zero()
+            .into_iter()
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         let _ = writeln!(

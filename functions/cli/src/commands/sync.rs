@@ -162,29 +162,28 @@ pub async fn run(args: Args) -> Code {
     if let Some(message) = &run.message {
         let _ = writeln!(out, "note: {message}");
     }
-    let count = |name: &str| run.counts.get(name).copied().unwrap_or(0);
+    let counts = &run.counts;
     let headline = if outcome.plan.steps.is_empty() {
         "no changes".to_owned()
     } else {
         let mut parts = Vec::new();
-        for (name, label) in [
-            ("created", "created"),
-            ("linked", "linked"),
-            ("restored", "restored"),
-            ("updated", "updated"),
-            ("enabled", "enabled"),
-            ("disabled", "disabled"),
-            ("licensed", "license changes"),
-            ("managers", "manager changes"),
-            ("groups_created", "groups created"),
-            ("groups_matched", "groups matched"),
-            ("members_added", "members added"),
-            ("members_removed", "members removed"),
-            ("deprovisioned", "deprovisioned"),
-            ("failed", "failed"),
-            ("held", "held by the breaker"),
+        for (n, label) in [
+            (counts.created, "created"),
+            (counts.linked, "linked"),
+            (counts.restored, "restored"),
+            (counts.updated, "updated"),
+            (counts.enabled, "enabled"),
+            (counts.disabled, "disabled"),
+            (counts.licensed, "license changes"),
+            (counts.managers, "manager changes"),
+            (counts.groups_created, "groups created"),
+            (counts.groups_matched, "groups matched"),
+            (counts.members_added, "members added"),
+            (counts.members_removed, "members removed"),
+            (counts.deprovisioned, "deprovisioned"),
+            (counts.failed, "failed"),
+            (counts.held, "held by the breaker"),
         ] {
-            let n = count(name);
             if n > 0 {
                 parts.push(format!("{n} {label}"));
             }
@@ -196,9 +195,9 @@ pub async fn run(args: Args) -> Code {
         "sync {}: {} · {} Graph writes, {} requests, {} throttled · {:?} · {:.1} s",
         app.connection,
         headline,
-        count("graph_writes"),
-        count("graph_requests"),
-        count("graph_throttled"),
+        counts.graph_writes,
+        counts.graph_requests,
+        counts.graph_throttled,
         run.status,
         started.elapsed().as_secs_f64()
     );
