@@ -292,155 +292,13 @@ impl GraphClient {
         chunk: Vec<BatchRequest>,
         earlier: &HashMap<String, BatchResponse>,
     ) -> Result<HashMap<String, BatchResponse>, GraphError> {
-        let mut final_results: HashMap<String, BatchResponse> = HashMap::new();
-        let mut pending: Vec<BatchRequest> = Vec::new();
-        for mut r in chunk {
-            // Dependencies answered in an earlier chunk: drop them if they succeeded, fail
-            // this item with 424 if they did not.
-            let mut failed_dep = false;
-            r.depends_on.retain(|d| match earlier.get(&key(d)) {
-                Some(resp) => {
-                    failed_dep |= !resp.is_success();
-                    false
-                }
-                None => true,
-            });
-            if failed_dep {
-                final_results.insert(
-                    key(&r.id),
-                    BatchResponse::synthetic(
-                        &r,
-                        424,
-                        "FailedDependency",
-                        "a request this one depends on failed",
-                    ),
-                );
-            } else {
-                pending.push(r);
-            }
-        }
+        let (mut pending, mut final_results) = settle_dependencies(chunk, earlier);
         let mut backoff = self.settings().transient_retry.backoff();
         let mut round: u32 = 0;
         while !pending.is_empty() {
             round += 1;
-            let cost = pending
-                .iter()
-                .fold(Cost::default(), |acc, r| acc.plus(r.cost()));
-            self.inner.pacer.acquire(cost).await;
-            for r in &pending {
-                self.inner.stats.count_request(&r.method);
-            }
-            let pending_ids: HashSet<String> = pending.iter().map(|r| key(&r.id)).collect();
-            let items: Vec<Value> = pending
-                .iter()
-                .map(|r| {
-                    let mut m = Map::new();
-                    m.insert("id".into(), r.id.clone().into());
-                    m.insert("method".into(), r.method.as_str().into());
-                    m.insert("url".into(), r.url.clone().into());
-                    if !r.headers.is_empty() {
-                        m.insert("headers".into(), json!(r.headers));
-                    }
-                    if let Some(b) = &r.body {
-                        m.insert("body".into(), b.clone());
-                    }
-                    let deps: Vec<&String> = r
-                        .depends_on
-                        .iter()
-                        .filter(|d| pending_ids.contains(&key(d)))
-                        .collect();
-                    if !deps.is_empty() {
-                        m.insert("dependsOn".into(), json!(deps));
-                    }
-                    Value::Object(m)
-                })
-                .collect();
-            let mut call = self.call(Method::POST, "/$batch", Some(json!({ "requests": items })));
-            // Re-sending an envelope whose fate is unknown could repeat creates.
-            call.retry_transient = pending.iter().all(|r| r.method != Method::POST);
-            let raw = self.send(&call).await?;
-            let wire: WireBatch = decode(&call, &raw.body)?;
-            let mut by_id: HashMap<String, BatchResponse> = HashMap::new();
-            for item in wire.responses {
-                let Some(req) = pending.iter().find(|r| key(&r.id) == key(&item.id)) else {
-                    continue;
-                };
-                let headers: BTreeMap<String, String> = item
-                    .headers
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        (k, v)
-                    })
-                    .collect();
-                by_id.insert(
-                    key(&item.id),
-                    BatchResponse {
-                        id: req.id.clone(),
-                        status: item.status,
-                        headers,
-                        body: item.body,
-                        method: req.method.clone(),
-                        path: req.path_and_query().0.to_string(),
-                    },
-                );
-            }
-            // Decide what to retry.
-            let mut retry: HashSet<String> = HashSet::new();
-            let mut wait: Option<Duration> = None;
-            for r in &pending {
-                let k = key(&r.id);
-                let Some(resp) = by_id.get(&k) else {
-                    retry.insert(k);
-                    continue;
-                };
-                let ra = resp.header("retry-after").and_then(parse_retry_after);
-                let retryable = match resp.status {
-                    429 => {
-                        self.inner.stats.count_throttled();
-                        self.inner.pacer.on_throttled(ra);
-                        true
-                    }
-                    // A POST answered 5xx may have been applied (graph-facts Gotcha 13): it is
-                    // never re-sent blindly; the caller looks the object up instead.
-                    500 | 502 | 503 | 504 => r.method != Method::POST,
-                    s if (200..300).contains(&s) => {
-                        self.inner.pacer.on_success(
-                            resp.header("x-ms-throttle-limit-percentage")
-                                .and_then(|v| v.trim().parse::<f64>().ok()),
-                        );
-                        false
-                    }
-                    _ => false,
-                };
-                if retryable {
-                    retry.insert(k);
-                    if let Some(ra) = ra {
-                        wait = Some(wait.map_or(ra, |w| w.max(ra)));
-                    }
-                }
-            }
-            // Items that failed 424 because a retried item had not run go again too.
-            loop {
-                let before = retry.len();
-                for r in &pending {
-                    let k = key(&r.id);
-                    if retry.contains(&k) {
-                        continue;
-                    }
-                    let status = by_id.get(&k).map(|b| b.status);
-                    if status == Some(424) && r.depends_on.iter().any(|d| retry.contains(&key(d))) {
-                        retry.insert(k);
-                    }
-                }
-                if retry.len() == before {
-                    break;
-                }
-            }
+            let mut by_id = self.send_round(&pending).await?;
+            let (retry, wait) = self.to_retry(&pending, &by_id);
             let exhausted = round >= self.settings().max_attempts;
             let delay = if retry.is_empty() || exhausted {
                 None
@@ -482,6 +340,181 @@ impl GraphClient {
         }
         Ok(final_results)
     }
+
+    /// One envelope of `pending`, paced: the answers by item id.
+    async fn send_round(
+        &self,
+        pending: &[BatchRequest],
+    ) -> Result<HashMap<String, BatchResponse>, GraphError> {
+        let cost = pending
+            .iter()
+            .fold(Cost::default(), |acc, r| acc.plus(r.cost()));
+        self.inner.pacer.acquire(cost).await;
+        for r in pending {
+            self.inner.stats.count_request(&r.method);
+        }
+        let items = envelope_items(pending);
+        let mut call = self.call(Method::POST, "/$batch", Some(json!({ "requests": items })));
+        // Re-sending an envelope whose fate is unknown could repeat creates.
+        call.retry_transient = pending.iter().all(|r| r.method != Method::POST);
+        let raw = self.send(&call).await?;
+        let wire: WireBatch = decode(&call, &raw.body)?;
+        let mut by_id: HashMap<String, BatchResponse> = HashMap::new();
+        for item in wire.responses {
+            let Some(req) = pending.iter().find(|r| key(&r.id) == key(&item.id)) else {
+                continue;
+            };
+            let headers: BTreeMap<String, String> = item
+                .headers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect();
+            by_id.insert(
+                key(&item.id),
+                BatchResponse {
+                    id: req.id.clone(),
+                    status: item.status,
+                    headers,
+                    body: item.body,
+                    method: req.method.clone(),
+                    path: req.path_and_query().0.to_string(),
+                },
+            );
+        }
+        Ok(by_id)
+    }
+
+    /// Items to send again (throttled, or unavailable and not a POST, or failed 424 behind one
+    /// of those), and the longest Retry-After among them; the pacer learns from every answer.
+    fn to_retry(
+        &self,
+        pending: &[BatchRequest],
+        by_id: &HashMap<String, BatchResponse>,
+    ) -> (HashSet<String>, Option<Duration>) {
+        let mut retry: HashSet<String> = HashSet::new();
+        let mut wait: Option<Duration> = None;
+        for r in pending {
+            let k = key(&r.id);
+            let Some(resp) = by_id.get(&k) else {
+                retry.insert(k);
+                continue;
+            };
+            let ra = resp.header("retry-after").and_then(parse_retry_after);
+            let retryable = match resp.status {
+                429 => {
+                    self.inner.stats.count_throttled();
+                    self.inner.pacer.on_throttled(ra);
+                    true
+                }
+                // A POST answered 5xx may have been applied (graph-facts Gotcha 13): it is
+                // never re-sent blindly; the caller looks the object up instead.
+                500 | 502 | 503 | 504 => r.method != Method::POST,
+                s if (200..300).contains(&s) => {
+                    self.inner.pacer.on_success(
+                        resp.header("x-ms-throttle-limit-percentage")
+                            .and_then(|v| v.trim().parse::<f64>().ok()),
+                    );
+                    false
+                }
+                _ => false,
+            };
+            if retryable {
+                retry.insert(k);
+                if let Some(ra) = ra {
+                    wait = Some(wait.map_or(ra, |w| w.max(ra)));
+                }
+            }
+        }
+        // Items that failed 424 because a retried item had not run go again too.
+        loop {
+            let before = retry.len();
+            for r in pending {
+                let k = key(&r.id);
+                if retry.contains(&k) {
+                    continue;
+                }
+                let status = by_id.get(&k).map(|b| b.status);
+                if status == Some(424) && r.depends_on.iter().any(|d| retry.contains(&key(d))) {
+                    retry.insert(k);
+                }
+            }
+            if retry.len() == before {
+                break;
+            }
+        }
+        (retry, wait)
+    }
+}
+
+/// A chunk's items to send, and those settled already: a dependency answered in an earlier
+/// chunk is dropped when it succeeded, and fails its dependent with 424 when it did not.
+fn settle_dependencies(
+    chunk: Vec<BatchRequest>,
+    earlier: &HashMap<String, BatchResponse>,
+) -> (Vec<BatchRequest>, HashMap<String, BatchResponse>) {
+    let mut settled: HashMap<String, BatchResponse> = HashMap::new();
+    let mut pending: Vec<BatchRequest> = Vec::new();
+    for mut r in chunk {
+        let mut failed_dep = false;
+        r.depends_on.retain(|d| match earlier.get(&key(d)) {
+            Some(resp) => {
+                failed_dep |= !resp.is_success();
+                false
+            }
+            None => true,
+        });
+        if failed_dep {
+            settled.insert(
+                key(&r.id),
+                BatchResponse::synthetic(
+                    &r,
+                    424,
+                    "FailedDependency",
+                    "a request this one depends on failed",
+                ),
+            );
+        } else {
+            pending.push(r);
+        }
+    }
+    (pending, settled)
+}
+
+/// The `requests` of a `$batch` envelope (https://learn.microsoft.com/graph/json-batching):
+/// `dependsOn` names only items of this same envelope.
+fn envelope_items(pending: &[BatchRequest]) -> Vec<Value> {
+    let pending_ids: HashSet<String> = pending.iter().map(|r| key(&r.id)).collect();
+    pending
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            m.insert("id".into(), r.id.clone().into());
+            m.insert("method".into(), r.method.as_str().into());
+            m.insert("url".into(), r.url.clone().into());
+            if !r.headers.is_empty() {
+                m.insert("headers".into(), json!(r.headers));
+            }
+            if let Some(b) = &r.body {
+                m.insert("body".into(), b.clone());
+            }
+            let deps: Vec<&String> = r
+                .depends_on
+                .iter()
+                .filter(|d| pending_ids.contains(&key(d)))
+                .collect();
+            if !deps.is_empty() {
+                m.insert("dependsOn".into(), json!(deps));
+            }
+            Value::Object(m)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -443,6 +443,35 @@ impl Evaluator<'_> {
     }
 }
 
+/// The manager reference of a user: `None` when the mapping gives nothing (cleared).
+fn map_manager(
+    ev: &Evaluator<'_>,
+    manager: &Compiled,
+    subject: &Subject<'_>,
+) -> Result<Option<String>, Box<MappingError>> {
+    let type_error = |message: String| Box::new(subject.error("manager", None, "type", message));
+    match ev.eval(manager) {
+        Ok(Raw::Empty) => Ok(None),
+        Ok(Raw::Text(s)) => Ok(Some(s)),
+        Ok(Raw::List(l)) => single_value(l)
+            .map(Some)
+            .map_err(|message| Box::new(subject.error("manager", None, MULTIPLE_VALUES, message))),
+        Ok(Raw::Bool(_)) => Err(type_error(
+            "the manager reference must be an id or a DN, not a boolean".to_owned(),
+        )),
+        Ok(Raw::Bytes(_)) => Err(type_error(binary_message())),
+        Ok(Raw::Unique(_)) => Err(type_error(
+            "unique() does not apply to the manager".to_owned(),
+        )),
+        Err(message) => Err(Box::new(subject.error(
+            "manager",
+            None,
+            "evaluation",
+            message,
+        ))),
+    }
+}
+
 fn binary_message() -> String {
     "is a binary value: convert it first, e.g. with guid_to_immutable_id".to_owned()
 }
@@ -872,6 +901,49 @@ impl Mapper {
             manager_ref: None,
         };
 
+        self.map_properties(&ev, &subject, &mut mapped, &mut errors);
+        self.check_derived(&subject, &mut mapped, &mut errors);
+        if let Some((source, reset)) = &self.password {
+            let origin = match source {
+                CompiledPassword::Generate => PasswordOrigin::Generate,
+                CompiledPassword::Secret(name) => PasswordOrigin::Secret(name.clone()),
+                CompiledPassword::Mapped(c) => mapped_password(&ev, c, &subject),
+            };
+            mapped.password = Some(PasswordValue {
+                origin,
+                force_change_password_next_sign_in: *reset,
+            });
+        }
+
+        if let Some(lic) = &self.licenses {
+            match self.map_licenses(&ev, lic, &subject) {
+                Ok(l) => mapped.licenses = Some(l),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+
+        if let Some(manager) = &self.manager {
+            match map_manager(&ev, manager, &subject) {
+                Ok(reference) => mapped.manager_ref = Some(reference),
+                Err(e) => errors.push(*e),
+            }
+        }
+
+        if errors.is_empty() {
+            Ok(mapped)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The mapped properties, shaped and validated, into `mapped`; problems into `errors`.
+    fn map_properties(
+        &self,
+        ev: &Evaluator<'_>,
+        subject: &Subject<'_>,
+        mapped: &mut MappedUser,
+        errors: &mut Vec<MappingError>,
+    ) {
         for target in &self.targets {
             let prop = target.property;
             let shaped = ev
@@ -911,35 +983,55 @@ impl Mapper {
                     }
                 }
                 Ok(Shaped::Unique(candidates)) => {
-                    let mut valid = Vec::new();
-                    let mut first_violation = None;
-                    for c in candidates {
-                        match validate::user_property_value(
-                            prop.name,
-                            &Json::String(c.clone()),
-                            &self.domains,
-                        ) {
-                            Ok(()) => valid.push(c),
-                            Err(v) => {
-                                first_violation.get_or_insert((c, v));
-                            }
-                        }
-                    }
-                    match (valid.is_empty(), first_violation) {
-                        (true, Some((c, v))) => {
-                            errors.push(subject.violation(prop.name, Some(&c), v))
-                        }
-                        _ => {
-                            mapped.unique_candidates.insert(prop.name.to_owned(), valid);
-                        }
+                    if let Some(valid) =
+                        self.unique_candidates(prop.name, candidates, subject, errors)
+                    {
+                        mapped.unique_candidates.insert(prop.name.to_owned(), valid);
                     }
                 }
             }
         }
+    }
 
+    /// The valid candidates of a `unique(...)` property; when none is valid, an error naming the
+    /// first invalid one.
+    fn unique_candidates(
+        &self,
+        property: &str,
+        candidates: Vec<String>,
+        subject: &Subject<'_>,
+        errors: &mut Vec<MappingError>,
+    ) -> Option<Vec<String>> {
+        let mut valid = Vec::new();
+        let mut first_violation = None;
+        for c in candidates {
+            match validate::user_property_value(property, &Json::String(c.clone()), &self.domains) {
+                Ok(()) => valid.push(c),
+                Err(v) => {
+                    first_violation.get_or_insert((c, v));
+                }
+            }
+        }
+        match (valid.is_empty(), first_violation) {
+            (true, Some((c, v))) => {
+                errors.push(subject.violation(property, Some(&c), v));
+                None
+            }
+            _ => Some(valid),
+        }
+    }
+
+    /// Values derived from the mapped ones: mailNickname from the UPN (when not mapped), and
+    /// the immutable id a federated UPN needs.
+    fn check_derived(
+        &self,
+        subject: &Subject<'_>,
+        mapped: &mut MappedUser,
+        errors: &mut Vec<MappingError>,
+    ) {
         if self.derive_mail_nickname
             && let Some(upn) = mapped.user_principal_name().map(str::to_owned)
-            && let Some(e) = derive_nickname(&mut mapped, &upn, &subject)
+            && let Some(e) = derive_nickname(mapped, &upn, subject)
         {
             errors.push(e);
         }
@@ -954,60 +1046,6 @@ impl Mapper {
             )
         {
             errors.push(subject.violation("onPremisesImmutableId", None, v));
-        }
-
-        if let Some((source, reset)) = &self.password {
-            let origin = match source {
-                CompiledPassword::Generate => PasswordOrigin::Generate,
-                CompiledPassword::Secret(name) => PasswordOrigin::Secret(name.clone()),
-                CompiledPassword::Mapped(c) => mapped_password(&ev, c, &subject),
-            };
-            mapped.password = Some(PasswordValue {
-                origin,
-                force_change_password_next_sign_in: *reset,
-            });
-        }
-
-        if let Some(lic) = &self.licenses {
-            match self.map_licenses(&ev, lic, &subject) {
-                Ok(l) => mapped.licenses = Some(l),
-                Err(mut e) => errors.append(&mut e),
-            }
-        }
-
-        if let Some(manager) = &self.manager {
-            match ev.eval(manager) {
-                Ok(Raw::Empty) => mapped.manager_ref = Some(None),
-                Ok(Raw::Text(s)) => mapped.manager_ref = Some(Some(s)),
-                Ok(Raw::List(l)) => match single_value(l) {
-                    Ok(v) => mapped.manager_ref = Some(Some(v)),
-                    Err(message) => {
-                        errors.push(subject.error("manager", None, MULTIPLE_VALUES, message))
-                    }
-                },
-                Ok(Raw::Bool(_)) => errors.push(subject.error(
-                    "manager",
-                    None,
-                    "type",
-                    "the manager reference must be an id or a DN, not a boolean",
-                )),
-                Ok(Raw::Bytes(_)) => {
-                    errors.push(subject.error("manager", None, "type", binary_message()))
-                }
-                Ok(Raw::Unique(_)) => errors.push(subject.error(
-                    "manager",
-                    None,
-                    "type",
-                    "unique() does not apply to the manager",
-                )),
-                Err(message) => errors.push(subject.error("manager", None, "evaluation", message)),
-            }
-        }
-
-        if errors.is_empty() {
-            Ok(mapped)
-        } else {
-            Err(errors)
         }
     }
 

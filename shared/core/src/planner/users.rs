@@ -1,0 +1,581 @@
+//! Users, one source page at a time: scope and mapping, then per user — linked (updates,
+//! enable/disable, licenses; a restore first for a user this connection deleted), or not linked
+//! yet (matched to an existing tenant user by the match attribute, or created). Managers are
+//! planned once every page is read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::draft::Draft;
+use super::licenses::{desired_licenses, license_step};
+use super::{DesiredUser, Kept, PlanError, Planner, applied_upn};
+use crate::directory::TenantUser;
+use crate::hash::{same_value, user_state_hash};
+use crate::model::{LicenseAssignment, ObjectKind, SourceUser};
+use crate::plan::{AttributeChange, Step};
+use crate::rule::ManagerReference;
+use crate::state::{Link, UnixMillis};
+
+impl Planner<'_> {
+    /// Plans one page of source users.
+    pub(super) async fn plan_user_page(
+        &self,
+        draft: &mut Draft,
+        users: Vec<SourceUser>,
+        scope_members: Option<&HashSet<String>>,
+    ) -> Result<(), PlanError> {
+        let mapped = self.map_page(draft, users, scope_members);
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = mapped.iter().map(|(u, _)| u.id.clone()).collect();
+        let links: HashMap<String, Link> = self
+            .state
+            .get_links(self.connection, ObjectKind::User, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.source_id.clone(), l))
+            .collect();
+        // Objects in backoff after a failure wait for their retry time.
+        let waiting: HashSet<String> = self
+            .state
+            .get_errors(self.connection, ObjectKind::User, &ids)
+            .await?
+            .into_iter()
+            .filter(|e| e.next_retry_at > self.now)
+            .map(|e| e.source_id)
+            .collect();
+        let (links, restorable) = self.settle_deleted_links(links, &mapped, &waiting).await?;
+        draft.managed_licenses += links.values().map(|l| l.licenses.len() as u64).sum::<u64>();
+
+        let prefs = &self.rule.preferences;
+        let mut unlinked: Vec<(SourceUser, DesiredUser)> = Vec::new();
+        for (user, desired) in mapped {
+            if waiting.contains(&user.id) {
+                draft.protected.insert(user.id.clone());
+                continue;
+            }
+            match links.get(&user.id) {
+                Some(link) => {
+                    let restore = restorable.contains(&user.id);
+                    self.plan_linked_user(draft, &user, &desired, link, restore);
+                }
+                None if !user.enabled && !prefs.provision_disabled_users => {}
+                None => unlinked.push((user, desired)),
+            }
+        }
+        if !unlinked.is_empty() {
+            self.plan_unlinked(draft, unlinked).await?;
+        }
+        Ok(())
+    }
+
+    /// The page's users in scope, mapped. A user whose scope or mapping fails is an issue and
+    /// left alone; every user's DN is indexed for managers referenced by DN.
+    fn map_page(
+        &self,
+        draft: &mut Draft,
+        users: Vec<SourceUser>,
+        scope_members: Option<&HashSet<String>>,
+    ) -> Vec<(SourceUser, DesiredUser)> {
+        let rule = self.rule;
+        let mut mapped = Vec::with_capacity(users.len());
+        for user in users {
+            if rule.manager.reference == ManagerReference::Dn
+                && let Some(dn) = user
+                    .attributes
+                    .get(&rule.manager.dn_attribute)
+                    .and_then(|v| v.as_text())
+            {
+                draft
+                    .dn_index
+                    .insert(dn.to_ascii_lowercase(), user.id.clone());
+            }
+            if draft.protected.contains(&user.id)
+                || scope_members.is_some_and(|members| !members.contains(&user.id))
+            {
+                continue;
+            }
+            match rule.mapping.in_scope(&user) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(message) => {
+                    draft.protected.insert(user.id.clone());
+                    draft.user_issue(&user.id, "scope", message);
+                    continue;
+                }
+            }
+            match rule.mapping.map_user(&user) {
+                Ok(desired) => mapped.push((user, desired)),
+                Err(messages) => {
+                    draft.protected.insert(user.id.clone());
+                    for message in messages {
+                        draft.user_issue(&user.id, "mapping", message);
+                    }
+                }
+            }
+        }
+        mapped
+    }
+
+    /// A linked user: restored first when this connection deleted it, then its changes when its
+    /// desired state hashes differently from the last applied one.
+    fn plan_linked_user(
+        &self,
+        draft: &mut Draft,
+        user: &SourceUser,
+        desired: &DesiredUser,
+        link: &Link,
+        restore: bool,
+    ) {
+        let upn = applied_upn(link);
+        if restore && let Some(deleted_at) = link.deleted_at {
+            draft.steps.users.push(Step::RestoreUser {
+                source_id: user.id.clone(),
+                user_principal_name: upn.clone(),
+                object_id: link.object_id.clone(),
+                deleted_at,
+            });
+        }
+        let wanted = desired_licenses(&self.rule.preferences, desired, &link.licenses);
+        let hash = user_state_hash(&desired.properties, user.enabled, &wanted);
+        if hash != link.hash {
+            self.plan_linked_changes(draft, user, desired, link, &upn, &wanted);
+        }
+        draft
+            .kept
+            .insert(user.id.clone(), Kept::linked(link, desired.manager.clone()));
+    }
+
+    /// Users not linked yet: an existing tenant user found by the match attribute is linked
+    /// rather than duplicated; otherwise the user is created (when the rule creates users).
+    async fn plan_unlinked(
+        &self,
+        draft: &mut Draft,
+        unlinked: Vec<(SourceUser, DesiredUser)>,
+    ) -> Result<(), PlanError> {
+        let match_attr = &self.rule.match_attribute;
+        let by_value = self.find_match_candidates(&unlinked).await?;
+        for (user, desired) in unlinked {
+            let key = match_value(&desired, match_attr).map(|v| v.to_ascii_lowercase());
+            let matches = key.as_ref().and_then(|k| by_value.get(k));
+            match matches.map(Vec::as_slice) {
+                Some([tenant_user]) => self.plan_matched_user(draft, &user, &desired, tenant_user),
+                Some(several) if several.len() > 1 => {
+                    draft.protected.insert(user.id.clone());
+                    draft.user_issue(
+                        &user.id,
+                        "match",
+                        format!(
+                            "{} tenant users have {match_attr} {:?}; link one by hand or make the value unique",
+                            several.len(),
+                            key.unwrap_or_default()
+                        ),
+                    );
+                }
+                _ if self.rule.preferences.allow_create => {
+                    self.plan_create(draft, user, desired).await;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Tenant users holding the match values of `unlinked`, by lower-cased value, read with the
+    /// mapped properties (and accountEnabled, usageLocation).
+    async fn find_match_candidates(
+        &self,
+        unlinked: &[(SourceUser, DesiredUser)],
+    ) -> Result<HashMap<String, Vec<TenantUser>>, PlanError> {
+        let match_attr = &self.rule.match_attribute;
+        let values: Vec<String> = unlinked
+            .iter()
+            .filter_map(|(_, d)| match_value(d, match_attr))
+            .collect();
+        if values.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut select: Vec<String> = unlinked
+            .iter()
+            .flat_map(|(_, d)| d.properties.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // accountEnabled cannot be mapped; usageLocation tells whether a matched user can be
+        // licensed when the rule does not map it.
+        for extra in ["accountEnabled", "usageLocation"] {
+            if !select.iter().any(|s| s == extra) {
+                select.push(extra.into());
+            }
+        }
+        let found = self
+            .directory
+            .find_users(match_attr, &values, &select)
+            .await?;
+        let mut by_value: HashMap<String, Vec<TenantUser>> = HashMap::new();
+        for tenant_user in found {
+            let key = if match_attr == "userPrincipalName" {
+                Some(tenant_user.user_principal_name.to_ascii_lowercase())
+            } else {
+                tenant_user
+                    .properties
+                    .get(match_attr)
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+            };
+            if let Some(key) = key {
+                by_value.entry(key).or_default().push(tenant_user);
+            }
+        }
+        Ok(by_value)
+    }
+
+    /// An existing tenant user matched by the match attribute: linked, then brought to the
+    /// desired state from the tenant's current values.
+    fn plan_matched_user(
+        &self,
+        draft: &mut Draft,
+        user: &SourceUser,
+        desired: &DesiredUser,
+        tenant_user: &TenantUser,
+    ) {
+        draft.steps.users.push(Step::LinkUser {
+            source_id: user.id.clone(),
+            user_principal_name: tenant_user.user_principal_name.clone(),
+            object_id: tenant_user.id.clone(),
+        });
+        // The link starts from the tenant's values of exactly the mapped properties, so that
+        // the stored hash settles once they are applied.
+        let mut tenant_values = tenant_user.properties.clone();
+        tenant_values.insert(
+            "userPrincipalName".into(),
+            Value::String(tenant_user.user_principal_name.clone()),
+        );
+        let current: BTreeMap<String, Value> = desired
+            .properties
+            .keys()
+            .filter_map(|k| tenant_values.get(k).map(|v| (k.clone(), v.clone())))
+            .filter(|(_, v)| !v.is_null())
+            .collect();
+        let tenant_enabled = tenant_user
+            .properties
+            .get("accountEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let pseudo_link = matched_link(&user.id, tenant_user, &current, tenant_enabled, self.now);
+        let wanted = desired_licenses(&self.rule.preferences, desired, &[]);
+        self.plan_linked_changes(
+            draft,
+            user,
+            desired,
+            &pseudo_link,
+            &tenant_user.user_principal_name,
+            &wanted,
+        );
+        let mut starting_point = current;
+        starting_point.insert("accountEnabled".into(), Value::Bool(tenant_enabled));
+        draft.extras.matched.insert(user.id.clone(), starting_point);
+        draft.kept.insert(
+            user.id.clone(),
+            Kept {
+                upn: tenant_user.user_principal_name.clone(),
+                linked_manager: None,
+                manager_ref: desired.manager.clone(),
+                provisioned: true,
+                object_id: Some(tenant_user.id.clone()),
+            },
+        );
+    }
+
+    /// A new user: its unique values picked, created, then licensed.
+    async fn plan_create(&self, draft: &mut Draft, user: SourceUser, mut desired: DesiredUser) {
+        if let Some(problem) = &desired.password_problem {
+            draft.protected.insert(user.id.clone());
+            draft.user_issue(&user.id, "create", problem.clone());
+            return;
+        }
+        if let Err(message) = self.resolve_unique(&mut desired, &mut draft.claimed).await {
+            draft.protected.insert(user.id.clone());
+            draft.user_issue(&user.id, "create", message);
+            return;
+        }
+        let upn = desired
+            .properties
+            .get("userPrincipalName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(password) = desired.password.clone() {
+            draft.extras.passwords.insert(user.id.clone(), password);
+        }
+        draft.steps.users.push(Step::CreateUser {
+            source_id: user.id.clone(),
+            user_principal_name: upn.clone(),
+            properties: desired.properties.clone(),
+            enabled: user.enabled,
+        });
+        let licenses = desired_licenses(&self.rule.preferences, &desired, &[]);
+        match license_step(&user.id, &upn, &desired, &BTreeMap::new(), &[], &licenses) {
+            Ok(step) => draft.steps.licenses.extend(step),
+            Err(issue) => draft.issues.push(issue),
+        }
+        draft.kept.insert(
+            user.id.clone(),
+            Kept {
+                upn,
+                linked_manager: None,
+                manager_ref: desired.manager.clone(),
+                provisioned: true,
+                object_id: None,
+            },
+        );
+    }
+
+    /// Picks, for every property with unique candidates, the first value that no tenant user
+    /// has and no other user of this run has claimed.
+    async fn resolve_unique(
+        &self,
+        desired: &mut DesiredUser,
+        claimed: &mut HashSet<(String, String)>,
+    ) -> Result<(), String> {
+        for (property, candidates) in &desired.unique_candidates {
+            let taken: HashSet<String> = self
+                .directory
+                .find_users(property, candidates, std::slice::from_ref(property))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|u| {
+                    if property == "userPrincipalName" {
+                        Some(u.user_principal_name.to_ascii_lowercase())
+                    } else {
+                        u.properties
+                            .get(property)
+                            .and_then(Value::as_str)
+                            .map(str::to_ascii_lowercase)
+                    }
+                })
+                .collect();
+            let free = candidates
+                .iter()
+                .find(|c| {
+                    let lower = c.to_ascii_lowercase();
+                    !taken.contains(&lower) && !claimed.contains(&(property.clone(), lower))
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "every candidate for {property} is taken in the tenant ({}); add candidates to the unique() expression",
+                        candidates.join(", ")
+                    )
+                })?;
+            claimed.insert((property.clone(), free.to_ascii_lowercase()));
+            desired
+                .properties
+                .insert(property.clone(), Value::String(free.clone()));
+        }
+        Ok(())
+    }
+
+    /// Updates, enable/disable and licenses of a linked (or matched) user; the issue that holds
+    /// its license additions back, if any, goes with the plan's issues.
+    fn plan_linked_changes(
+        &self,
+        draft: &mut Draft,
+        user: &SourceUser,
+        desired: &DesiredUser,
+        link: &Link,
+        upn: &str,
+        desired_licenses: &[LicenseAssignment],
+    ) {
+        let prefs = &self.rule.preferences;
+        if prefs.allow_update {
+            let changes: Vec<AttributeChange> = desired
+                .properties
+                .iter()
+                .filter(|(name, _)| !desired.unique_candidates.contains_key(*name))
+                .filter(|(name, value)| !same_value(link.applied.get(*name), Some(value)))
+                .map(|(name, value)| AttributeChange {
+                    name: name.clone(),
+                    old: link.applied.get(name).cloned().unwrap_or(Value::Null),
+                    new: value.clone(),
+                })
+                .collect();
+            if !changes.is_empty() {
+                draft.steps.updates.push(Step::UpdateUser {
+                    source_id: user.id.clone(),
+                    user_principal_name: upn.to_owned(),
+                    changes,
+                });
+            }
+        }
+        if prefs.allow_disable && link.enabled != user.enabled {
+            draft.steps.updates.push(Step::SetEnabled {
+                source_id: user.id.clone(),
+                user_principal_name: upn.to_owned(),
+                enabled: user.enabled,
+            });
+        }
+        match license_step(
+            &user.id,
+            upn,
+            desired,
+            &link.applied,
+            &link.licenses,
+            desired_licenses,
+        ) {
+            Ok(step) => draft.steps.licenses.extend(step),
+            Err(issue) => draft.issues.push(issue),
+        }
+    }
+
+    /// Sorts out the links of users this connection deleted ([`Link::deleted_at`]) among a
+    /// page's links. A deleted user back in scope is restored when it may be provisioned
+    /// (`allow_create`, and enabled unless disabled users are provisioned) and Graph still holds
+    /// it in its deleted items: its link stays, and its id is in the returned set (users
+    /// `waiting` for a retry are not asked about). Any other deleted link is left out, so that
+    /// its user is matched or created like a new one (a create replaces the link).
+    async fn settle_deleted_links(
+        &self,
+        mut links: HashMap<String, Link>,
+        mapped: &[(SourceUser, DesiredUser)],
+        waiting: &HashSet<String>,
+    ) -> Result<(HashMap<String, Link>, HashSet<String>), PlanError> {
+        let prefs = &self.rule.preferences;
+        let candidates: HashMap<String, String> = mapped
+            .iter()
+            .filter(|(user, _)| !waiting.contains(&user.id))
+            .filter(|(user, _)| {
+                prefs.allow_create && (user.enabled || prefs.provision_disabled_users)
+            })
+            .filter_map(|(user, _)| links.get(&user.id))
+            .filter(|link| link.restorable_at(self.now))
+            .map(|link| (link.object_id.clone(), link.source_id.clone()))
+            .collect();
+        let restorable: HashSet<String> = if candidates.is_empty() {
+            HashSet::new()
+        } else {
+            let object_ids: Vec<String> = candidates.keys().cloned().collect();
+            self.directory
+                .restorable_users(&object_ids)
+                .await?
+                .into_iter()
+                .filter_map(|object_id| candidates.get(&object_id).cloned())
+                .collect()
+        };
+        links.retain(|source_id, link| !link.is_deleted() || restorable.contains(source_id));
+        Ok((links, restorable))
+    }
+
+    /// Manager steps of the users planned, once every page is read (a manager may sit on a
+    /// later page than its report).
+    pub(super) fn plan_managers(&self, draft: &mut Draft) {
+        let mut steps = Vec::new();
+        let mut issues = Vec::new();
+        for (id, user) in &draft.kept {
+            let Some(reference) = &user.manager_ref else {
+                continue;
+            };
+            let desired = match reference {
+                None => None,
+                Some(reference) => match self.manager_of(id, reference, draft) {
+                    Ok(Some(manager)) => Some(manager),
+                    // A focused plan knows the DNs of its own users only: a manager named by DN
+                    // elsewhere is left as it is until the next full sync.
+                    Ok(None) => continue,
+                    Err(message) => {
+                        issues.push((id.clone(), message));
+                        continue;
+                    }
+                },
+            };
+            if desired == user.linked_manager {
+                continue;
+            }
+            steps.push(match desired {
+                Some(manager_source_id) => Step::SetManager {
+                    source_id: id.clone(),
+                    user_principal_name: user.upn.clone(),
+                    manager_source_id,
+                },
+                None => Step::RemoveManager {
+                    source_id: id.clone(),
+                    user_principal_name: user.upn.clone(),
+                },
+            });
+        }
+        draft.steps.managers.extend(steps);
+        for (id, message) in issues {
+            draft.user_issue(&id, "manager", message);
+        }
+    }
+
+    /// The source id of the manager `reference` names for user `id`: `Ok(None)` when a focused
+    /// plan cannot resolve a DN, an error message when it is not a user this rule provisions.
+    fn manager_of(
+        &self,
+        id: &str,
+        reference: &str,
+        draft: &Draft,
+    ) -> Result<Option<String>, String> {
+        let manager_id = match self.rule.manager.reference {
+            ManagerReference::Id => Some(reference.to_owned()),
+            ManagerReference::Dn => draft.dn_index.get(&reference.to_ascii_lowercase()).cloned(),
+        };
+        match manager_id {
+            Some(m) if draft.kept.get(&m).is_some_and(|k| k.provisioned) && m != id => Ok(Some(m)),
+            None if self.focus.is_some() => Ok(None),
+            _ => Err(format!(
+                "manager {reference:?} is not a user this rule provisions; it is set once the manager is in scope"
+            )),
+        }
+    }
+}
+
+/// The value that finds this user's existing tenant account. Only a value mapped from the
+/// source counts: a `unique()` candidate is never one (config validation refuses such a match
+/// attribute, see [`crate::mapping::check_match_attribute`]), since its first candidate is
+/// usually held by someone else, whose account the user would take over.
+fn match_value(desired: &DesiredUser, attribute: &str) -> Option<String> {
+    if desired.unique_candidates.contains_key(attribute) {
+        return None;
+    }
+    desired
+        .properties
+        .get(attribute)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The starting point of a user linked by match: the tenant's values of the mapped properties
+/// (`current`), plus its usageLocation, which tells whether it can be licensed.
+fn matched_link(
+    source_id: &str,
+    tenant_user: &TenantUser,
+    current: &BTreeMap<String, Value>,
+    enabled: bool,
+    now: UnixMillis,
+) -> Link {
+    let mut applied = current.clone();
+    if let Some(location) = tenant_user.properties.get("usageLocation") {
+        applied
+            .entry("usageLocation".to_owned())
+            .or_insert_with(|| location.clone());
+    }
+    Link {
+        kind: ObjectKind::User,
+        source_id: source_id.to_owned(),
+        object_id: tenant_user.id.clone(),
+        origin: crate::state::LinkOrigin::Matched,
+        hash: String::new(),
+        applied,
+        enabled,
+        licenses: Vec::new(),
+        manager: None,
+        members: Vec::new(),
+        seen_generation: 0,
+        updated_at: now,
+        deleted_at: None,
+    }
+}
