@@ -5,7 +5,14 @@ it deep-copies the whole table once per *action* of the transaction: a 100-actio
 table of 10,000 items copies a million items. The state store fences every write with a
 transaction (a ConditionCheck on the lease beside the writes), so the tests would spend minutes
 in those copies. Here the backup is taken once per table per transaction: the same backup, the
-same rollback, the same answers. Everything else is moto as installed.
+same rollback, the same answers.
+
+moto's server answers requests on several threads, and its DynamoDB writes check a condition and
+then write without a lock: two concurrent conditional writes (or transactions) on the same item
+can both pass their checks, where DynamoDB lets exactly one through
+(https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling).
+Here every DynamoDB write runs under one lock, so concurrent writers see DynamoDB's outcome.
+Everything else is moto as installed.
 
 Usage: python server.py [moto_server arguments], e.g. `-H 127.0.0.1 -p 5000`.
 """
@@ -50,6 +57,25 @@ def _transact_write_items(self, transact_items):
 
 
 _models.DynamoDBBackend.transact_write_items = _transact_write_items
+
+_writes = threading.RLock()
+
+
+def _serialised(method):
+    def run(self, *args, **kwargs):
+        with _writes:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+    if hasattr(_models.DynamoDBBackend, _name):
+        setattr(
+            _models.DynamoDBBackend,
+            _name,
+            _serialised(getattr(_models.DynamoDBBackend, _name)),
+        )
 
 if __name__ == "__main__":
     sys.argv[0] = "moto_server"

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use m365_core::config::Config;
+use m365_core::config::{Config, SecretsConfig, SourceConfig, StateConfig};
 use m365_core::planner::Rule;
 use m365_core::rule_mapping::compile_rule;
 use m365_core::secrets::{
@@ -12,7 +12,7 @@ use m365_core::secrets::{
 use m365_core::{Directory, Source, SystemClock};
 use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphSettings};
 use m365_sandbox::{RunningSandbox, Sandbox, demo};
-use m365_source_file::{FileSource, FileSourceConfig};
+use m365_source_file::FileSource;
 use m365_state_sqlite::SqliteStateStore;
 use secrecy::SecretString;
 
@@ -74,14 +74,6 @@ fn relative_to(base: &Path, location: &str) -> String {
     }
 }
 
-fn adapter_settings<T: serde::de::DeserializeOwned>(
-    section: &str,
-    settings: &serde_json::Map<String, serde_json::Value>,
-) -> Result<T, SetupError> {
-    serde_json::from_value(serde_json::Value::Object(settings.clone()))
-        .map_err(|e| SetupError::config(format!("[{section}]: {e}")))
-}
-
 /// The folder relative paths of the configuration file are resolved against.
 pub fn config_base(config_path: &Path) -> PathBuf {
     config_path
@@ -91,31 +83,27 @@ pub fn config_base(config_path: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// Where the connection's SQLite state lives, as `[state]` configures it (absent: beside the
+/// configuration, `.state/<connection>.sqlite`).
+pub fn state_path(config: &Config, base: &Path) -> Result<PathBuf, SetupError> {
+    match &config.state {
+        None | Some(StateConfig::Sqlite { path: None }) => Ok(base
+            .join(".state")
+            .join(format!("{}.sqlite", config.connection.name))),
+        Some(StateConfig::Sqlite { path: Some(p) }) => Ok(PathBuf::from(relative_to(base, p))),
+        Some(StateConfig::Dynamodb {}) => Err(SetupError::config(
+            "[state] type = \"dynamodb\" is the cloud deployment's table: on the command line \
+             use type = \"sqlite\" (or `m365-provisioner cloud` for a deployment)"
+                .to_owned(),
+        )),
+    }
+}
+
 /// The connection's state store, as `[state]` configures it.
 pub fn open_state(config: &Config, base: &Path) -> Result<SqliteStateStore, SetupError> {
-    match config.state.kind.as_str() {
-        "sqlite" => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct SqliteSettings {
-                path: Option<String>,
-            }
-            let settings: SqliteSettings = adapter_settings("state", &config.state.settings)?;
-            let path = settings.path.map_or_else(
-                || {
-                    base.join(".state")
-                        .join(format!("{}.sqlite", config.connection.name))
-                },
-                |p| PathBuf::from(relative_to(base, &p)),
-            );
-            SqliteStateStore::open(&path).map_err(|e| {
-                SetupError::config(format!("[state] cannot open {}: {e}", path.display()))
-            })
-        }
-        other => Err(SetupError::config(format!(
-            "[state] type = {other:?} is not available here: use \"sqlite\""
-        ))),
-    }
+    let path = state_path(config, base)?;
+    SqliteStateStore::open(&path)
+        .map_err(|e| SetupError::config(format!("[state] cannot open {}: {e}", path.display())))
 }
 
 /// The state key of a configuration's rule: `<connection>/<rule>`.
@@ -130,10 +118,9 @@ impl App {
         let base = config_base(config_path);
 
         // Source.
-        let source: Box<dyn Source> = match config.source.kind.as_str() {
-            "file" => {
-                let mut settings: FileSourceConfig =
-                    adapter_settings("source", &config.source.settings)?;
+        let source: Box<dyn Source> = match &config.source {
+            SourceConfig::File(settings) => {
+                let mut settings = settings.clone();
                 settings.location = relative_to(&base, &settings.location);
                 // AWS configuration is loaded only for an s3:// location: local runs never
                 // touch it. Endpoint, region and credentials come from the SDK's default chain
@@ -147,11 +134,6 @@ impl App {
                     FileSource::new(settings, Arc::new(m365_aws::AnyFileLoader::new(s3)))
                         .map_err(|e| SetupError::config(format!("[source]: {e}")))?,
                 )
-            }
-            other => {
-                return Err(SetupError::config(format!(
-                    "[source] type = {other:?} is not available in this build: use \"file\""
-                )));
             }
         };
 
@@ -181,24 +163,17 @@ impl App {
                 extra: Default::default(),
             }))
         } else {
-            match config.secrets.kind.as_str() {
-                "env" => Arc::new(EnvSecretStore),
-                "file" => {
-                    #[derive(serde::Deserialize)]
-                    #[serde(deny_unknown_fields)]
-                    struct FileSettings {
-                        path: String,
-                    }
-                    let settings: FileSettings =
-                        adapter_settings("secrets", &config.secrets.settings)?;
-                    Arc::new(FileSecretStore {
-                        path: PathBuf::from(relative_to(&base, &settings.path)),
-                    })
-                }
-                other => {
-                    return Err(SetupError::config(format!(
-                        "[secrets] type = {other:?} is not available here: use \"env\" or \"file\""
-                    )));
+            match &config.secrets {
+                None | Some(SecretsConfig::Env {}) => Arc::new(EnvSecretStore),
+                Some(SecretsConfig::File { path }) => Arc::new(FileSecretStore {
+                    path: PathBuf::from(relative_to(&base, path)),
+                }),
+                Some(SecretsConfig::AwsSecretsManager { .. }) => {
+                    return Err(SetupError::config(
+                        "[secrets] type = \"aws-secrets-manager\" is read by the cloud functions: \
+                         on the command line use type = \"env\" or \"file\""
+                            .to_owned(),
+                    ));
                 }
             }
         };

@@ -6,69 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::error::GraphError;
-
-/// The Microsoft cloud a tenant lives in. Login host, Graph host and token scope are always
-/// chosen together from this value (graph-facts §1 "National clouds"): a token of one cloud is
-/// useless against another cloud's Graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Cloud {
-    /// Worldwide service, also used by GCC (moderate) tenants.
-    #[default]
-    Global,
-    /// US Government L4 (GCC High).
-    UsGovHigh,
-    /// US Government L5 (DoD).
-    UsGovDod,
-    /// China, operated by 21Vianet.
-    China,
-}
-
-impl Cloud {
-    /// Token (login) host of this cloud.
-    pub fn login_url(self) -> &'static str {
-        match self {
-            Cloud::Global => "https://login.microsoftonline.com",
-            Cloud::UsGovHigh | Cloud::UsGovDod => "https://login.microsoftonline.us",
-            Cloud::China => "https://login.chinacloudapi.cn",
-        }
-    }
-
-    /// Graph host of this cloud, without the version segment.
-    pub fn graph_url(self) -> &'static str {
-        match self {
-            Cloud::Global => "https://graph.microsoft.com",
-            Cloud::UsGovHigh => "https://graph.microsoft.us",
-            Cloud::UsGovDod => "https://dod-graph.microsoft.us",
-            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
-        }
-    }
-
-    /// The `.default` scope to request for this cloud's Graph.
-    pub fn scope(self) -> &'static str {
-        match self {
-            Cloud::Global => "https://graph.microsoft.com/.default",
-            Cloud::UsGovHigh => "https://graph.microsoft.us/.default",
-            Cloud::UsGovDod => "https://dod-graph.microsoft.us/.default",
-            Cloud::China => "https://microsoftgraph.chinacloudapi.cn/.default",
-        }
-    }
-
-    /// Parses the names operators write in configuration.
-    pub fn parse(name: &str) -> Option<Cloud> {
-        match name
-            .trim()
-            .to_ascii_lowercase()
-            .replace(['-', '_', ' '], "")
-            .as_str()
-        {
-            "global" | "worldwide" | "public" | "gcc" | "azurepublic" => Some(Cloud::Global),
-            "usgovhigh" | "gcchigh" | "usgov" | "usgovl4" | "l4" => Some(Cloud::UsGovHigh),
-            "usgovdod" | "dod" | "usgovl5" | "l5" => Some(Cloud::UsGovDod),
-            "china" | "21vianet" | "mooncake" => Some(Cloud::China),
-            _ => None,
-        }
-    }
-}
+pub use m365_core::config::{Cloud, TenantSize};
 
 /// Where a client runs, which decides the endpoint overrides it accepts
 /// ([`GraphSettings::check_endpoint_overrides`]).
@@ -242,25 +180,6 @@ pub struct PacingConfig {
     pub enabled: bool,
 }
 
-/// Tenant size classes of the resource-unit quota (S < 50 users, M 50–500, L > 500).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TenantSize {
-    Small,
-    Medium,
-    Large,
-}
-
-impl TenantSize {
-    /// Resource units per 10 s for this tenant size.
-    pub fn resource_unit_quota(self) -> u32 {
-        match self {
-            TenantSize::Small => 3_500,
-            TenantSize::Medium => 5_000,
-            TenantSize::Large => 8_000,
-        }
-    }
-}
-
 impl PacingConfig {
     /// Graph's published quota for a tenant of the given size.
     pub fn for_tenant_size(size: TenantSize) -> Self {
@@ -357,18 +276,13 @@ impl GraphSettings {
     /// concurrency, tenant size), defaults for the rest. The CLI and the functions both use it.
     pub fn from_connection(connection: &m365_core::config::ConnectionConfig) -> Self {
         let mut settings = GraphSettings {
-            cloud: Cloud::parse(&connection.cloud).unwrap_or(Cloud::Global),
+            cloud: connection.cloud,
             login_url: connection.login_url.clone(),
             graph_url: connection.graph_url.clone(),
             concurrency: connection.concurrency,
             ..GraphSettings::default()
         };
-        if let Some(size) = &connection.tenant_size {
-            let size = match size.as_str() {
-                "medium" => TenantSize::Medium,
-                "large" => TenantSize::Large,
-                _ => TenantSize::Small,
-            };
+        if let Some(size) = connection.tenant_size {
             settings.pacing = PacingConfig::for_tenant_size(size);
         }
         settings
@@ -760,11 +674,11 @@ mod tests {
 
     #[test]
     fn cloud_names_parse() {
-        assert_eq!(Cloud::parse("GCC-High"), Some(Cloud::UsGovHigh));
-        assert_eq!(Cloud::parse("dod"), Some(Cloud::UsGovDod));
-        assert_eq!(Cloud::parse("China"), Some(Cloud::China));
-        assert_eq!(Cloud::parse("global"), Some(Cloud::Global));
-        assert_eq!(Cloud::parse("mars"), None);
+        assert_eq!("GCC-High".parse::<Cloud>(), Ok(Cloud::UsGovHigh));
+        assert_eq!("dod".parse::<Cloud>(), Ok(Cloud::UsGovDod));
+        assert_eq!("China".parse::<Cloud>(), Ok(Cloud::China));
+        assert_eq!("global".parse::<Cloud>(), Ok(Cloud::Global));
+        assert!("mars".parse::<Cloud>().unwrap_err().contains("use global"));
     }
 
     #[test]

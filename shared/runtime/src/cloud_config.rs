@@ -14,8 +14,7 @@
 //! `type = "dynamodb"` and an absent `[secrets]` as `type = "aws-secrets-manager"` (never the
 //! command line's `sqlite` / `env` defaults). Every error names the key and the fix.
 
-use m365_core::config::{AdapterConfig, Config, ConfigError};
-use m365_source_file::FileSourceConfig;
+use m365_core::config::{Config, ConfigError, SecretsConfig, SourceConfig, StateConfig};
 
 /// `[state] type` of the cloud: the deployment's DynamoDB table.
 pub const STATE_TYPE: &str = "dynamodb";
@@ -56,16 +55,15 @@ pub fn parse_cloud_config(text: &str, origin: &str) -> Result<Config, ConfigErro
     }
 
     check_source(&config.source).map_err(fail)?;
-
-    if declares_table(text, "state") {
-        check_state(&config.state).map_err(fail)?;
-    } else {
-        config.state = adapter(STATE_TYPE);
+    match &config.state {
+        None => config.state = Some(StateConfig::Dynamodb {}),
+        Some(state) => check_state(state).map_err(fail)?,
     }
-    if declares_table(text, "secrets") {
-        check_secrets(&config.secrets).map_err(fail)?;
-    } else {
-        config.secrets = adapter(SECRETS_TYPE);
+    match &config.secrets {
+        None => {
+            config.secrets = Some(SecretsConfig::AwsSecretsManager { secret_id: None });
+        }
+        Some(secrets) => check_secrets(secrets).map_err(fail)?,
     }
     Ok(config)
 }
@@ -93,24 +91,22 @@ fn names_own_secret(id: &str, connection: &str) -> bool {
 /// else `default` (the functions pass `M365_SECRET_ID`).
 pub fn secret_id(config: &Config, default: Option<&str>) -> Result<String, ConfigError> {
     let name = &config.connection.name;
-    let from_config = match config.secrets.kind.as_str() {
-        SECRETS_TYPE => match config.secrets.settings.get("secret_id") {
-            None => None,
-            Some(serde_json::Value::String(id)) if valid_secret_id(id) => Some(id.clone()),
-            Some(_) => {
-                return Err(ConfigError(format!(
-                    "connection {name}: [secrets] secret_id is not a secret name or ARN; \
-                     write secret_id = \"m365/{name}\" or remove it to use {SECRET_ID_ENV}"
-                )));
-            }
-        },
-        // Config::from_toml's default for an absent [secrets] (a config not from
-        // parse_cloud_config): nothing named here.
-        "env" if config.secrets.settings.is_empty() => None,
-        other => {
+    let from_config = match &config.secrets {
+        Some(SecretsConfig::AwsSecretsManager { secret_id: None }) | None => None,
+        Some(SecretsConfig::AwsSecretsManager {
+            secret_id: Some(id),
+        }) if valid_secret_id(id) => Some(id.clone()),
+        Some(SecretsConfig::AwsSecretsManager { secret_id: Some(_) }) => {
             return Err(ConfigError(format!(
-                "connection {name}: [secrets] type = {other:?} cannot be used by the cloud \
-                 functions; use type = \"{SECRETS_TYPE}\""
+                "connection {name}: [secrets] secret_id is not a secret name or ARN; \
+                 write secret_id = \"m365/{name}\" or remove it to use {SECRET_ID_ENV}"
+            )));
+        }
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "connection {name}: [secrets] type = {:?} cannot be used by the cloud \
+                 functions; use type = \"{SECRETS_TYPE}\"",
+                other.type_name()
             )));
         }
     };
@@ -135,25 +131,8 @@ pub fn secret_id(config: &Config, default: Option<&str>) -> Result<String, Confi
     }
 }
 
-fn adapter(kind: &str) -> AdapterConfig {
-    AdapterConfig {
-        kind: kind.to_owned(),
-        settings: serde_json::Map::new(),
-    }
-}
-
-fn check_source(source: &AdapterConfig) -> Result<(), String> {
-    if source.kind != "file" {
-        return Err(format!(
-            "[source] type = {:?} is not available to the cloud functions; use type = \"file\" \
-             with an s3:// location",
-            source.kind
-        ));
-    }
-    let settings: FileSourceConfig =
-        serde_json::from_value(serde_json::Value::Object(source.settings.clone()))
-            .map_err(|e| format!("[source]: {e}"))?;
-    settings.validate().map_err(|e| format!("[source]: {e}"))?;
+fn check_source(source: &SourceConfig) -> Result<(), String> {
+    let SourceConfig::File(settings) = source;
     let location = &settings.location;
     if !m365_aws::is_s3_location(location) {
         return Err(format!(
@@ -175,53 +154,37 @@ fn check_source(source: &AdapterConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn check_state(state: &AdapterConfig) -> Result<(), String> {
-    if state.kind != STATE_TYPE {
-        return Err(format!(
+fn check_state(state: &StateConfig) -> Result<(), String> {
+    match state {
+        StateConfig::Dynamodb {} => Ok(()),
+        other => Err(format!(
             "[state] type = {:?} cannot be used by the cloud functions: they keep the state in \
              the deployment's DynamoDB table (M365_TABLE); remove the [state] section or write \
              type = \"{STATE_TYPE}\"",
-            state.kind
-        ));
+            other.type_name()
+        )),
     }
-    if let Some(key) = state.settings.keys().next() {
-        return Err(format!(
-            "[state] {key}: the state always lives in the deployment's table (M365_TABLE); \
-             remove the key"
-        ));
-    }
-    Ok(())
 }
 
-fn check_secrets(secrets: &AdapterConfig) -> Result<(), String> {
-    if secrets.kind != SECRETS_TYPE {
-        return Err(format!(
+fn check_secrets(secrets: &SecretsConfig) -> Result<(), String> {
+    match secrets {
+        SecretsConfig::AwsSecretsManager { secret_id: None } => Ok(()),
+        SecretsConfig::AwsSecretsManager {
+            secret_id: Some(id),
+        } if valid_secret_id(id) => Ok(()),
+        SecretsConfig::AwsSecretsManager { .. } => Err(
+            "[secrets] secret_id is not a secret name or ARN: use letters, digits and \
+             /_+=.@-: only, e.g. secret_id = \"m365/contoso\" or an \
+             arn:aws:secretsmanager:… ARN; or remove it to use M365_SECRET_ID"
+                .to_owned(),
+        ),
+        other => Err(format!(
             "[secrets] type = {:?} cannot be used by the cloud functions: remove the [secrets] \
              section (the secret named by {SECRET_ID_ENV} is used) or write type = \
              \"{SECRETS_TYPE}\" with secret_id = \"name or ARN\"",
-            secrets.kind
-        ));
+            other.type_name()
+        )),
     }
-    for (key, value) in &secrets.settings {
-        if key != "secret_id" {
-            return Err(format!(
-                "[secrets] {key} is not a setting of type = \"{SECRETS_TYPE}\": the only one \
-                 is secret_id (a secret name or ARN)"
-            ));
-        }
-        match value {
-            serde_json::Value::String(id) if valid_secret_id(id) => {}
-            _ => {
-                return Err(
-                    "[secrets] secret_id is not a secret name or ARN: use letters, digits and \
-                     /_+=.@-: only, e.g. secret_id = \"m365/contoso\" or an \
-                     arn:aws:secretsmanager:… ARN; or remove it to use M365_SECRET_ID"
-                        .to_owned(),
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A Secrets Manager name (`/_+=.@-` and alphanumerics) or ARN (also `:`), at most 2,048
@@ -232,16 +195,6 @@ fn valid_secret_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c))
-}
-
-/// Whether `text` defines the top-level table `name` (`[name]`, `name.key = …` or
-/// `name = {…}`). The parsed [`Config`] cannot tell an absent section from its default; TOML
-/// itself can: defining a table a second time is an error, so `text` with a `[name]` table
-/// appended parses only when `text` has none. (`text` has already parsed, so the appended
-/// table is the only possible fault.)
-fn declares_table(text: &str, name: &str) -> bool {
-    let probe = format!("{text}\n[{name}]\ntype = \"probe\"\n");
-    Config::from_toml(&probe, "probe").is_err()
 }
 
 #[cfg(test)]
@@ -315,9 +268,11 @@ source = "generate"
     #[test]
     fn absent_state_and_secrets_become_the_cloud_adapters() {
         let config = parse_cloud_config(VALID, "contoso.toml").unwrap();
-        assert_eq!(config.state.kind, "dynamodb");
-        assert!(config.state.settings.is_empty());
-        assert_eq!(config.secrets.kind, "aws-secrets-manager");
+        assert_eq!(config.state, Some(StateConfig::Dynamodb {}));
+        assert_eq!(
+            config.secrets,
+            Some(SecretsConfig::AwsSecretsManager { secret_id: None })
+        );
         assert_eq!(
             secret_id(&config, Some("m365/default")).unwrap(),
             "m365/default"
@@ -330,7 +285,7 @@ source = "generate"
             "[state]\ntype = \"dynamodb\"\n[secrets]\ntype = \"aws-secrets-manager\"\nsecret_id = \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:m365/contoso-AbCdEf\"",
         );
         let config = parse_cloud_config(&text, "t").unwrap();
-        assert_eq!(config.state.kind, "dynamodb");
+        assert_eq!(config.state, Some(StateConfig::Dynamodb {}));
         assert_eq!(
             secret_id(&config, Some("ignored")).unwrap(),
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:m365/contoso-AbCdEf"
@@ -353,7 +308,7 @@ source = "generate"
     #[test]
     fn secret_id_of_a_plain_config_uses_the_default() {
         let config = Config::from_toml(VALID, "t").unwrap();
-        assert_eq!(config.secrets.kind, "env");
+        assert_eq!(config.secrets, None);
         assert_eq!(secret_id(&config, Some("m365/x")).unwrap(), "m365/x");
     }
 
@@ -450,14 +405,9 @@ source = "generate"
             "[connection]",
             "state = { type = \"sqlite\" }\n[connection]",
         );
-        assert!(declares_table(&base, "state"));
         let dotted = VALID.replace("[connection]", "state.type = \"sqlite\"\n[connection]");
-        assert!(declares_table(&dotted, "state"));
-        assert!(declares_table(&with("[state]\ntype = \"sqlite\""), "state"));
-        assert!(!declares_table(VALID, "state"));
-        assert!(!declares_table(VALID, "secrets"));
         // Each of them is refused, not taken for the default.
-        for text in [base, dotted] {
+        for text in [base, dotted, with("[state]\ntype = \"sqlite\"")] {
             let error = parse_cloud_config(&text, "t").unwrap_err().0;
             assert!(error.contains("[state] type = \"sqlite\""), "{error}");
         }

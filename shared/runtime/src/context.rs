@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use m365_aws::{AnyFileLoader, ConfigStore, DynamoStateStore, SecretsManagerSecretStore};
-use m365_core::config::Config;
+use m365_core::config::{Config, SourceConfig};
 use m365_core::planner::Rule;
 use m365_core::rule_mapping::compile_rule;
 use m365_core::secrets::{ConnectionSecrets, SecretStore};
@@ -33,7 +33,7 @@ use m365_core::{Clock, Directory, FailureKind, Source, SystemClock, UnixMillis};
 use m365_graph::{
     Credentials, EndpointPolicy, GraphClient, GraphDirectory, GraphSettings, SharedState,
 };
-use m365_source_file::{FileSource, FileSourceConfig};
+use m365_source_file::FileSource;
 
 use crate::cloud_config::{parse_cloud_config, secret_id};
 
@@ -493,20 +493,14 @@ impl Deployment {
     }
 
     fn source(&self, config: &Config) -> Result<Box<dyn Source>, SetupError> {
-        match config.source.kind.as_str() {
-            "file" => {
-                let settings: FileSourceConfig = serde_json::from_value(serde_json::Value::Object(
-                    config.source.settings.clone(),
-                ))
-                .map_err(|e| SetupError::Invalid(format!("[source]: {e}")))?;
+        match &config.source {
+            SourceConfig::File(settings) => {
                 let loader = Arc::new(AnyFileLoader::new(Some(self.s3.clone())));
-                Ok(Box::new(FileSource::new(settings, loader).map_err(
-                    |e| SetupError::Invalid(format!("[source]: {e}")),
-                )?))
+                Ok(Box::new(
+                    FileSource::new(settings.clone(), loader)
+                        .map_err(|e| SetupError::Invalid(format!("[source]: {e}")))?,
+                ))
             }
-            other => Err(SetupError::Invalid(format!(
-                "[source] type = {other:?} is not available in this build: use \"file\""
-            ))),
         }
     }
 

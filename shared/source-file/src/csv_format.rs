@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use csv::{ErrorKind, ReaderBuilder, StringRecord};
 use m365_core::{AttrValue, Attributes, SourceError, SourceGroup, SourceUser};
 
-use crate::config::FileSourceConfig;
+use crate::FileSourceConfig;
 use crate::parsed::{Raw, RawError};
 
 /// The header, checked: unique, non-empty names.

@@ -3,7 +3,7 @@
 use m365_core::{AttrValue, Attributes, SourceError, SourceGroup, SourceUser};
 use serde_json::{Map, Value};
 
-use crate::config::FileSourceConfig;
+use crate::FileSourceConfig;
 use crate::parsed::{Raw, RawError, RawFile};
 
 fn type_name(value: &Value) -> &'static str {

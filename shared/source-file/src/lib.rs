@@ -27,13 +27,12 @@
 //! - A duplicate id skips *every* record carrying it, each with an error that has the id, so the
 //!   identity is left unchanged. A group member whose user record is in error stays a member.
 
-mod config;
 mod csv_format;
 mod json;
 mod loader;
 mod parsed;
 mod source;
 
-pub use config::{FileFormat, FileSourceConfig, FileSourceConfigError};
 pub use loader::{FileLoader, LocalFileLoader};
+pub use m365_core::config::file_source::{FileFormat, FileSourceConfig, FileSourceConfigError};
 pub use source::FileSource;

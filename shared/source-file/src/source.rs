@@ -8,9 +8,9 @@ use m365_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FileFormat, FileSourceConfig, FileSourceConfigError};
 use crate::loader::{FileLoader, LocalFileLoader};
 use crate::parsed::{Lookup, MissingGroups, Parsed, RawFile, UserSlot};
+use crate::{FileFormat, FileSourceConfig, FileSourceConfigError};
 use crate::{csv_format, json};
 
 /// Version of the cursor's content; a cursor of another version restarts the snapshot.

@@ -35,26 +35,12 @@ pub async fn run(args: Args) -> Code {
         Ok(config) => config,
         Err(error) => return super::common::report_setup(&error, args.json),
     };
-    let base = args
-        .config
-        .config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
-    let path = config
-        .state
-        .settings
-        .get("path")
-        .and_then(|v| v.as_str())
-        .map_or_else(
-            || {
-                base.join(".state")
-                    .join(format!("{}.sqlite", config.connection.name))
-            },
-            |p| base.join(p),
-        );
-    let connection = format!("{}/{}", config.connection.name, config.rule.name);
+    let base = crate::app::config_base(&args.config.config);
+    let path = match crate::app::state_path(&config, &base) {
+        Ok(path) => path,
+        Err(error) => return super::common::report_setup(&error, args.json),
+    };
+    let connection = crate::app::state_key(&config);
     if !path.exists() {
         let message = format!(
             "no state yet at {}: run `m365-provisioner sync` first",

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use m365_core::RunCounts;
 use m365_core::engine::{RunError, SyncOptions};
 use m365_core::state::RunStatus;
 use serde_json::json;
@@ -72,16 +73,10 @@ pub async fn run(args: Args) -> Code {
     let deadline = args.max_duration.map(|d| {
         m365_core::Clock::now(&app.clock) + i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     });
-
-    // A progress bar on stderr, shown only once a run has taken more than two seconds.
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps")
-    {
-        bar.set_style(style);
-    }
+    let bar = progress_bar();
     let show_after = started + Duration::from_secs(2);
     let json_mode = args.json;
+    // Shown on stderr only once a run has taken more than two seconds.
     let progress = |done: u64, total: u64| {
         bar.set_length(total);
         bar.set_position(done);
@@ -103,54 +98,82 @@ pub async fn run(args: Args) -> Code {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error @ RunError::Busy { .. }) => return report_busy(&error, args.json),
-        Err(error) => {
-            // A source that cannot be reached is a connection failure (retry later); one whose
-            // data cannot be read needs its input fixed.
-            let code = match &error {
-                RunError::Plan(m365_core::planner::PlanError::Source(source)) => {
-                    if source.is_retryable() {
-                        Code::Connection
-                    } else {
-                        Code::Config
-                    }
-                }
-                RunError::Plan(_) => Code::Connection,
-                _ => Code::Failure,
-            };
-            if args.json {
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "{:#}",
-                    json!({"ok": false, "error": error.to_string()})
-                );
-            } else {
-                let _ = writeln!(std::io::stderr(), "error: {error}");
-            }
-            return code;
-        }
+        Err(error) => return report_error(&error, args.json),
     };
-    let run = &outcome.run;
-    let code = match run.status {
-        RunStatus::Succeeded | RunStatus::Checkpointed | RunStatus::Running => Code::Success,
-        RunStatus::PartiallyFailed => Code::PartialFailure,
-        RunStatus::BreakerTripped => Code::BreakerTripped,
-        RunStatus::Failed => Code::Connection,
-    };
+    let code = exit_code(outcome.run.status);
     let mut out = std::io::stdout().lock();
     if args.json {
         let value = json!({
             "ok": code == Code::Success,
             "connection": app.connection,
-            "status": run.status,
-            "counts": run.counts,
-            "message": run.message,
+            "status": outcome.run.status,
+            "counts": outcome.run.counts,
+            "message": outcome.run.message,
             "plan": {"steps": outcome.plan.steps.len(), "minimal_writes": outcome.plan.minimal_writes(), "issues": outcome.plan.issues},
             "failures": outcome.report.failures,
             "seconds": started.elapsed().as_secs_f64(),
         });
         let _ = writeln!(out, "{value:#}");
-        return code;
+    } else {
+        print_summary(&mut out, &app.connection, &outcome, started);
     }
+    code
+}
+
+/// A progress bar of steps, hidden until shown.
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A run that failed as a whole. A source that cannot be reached is a connection failure (retry
+/// later); one whose data cannot be read needs its input fixed.
+fn report_error(error: &RunError, json: bool) -> Code {
+    let code = match error {
+        RunError::Plan(m365_core::planner::PlanError::Source(source)) => {
+            if source.is_retryable() {
+                Code::Connection
+            } else {
+                Code::Config
+            }
+        }
+        RunError::Plan(_) => Code::Connection,
+        _ => Code::Failure,
+    };
+    if json {
+        let _ = writeln!(
+            std::io::stdout(),
+            "{:#}",
+            json!({"ok": false, "error": error.to_string()})
+        );
+    } else {
+        let _ = writeln!(std::io::stderr(), "error: {error}");
+    }
+    code
+}
+
+fn exit_code(status: RunStatus) -> Code {
+    match status {
+        RunStatus::Succeeded | RunStatus::Checkpointed | RunStatus::Running => Code::Success,
+        RunStatus::PartiallyFailed => Code::PartialFailure,
+        RunStatus::BreakerTripped => Code::BreakerTripped,
+        RunStatus::Failed => Code::Connection,
+    }
+}
+
+/// The plan table, the failures, and one summary line.
+fn print_summary(
+    out: &mut impl Write,
+    connection: &str,
+    outcome: &m365_core::engine::SyncOutcome,
+    started: Instant,
+) {
+    let run = &outcome.run;
     let _ = write!(out, "{}", outcome.plan.render_table());
     for failure in &outcome.report.failures {
         let _ = writeln!(
@@ -162,46 +185,47 @@ pub async fn run(args: Args) -> Code {
     if let Some(message) = &run.message {
         let _ = writeln!(out, "note: {message}");
     }
-    let counts = &run.counts;
     let headline = if outcome.plan.steps.is_empty() {
         "no changes".to_owned()
     } else {
-        let mut parts = Vec::new();
-        for (n, label) in [
-            (counts.created, "created"),
-            (counts.linked, "linked"),
-            (counts.restored, "restored"),
-            (counts.updated, "updated"),
-            (counts.enabled, "enabled"),
-            (counts.disabled, "disabled"),
-            (counts.licensed, "license changes"),
-            (counts.managers, "manager changes"),
-            (counts.groups_created, "groups created"),
-            (counts.groups_matched, "groups matched"),
-            (counts.members_added, "members added"),
-            (counts.members_removed, "members removed"),
-            (counts.deprovisioned, "deprovisioned"),
-            (counts.failed, "failed"),
-            (counts.held, "held by the breaker"),
-        ] {
-            if n > 0 {
-                parts.push(format!("{n} {label}"));
-            }
-        }
-        parts.join(", ")
+        headline(&run.counts)
     };
+    let counts = &run.counts;
     let _ = writeln!(
         out,
-        "sync {}: {} · {} Graph writes, {} requests, {} throttled · {:?} · {:.1} s",
-        app.connection,
-        headline,
+        "sync {connection}: {headline} · {} Graph writes, {} requests, {} throttled · {:?} · {:.1} s",
         counts.graph_writes,
         counts.graph_requests,
         counts.graph_throttled,
         run.status,
         started.elapsed().as_secs_f64()
     );
-    code
+}
+
+/// What the run did, in words: "3 created, 1 updated".
+fn headline(counts: &RunCounts) -> String {
+    [
+        (counts.created, "created"),
+        (counts.linked, "linked"),
+        (counts.restored, "restored"),
+        (counts.updated, "updated"),
+        (counts.enabled, "enabled"),
+        (counts.disabled, "disabled"),
+        (counts.licensed, "license changes"),
+        (counts.managers, "manager changes"),
+        (counts.groups_created, "groups created"),
+        (counts.groups_matched, "groups matched"),
+        (counts.members_added, "members added"),
+        (counts.members_removed, "members removed"),
+        (counts.deprovisioned, "deprovisioned"),
+        (counts.failed, "failed"),
+        (counts.held, "held by the breaker"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, label)| format!("{n} {label}"))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 #[cfg(test)]

@@ -99,12 +99,7 @@ pub async fn run(args: Args) -> Code {
 }
 
 fn settings_from(args: &Args) -> Result<(GraphSettings, Credentials), String> {
-    let cloud = Cloud::parse(&args.cloud).ok_or_else(|| {
-        format!(
-            "unknown cloud {:?}: use global, usgov-high, usgov-dod or china",
-            args.cloud
-        )
-    })?;
+    let cloud: Cloud = args.cloud.parse()?;
     let tenant = args.tenant.clone().ok_or(
         "no tenant: set M365_TENANT (or --tenant) to the tenant GUID or a domain such as contoso.onmicrosoft.com",
     )?;

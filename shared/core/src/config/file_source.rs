@@ -1,4 +1,4 @@
-//! The file source's settings.
+//! `[source] type = "file"`: the file source's settings (the adapter is `m365-source-file`).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ pub enum FileFormat {
     Csv,
 }
 
-/// Settings of a [`crate::FileSource`]. Unknown keys are rejected.
+/// Settings of the file source. Unknown keys are rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
@@ -134,7 +134,7 @@ impl FileSourceConfig {
     }
 
     /// The format this location is read as.
-    pub(crate) fn resolved_format(&self) -> FileFormat {
+    pub fn resolved_format(&self) -> FileFormat {
         match self.format {
             FileFormat::Auto if self.location.to_ascii_lowercase().ends_with(".json") => {
                 FileFormat::Json
@@ -145,7 +145,7 @@ impl FileSourceConfig {
     }
 
     /// Reads an enabled flag written as text.
-    pub(crate) fn parse_enabled(&self, raw: &str) -> Result<bool, String> {
+    pub fn parse_enabled(&self, raw: &str) -> Result<bool, String> {
         let value = raw.trim();
         let matches = |list: &[String]| list.iter().any(|v| v.trim().eq_ignore_ascii_case(value));
         if matches(&self.enabled_values) {

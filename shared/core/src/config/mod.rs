@@ -1,0 +1,656 @@
+//! The configuration file (TOML): one connection — tenant, source, state, secrets — and its rule.
+//! Validated when loaded: unknown keys are rejected, and every error names the key and the fix.
+//!
+//! ```toml
+//! [connection]
+//! name = "contoso"                     # names the state (links, cursors) of this connection
+//! cloud = "global"                     # global | usgov-high | usgov-dod | china
+//!
+//! [source]
+//! type = "file"                        # adapter settings follow, checked by the adapter
+//! location = "examples/source.json"
+//!
+//! [state]
+//! type = "sqlite"
+//! path = ".state/contoso.sqlite"
+//!
+//! [secrets]
+//! type = "env"                         # M365_TENANT, M365_CLIENT_ID, M365_CLIENT_SECRET
+//!
+//! [rule]
+//! name = "staff"
+//! [rule.mapping.attributes]
+//! userPrincipalName = "{{ mail }}"
+//! displayName = { attribute = "displayName" }
+//! [rule.mapping.password]
+//! source = "generate"
+//! ```
+
+pub mod file_source;
+
+use serde::{Deserialize, Serialize};
+
+pub use file_source::FileSourceConfig;
+
+use crate::mapping::{GroupMappingSpec, MappingSpec};
+use crate::rule::{BreakerSettings, GroupSettings, ManagerSettings, Preferences, ScopeSettings};
+
+/// The Microsoft cloud a tenant lives in. Login host, Graph host and token scope are always
+/// chosen together from this value: a token of one cloud is useless against another cloud's
+/// Graph (<https://learn.microsoft.com/graph/deployments>). Written `global`, `usgov-high`,
+/// `usgov-dod` or `china`; parsed once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Cloud {
+    /// Worldwide service, also used by GCC (moderate) tenants.
+    #[default]
+    Global,
+    /// US Government L4 (GCC High).
+    UsGovHigh,
+    /// US Government L5 (DoD).
+    UsGovDod,
+    /// China, operated by 21Vianet.
+    China,
+}
+
+impl Cloud {
+    /// Token (login) host of this cloud.
+    pub fn login_url(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://login.microsoftonline.com",
+            Cloud::UsGovHigh | Cloud::UsGovDod => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    /// Graph host of this cloud, without the version segment.
+    pub fn graph_url(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://graph.microsoft.com",
+            Cloud::UsGovHigh => "https://graph.microsoft.us",
+            Cloud::UsGovDod => "https://dod-graph.microsoft.us",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+
+    /// The `.default` scope to request for this cloud's Graph.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://graph.microsoft.com/.default",
+            Cloud::UsGovHigh => "https://graph.microsoft.us/.default",
+            Cloud::UsGovDod => "https://dod-graph.microsoft.us/.default",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn/.default",
+        }
+    }
+
+    /// The name configuration files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::Global => "global",
+            Cloud::UsGovHigh => "usgov-high",
+            Cloud::UsGovDod => "usgov-dod",
+            Cloud::China => "china",
+        }
+    }
+}
+
+impl std::str::FromStr for Cloud {
+    type Err = String;
+
+    /// The configuration names, and the names operators also use for them (`gcc-high`, `dod`,
+    /// `21vianet`…), in any case, with or without `-`, `_` or spaces.
+    fn from_str(name: &str) -> Result<Cloud, String> {
+        match name
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', '_', ' '], "")
+            .as_str()
+        {
+            "global" | "worldwide" | "public" | "gcc" | "azurepublic" => Ok(Cloud::Global),
+            "usgovhigh" | "gcchigh" | "usgov" | "usgovl4" | "l4" => Ok(Cloud::UsGovHigh),
+            "usgovdod" | "dod" | "usgovl5" | "l5" => Ok(Cloud::UsGovDod),
+            "china" | "21vianet" | "mooncake" => Ok(Cloud::China),
+            _ => Err(format!(
+                "{name:?} is not a cloud: use global, usgov-high, usgov-dod or china"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for Cloud {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Cloud, String> {
+        name.parse()
+            .map_err(|message| format!("connection.cloud: {message}"))
+    }
+}
+
+impl From<Cloud> for String {
+    fn from(cloud: Cloud) -> String {
+        cloud.name().to_owned()
+    }
+}
+
+/// Tenant size classes of Graph's resource-unit quota for identity and access requests
+/// (S < 50 users, M 50–500, L > 500: <https://learn.microsoft.com/graph/throttling-limits>).
+/// Written `small`, `medium` or `large`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TenantSize {
+    Small,
+    Medium,
+    Large,
+}
+
+impl TenantSize {
+    /// Resource units per 10 s for this tenant size.
+    pub fn resource_unit_quota(self) -> u32 {
+        match self {
+            TenantSize::Small => 3_500,
+            TenantSize::Medium => 5_000,
+            TenantSize::Large => 8_000,
+        }
+    }
+}
+
+impl TryFrom<String> for TenantSize {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<TenantSize, String> {
+        match name.as_str() {
+            "small" => Ok(TenantSize::Small),
+            "medium" => Ok(TenantSize::Medium),
+            "large" => Ok(TenantSize::Large),
+            _ => Err(format!(
+                "connection.tenant_size: {name:?} is not a size: use small, medium or large"
+            )),
+        }
+    }
+}
+
+impl From<TenantSize> for String {
+    fn from(size: TenantSize) -> String {
+        match size {
+            TenantSize::Small => "small",
+            TenantSize::Medium => "medium",
+            TenantSize::Large => "large",
+        }
+        .to_owned()
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub connection: ConnectionConfig,
+    pub source: SourceConfig,
+    /// Absent: where the run keeps state by default (a local SQLite file on the command line,
+    /// the deployment's DynamoDB table in the cloud).
+    #[serde(default)]
+    pub state: Option<StateConfig>,
+    /// Absent: the run's default (environment variables on the command line, the deployment's
+    /// Secrets Manager secret in the cloud).
+    #[serde(default)]
+    pub secrets: Option<SecretsConfig>,
+    pub rule: RuleConfig,
+}
+
+/// The tenant side of the connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Names the connection's state; letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// `global` (also GCC), `usgov-high`, `usgov-dod`, `china`.
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// Override of the login host (a sandbox tenant: `http://127.0.0.1:PORT`).
+    #[serde(default)]
+    pub login_url: Option<String>,
+    /// Override of the Graph host, without `/v1.0`.
+    #[serde(default)]
+    pub graph_url: Option<String>,
+    /// Run against an embedded sandbox tenant (the quick start); no credentials needed.
+    #[serde(default)]
+    pub sandbox: bool,
+    /// File where the embedded sandbox keeps its tenant between runs.
+    #[serde(default)]
+    pub sandbox_state: Option<String>,
+    /// Graph requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Tenant size class for the resource-unit quota: `small` (< 50 users), `medium`
+    /// (50–500), `large` (> 500).
+    #[serde(default)]
+    pub tenant_size: Option<TenantSize>,
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+/// `[source]`: where the identities come from, by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SourceConfig {
+    /// A JSON file, or CSV files, local or in S3.
+    File(FileSourceConfig),
+}
+
+/// `[state]`: where the connection's links, checkpoints, errors and runs are kept, by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StateConfig {
+    /// A local SQLite file; `path` relative to the configuration file, default
+    /// `.state/<connection>.sqlite`.
+    Sqlite {
+        #[serde(default)]
+        path: Option<String>,
+    },
+    /// The cloud deployment's DynamoDB table (`M365_TABLE`).
+    Dynamodb {},
+}
+
+impl SourceConfig {
+    /// The `type`s there are.
+    pub const TYPES: &[&str] = &["file"];
+}
+
+impl StateConfig {
+    /// The `type`s there are.
+    pub const TYPES: &[&str] = &["sqlite", "dynamodb"];
+
+    /// The `type` it is written with.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StateConfig::Sqlite { .. } => "sqlite",
+            StateConfig::Dynamodb {} => "dynamodb",
+        }
+    }
+}
+
+/// `[secrets]`: where the tenant id, client id and client secret come from, by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SecretsConfig {
+    /// `M365_TENANT`, `M365_CLIENT_ID`, `M365_CLIENT_SECRET`.
+    Env {},
+    /// A TOML file with `tenant`, `client_id`, `client_secret`; `path` relative to the
+    /// configuration file.
+    File { path: String },
+    /// An AWS Secrets Manager secret (name or ARN); absent: the deployment's default.
+    AwsSecretsManager {
+        #[serde(default)]
+        secret_id: Option<String>,
+    },
+}
+
+impl SecretsConfig {
+    /// The `type`s there are.
+    pub const TYPES: &[&str] = &["env", "file", "aws-secrets-manager"];
+
+    /// The `type` it is written with.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SecretsConfig::Env {} => "env",
+            SecretsConfig::File { .. } => "file",
+            SecretsConfig::AwsSecretsManager { .. } => "aws-secrets-manager",
+        }
+    }
+}
+
+/// A rule: scope, mapping, preferences, breaker, groups, manager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Graph property that finds existing tenant users.
+    #[serde(default = "upn")]
+    pub match_attribute: String,
+    #[serde(default)]
+    pub scope: ScopeSettings,
+    #[serde(default)]
+    pub preferences: Preferences,
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+    #[serde(default)]
+    pub groups: GroupSettings,
+    #[serde(default)]
+    pub manager: ManagerSettings,
+    pub mapping: MappingSpec,
+    #[serde(default)]
+    pub group_mapping: GroupMappingSpec,
+}
+
+fn upn() -> String {
+    "userPrincipalName".to_owned()
+}
+
+/// What is wrong with `[source]`, `[state]` or `[secrets]` of `text`, if anything: a missing
+/// or unknown `type` (naming the types there are), or a setting the type does not have.
+fn adapter_section_error(text: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    section_error::<SourceConfig>(&table, "source", SourceConfig::TYPES)
+        .or_else(|| section_error::<StateConfig>(&table, "state", StateConfig::TYPES))
+        .or_else(|| section_error::<SecretsConfig>(&table, "secrets", SecretsConfig::TYPES))
+}
+
+fn section_error<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    name: &str,
+    types: &[&str],
+) -> Option<String> {
+    let section = table.get(name)?;
+    let choices = types
+        .iter()
+        .map(|t| format!("type = \"{t}\""))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let kind = match section.get("type") {
+        None => return Some(format!("[{name}] has no type: write {choices}")),
+        Some(toml::Value::String(kind)) => kind,
+        Some(other) => return Some(format!("[{name}] type = {other}: write {choices}")),
+    };
+    if !types.contains(&kind.as_str()) {
+        return Some(format!(
+            "[{name}] type = {kind:?} is not available in this build: use {choices}"
+        ));
+    }
+    let error = T::deserialize(section.clone()).err()?.message().to_owned();
+    Some(match error.strip_prefix("unknown field `") {
+        Some(rest) => {
+            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            format!(
+                "[{name}] {field} is not a setting of type = {kind:?}{expected}; remove the key \
+                 or correct its name"
+            )
+        }
+        None => format!("[{name}] (type = {kind:?}): {error}"),
+    })
+}
+
+/// A configuration that cannot be used: the message names the key and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Parses and validates TOML text. `origin` names the file in messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // An adapter section's mistake is said in the section's terms; any other keeps
+            // the parser's message, which points at the line.
+            let message = adapter_section_error(text)
+                .unwrap_or_else(|| e.to_string().trim_end().replace('\n', "\n  "));
+            ConfigError(format!("{origin}: {message}"))
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail =
+            |key: &str, message: String| Err(ConfigError(format!("{origin}: {key}: {message}")));
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !name_ok(&self.connection.name) {
+            return fail(
+                "connection.name",
+                format!(
+                    "{:?} is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.'",
+                    self.connection.name
+                ),
+            );
+        }
+        if !name_ok(&self.rule.name) {
+            return fail(
+                "rule.name",
+                format!(
+                    "{:?} is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.'",
+                    self.rule.name
+                ),
+            );
+        }
+        if self.connection.concurrency == 0 || self.connection.concurrency > 64 {
+            return fail(
+                "connection.concurrency",
+                format!(
+                    "{} is out of range: use 1 to 64",
+                    self.connection.concurrency
+                ),
+            );
+        }
+        match &self.source {
+            SourceConfig::File(file) => {
+                if let Err(e) = file.validate() {
+                    return fail("source", e.to_string());
+                }
+            }
+        }
+        let mapping = &self.rule.mapping;
+        if mapping.password.is_none() {
+            return fail(
+                "rule.mapping.password",
+                "is missing: a rule must say how new users get their first password, e.g. [rule.mapping.password] source = \"generate\" (DESIGN §4)".to_owned(),
+            );
+        }
+        if !mapping.attributes.contains_key("userPrincipalName") {
+            return fail(
+                "rule.mapping.attributes.userPrincipalName",
+                "is missing: every user needs a userPrincipalName, e.g. userPrincipalName = \"{{ mail }}\"".to_owned(),
+            );
+        }
+        if !mapping.attributes.contains_key("displayName") {
+            return fail(
+                "rule.mapping.attributes.displayName",
+                "is missing: Graph requires a displayName for every user".to_owned(),
+            );
+        }
+        if !mapping.attributes.contains_key(&self.rule.match_attribute) {
+            return fail(
+                "rule.match_attribute",
+                format!(
+                    "{:?} is not mapped in rule.mapping.attributes: the engine finds existing tenant users by the value it maps there",
+                    self.rule.match_attribute
+                ),
+            );
+        }
+        if let Err(message) =
+            crate::mapping::check_match_attribute(mapping, &self.rule.match_attribute)
+        {
+            return fail("rule.match_attribute", message);
+        }
+        let breaker = &self.rule.breaker;
+        if !(0.0..=100.0).contains(&breaker.max_percent) {
+            return fail(
+                "rule.breaker.max_percent",
+                format!("{} is out of range: use 0 to 100", breaker.max_percent),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[connection]
+name = "contoso"
+
+[source]
+type = "file"
+location = "users.json"
+
+[rule]
+name = "staff"
+[rule.mapping.attributes]
+userPrincipalName = "{{ mail }}"
+displayName = { attribute = "displayName" }
+[rule.mapping.password]
+source = "generate"
+"#;
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let config = Config::from_toml(MINIMAL, "test.toml").unwrap();
+        assert_eq!(config.connection.cloud, Cloud::Global);
+        assert_eq!(config.connection.concurrency, 8);
+        assert_eq!(config.state, None);
+        assert_eq!(config.secrets, None);
+        let SourceConfig::File(file) = &config.source;
+        assert_eq!(file.location, "users.json");
+        assert_eq!(config.rule.match_attribute, "userPrincipalName");
+        assert_eq!(config.rule.preferences, Preferences::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let text = MINIMAL.replace("[rule]\n", "[rule]\nallow_creat = true\n");
+        let error = Config::from_toml(&text, "test.toml").unwrap_err().0;
+        assert!(error.contains("allow_creat"), "{error}");
+        assert!(error.starts_with("test.toml"), "{error}");
+        let text = MINIMAL.replace(
+            "[rule]\n",
+            "[rule.preferences]\nallow_creat = true\n[rule]\n",
+        );
+        assert!(Config::from_toml(&text, "t").is_err());
+    }
+
+    #[test]
+    fn a_rule_without_password_mapping_is_refused() {
+        let text = MINIMAL.replace("[rule.mapping.password]\nsource = \"generate\"\n", "");
+        let error = Config::from_toml(&text, "t").unwrap_err().0;
+        assert!(error.contains("rule.mapping.password"), "{error}");
+    }
+
+    #[test]
+    fn a_match_attribute_generated_by_unique_is_refused_at_load() {
+        for upn in [
+            "{{ unique(uid | lower, numbered(uid | lower)) }}@example.com",
+            "{{ numbered(uid) | first }}@example.com",
+        ] {
+            let text = MINIMAL.replace("\"{{ mail }}\"", &format!("{upn:?}"));
+            let error = Config::from_toml(&text, "test.toml").unwrap_err().0;
+            assert!(
+                error.starts_with("test.toml: rule.match_attribute: \"userPrincipalName\""),
+                "{error}"
+            );
+            assert!(error.contains("not an identity"), "{error}");
+            assert!(error.contains("employeeId"), "{error}");
+        }
+        // Matching on a source attribute while the UPN is generated is the safe setup.
+        let text = MINIMAL
+            .replace(
+                "\"{{ mail }}\"",
+                "\"{{ unique(uid, numbered(uid)) }}@example.com\"\nemployeeId = { attribute = \"employeeNumber\" }",
+            )
+            .replace("name = \"staff\"\n", "name = \"staff\"\nmatch_attribute = \"employeeId\"\n");
+        Config::from_toml(&text, "test.toml").unwrap();
+    }
+
+    #[test]
+    fn cloud_and_tenant_size_are_parsed_once_into_their_types() {
+        let text = MINIMAL.replacen(
+            "[connection]\n",
+            "[connection]\ncloud = \"GCC-High\"\ntenant_size = \"large\"\n",
+            1,
+        );
+        let config = Config::from_toml(&text, "t").unwrap();
+        assert_eq!(config.connection.cloud, Cloud::UsGovHigh);
+        assert_eq!(config.connection.tenant_size, Some(TenantSize::Large));
+        let written = toml::to_string(&config.connection).unwrap();
+        assert!(written.contains("cloud = \"usgov-high\""), "{written}");
+        assert!(written.contains("tenant_size = \"large\""), "{written}");
+    }
+
+    #[test]
+    fn adapter_sections_say_what_is_wrong_in_their_own_terms() {
+        let cases = [
+            (
+                "type = \"file\"",
+                "type = \"ldap\"",
+                "[source] type = \"ldap\" is not available in this build: use type = \"file\"",
+            ),
+            (
+                "type = \"file\"\n",
+                "",
+                "[source] has no type: write type = \"file\"",
+            ),
+            (
+                "location =",
+                "locaton = \"x\"\nlocation =",
+                "[source] locaton is not a setting of type = \"file\"",
+            ),
+            (
+                "[rule]\n",
+                "[state]\ntype = \"sqlite\"\nfile = \"x\"\n[rule]\n",
+                "[state] file is not a setting of type = \"sqlite\"",
+            ),
+            (
+                "[rule]\n",
+                "[secrets]\ntype = \"vault\"\n[rule]\n",
+                "use type = \"env\" or type = \"file\" or type = \"aws-secrets-manager\"",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let text = MINIMAL.replacen(from, to, 1);
+            assert_ne!(text, MINIMAL, "{from}");
+            let error = Config::from_toml(&text, "t").unwrap_err().0;
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        for (name, types) in [
+            ("sqlite", StateConfig::TYPES),
+            ("dynamodb", StateConfig::TYPES),
+        ] {
+            assert!(types.contains(&name));
+        }
+        assert_eq!(StateConfig::Dynamodb {}.type_name(), "dynamodb");
+        assert!(SecretsConfig::TYPES.contains(&SecretsConfig::Env {}.type_name()));
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_fix() {
+        let cases = [
+            (
+                "name = \"contoso\"",
+                "name = \"con toso\"",
+                "connection.name",
+            ),
+            (
+                "[connection]\n",
+                "[connection]\ncloud = \"mars\"\n",
+                "connection.cloud",
+            ),
+            (
+                "[connection]\n",
+                "[connection]\nconcurrency = 0\n",
+                "connection.concurrency",
+            ),
+            (
+                "[connection]\n",
+                "[connection]\ntenant_size = \"huge\"\n",
+                "connection.tenant_size",
+            ),
+            (
+                "[rule]\nname = \"staff\"\n",
+                "[rule]\nname = \"staff\"\nmatch_attribute = \"employeeId\"\n",
+                "rule.match_attribute",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let text = MINIMAL.replacen(from, to, 1);
+            let error = Config::from_toml(&text, "t").unwrap_err().0;
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+}
