@@ -6,14 +6,16 @@ use std::sync::Arc;
 use m365_core::config::{Config, SecretsConfig, SourceConfig, StateConfig};
 use m365_core::planner::Rule;
 use m365_core::rule_mapping::compile_rule;
-use m365_core::secrets::{
-    ConnectionSecrets, EnvSecretStore, FileSecretStore, SecretStore, StaticSecretStore,
-};
-use m365_core::{Directory, Source, SystemClock};
-use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphSettings};
+use m365_core::secrets::{ConnectionSecrets, SecretStore};
+use m365_core::{Source, SystemClock};
+use m365_graph::{GraphClient, GraphDirectory, GraphSettings};
 use m365_sandbox::{RunningSandbox, Sandbox, demo};
-use m365_source_file::FileSource;
 use m365_state_sqlite::SqliteStateStore;
+pub use m365_wiring::connect::state_key;
+use m365_wiring::connect::{
+    CHUNK_SIZE, ConnectError, PAGE_SIZE, Tenant, connect_tenant, open_source,
+};
+use m365_wiring::local_secrets::{EnvSecretStore, FileSecretStore, StaticSecretStore};
 use secrecy::SecretString;
 
 use crate::exit::Code;
@@ -106,11 +108,6 @@ pub fn open_state(config: &Config, base: &Path) -> Result<SqliteStateStore, Setu
         .map_err(|e| SetupError::config(format!("[state] cannot open {}: {e}", path.display())))
 }
 
-/// The state key of a configuration's rule: `<connection>/<rule>`.
-pub fn state_key(config: &Config) -> String {
-    format!("{}/{}", config.connection.name, config.rule.name)
-}
-
 impl App {
     /// Builds every port. Reaches the tenant once (its domains, for UPN validation).
     pub async fn build(config_path: &Path) -> Result<App, SetupError> {
@@ -118,25 +115,7 @@ impl App {
         let base = config_base(config_path);
 
         // Source.
-        let source: Box<dyn Source> = match &config.source {
-            SourceConfig::File(settings) => {
-                let mut settings = settings.clone();
-                settings.location = relative_to(&base, &settings.location);
-                // AWS configuration is loaded only for an s3:// location: local runs never
-                // touch it. Endpoint, region and credentials come from the SDK's default chain
-                // (AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE, ...).
-                let s3 = if m365_aws::is_s3_location(&settings.location) {
-                    Some(m365_aws::s3_client(&m365_aws::sdk_config(None).await))
-                } else {
-                    None
-                };
-                Box::new(
-                    FileSource::new(settings, Arc::new(m365_aws::AnyFileLoader::new(s3)))
-                        .map_err(|e| SetupError::config(format!("[source]: {e}")))?,
-                )
-            }
-        };
-
+        let source = Self::source(&config, &base).await?;
         let state = open_state(&config, &base)?;
 
         // Secrets and the tenant.
@@ -177,24 +156,25 @@ impl App {
                 }
             }
         };
-        let secrets = secret_store
-            .connection_secrets(&config.connection.name)
-            .await
-            .map_err(|e| SetupError::config(e.to_string()))?;
-        let client = GraphClient::new(
-            graph,
-            Credentials {
-                tenant: secrets.tenant.clone(),
-                client_id: secrets.client_id.clone(),
-                client_secret: secrets.client_secret.clone(),
-            },
+        let tenant = connect_tenant(
+            &config.connection.name,
+            secret_store.as_ref(),
+            |credentials| GraphClient::new(graph.clone(), credentials),
         )
-        .map_err(|e| SetupError::config(e.to_string()))?;
-        let directory = GraphDirectory::new(client);
-        let domains = directory
-            .domains()
-            .await
-            .map_err(|e| SetupError::connection(e.to_string()))?;
+        .await
+        .map_err(|e| match e {
+            ConnectError::Secrets(_) | ConnectError::Client { .. } => {
+                SetupError::config(e.to_string())
+            }
+            ConnectError::Refused { .. } | ConnectError::Unreachable { .. } => {
+                SetupError::connection(e.to_string())
+            }
+        })?;
+        let Tenant {
+            secrets,
+            directory,
+            domains,
+        } = tenant;
 
         // The rule.
         let rule = compile_rule(&config.rule, &domains, &secrets)
@@ -211,6 +191,21 @@ impl App {
         })
     }
 
+    /// `[source]`, paths relative to the configuration. AWS configuration is loaded only for an
+    /// s3:// location: local runs never touch it. Endpoint, region and credentials come from the
+    /// SDK's default chain (AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE, ...).
+    async fn source(config: &Config, base: &Path) -> Result<Box<dyn Source>, SetupError> {
+        let SourceConfig::File(settings) = &config.source;
+        let mut settings = settings.clone();
+        settings.location = relative_to(base, &settings.location);
+        let s3 = if m365_aws::is_s3_location(&settings.location) {
+            Some(m365_aws::s3_client(&m365_aws::sdk_config(None).await))
+        } else {
+            None
+        };
+        open_source(&SourceConfig::File(settings), s3).map_err(SetupError::config)
+    }
+
     pub fn engine(&self) -> m365_core::engine::Engine<'_> {
         m365_core::engine::Engine {
             connection: &self.connection,
@@ -219,8 +214,8 @@ impl App {
             directory: &self.directory,
             state: &self.state,
             clock: &self.clock,
-            page_size: 1000,
-            chunk_size: 200,
+            page_size: PAGE_SIZE,
+            chunk_size: CHUNK_SIZE,
         }
     }
 }

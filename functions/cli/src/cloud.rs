@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use m365_aws::{ConfigStore, ConfigStoreError, ConfigSummary};
-use m365_runtime::cloud_config::parse_cloud_config;
+use m365_wiring::cloud_config::parse_cloud_config;
 
 use crate::exit::Code;
 
@@ -199,7 +199,7 @@ async fn delete(
     deprovision: bool,
     secret_id: Option<String>,
 ) -> Outcome {
-    use m365_runtime::context::{Deployment, Settings, SetupError};
+    use m365_wiring::context::{Deployment, Settings, SetupError};
     let settings = Settings::from_lookup(|name| match name {
         "M365_TABLE" => Some(target.table.clone()),
         "M365_SECRET_ID" => secret_id.clone(),

@@ -1,17 +1,16 @@
-//! The cloud run-time of the engine, shared by the two Lambda functions (which stay thin):
+//! The Lambda handlers of the engine, shared by the two functions (which stay thin). What a
+//! container and an invocation build comes from `m365-wiring` ([`context`], [`cloud_config`],
+//! re-exported here), the same wiring the command line uses.
 //!
-//! - [`context`]: what a container builds once ([`context::Deployment`]) and each invocation
-//!   builds from it ([`context::Connection`]).
 //! - [`scheduled`]: the scheduled-sync handler and its continuation (a Step Functions loop).
 //! - [`webhook`]: the webhook handler (`POST /events/{connection}`).
-//! - [`cloud_config`]: what a connection configuration must hold to run in the cloud.
 //! - [`signature`]: Standard Webhooks verification (`v1`, HMAC-SHA256, `whsec_` secrets).
 //! - [`events`]: the webhook event body (user and group upserts and deletes).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`logging`]: JSON logs following Lambda's log controls.
 
-pub mod cloud_config;
-pub mod context;
+pub use m365_wiring::{cloud_config, context};
+
 pub mod events;
 pub mod logging;
 pub mod metrics;

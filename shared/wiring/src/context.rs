@@ -24,18 +24,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use m365_aws::{AnyFileLoader, ConfigStore, DynamoStateStore, SecretsManagerSecretStore};
-use m365_core::config::{Config, SourceConfig};
+use m365_aws::{ConfigStore, DynamoStateStore, SecretsManagerSecretStore};
+use m365_core::config::Config;
 use m365_core::planner::Rule;
 use m365_core::rule_mapping::compile_rule;
 use m365_core::secrets::{ConnectionSecrets, SecretStore};
-use m365_core::{Clock, Directory, FailureKind, Source, SystemClock, UnixMillis};
-use m365_graph::{
-    Credentials, EndpointPolicy, GraphClient, GraphDirectory, GraphSettings, SharedState,
-};
-use m365_source_file::FileSource;
+use m365_core::{Clock, Source, SystemClock, UnixMillis};
+use m365_graph::{EndpointPolicy, GraphClient, GraphDirectory, GraphSettings, SharedState};
 
 use crate::cloud_config::{parse_cloud_config, secret_id};
+use crate::connect::{
+    CHUNK_SIZE, ConnectError, PAGE_SIZE, Tenant, connect_tenant, open_source, state_key,
+};
 
 /// The functions' settings, from their environment (contracts in `infra/template.yaml`).
 #[derive(Debug, Clone, PartialEq)]
@@ -438,49 +438,36 @@ impl Deployment {
         version: u64,
         secret_store: Arc<SecretsManagerSecretStore>,
     ) -> Result<Connection, SetupError> {
-        let source = self.source(&config)?;
-        let mut attempt = 0;
-        let (secrets, directory, domains) = loop {
-            attempt += 1;
-            let secrets = secret_store
-                .connection_secrets(name)
-                .await
-                .map_err(|e| match e {
-                    m365_core::SecretError::Unavailable(_) => {
-                        SetupError::Unavailable(e.to_string())
-                    }
-                    _ => SetupError::Invalid(e.to_string()),
-                })?;
-            let directory = self.directory(&config, &secrets)?;
-            match directory.domains().await {
-                Ok(domains) => break (secrets, directory, domains),
-                Err(e) if e.kind == FailureKind::Authentication && attempt == 1 => {
-                    tracing::warn!(
-                        connection = name,
-                        error = %e,
-                        "the tenant refused the cached credentials; reading the secret again (rotated?)"
-                    );
-                    secret_store.invalidate(name).await;
-                }
-                Err(e) if e.kind == FailureKind::Authentication => {
-                    return Err(SetupError::Credentials(format!(
-                        "connection {name}: the tenant refuses the credentials of its secret: {e}"
-                    )));
-                }
-                Err(e) => {
-                    return Err(SetupError::Unavailable(format!(
-                        "connection {name}: cannot reach the tenant: {e}"
-                    )));
-                }
+        let source =
+            open_source(&config.source, Some(self.s3.clone())).map_err(SetupError::Invalid)?;
+        let tenant = connect_tenant(name, secret_store.as_ref(), |credentials| {
+            GraphClient::with_shared(
+                self.graph_settings(&config),
+                credentials,
+                self.graph.clone(),
+            )
+        })
+        .await
+        .map_err(|e| match e {
+            ConnectError::Secrets(m365_core::SecretError::Unavailable(_))
+            | ConnectError::Unreachable { .. } => SetupError::Unavailable(e.to_string()),
+            ConnectError::Refused { .. } => SetupError::Credentials(e.to_string()),
+            ConnectError::Secrets(_) | ConnectError::Client { .. } => {
+                SetupError::Invalid(e.to_string())
             }
-        };
+        })?;
+        let Tenant {
+            secrets,
+            directory,
+            domains,
+        } = tenant;
         let rule = compile_rule(&config.rule, &domains, &secrets).map_err(|e| {
             SetupError::Invalid(format!(
                 "connection {name} configuration version {version}: [rule]: {e}"
             ))
         })?;
         Ok(Connection {
-            key: format!("{}/{}", config.connection.name, config.rule.name),
+            key: state_key(&config),
             name: name.to_owned(),
             version,
             config,
@@ -492,23 +479,9 @@ impl Deployment {
         })
     }
 
-    fn source(&self, config: &Config) -> Result<Box<dyn Source>, SetupError> {
-        match &config.source {
-            SourceConfig::File(settings) => {
-                let loader = Arc::new(AnyFileLoader::new(Some(self.s3.clone())));
-                Ok(Box::new(
-                    FileSource::new(settings.clone(), loader)
-                        .map_err(|e| SetupError::Invalid(format!("[source]: {e}")))?,
-                ))
-            }
-        }
-    }
-
-    fn directory(
-        &self,
-        config: &Config,
-        secrets: &ConnectionSecrets,
-    ) -> Result<GraphDirectory, SetupError> {
+    /// The Graph settings of a connection in the cloud: only `cloud`'s hosts, unless the
+    /// deployment names a local test tenant.
+    fn graph_settings(&self, config: &Config) -> GraphSettings {
         let mut graph = GraphSettings::from_connection(&config.connection);
         graph.endpoint_policy = EndpointPolicy::Cloud;
         if let Some(url) = &self.settings.local_tenant_url {
@@ -516,17 +489,7 @@ impl Deployment {
             graph.graph_url = Some(url.clone());
             graph.endpoint_policy = EndpointPolicy::Local;
         }
-        let client = GraphClient::with_shared(
-            graph,
-            Credentials {
-                tenant: secrets.tenant.clone(),
-                client_id: secrets.client_id.clone(),
-                client_secret: secrets.client_secret.clone(),
-            },
-            self.graph.clone(),
-        )
-        .map_err(|e| SetupError::Invalid(format!("connection {}: {e}", config.connection.name)))?;
-        Ok(GraphDirectory::new(client))
+        graph
     }
 }
 
@@ -556,8 +519,8 @@ impl Connection {
             directory: &self.directory,
             state: &deployment.state,
             clock: deployment.clock.as_ref(),
-            page_size: 1000,
-            chunk_size: 200,
+            page_size: PAGE_SIZE,
+            chunk_size: CHUNK_SIZE,
         }
     }
 }

@@ -1,0 +1,117 @@
+//! The steps every entry point takes to build a connection: its source from `[source]`, its
+//! tenant reached with its credentials, and the engine's sizes and state key.
+
+use std::sync::Arc;
+
+use m365_core::config::{Config, SourceConfig};
+use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
+use m365_core::{Directory, FailureKind, Source, TenantDomain};
+use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphError};
+use m365_source_file::FileSource;
+
+/// Source records the engine reads per page.
+pub const PAGE_SIZE: usize = 1000;
+/// Plan steps the engine applies (and records) per chunk.
+pub const CHUNK_SIZE: usize = 200;
+
+/// The state key of a configuration's rule: `<connection>/<rule>`.
+pub fn state_key(config: &Config) -> String {
+    format!("{}/{}", config.connection.name, config.rule.name)
+}
+
+/// The source adapter a `[source]` names. `s3`: the client for `s3://` locations (`None`: local
+/// files only).
+pub fn open_source(
+    source: &SourceConfig,
+    s3: Option<aws_sdk_s3::Client>,
+) -> Result<Box<dyn Source>, String> {
+    match source {
+        SourceConfig::File(settings) => {
+            let loader = Arc::new(m365_aws::AnyFileLoader::new(s3));
+            FileSource::new(settings.clone(), loader)
+                .map(|source| Box::new(source) as Box<dyn Source>)
+                .map_err(|e| format!("[source]: {e}"))
+        }
+    }
+}
+
+/// A tenant reached with a connection's credentials.
+pub struct Tenant {
+    pub secrets: ConnectionSecrets,
+    pub directory: GraphDirectory,
+    /// Its domains (UPN validation needs them), read once to prove the credentials work.
+    pub domains: Vec<TenantDomain>,
+}
+
+/// Why a tenant could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The credentials could not be read.
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    /// The Graph client refused the settings or credentials before any request.
+    #[error("connection {connection}: {source}")]
+    Client {
+        connection: String,
+        source: GraphError,
+    },
+    /// The tenant refused the credentials, read afresh once.
+    #[error("connection {connection}: the tenant refuses the credentials: {message}")]
+    Refused { connection: String, message: String },
+    #[error("connection {connection}: cannot reach the tenant: {message}")]
+    Unreachable { connection: String, message: String },
+}
+
+/// Reads `connection`'s credentials from `store`, builds its Graph client with `client` and
+/// reads the tenant's domains. When the tenant refuses the credentials they are read again (the
+/// client secret may have been rotated under a cached copy) and tried once more.
+pub async fn connect_tenant(
+    connection: &str,
+    store: &dyn SecretStore,
+    client: impl Fn(Credentials) -> Result<GraphClient, GraphError>,
+) -> Result<Tenant, ConnectError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let secrets = store.connection_secrets(connection).await?;
+        let credentials = Credentials {
+            tenant: secrets.tenant.clone(),
+            client_id: secrets.client_id.clone(),
+            client_secret: secrets.client_secret.clone(),
+        };
+        let directory =
+            GraphDirectory::new(client(credentials).map_err(|source| ConnectError::Client {
+                connection: connection.to_owned(),
+                source,
+            })?);
+        match directory.domains().await {
+            Ok(domains) => {
+                return Ok(Tenant {
+                    secrets,
+                    directory,
+                    domains,
+                });
+            }
+            Err(e) if e.kind == FailureKind::Authentication && attempt == 1 => {
+                tracing::warn!(
+                    connection,
+                    error = %e,
+                    "the tenant refused the credentials; reading them again (rotated?)"
+                );
+                store.invalidate(connection).await;
+            }
+            Err(e) if e.kind == FailureKind::Authentication => {
+                return Err(ConnectError::Refused {
+                    connection: connection.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(ConnectError::Unreachable {
+                    connection: connection.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+}

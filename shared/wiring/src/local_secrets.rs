@@ -1,0 +1,170 @@
+//! The command line's secret stores: environment variables, a TOML file, and fixed credentials
+//! (the embedded sandbox tenant). The cloud's is AWS Secrets Manager (`m365-aws`).
+
+use async_trait::async_trait;
+use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
+use secrecy::SecretString;
+
+/// Credentials from environment variables: `M365_TENANT`, `M365_CLIENT_ID`,
+/// `M365_CLIENT_SECRET`, and `M365_SECRET_<NAME>` for further named secrets (the name
+/// lower-cased: `M365_SECRET_DEFAULT_PASSWORD` → `default_password`). The same variables serve
+/// every connection.
+#[derive(Debug, Clone, Default)]
+pub struct EnvSecretStore;
+
+impl EnvSecretStore {
+    fn read(name: &str) -> Result<String, SecretError> {
+        match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => {
+                Ok(value.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            _ => Err(SecretError::Missing(format!(
+                "environment variable {name} is not set (secrets.type = \"env\"); set it, or use secrets.type = \"file\""
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for EnvSecretStore {
+    async fn connection_secrets(
+        &self,
+        _connection: &str,
+    ) -> Result<ConnectionSecrets, SecretError> {
+        let extra = std::env::vars()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("M365_SECRET_")
+                    .map(|name| (name.to_ascii_lowercase(), SecretString::from(v)))
+            })
+            .collect();
+        Ok(ConnectionSecrets {
+            tenant: Self::read("M365_TENANT")?,
+            client_id: Self::read("M365_CLIENT_ID")?,
+            client_secret: SecretString::from(Self::read("M365_CLIENT_SECRET")?),
+            extra,
+        })
+    }
+
+    async fn invalidate(&self, _connection: &str) {}
+}
+
+/// Credentials from a TOML file kept out of the configuration (and out of version control):
+///
+/// ```toml
+/// tenant = "contoso.onmicrosoft.com"
+/// client_id = "00000000-0000-0000-0000-000000000000"
+/// client_secret = "…"
+/// [extra]
+/// default_password = "…"
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileSecretStore {
+    pub path: std::path::PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFile {
+    tenant: String,
+    client_id: String,
+    client_secret: SecretString,
+    #[serde(default)]
+    extra: std::collections::BTreeMap<String, SecretString>,
+}
+
+#[async_trait]
+impl SecretStore for FileSecretStore {
+    async fn connection_secrets(
+        &self,
+        _connection: &str,
+    ) -> Result<ConnectionSecrets, SecretError> {
+        let shown = self.path.display();
+        let text = std::fs::read_to_string(&self.path).map_err(|e| {
+            SecretError::Missing(format!("cannot read the secrets file {shown}: {e}"))
+        })?;
+        // toml's error text quotes the offending line, which may hold a secret: report only
+        // where it is.
+        let file: SecretFile = toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" at line {line}")
+                })
+                .unwrap_or_default();
+            SecretError::Malformed(format!(
+                "the secrets file {shown} is not valid{at}: it needs tenant, client_id and client_secret, and optionally an [extra] table"
+            ))
+        })?;
+        Ok(ConnectionSecrets {
+            tenant: file.tenant,
+            client_id: file.client_id,
+            client_secret: file.client_secret,
+            extra: file.extra,
+        })
+    }
+
+    async fn invalidate(&self, _connection: &str) {}
+}
+
+/// Fixed credentials (the embedded sandbox tenant's demo app; tests).
+#[derive(Debug, Clone)]
+pub struct StaticSecretStore(pub ConnectionSecrets);
+
+#[async_trait]
+impl SecretStore for StaticSecretStore {
+    async fn connection_secrets(
+        &self,
+        _connection: &str,
+    ) -> Result<ConnectionSecrets, SecretError> {
+        Ok(self.0.clone())
+    }
+
+    async fn invalidate(&self, _connection: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn file_store_reads_credentials_and_extras() {
+        let dir = std::env::temp_dir().join(format!("m365-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ok.toml");
+        std::fs::write(
+            &path,
+            "tenant = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t\"\n[extra]\ndefault_password = \"pw\"\n",
+        )
+        .unwrap();
+        let secrets = FileSecretStore { path }
+            .connection_secrets("x")
+            .await
+            .unwrap();
+        assert_eq!(secrets.tenant, "t");
+        assert_eq!(secrets.client_secret.expose_secret(), "s3cr3t");
+        assert_eq!(secrets.extra["default_password"].expose_secret(), "pw");
+        assert!(!format!("{secrets:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_secrets_file_never_echoes_its_content() {
+        let dir = std::env::temp_dir().join(format!("m365-secrets-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(
+            &path,
+            "tenant = \"t\"\nclient_secret = \"leaky-value\" junk\n",
+        )
+        .unwrap();
+        let error = FileSecretStore { path }
+            .connection_secrets("x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 2"), "{error}");
+        assert!(!error.contains("leaky-value"), "{error}");
+    }
+}
