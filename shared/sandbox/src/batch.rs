@@ -4,20 +4,21 @@
 //! the full pipeline of [`crate::graph::execute_single`] (auth, throttling, faults, validation)
 //! and is logged and counted on its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rand::seq::SliceRandom;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::Inner;
-use crate::graph::{GReq, execute_single, headers_json};
+use crate::graph::{GraphRequest, execute_single};
 use crate::token::authenticate;
-use crate::wire::{GErr, GResp};
+use crate::wire::{GraphError, GraphResponse};
 
-fn bad(code: &'static str, message: impl Into<String>) -> GErr {
-    GErr::new(StatusCode::BAD_REQUEST, code, message)
+fn bad(code: &'static str, message: impl Into<String>) -> GraphError {
+    GraphError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
 struct Item {
@@ -29,7 +30,7 @@ struct Item {
     depends_on: Vec<String>,
 }
 
-fn parse(body: &[u8]) -> Result<Vec<Item>, GErr> {
+fn parse(body: &[u8]) -> Result<Vec<Item>, GraphError> {
     let invalid = || bad("BadRequest", "Invalid batch payload format.");
     let v: Value = serde_json::from_slice(body).map_err(|_| invalid())?;
     let requests = v
@@ -145,7 +146,7 @@ fn parse(body: &[u8]) -> Result<Vec<Item>, GErr> {
 }
 
 /// Runs a `$batch` envelope. The envelope is 200 when it parsed, whatever the items answered.
-pub(crate) async fn run(inner: &Arc<Inner>, envelope: GReq) -> GResp {
+pub(crate) async fn run(inner: &Arc<Inner>, envelope: GraphRequest) -> GraphResponse {
     let tenant_id = inner.lock_state().tenant_id.clone();
     if let Err(e) = authenticate(
         &envelope.headers,
@@ -208,7 +209,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, envelope: GReq) -> GResp {
         let mut rng = inner.lock_rng();
         responses.shuffle(&mut *rng);
     }
-    GResp::json(StatusCode::OK, json!({ "responses": responses }))
+    GraphResponse::json(StatusCode::OK, json!({ "responses": responses }))
 }
 
 fn failed_dependency(id: &str) -> Value {
@@ -225,7 +226,7 @@ fn failed_dependency(id: &str) -> Value {
     })
 }
 
-fn item_request(envelope: &GReq, item: &Item) -> GReq {
+fn item_request(envelope: &GraphRequest, item: &Item) -> GraphRequest {
     let mut headers = HeaderMap::new();
     // Items inherit the envelope's credentials.
     for name in ["authorization", "client-request-id"] {
@@ -250,7 +251,7 @@ fn item_request(envelope: &GReq, item: &Item) -> GReq {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (url, String::new()),
     };
-    GReq {
+    GraphRequest {
         method: item.method.clone(),
         path,
         query,
@@ -263,4 +264,25 @@ fn item_request(envelope: &GReq, item: &Item) -> GReq {
         base_url: envelope.base_url.clone(),
         batch_item: true,
     }
+}
+
+/// Headers of a response as a JSON object (for `$batch` items).
+fn headers_json(headers: &[(String, String)], has_body: bool) -> Value {
+    let mut m: HashMap<String, String> = HashMap::new();
+    for (k, v) in headers {
+        m.insert(k.clone(), v.clone());
+    }
+    if has_body {
+        m.insert(
+            "Content-Type".to_owned(),
+            "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8".to_owned(),
+        );
+    }
+    let mut out = Map::new();
+    let mut keys: Vec<_> = m.into_iter().collect();
+    keys.sort();
+    for (k, v) in keys {
+        out.insert(k, Value::String(v));
+    }
+    Value::Object(out)
 }

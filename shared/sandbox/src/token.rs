@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::AppSeed;
 use crate::tenant::TenantState;
-use crate::wire::{GErr, now_secs};
+use crate::wire::{GraphError, now_secs};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -325,8 +325,8 @@ pub(crate) struct Caller {
     pub roles: Vec<String>,
 }
 
-fn invalid_token(message: &str) -> GErr {
-    GErr::new(
+fn invalid_token(message: &str) -> GraphError {
+    GraphError::new(
         StatusCode::UNAUTHORIZED,
         "InvalidAuthenticationToken",
         message,
@@ -343,7 +343,7 @@ pub(crate) fn authenticate(
     key: &[u8],
     tenant_id: &str,
     accepted_resources: &[String],
-) -> Result<Caller, GErr> {
+) -> Result<Caller, GraphError> {
     let raw = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

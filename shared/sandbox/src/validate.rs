@@ -1,6 +1,6 @@
 //! Property rules of graph-facts §2.2 (users) and §5.1 (groups).
 
-use crate::wire::GErr;
+use crate::wire::GraphError;
 
 /// UPN policy of graph-facts §2.2: charset `A-Za-z0-9'.-_!#^~`, one `@`, no `.` right before it,
 /// ≤113 total, ≤64 before `@`, ≤48 after. Domain check is separate.
@@ -97,12 +97,12 @@ pub(crate) fn check_lengths(
     entity: &str,
     resource: &str,
     body: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(), GErr> {
+) -> Result<(), GraphError> {
     for (name, value) in body {
         if let (Some(max), Some(s)) = (max_len(entity, name), value.as_str())
             && s.chars().count() > max
         {
-            return Err(GErr::invalid_value(name, resource));
+            return Err(GraphError::invalid_value(name, resource));
         }
     }
     Ok(())
