@@ -45,94 +45,107 @@ fn parse(body: &[u8]) -> Result<Vec<Item>, GraphError> {
     }
     let mut items: Vec<Item> = Vec::new();
     for r in requests {
-        let id = match r.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(bad("BadRequest", "Request Id is a required field.")),
-        };
-        if items.iter().any(|i| i.id.eq_ignore_ascii_case(&id)) {
-            return Err(bad(
-                "BadRequest",
-                format!("Request Id {id} has to be unique in a batch."),
-            ));
-        }
-        let method = r
-            .get("method")
-            .and_then(Value::as_str)
-            .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-            .ok_or_else(|| {
-                bad(
-                    "BadRequest",
-                    format!("Request {id} has an invalid or missing method."),
-                )
-            })?;
-        let url = r
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                bad(
-                    "BadRequest",
-                    format!("Request {id} has an invalid or missing url."),
-                )
-            })?
-            .to_owned();
-        if url.contains("://") {
-            return Err(bad(
-                "BadRequest",
-                format!(
-                    "Invalid request URI for request id {id}. The URL must be relative to the version root."
-                ),
-            ));
-        }
-        let headers: Vec<(String, String)> = r
-            .get("headers")
-            .and_then(Value::as_object)
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let body = r.get("body").filter(|b| !b.is_null()).cloned();
-        if body.is_some()
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            return Err(bad(
-                "BadRequest",
-                format!("Write request id : {id} does not contain Content-Type header or body."),
-            ));
-        }
-        let depends_on = match r.get("dependsOn") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(d)) => d
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| x.to_string())
-                })
-                .collect(),
-            Some(_) => return Err(invalid()),
-        };
-        items.push(Item {
-            id,
-            method,
-            url,
-            headers,
-            body,
-            depends_on,
-        });
+        let item = parse_item(r, &items)?;
+        items.push(item);
     }
-    for item in &items {
+    check_depends_on(&items)?;
+    Ok(items)
+}
+
+/// One entry of `requests`; `earlier` are the entries before it (ids are unique).
+fn parse_item(r: &Value, earlier: &[Item]) -> Result<Item, GraphError> {
+    let invalid = || bad("BadRequest", "Invalid batch payload format.");
+    let id = match r.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(bad("BadRequest", "Request Id is a required field.")),
+    };
+    if earlier.iter().any(|i| i.id.eq_ignore_ascii_case(&id)) {
+        return Err(bad(
+            "BadRequest",
+            format!("Request Id {id} has to be unique in a batch."),
+        ));
+    }
+    let method = r
+        .get("method")
+        .and_then(Value::as_str)
+        .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+        .ok_or_else(|| {
+            bad(
+                "BadRequest",
+                format!("Request {id} has an invalid or missing method."),
+            )
+        })?;
+    let url = r
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            bad(
+                "BadRequest",
+                format!("Request {id} has an invalid or missing url."),
+            )
+        })?
+        .to_owned();
+    if url.contains("://") {
+        return Err(bad(
+            "BadRequest",
+            format!(
+                "Invalid request URI for request id {id}. The URL must be relative to the version root."
+            ),
+        ));
+    }
+    let headers: Vec<(String, String)> = r
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = r.get("body").filter(|b| !b.is_null()).cloned();
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        return Err(bad(
+            "BadRequest",
+            format!("Write request id : {id} does not contain Content-Type header or body."),
+        ));
+    }
+    let depends_on = match r.get("dependsOn") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(d)) => d
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .collect(),
+        Some(_) => return Err(invalid()),
+    };
+    Ok(Item {
+        id,
+        method,
+        url,
+        headers,
+        body,
+        depends_on,
+    })
+}
+
+/// Every `dependsOn` names an item of the batch.
+fn check_depends_on(items: &[Item]) -> Result<(), GraphError> {
+    for item in items {
         for d in &item.depends_on {
             if !items.iter().any(|i| i.id.eq_ignore_ascii_case(d)) {
                 return Err(bad(
@@ -142,7 +155,7 @@ fn parse(body: &[u8]) -> Result<Vec<Item>, GraphError> {
             }
         }
     }
-    Ok(items)
+    Ok(())
 }
 
 /// Runs a `$batch` envelope. The envelope is 200 when it parsed, whatever the items answered.
