@@ -127,6 +127,21 @@ mod tests {
         assert!(!upn_syntax_ok("josé@example.com"));
     }
 
+    /// The UPN cases shared with the core crate's validator (`tests/fixtures/upn-cases.json`), so
+    /// that the two cannot drift apart.
+    #[test]
+    fn upn_syntax_agrees_with_the_shared_table() {
+        let table: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/upn-cases.json")).unwrap();
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        for case in cases {
+            let upn = case["upn"].as_str().unwrap();
+            let valid = case["valid"].as_bool().unwrap();
+            assert_eq!(upn_syntax_ok(upn), valid, "{upn:?}: {}", case["reason"]);
+        }
+    }
+
     #[test]
     fn password_rules() {
         assert!(password_ok("xWwvJ]6NMw+bWH-d"));
