@@ -142,9 +142,24 @@ pub struct Stats {
     /// Token requests answered with a token, and refused (any AADSTS error).
     pub tokens_issued: u64,
     pub tokens_refused: u64,
+    /// Writes (batch items included) by the second they were answered in, as Unix seconds. Rates
+    /// come from here rather than from the request log, which keeps the last [`LOG_CAPACITY`]
+    /// requests only.
+    pub writes_per_second: BTreeMap<i64, WriteCounts>,
 }
 
-const LOG_CAPACITY: usize = 100_000;
+/// The writes of one second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCounts {
+    /// Writes the throttling let through (whatever the route answered).
+    pub admitted: u64,
+    /// Writes answered 429 (throttling and injected).
+    pub throttled: u64,
+}
+
+/// How many requests the request log keeps: past that, the oldest entries go ([`Stats`] counts
+/// every request).
+pub const LOG_CAPACITY: usize = 100_000;
 
 pub(crate) struct Inner {
     seed: Seed,
@@ -195,6 +210,12 @@ impl Inner {
                 s.batches += 1;
             } else if entry.write {
                 s.writes += 1;
+                let second = s.writes_per_second.entry(wire::now_secs()).or_default();
+                if entry.status == 429 {
+                    second.throttled += 1;
+                } else {
+                    second.admitted += 1;
+                }
             } else {
                 s.reads += 1;
             }
