@@ -88,7 +88,7 @@ struct TokenRequest<'a> {
 }
 
 impl<'a> TokenRequest<'a> {
-    /// Client credentials: form fields, else HTTP Basic (graph-facts §1).
+    /// Client credentials: form fields, else HTTP Basic.
     fn read(headers: &HeaderMap, form: &'a [(String, String)]) -> TokenRequest<'a> {
         let field = |name: &str| {
             form.iter()

@@ -1,9 +1,8 @@
 //! Microsoft Graph `/v1.0`: the request pipeline and the handlers of its routes.
 //!
-//! Every request (and every `$batch` item) runs through [`execute_single`]: token (§1) →
-//! throttling (§8) → scripted/random faults (§8.1, gotcha 13) → latency → the route
-//! ([`route::Route`]), whose handler checks permissions and validates as Graph does (§2–§6) →
-//! request log and stats → state file.
+//! Every request (and every `$batch` item) runs through [`execute_single`]: token →
+//! throttling → scripted/random faults → latency → the route ([`route::Route`]), whose handler
+//! checks permissions and validates as Graph does → request log and stats → state file.
 //!
 //! Handlers by resource: [`users`], [`groups`] and their [`members`], [`licenses`], deleted
 //! directory objects ([`directory`]), [`organization`] and domains. `$batch` is in
