@@ -79,14 +79,22 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
     )
 }
 
+/// Where the parser is in the CSDL.
+struct ParseState {
+    namespace: String,
+    current: Current,
+    /// Which map `Current::Structured` points into.
+    current_is_entity: bool,
+}
+
 fn parse(text: &str) -> Model {
     let mut model = Model::default();
     let mut reader = Reader::from_str(text);
-    let mut namespace = String::new();
-    let mut current = Current::None;
-    // Which map `Current::Structured` points into.
-    let mut current_is_entity = false;
-
+    let mut state = ParseState {
+        namespace: String::new(),
+        current: Current::None,
+        current_is_entity: false,
+    };
     loop {
         let event = reader
             .read_event()
@@ -96,7 +104,7 @@ fn parse(text: &str) -> Model {
             Event::Empty(e) => (e, true),
             Event::End(e) => {
                 match e.local_name().as_ref() {
-                    "EntityType" | "ComplexType" | "EnumType" => current = Current::None,
+                    "EntityType" | "ComplexType" | "EnumType" => state.current = Current::None,
                     _ => {}
                 }
                 continue;
@@ -104,87 +112,94 @@ fn parse(text: &str) -> Model {
             Event::Eof => break,
             _ => continue,
         };
-        match e.local_name().as_ref() {
-            "Schema" => {
-                namespace = attr(e, "Namespace").expect("Schema without Namespace");
-                model
-                    .namespaces
-                    .insert(namespace.clone(), namespace.clone());
-                if let Some(alias) = attr(e, "Alias") {
-                    model.namespaces.insert(alias, namespace.clone());
-                }
-            }
-            kind @ ("EntityType" | "ComplexType") => {
-                let name = format!(
-                    "{namespace}.{}",
-                    attr(e, "Name").expect("type without Name")
-                );
-                let def = Structured {
-                    base: attr(e, "BaseType"),
-                    open: attr(e, "OpenType").as_deref() == Some("true"),
-                    props: Vec::new(),
-                    navs: Vec::new(),
-                };
-                current_is_entity = kind == "EntityType";
-                let map = if current_is_entity {
-                    &mut model.entities
-                } else {
-                    &mut model.complexes
-                };
-                map.insert(name.clone(), def);
-                current = if is_empty {
-                    Current::None
-                } else {
-                    Current::Structured(name)
-                };
-            }
-            "EnumType" => {
-                let name = format!(
-                    "{namespace}.{}",
-                    attr(e, "Name").expect("enum without Name")
-                );
-                let def = Enum {
-                    flags: attr(e, "IsFlags").as_deref() == Some("true"),
-                    members: Vec::new(),
-                };
-                model.enums.insert(name.clone(), def);
-                current = if is_empty {
-                    Current::None
-                } else {
-                    Current::Enum(name)
-                };
-            }
-            "Property" | "NavigationProperty" => {
-                let Current::Structured(owner) = &current else {
-                    continue;
-                };
-                let map = if current_is_entity {
-                    &mut model.entities
-                } else {
-                    &mut model.complexes
-                };
-                let def = map.get_mut(owner).expect("owner recorded at its start tag");
-                let name = attr(e, "Name").expect("property without Name");
-                let ty = attr(e, "Type").expect("property without Type");
-                if e.local_name().as_ref() == "Property" {
-                    let nullable = attr(e, "Nullable").as_deref() != Some("false");
-                    def.props.push(Prop { name, ty, nullable });
-                } else {
-                    def.navs.push(Nav { name, ty });
-                }
-            }
-            "Member" => {
-                if let Current::Enum(owner) = &current {
-                    let name = attr(e, "Name").expect("enum member without Name");
-                    if let Some(def) = model.enums.get_mut(owner) {
-                        def.members.push(name);
-                    }
-                }
-            }
-            _ => {}
-        }
+        element(&mut model, &mut state, e, is_empty);
     }
     model
+}
+
+/// One start (or empty) element: a schema, a type, a property or an enum member.
+fn element(model: &mut Model, state: &mut ParseState, e: &BytesStart<'_>, is_empty: bool) {
+    match e.local_name().as_ref() {
+        "Schema" => {
+            state.namespace = attr(e, "Namespace").expect("Schema without Namespace");
+            model
+                .namespaces
+                .insert(state.namespace.clone(), state.namespace.clone());
+            if let Some(alias) = attr(e, "Alias") {
+                model.namespaces.insert(alias, state.namespace.clone());
+            }
+        }
+        kind @ ("EntityType" | "ComplexType") => {
+            let name = format!(
+                "{}.{}",
+                state.namespace,
+                attr(e, "Name").expect("type without Name")
+            );
+            let def = Structured {
+                base: attr(e, "BaseType"),
+                open: attr(e, "OpenType").as_deref() == Some("true"),
+                props: Vec::new(),
+                navs: Vec::new(),
+            };
+            state.current_is_entity = kind == "EntityType";
+            let map = if state.current_is_entity {
+                &mut model.entities
+            } else {
+                &mut model.complexes
+            };
+            map.insert(name.clone(), def);
+            state.current = if is_empty {
+                Current::None
+            } else {
+                Current::Structured(name)
+            };
+        }
+        "EnumType" => {
+            let name = format!(
+                "{}.{}",
+                state.namespace,
+                attr(e, "Name").expect("enum without Name")
+            );
+            let def = Enum {
+                flags: attr(e, "IsFlags").as_deref() == Some("true"),
+                members: Vec::new(),
+            };
+            model.enums.insert(name.clone(), def);
+            state.current = if is_empty {
+                Current::None
+            } else {
+                Current::Enum(name)
+            };
+        }
+        "Property" | "NavigationProperty" => {
+            let Current::Structured(owner) = &state.current else {
+                return;
+            };
+            let map = if state.current_is_entity {
+                &mut model.entities
+            } else {
+                &mut model.complexes
+            };
+            let def = map.get_mut(owner).expect("owner recorded at its start tag");
+            let name = attr(e, "Name").expect("property without Name");
+            let ty = attr(e, "Type").expect("property without Type");
+            if e.local_name().as_ref() == "Property" {
+                let nullable = attr(e, "Nullable").as_deref() != Some("false");
+                def.props.push(Prop { name, ty, nullable });
+            } else {
+                def.navs.push(Nav { name, ty });
+            }
+        }
+        "Member" => {
+            if let Current::Enum(owner) = &state.current {
+                let name = attr(e, "Name").expect("enum member without Name");
+                if let Some(def) = model.enums.get_mut(owner) {
+                    def.members.push(name);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `Collection(graph.x)` → (`microsoft.graph.x`, true); `Edm.String` → (`Edm.String`, false).
@@ -215,7 +230,25 @@ fn main() {
 
     let text = std::fs::read_to_string(CSDL).expect("cannot read schema/v1.0-Prod.csdl");
     let model = parse(&text);
+    let used = used_types(&model);
+    let out = render(&model, &used);
+    check(&out);
 
+    let text = serde_json::to_string(&out).expect("schema JSON serialises");
+    let path = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("graph_schema.json");
+    std::fs::write(&path, text).expect("cannot write graph_schema.json");
+}
+
+/// The types the sandbox needs: [`ROOTS`] and their base chains, and every complex or enum type
+/// their properties use.
+struct UsedTypes {
+    entities: BTreeSet<String>,
+    complexes: BTreeSet<String>,
+    enums: BTreeSet<String>,
+}
+
+fn used_types(model: &Model) -> UsedTypes {
     // Closure: entity base chains, then every complex/enum type a property uses.
     let mut entities = BTreeSet::new();
     let mut pending: Vec<String> = ROOTS.iter().map(|s| (*s).to_owned()).collect();
@@ -227,7 +260,7 @@ fn main() {
         if entities.insert(name)
             && let Some(base) = &def.base
         {
-            pending.push(resolve(&model, base).0);
+            pending.push(resolve(model, base).0);
         }
     }
 
@@ -236,7 +269,7 @@ fn main() {
     let mut types: Vec<String> = Vec::new();
     let queue_props = |props: &[Prop], types: &mut Vec<String>| {
         for p in props {
-            let (ty, _) = resolve(&model, &p.ty);
+            let (ty, _) = resolve(model, &p.ty);
             if !ty.starts_with("Edm.") {
                 types.push(ty);
             }
@@ -250,7 +283,7 @@ fn main() {
             if complexes.insert(ty) {
                 queue_props(&def.props, &mut types);
                 if let Some(base) = &def.base {
-                    types.push(resolve(&model, base).0);
+                    types.push(resolve(model, base).0);
                 }
             }
         } else if model.enums.contains_key(&ty) {
@@ -260,18 +293,27 @@ fn main() {
         }
     }
 
+    UsedTypes {
+        entities,
+        complexes,
+        enums,
+    }
+}
+
+/// The schema JSON that `src/schema.rs` reads.
+fn render(model: &Model, used: &UsedTypes) -> Value {
     let props_json = |props: &[Prop]| -> Vec<Value> {
         props
             .iter()
             .map(|p| {
-                let (ty, collection) = resolve(&model, &p.ty);
+                let (ty, collection) = resolve(model, &p.ty);
                 json!([p.name, ty, collection, p.nullable])
             })
             .collect()
     };
     let structured_json = |def: &Structured, with_navs: bool| -> Value {
         let mut v = json!({
-            "base": def.base.as_ref().map(|b| resolve(&model, b).0),
+            "base": def.base.as_ref().map(|b| resolve(model, b).0),
             "open": def.open,
             "props": props_json(&def.props),
         });
@@ -280,7 +322,7 @@ fn main() {
                 .navs
                 .iter()
                 .map(|n| {
-                    let (ty, collection) = resolve(&model, &n.ty);
+                    let (ty, collection) = resolve(model, &n.ty);
                     json!([n.name, ty, collection])
                 })
                 .collect();
@@ -289,15 +331,18 @@ fn main() {
         v
     };
 
-    let out_entities: BTreeMap<&String, Value> = entities
+    let out_entities: BTreeMap<&String, Value> = used
+        .entities
         .iter()
         .map(|n| (n, structured_json(&model.entities[n], true)))
         .collect();
-    let out_complexes: BTreeMap<&String, Value> = complexes
+    let out_complexes: BTreeMap<&String, Value> = used
+        .complexes
         .iter()
         .map(|n| (n, structured_json(&model.complexes[n], false)))
         .collect();
-    let out_enums: BTreeMap<&String, Value> = enums
+    let out_enums: BTreeMap<&String, Value> = used
+        .enums
         .iter()
         .map(|n| {
             let e = &model.enums[n];
@@ -305,18 +350,12 @@ fn main() {
         })
         .collect();
 
-    let out = json!({
+    json!({
         "source": "microsoftgraph/msgraph-metadata schemas/v1.0-Prod.csdl @ f54f11b60956ea7b185ca0447b2b80805836ec7b",
         "entities": out_entities,
         "complex": out_complexes,
         "enums": out_enums,
-    });
-    check(&out);
-
-    let text = serde_json::to_string(&out).expect("schema JSON serialises");
-    let path = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("graph_schema.json");
-    std::fs::write(&path, text).expect("cannot write graph_schema.json");
+    })
 }
 
 /// Verifies the invariants `src/schema.rs` relies on, so a malformed output fails the build

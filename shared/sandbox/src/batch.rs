@@ -4,20 +4,21 @@
 //! the full pipeline of [`crate::graph::execute_single`] (auth, throttling, faults, validation)
 //! and is logged and counted on its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rand::seq::SliceRandom;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::Inner;
-use crate::graph::{GReq, execute_single, headers_json};
+use crate::graph::{GraphRequest, execute_single};
 use crate::token::authenticate;
-use crate::wire::{GErr, GResp};
+use crate::wire::{GraphError, GraphResponse};
 
-fn bad(code: &'static str, message: impl Into<String>) -> GErr {
-    GErr::new(StatusCode::BAD_REQUEST, code, message)
+fn bad(code: &'static str, message: impl Into<String>) -> GraphError {
+    GraphError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
 struct Item {
@@ -29,7 +30,7 @@ struct Item {
     depends_on: Vec<String>,
 }
 
-fn parse(body: &[u8]) -> Result<Vec<Item>, GErr> {
+fn parse(body: &[u8]) -> Result<Vec<Item>, GraphError> {
     let invalid = || bad("BadRequest", "Invalid batch payload format.");
     let v: Value = serde_json::from_slice(body).map_err(|_| invalid())?;
     let requests = v
@@ -44,94 +45,107 @@ fn parse(body: &[u8]) -> Result<Vec<Item>, GErr> {
     }
     let mut items: Vec<Item> = Vec::new();
     for r in requests {
-        let id = match r.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(bad("BadRequest", "Request Id is a required field.")),
-        };
-        if items.iter().any(|i| i.id.eq_ignore_ascii_case(&id)) {
-            return Err(bad(
-                "BadRequest",
-                format!("Request Id {id} has to be unique in a batch."),
-            ));
-        }
-        let method = r
-            .get("method")
-            .and_then(Value::as_str)
-            .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-            .ok_or_else(|| {
-                bad(
-                    "BadRequest",
-                    format!("Request {id} has an invalid or missing method."),
-                )
-            })?;
-        let url = r
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                bad(
-                    "BadRequest",
-                    format!("Request {id} has an invalid or missing url."),
-                )
-            })?
-            .to_owned();
-        if url.contains("://") {
-            return Err(bad(
-                "BadRequest",
-                format!(
-                    "Invalid request URI for request id {id}. The URL must be relative to the version root."
-                ),
-            ));
-        }
-        let headers: Vec<(String, String)> = r
-            .get("headers")
-            .and_then(Value::as_object)
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let body = r.get("body").filter(|b| !b.is_null()).cloned();
-        if body.is_some()
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            return Err(bad(
-                "BadRequest",
-                format!("Write request id : {id} does not contain Content-Type header or body."),
-            ));
-        }
-        let depends_on = match r.get("dependsOn") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(d)) => d
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| x.to_string())
-                })
-                .collect(),
-            Some(_) => return Err(invalid()),
-        };
-        items.push(Item {
-            id,
-            method,
-            url,
-            headers,
-            body,
-            depends_on,
-        });
+        let item = parse_item(r, &items)?;
+        items.push(item);
     }
-    for item in &items {
+    check_depends_on(&items)?;
+    Ok(items)
+}
+
+/// One entry of `requests`; `earlier` are the entries before it (ids are unique).
+fn parse_item(r: &Value, earlier: &[Item]) -> Result<Item, GraphError> {
+    let invalid = || bad("BadRequest", "Invalid batch payload format.");
+    let id = match r.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(bad("BadRequest", "Request Id is a required field.")),
+    };
+    if earlier.iter().any(|i| i.id.eq_ignore_ascii_case(&id)) {
+        return Err(bad(
+            "BadRequest",
+            format!("Request Id {id} has to be unique in a batch."),
+        ));
+    }
+    let method = r
+        .get("method")
+        .and_then(Value::as_str)
+        .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+        .ok_or_else(|| {
+            bad(
+                "BadRequest",
+                format!("Request {id} has an invalid or missing method."),
+            )
+        })?;
+    let url = r
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            bad(
+                "BadRequest",
+                format!("Request {id} has an invalid or missing url."),
+            )
+        })?
+        .to_owned();
+    if url.contains("://") {
+        return Err(bad(
+            "BadRequest",
+            format!(
+                "Invalid request URI for request id {id}. The URL must be relative to the version root."
+            ),
+        ));
+    }
+    let headers: Vec<(String, String)> = r
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = r.get("body").filter(|b| !b.is_null()).cloned();
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        return Err(bad(
+            "BadRequest",
+            format!("Write request id : {id} does not contain Content-Type header or body."),
+        ));
+    }
+    let depends_on = match r.get("dependsOn") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(d)) => d
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .collect(),
+        Some(_) => return Err(invalid()),
+    };
+    Ok(Item {
+        id,
+        method,
+        url,
+        headers,
+        body,
+        depends_on,
+    })
+}
+
+/// Every `dependsOn` names an item of the batch.
+fn check_depends_on(items: &[Item]) -> Result<(), GraphError> {
+    for item in items {
         for d in &item.depends_on {
             if !items.iter().any(|i| i.id.eq_ignore_ascii_case(d)) {
                 return Err(bad(
@@ -141,11 +155,11 @@ fn parse(body: &[u8]) -> Result<Vec<Item>, GErr> {
             }
         }
     }
-    Ok(items)
+    Ok(())
 }
 
 /// Runs a `$batch` envelope. The envelope is 200 when it parsed, whatever the items answered.
-pub(crate) async fn run(inner: &Arc<Inner>, envelope: GReq) -> GResp {
+pub(crate) async fn run(inner: &Arc<Inner>, envelope: GraphRequest) -> GraphResponse {
     let tenant_id = inner.lock_state().tenant_id.clone();
     if let Err(e) = authenticate(
         &envelope.headers,
@@ -208,7 +222,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, envelope: GReq) -> GResp {
         let mut rng = inner.lock_rng();
         responses.shuffle(&mut *rng);
     }
-    GResp::json(StatusCode::OK, json!({ "responses": responses }))
+    GraphResponse::json(StatusCode::OK, json!({ "responses": responses }))
 }
 
 fn failed_dependency(id: &str) -> Value {
@@ -225,7 +239,7 @@ fn failed_dependency(id: &str) -> Value {
     })
 }
 
-fn item_request(envelope: &GReq, item: &Item) -> GReq {
+fn item_request(envelope: &GraphRequest, item: &Item) -> GraphRequest {
     let mut headers = HeaderMap::new();
     // Items inherit the envelope's credentials.
     for name in ["authorization", "client-request-id"] {
@@ -250,7 +264,7 @@ fn item_request(envelope: &GReq, item: &Item) -> GReq {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (url, String::new()),
     };
-    GReq {
+    GraphRequest {
         method: item.method.clone(),
         path,
         query,
@@ -263,4 +277,25 @@ fn item_request(envelope: &GReq, item: &Item) -> GReq {
         base_url: envelope.base_url.clone(),
         batch_item: true,
     }
+}
+
+/// Headers of a response as a JSON object (for `$batch` items).
+fn headers_json(headers: &[(String, String)], has_body: bool) -> Value {
+    let mut m: HashMap<String, String> = HashMap::new();
+    for (k, v) in headers {
+        m.insert(k.clone(), v.clone());
+    }
+    if has_body {
+        m.insert(
+            "Content-Type".to_owned(),
+            "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8".to_owned(),
+        );
+    }
+    let mut out = Map::new();
+    let mut keys: Vec<_> = m.into_iter().collect();
+    keys.sort();
+    for (k, v) in keys {
+        out.insert(k, Value::String(v));
+    }
+    Value::Object(out)
 }

@@ -154,127 +154,151 @@ impl Seed {
     /// The demo tenant (see [`crate::demo`]).
     pub fn demo() -> Self {
         use crate::demo::*;
-        let domain =
-            |id: &str, default: bool, initial: bool, verified: bool, auth: &str| DomainSeed {
-                id: id.to_owned(),
-                is_default: default,
-                is_initial: initial,
-                is_verified: verified,
-                authentication_type: auth.to_owned(),
-            };
-        let plan = |id: &str, name: &str| ServicePlanSeed {
-            service_plan_id: id.to_owned(),
-            service_plan_name: name.to_owned(),
-        };
         Self {
             tenant_id: TENANT_ID.to_owned(),
             display_name: TENANT_NAME.to_owned(),
-            domains: vec![
-                domain(INITIAL_DOMAIN, false, true, true, "Managed"),
-                domain(VERIFIED_DOMAIN, true, false, true, "Managed"),
-                domain(FEDERATED_DOMAIN, false, false, true, "Federated"),
-                domain(UNVERIFIED_DOMAIN, false, false, false, "Managed"),
-            ],
-            skus: vec![
-                SkuSeed {
-                    sku_id: SKU_E3.to_owned(),
-                    sku_part_number: "ENTERPRISEPACK".to_owned(),
-                    enabled: 25,
-                    service_plans: vec![
-                        plan(E3_PLAN_EXCHANGE, "EXCHANGE_S_ENTERPRISE"),
-                        plan(E3_PLAN_SHAREPOINT, "SHAREPOINTENTERPRISE"),
-                        plan(E3_PLAN_TEAMS, "TEAMS1"),
-                        plan("43de0ff5-c92c-492b-9116-175376d08c38", "OFFICESUBSCRIPTION"),
-                    ],
-                },
-                SkuSeed {
-                    sku_id: SKU_E5.to_owned(),
-                    sku_part_number: "SPE_E5".to_owned(),
-                    enabled: 10,
-                    service_plans: vec![
-                        plan(E3_PLAN_EXCHANGE, "EXCHANGE_S_ENTERPRISE"),
-                        plan(E3_PLAN_TEAMS, "TEAMS1"),
-                        plan("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM"),
-                        plan("eec0eb4f-6444-4f95-aba0-50c24d67f998", "AAD_PREMIUM_P2"),
-                    ],
-                },
-                SkuSeed {
-                    sku_id: SKU_FULL.to_owned(),
-                    sku_part_number: "EMS".to_owned(),
-                    enabled: 1,
-                    service_plans: vec![
-                        plan("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM"),
-                        plan("c1ec4a95-1f05-45b3-a911-aa3fa01094f5", "INTUNE_A"),
-                    ],
-                },
-            ],
-            apps: vec![
-                AppSeed {
-                    client_id: CLIENT_ID.to_owned(),
-                    client_secret: CLIENT_SECRET.to_owned(),
-                    display_name: "m365-provisioner (sandbox)".to_owned(),
-                    secret_expired: false,
-                    roles: vec![
-                        "User.ReadWrite.All".to_owned(),
-                        "Group.ReadWrite.All".to_owned(),
-                        "Organization.Read.All".to_owned(),
-                    ],
-                },
-                AppSeed {
-                    client_id: READONLY_CLIENT_ID.to_owned(),
-                    client_secret: READONLY_CLIENT_SECRET.to_owned(),
-                    display_name: "read-only reporter (sandbox)".to_owned(),
-                    secret_expired: false,
-                    roles: vec![
-                        "User.Read.All".to_owned(),
-                        "Organization.Read.All".to_owned(),
-                    ],
-                },
-                AppSeed {
-                    client_id: EXPIRED_CLIENT_ID.to_owned(),
-                    client_secret: EXPIRED_CLIENT_SECRET.to_owned(),
-                    display_name: "expired secret (sandbox)".to_owned(),
-                    secret_expired: true,
-                    roles: vec!["User.ReadWrite.All".to_owned()],
-                },
-            ],
-            users: vec![
-                json!({
-                    "id": BJENSEN_ID,
-                    "accountEnabled": true,
-                    "displayName": "Barbara Jensen",
-                    "givenName": "Barbara",
-                    "surname": "Jensen",
-                    "mailNickname": "bjensen",
-                    "userPrincipalName": BJENSEN_UPN,
-                    "mail": BJENSEN_UPN,
-                    "usageLocation": "US",
-                    "jobTitle": "Accountant",
-                    "department": "Finance",
-                }),
-                json!({
-                    "id": ADMIN_ID,
-                    "accountEnabled": true,
-                    "displayName": "Tenant Administrator",
-                    "mailNickname": "admin",
-                    "userPrincipalName": ADMIN_UPN,
-                    "usageLocation": "US",
-                    "assignedLicenses": [{"skuId": SKU_FULL, "disabledPlans": []}],
-                }),
-            ],
-            groups: vec![json!({
-                "id": ACCOUNTING_ID,
-                "displayName": ACCOUNTING_NAME,
-                "description": "Accounting department",
-                "mailEnabled": false,
-                "mailNickname": "accounting",
-                "securityEnabled": true,
-                "groupTypes": [],
-                "members": [BJENSEN_ID],
-            })],
+            domains: demo_domains(),
+            skus: demo_skus(),
+            apps: demo_apps(),
+            users: demo_users(),
+            groups: demo_groups(),
             admin_upns: vec![ADMIN_UPN.to_owned()],
         }
     }
+}
+
+fn demo_domains() -> Vec<DomainSeed> {
+    use crate::demo::*;
+    let domain = |id: &str, default: bool, initial: bool, verified: bool, auth: &str| DomainSeed {
+        id: id.to_owned(),
+        is_default: default,
+        is_initial: initial,
+        is_verified: verified,
+        authentication_type: auth.to_owned(),
+    };
+    vec![
+        domain(INITIAL_DOMAIN, false, true, true, "Managed"),
+        domain(VERIFIED_DOMAIN, true, false, true, "Managed"),
+        domain(FEDERATED_DOMAIN, false, false, true, "Federated"),
+        domain(UNVERIFIED_DOMAIN, false, false, false, "Managed"),
+    ]
+}
+
+fn demo_skus() -> Vec<SkuSeed> {
+    use crate::demo::*;
+    let plan = |id: &str, name: &str| ServicePlanSeed {
+        service_plan_id: id.to_owned(),
+        service_plan_name: name.to_owned(),
+    };
+    vec![
+        SkuSeed {
+            sku_id: SKU_E3.to_owned(),
+            sku_part_number: "ENTERPRISEPACK".to_owned(),
+            enabled: 25,
+            service_plans: vec![
+                plan(E3_PLAN_EXCHANGE, "EXCHANGE_S_ENTERPRISE"),
+                plan(E3_PLAN_SHAREPOINT, "SHAREPOINTENTERPRISE"),
+                plan(E3_PLAN_TEAMS, "TEAMS1"),
+                plan("43de0ff5-c92c-492b-9116-175376d08c38", "OFFICESUBSCRIPTION"),
+            ],
+        },
+        SkuSeed {
+            sku_id: SKU_E5.to_owned(),
+            sku_part_number: "SPE_E5".to_owned(),
+            enabled: 10,
+            service_plans: vec![
+                plan(E3_PLAN_EXCHANGE, "EXCHANGE_S_ENTERPRISE"),
+                plan(E3_PLAN_TEAMS, "TEAMS1"),
+                plan("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM"),
+                plan("eec0eb4f-6444-4f95-aba0-50c24d67f998", "AAD_PREMIUM_P2"),
+            ],
+        },
+        SkuSeed {
+            sku_id: SKU_FULL.to_owned(),
+            sku_part_number: "EMS".to_owned(),
+            enabled: 1,
+            service_plans: vec![
+                plan("41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AAD_PREMIUM"),
+                plan("c1ec4a95-1f05-45b3-a911-aa3fa01094f5", "INTUNE_A"),
+            ],
+        },
+    ]
+}
+
+fn demo_apps() -> Vec<AppSeed> {
+    use crate::demo::*;
+    vec![
+        AppSeed {
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: CLIENT_SECRET.to_owned(),
+            display_name: "m365-provisioner (sandbox)".to_owned(),
+            secret_expired: false,
+            roles: vec![
+                "User.ReadWrite.All".to_owned(),
+                "Group.ReadWrite.All".to_owned(),
+                "Organization.Read.All".to_owned(),
+            ],
+        },
+        AppSeed {
+            client_id: READONLY_CLIENT_ID.to_owned(),
+            client_secret: READONLY_CLIENT_SECRET.to_owned(),
+            display_name: "read-only reporter (sandbox)".to_owned(),
+            secret_expired: false,
+            roles: vec![
+                "User.Read.All".to_owned(),
+                "Organization.Read.All".to_owned(),
+            ],
+        },
+        AppSeed {
+            client_id: EXPIRED_CLIENT_ID.to_owned(),
+            client_secret: EXPIRED_CLIENT_SECRET.to_owned(),
+            display_name: "expired secret (sandbox)".to_owned(),
+            secret_expired: true,
+            roles: vec!["User.ReadWrite.All".to_owned()],
+        },
+    ]
+}
+
+fn demo_users() -> Vec<Value> {
+    use crate::demo::*;
+    vec![
+        json!({
+            "id": BJENSEN_ID,
+            "accountEnabled": true,
+            "displayName": "Barbara Jensen",
+            "givenName": "Barbara",
+            "surname": "Jensen",
+            "mailNickname": "bjensen",
+            "userPrincipalName": BJENSEN_UPN,
+            "mail": BJENSEN_UPN,
+            "usageLocation": "US",
+            "jobTitle": "Accountant",
+            "department": "Finance",
+        }),
+        json!({
+            "id": ADMIN_ID,
+            "accountEnabled": true,
+            "displayName": "Tenant Administrator",
+            "mailNickname": "admin",
+            "userPrincipalName": ADMIN_UPN,
+            "usageLocation": "US",
+            "assignedLicenses": [{"skuId": SKU_FULL, "disabledPlans": []}],
+        }),
+    ]
+}
+
+fn demo_groups() -> Vec<Value> {
+    use crate::demo::*;
+    vec![json!({
+        "id": ACCOUNTING_ID,
+        "displayName": ACCOUNTING_NAME,
+        "description": "Accounting department",
+        "mailEnabled": false,
+        "mailNickname": "accounting",
+        "securityEnabled": true,
+        "groupTypes": [],
+        "members": [BJENSEN_ID],
+    })]
 }
 
 /// Random fault injection (seeded, so a run is reproducible).

@@ -8,7 +8,7 @@
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::wire::GErr;
+use crate::wire::GraphError;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -58,15 +58,15 @@ pub(crate) enum Expr {
     Or(Box<Expr>, Box<Expr>),
 }
 
-fn syntax_error(pos: usize, filter: &str) -> GErr {
-    GErr::new(
+fn syntax_error(pos: usize, filter: &str) -> GraphError {
+    GraphError::new(
         StatusCode::BAD_REQUEST,
         "BadRequest",
         format!("Invalid filter clause: Syntax error at position {pos} in '{filter}'."),
     )
 }
 
-fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, GErr> {
+fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, GraphError> {
     let chars: Vec<char> = s.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -148,7 +148,7 @@ impl Parser<'_> {
             .map(|(p, _)| *p)
             .unwrap_or(self.src.len())
     }
-    fn err(&self) -> GErr {
+    fn err(&self) -> GraphError {
         syntax_error(self.here(), self.src)
     }
     fn next(&mut self) -> Option<Tok> {
@@ -156,7 +156,7 @@ impl Parser<'_> {
         self.pos += 1;
         t
     }
-    fn expect(&mut self, t: Tok) -> Result<(), GErr> {
+    fn expect(&mut self, t: Tok) -> Result<(), GraphError> {
         if self.peek() == Some(&t) {
             self.pos += 1;
             Ok(())
@@ -168,7 +168,7 @@ impl Parser<'_> {
         matches!(self.peek(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
     }
 
-    fn or_expr(&mut self) -> Result<Expr, GErr> {
+    fn or_expr(&mut self) -> Result<Expr, GraphError> {
         let mut left = self.and_expr()?;
         while self.keyword("or") {
             self.pos += 1;
@@ -178,7 +178,7 @@ impl Parser<'_> {
         Ok(left)
     }
 
-    fn and_expr(&mut self) -> Result<Expr, GErr> {
+    fn and_expr(&mut self) -> Result<Expr, GraphError> {
         let mut left = self.unary()?;
         while self.keyword("and") {
             self.pos += 1;
@@ -188,7 +188,7 @@ impl Parser<'_> {
         Ok(left)
     }
 
-    fn literal(&mut self) -> Result<Lit, GErr> {
+    fn literal(&mut self) -> Result<Lit, GraphError> {
         match self.next() {
             Some(Tok::Str(s)) => Ok(Lit::Str(s)),
             Some(Tok::Word(w)) => Ok(match w.to_ascii_lowercase().as_str() {
@@ -204,7 +204,7 @@ impl Parser<'_> {
         }
     }
 
-    fn unary(&mut self) -> Result<Expr, GErr> {
+    fn unary(&mut self) -> Result<Expr, GraphError> {
         if self.keyword("not") {
             self.pos += 1;
             let inner = self.unary()?;
@@ -300,7 +300,7 @@ impl Parser<'_> {
     }
 }
 
-pub(crate) fn parse(filter: &str) -> Result<Expr, GErr> {
+pub(crate) fn parse(filter: &str) -> Result<Expr, GraphError> {
     let toks = tokenize(filter)?;
     let mut p = Parser {
         toks,
@@ -415,28 +415,28 @@ fn caps(entity: &str) -> &'static Caps {
     }
 }
 
-fn advanced(op: &str) -> GErr {
-    GErr::unsupported_query(format!(
+fn advanced(op: &str) -> GraphError {
+    GraphError::unsupported_query(format!(
         "Operator '{op}' is not supported because the required parameters might be missing. Try adding $count=true query parameter and ConsistencyLevel:eventual header. Refer to https://aka.ms/graph-docs/advanced-queries for more information"
     ))
 }
 
-fn unsupported_prop(prop: &str, caps: &Caps) -> GErr {
-    GErr::unsupported_query(format!(
+fn unsupported_prop(prop: &str, caps: &Caps) -> GraphError {
+    GraphError::unsupported_query(format!(
         "Unsupported or invalid query filter clause specified for property '{prop}' of resource '{}'.",
         caps.resource
     ))
 }
 
-fn unknown_prop(prop: &str, _caps: &Caps) -> GErr {
+fn unknown_prop(prop: &str, _caps: &Caps) -> GraphError {
     // user and group are open types: the directory, not the OData layer, refuses the name.
-    GErr::unsupported_query(format!(
+    GraphError::unsupported_query(format!(
         "Property '{prop}' does not exist as a declared property or extension property."
     ))
 }
 
-fn type_mismatch(left: &str, right: &str) -> GErr {
-    GErr::new(
+fn type_mismatch(left: &str, right: &str) -> GraphError {
+    GraphError::new(
         StatusCode::BAD_REQUEST,
         "BadRequest",
         format!(
@@ -469,15 +469,15 @@ fn known_prop(entity: &str, prop: &str) -> bool {
 }
 
 /// Validates a parsed filter against what Graph supports by default.
-pub(crate) fn check(entity: &str, e: &Expr) -> Result<(), GErr> {
+pub(crate) fn check(entity: &str, e: &Expr) -> Result<(), GraphError> {
     let caps = caps(entity);
     let clauses = child_clauses(e);
     if matches!(e, Expr::Or(..) | Expr::In { .. }) && clauses > 15 {
-        return Err(GErr::unsupported_query(format!(
+        return Err(GraphError::unsupported_query(format!(
             "Too many child clauses specified in search filter expression containing 'OR' operators: {clauses}. Max allowed: 15."
         )));
     }
-    let check_prop = |prop: &str, list: &[&str]| -> Result<(), GErr> {
+    let check_prop = |prop: &str, list: &[&str]| -> Result<(), GraphError> {
         if list.contains(&prop) {
             Ok(())
         } else if caps.eq.contains(&prop) || known_prop(entity, prop) {
@@ -486,7 +486,7 @@ pub(crate) fn check(entity: &str, e: &Expr) -> Result<(), GErr> {
             Err(unknown_prop(prop, caps))
         }
     };
-    let check_val = |prop: &str, val: &Lit| -> Result<(), GErr> {
+    let check_val = |prop: &str, val: &Lit| -> Result<(), GraphError> {
         let boolean = caps.booleans.contains(&prop);
         match val {
             Lit::Bool(_) if boolean => Ok(()),

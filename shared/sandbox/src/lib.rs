@@ -50,9 +50,9 @@ pub use config::{
 };
 pub use throttle::{Charge, Throttle, ThrottleConfig, Throttled};
 
-use graph::GReq;
+use graph::GraphRequest;
 use tenant::TenantState;
-use wire::GResp;
+use wire::GraphResponse;
 
 /// Constants of the demo tenant ([`SandboxConfig::demo`]).
 pub mod demo {
@@ -142,9 +142,24 @@ pub struct Stats {
     /// Token requests answered with a token, and refused (any AADSTS error).
     pub tokens_issued: u64,
     pub tokens_refused: u64,
+    /// Writes (batch items included) by the second they were answered in, as Unix seconds. Rates
+    /// come from here rather than from the request log, which keeps the last [`LOG_CAPACITY`]
+    /// requests only.
+    pub writes_per_second: BTreeMap<i64, WriteCounts>,
 }
 
-const LOG_CAPACITY: usize = 100_000;
+/// The writes of one second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCounts {
+    /// Writes the throttling let through (whatever the route answered).
+    pub admitted: u64,
+    /// Writes answered 429 (throttling and injected).
+    pub throttled: u64,
+}
+
+/// How many requests the request log keeps: past that, the oldest entries go ([`Stats`] counts
+/// every request).
+pub const LOG_CAPACITY: usize = 100_000;
 
 pub(crate) struct Inner {
     seed: Seed,
@@ -195,6 +210,12 @@ impl Inner {
                 s.batches += 1;
             } else if entry.write {
                 s.writes += 1;
+                let second = s.writes_per_second.entry(wire::now_secs()).or_default();
+                if entry.status == 429 {
+                    second.throttled += 1;
+                } else {
+                    second.admitted += 1;
+                }
             } else {
                 s.reads += 1;
             }
@@ -225,8 +246,8 @@ impl Inner {
         };
         let _guard = lock(&self.save_lock);
         let dump = {
-            let st = self.lock_state();
-            serde_json::to_vec_pretty(&*st)
+            let state = self.lock_state();
+            serde_json::to_vec_pretty(&*state)
         };
         match dump {
             Ok(bytes) => {
@@ -404,15 +425,15 @@ impl Sandbox {
     /// The tenant id and its initial domain (the default domain when none is marked initial),
     /// as the tenant is now (a state file may differ from the configuration's seed).
     pub fn tenant(&self) -> (String, Option<String>) {
-        let st = self.inner.lock_state();
-        let domain = st
+        let state = self.inner.lock_state();
+        let domain = state
             .domains
             .iter()
             .find(|d| d.is_initial)
-            .or_else(|| st.domains.iter().find(|d| d.is_default))
-            .or_else(|| st.domains.first())
+            .or_else(|| state.domains.iter().find(|d| d.is_default))
+            .or_else(|| state.domains.first())
             .map(|d| d.id.clone());
-        (st.tenant_id.clone(), domain)
+        (state.tenant_id.clone(), domain)
     }
 
     /// The app registrations that may get tokens, as the tenant is now. (`Debug` of an
@@ -480,31 +501,33 @@ impl Sandbox {
 
     /// Member ids of a group (members that are not soft-deleted).
     pub fn group_members(&self, group_id: &str) -> Vec<String> {
-        let st = self.inner.lock_state();
-        let Some(g) = st.group_index_all(group_id).map(|g| &st.groups[g]) else {
+        let state = self.inner.lock_state();
+        let Some(g) = state.group_index_all(group_id).map(|g| &state.groups[g]) else {
             return Vec::new();
         };
         g.members
             .iter()
-            .filter(|m| st.live_user_exact(m).is_some() || st.live_group_exact(m).is_some())
+            .filter(|m| state.live_user_exact(m).is_some() || state.live_group_exact(m).is_some())
             .cloned()
             .collect()
     }
 
     /// Soft-deleted users and groups, with `@odata.type`.
     pub fn deleted_items(&self) -> Vec<Value> {
-        let st = self.inner.lock_state();
+        let state = self.inner.lock_state();
         let tag = |o: &tenant::Obj, t: &str| {
             let mut m = o.props.clone();
             m.insert("@odata.type".into(), Value::String(t.to_owned()));
             Value::Object(m)
         };
-        st.users
+        state
+            .users
             .iter()
             .filter(|u| u.deleted)
             .map(|u| tag(u, "#microsoft.graph.user"))
             .chain(
-                st.groups
+                state
+                    .groups
                     .iter()
                     .filter(|g| g.deleted)
                     .map(|g| tag(g, "#microsoft.graph.group")),
@@ -587,7 +610,7 @@ impl Drop for RunningSandbox {
 
 const JSON_CT: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
-fn into_response(resp: GResp) -> Response {
+fn into_response(resp: GraphResponse) -> Response {
     let mut builder = Response::builder().status(resp.status);
     for (k, v) in &resp.headers {
         builder = builder.header(k.as_str(), v.as_str());
@@ -624,7 +647,7 @@ async fn graph_handler(
         )
             .into_response();
     };
-    let req = GReq {
+    let req = GraphRequest {
         method,
         path: if path.is_empty() {
             "/".to_owned()
@@ -677,9 +700,9 @@ async fn token_handler(
         .collect();
     let knobs = sb.knobs();
     let result = {
-        let st = sb.inner.lock_state();
+        let state = sb.inner.lock_state();
         token::issue(
-            &st,
+            &state,
             &sb.inner.key,
             &sb.inner.accepted_resources,
             knobs.token_lifetime_secs,

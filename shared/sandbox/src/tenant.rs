@@ -673,60 +673,62 @@ mod tests {
     /// after each kind of mutation.
     #[test]
     fn indexes_follow_every_mutation() {
-        let mut st = TenantState::from_seed(&Seed::default());
-        let a = st.insert_user(user("a@x.test", "a@x.test"), 0);
-        let b = st.insert_user(user("b@x.test", "b@x.test"), 0);
-        let g = st.insert_group(
+        let mut tenant = TenantState::from_seed(&Seed::default());
+        let a = tenant.insert_user(user("a@x.test", "a@x.test"), 0);
+        let b = tenant.insert_user(user("b@x.test", "b@x.test"), 0);
+        let g = tenant.insert_group(
             json!({"mailNickname": "team", "groupTypes": ["Unified"], "members": ["A@X.test"]}),
             0,
         );
-        assert_eq!(st.user_index_any("A@x.TEST"), Some(0));
-        assert_eq!(st.user_index_any(&b.to_uppercase()), Some(1));
-        assert_eq!(st.groups[0].members, vec![a.clone()]);
-        assert_eq!(st.consumed_units("sku-a"), 2);
-        assert!(st.unified_nick_taken("TEAM", None));
-        assert!(!st.unified_nick_taken("team", Some(&g)));
+        assert_eq!(tenant.user_index_any("A@x.TEST"), Some(0));
+        assert_eq!(tenant.user_index_any(&b.to_uppercase()), Some(1));
+        assert_eq!(tenant.groups[0].members, vec![a.clone()]);
+        assert_eq!(tenant.consumed_units("sku-a"), 2);
+        assert!(tenant.unified_nick_taken("TEAM", None));
+        assert!(!tenant.unified_nick_taken("team", Some(&g)));
 
         // UPN and mail change.
-        st.users[0]
+        tenant.users[0]
             .props
             .insert("userPrincipalName".into(), json!("a2@x.test"));
-        st.users[0].props.insert("mail".into(), json!("a2@x.test"));
-        add_mail_proxy(&mut st.users[0].props);
-        st.index_user(0);
-        assert_eq!(st.user_index_any("a@x.test"), None);
-        assert_eq!(st.user_index_any("a2@x.test"), Some(0));
-        assert!(st.address_taken("A2@x.test", None));
+        tenant.users[0]
+            .props
+            .insert("mail".into(), json!("a2@x.test"));
+        add_mail_proxy(&mut tenant.users[0].props);
+        tenant.index_user(0);
+        assert_eq!(tenant.user_index_any("a@x.test"), None);
+        assert_eq!(tenant.user_index_any("a2@x.test"), Some(0));
+        assert!(tenant.address_taken("A2@x.test", None));
         assert!(
-            st.address_taken("a@x.test", None),
+            tenant.address_taken("a@x.test", None),
             "old primary stays a proxy address"
         );
-        assert!(!st.address_taken("a2@x.test", Some(&a)));
+        assert!(!tenant.address_taken("a2@x.test", Some(&a)));
 
         // Soft delete, licenses, restore.
-        st.set_user_deleted(1, true);
-        assert_eq!(st.live_user_count(), 1);
-        assert_eq!(st.consumed_units("SKU-A"), 1);
-        assert_eq!(st.deleted_user_index(&b), Some(1));
+        tenant.set_user_deleted(1, true);
+        assert_eq!(tenant.live_user_count(), 1);
+        assert_eq!(tenant.consumed_units("SKU-A"), 1);
+        assert_eq!(tenant.deleted_user_index(&b), Some(1));
         assert!(
-            !st.upn_taken("b@x.test", None),
+            !tenant.upn_taken("b@x.test", None),
             "a deleted user holds no UPN"
         );
-        st.set_user_licenses(0, vec![json!({"skuId": "SKU-B"})]);
-        assert_eq!(st.consumed_units("SKU-A"), 0);
-        assert_eq!(st.consumed_units("sku-b"), 1);
-        st.set_user_deleted(1, false);
-        assert_eq!(st.consumed_units("SKU-A"), 1);
+        tenant.set_user_licenses(0, vec![json!({"skuId": "SKU-B"})]);
+        assert_eq!(tenant.consumed_units("SKU-A"), 0);
+        assert_eq!(tenant.consumed_units("sku-b"), 1);
+        tenant.set_user_deleted(1, false);
+        assert_eq!(tenant.consumed_units("SKU-A"), 1);
 
         // Hard delete shifts positions.
-        st.remove_user(0);
-        assert_eq!(st.user_index_any("b@x.test"), Some(0));
-        assert_eq!(st.user_exact(&a), None);
-        assert_eq!(st.live_user_count(), 1);
+        tenant.remove_user(0);
+        assert_eq!(tenant.user_index_any("b@x.test"), Some(0));
+        assert_eq!(tenant.user_exact(&a), None);
+        assert_eq!(tenant.live_user_count(), 1);
 
         // State-file round trip: scans until rebuilt, then indexed.
         let mut loaded: TenantState =
-            serde_json::from_value(serde_json::to_value(&st).unwrap_or(Value::Null))
+            serde_json::from_value(serde_json::to_value(&tenant).unwrap_or(Value::Null))
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(loaded.user_index_any("B@X.TEST"), Some(0));
         loaded.rebuild_indexes();

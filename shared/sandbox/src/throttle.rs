@@ -334,95 +334,42 @@ impl Throttle {
         let ru_quota = config
             .resource_unit_quota
             .unwrap_or_else(|| ThrottleConfig::resource_units_for_size(tenant_user_count));
-        let pair = format!("{app_id}/{tenant_id}");
-        // (kind, key, quota, window, amount needed, scope, information)
-        let mut needs: Vec<(BucketKind, String, f64, f64, f64, String, &'static str)> = vec![
-            (
-                BucketKind::AppTenantResourceUnits,
-                pair.clone(),
-                f64::from(ru_quota),
-                config.window(config.resource_unit_window_secs),
-                f64::from(cost.resource_units),
-                format!("Tenant_Application/ReadWrite/{app_id}/{tenant_id}"),
-                "ResourceUnitLimitExceeded",
-            ),
-            (
-                BucketKind::AppResourceUnits,
-                app_id.to_owned(),
-                f64::from(config.app_resource_unit_quota),
-                config.window(config.app_resource_unit_window_secs),
-                f64::from(cost.resource_units),
-                format!("Application/ReadWrite/{app_id}/{tenant_id}"),
-                "ResourceUnitLimitExceeded",
-            ),
-        ];
-        if cost.write {
-            needs.push((
-                BucketKind::AppTenantWrites,
-                pair,
-                f64::from(config.app_tenant_write_quota),
-                config.window(config.app_tenant_write_window_secs),
-                1.0,
-                format!("Tenant_Application/Write/{app_id}/{tenant_id}"),
-                "WriteLimitExceeded",
-            ));
-            needs.push((
-                BucketKind::TenantWrites,
-                tenant_id.to_owned(),
-                f64::from(config.tenant_write_quota),
-                config.window(config.tenant_write_window_secs),
-                1.0,
-                format!("Tenant/Write/{app_id}/{tenant_id}"),
-                "WriteLimitExceeded",
-            ));
-            needs.push((
-                BucketKind::AppWrites,
-                app_id.to_owned(),
-                f64::from(config.app_write_quota),
-                config.window(config.app_write_window_secs),
-                1.0,
-                format!("Application/Write/{app_id}/{tenant_id}"),
-                "WriteLimitExceeded",
-            ));
-        }
-
+        let needs = needs(&config, app_id, tenant_id, ru_quota, &cost);
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut worst: Option<(f64, usize)> = None;
-        for (index, (kind, key, quota, window, amount, _, _)) in needs.iter().enumerate() {
+        for (index, need) in needs.iter().enumerate() {
             let bucket = buckets
-                .entry((*kind, key.clone()))
-                .or_insert_with(|| Bucket::new(*quota, *window, now));
-            bucket.resize(*quota, *window);
+                .entry((need.kind, need.key.clone()))
+                .or_insert_with(|| Bucket::new(need.quota, need.window, now));
+            bucket.resize(need.quota, need.window);
             bucket.refill(now);
-            let wait = bucket.wait_for(*amount);
+            let wait = bucket.wait_for(need.amount);
             if wait > 0.0 && worst.is_none_or(|(w, _)| wait > w) {
                 worst = Some((wait, index));
             }
         }
         if let Some((wait, index)) = worst {
             // Usage accrues while throttled: resource units are charged even on a 429.
-            for (kind, key, quota, _, amount, _, information) in &needs {
-                if *information == "ResourceUnitLimitExceeded"
-                    && let Some(bucket) = buckets.get_mut(&(*kind, key.clone()))
-                {
-                    bucket.tokens = (bucket.tokens - amount).max(-quota);
+            for need in needs.iter().filter(|n| n.limit == Limit::ResourceUnits) {
+                if let Some(bucket) = buckets.get_mut(&(need.kind, need.key.clone())) {
+                    bucket.tokens = (bucket.tokens - need.amount).max(-need.quota);
                 }
             }
-            let (_, _, _, _, _, scope, information) = &needs[index];
+            let need = &needs[index];
             return Err(Throttled {
                 // Graph sends a fractional value; keep three decimals and never 0.
                 retry_after_secs: ((wait * 1000.0).ceil() / 1000.0).max(0.001),
-                scope: scope.clone(),
-                information: (*information).to_owned(),
+                scope: need.scope.clone(),
+                information: need.limit.information().to_owned(),
             });
         }
         let mut tightest: f64 = 0.0;
-        for (kind, key, _, _, amount, _, _) in &needs {
-            if let Some(bucket) = buckets.get_mut(&(*kind, key.clone())) {
-                bucket.tokens -= amount;
+        for need in &needs {
+            if let Some(bucket) = buckets.get_mut(&(need.kind, need.key.clone())) {
+                bucket.tokens -= need.amount;
                 tightest = tightest.max(bucket.used_share());
             }
         }
@@ -431,6 +378,100 @@ impl Throttle {
             limit_percentage: (tightest >= 0.8).then(|| (tightest * 100.0).round() / 100.0),
         })
     }
+}
+
+/// Which limit a bucket enforces (`x-ms-throttle-information` when it runs dry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    ResourceUnits,
+    Writes,
+}
+
+impl Limit {
+    fn information(self) -> &'static str {
+        match self {
+            Limit::ResourceUnits => "ResourceUnitLimitExceeded",
+            Limit::Writes => "WriteLimitExceeded",
+        }
+    }
+}
+
+/// What one request takes from one bucket.
+struct Need {
+    kind: BucketKind,
+    key: String,
+    quota: f64,
+    window: f64,
+    amount: f64,
+    /// `x-ms-throttle-scope` when this bucket throttles.
+    scope: String,
+    limit: Limit,
+}
+
+/// The buckets a request draws on: resource units per app + tenant and per app; a write also
+/// draws on the write quotas per app + tenant, per tenant and per app.
+fn needs(
+    config: &ThrottleConfig,
+    app_id: &str,
+    tenant_id: &str,
+    ru_quota: u32,
+    cost: &Cost,
+) -> Vec<Need> {
+    let pair = format!("{app_id}/{tenant_id}");
+    let resource_units = f64::from(cost.resource_units);
+    let mut needs = vec![
+        Need {
+            kind: BucketKind::AppTenantResourceUnits,
+            key: pair.clone(),
+            quota: f64::from(ru_quota),
+            window: config.window(config.resource_unit_window_secs),
+            amount: resource_units,
+            scope: format!("Tenant_Application/ReadWrite/{app_id}/{tenant_id}"),
+            limit: Limit::ResourceUnits,
+        },
+        Need {
+            kind: BucketKind::AppResourceUnits,
+            key: app_id.to_owned(),
+            quota: f64::from(config.app_resource_unit_quota),
+            window: config.window(config.app_resource_unit_window_secs),
+            amount: resource_units,
+            scope: format!("Application/ReadWrite/{app_id}/{tenant_id}"),
+            limit: Limit::ResourceUnits,
+        },
+    ];
+    if cost.write {
+        let write = |kind, key: String, quota: u32, window_secs: f64, scope: &str| Need {
+            kind,
+            key,
+            quota: f64::from(quota),
+            window: config.window(window_secs),
+            amount: 1.0,
+            scope: format!("{scope}/Write/{app_id}/{tenant_id}"),
+            limit: Limit::Writes,
+        };
+        needs.push(write(
+            BucketKind::AppTenantWrites,
+            pair,
+            config.app_tenant_write_quota,
+            config.app_tenant_write_window_secs,
+            "Tenant_Application",
+        ));
+        needs.push(write(
+            BucketKind::TenantWrites,
+            tenant_id.to_owned(),
+            config.tenant_write_quota,
+            config.tenant_write_window_secs,
+            "Tenant",
+        ));
+        needs.push(write(
+            BucketKind::AppWrites,
+            app_id.to_owned(),
+            config.app_write_quota,
+            config.app_write_window_secs,
+            "Application",
+        ));
+    }
+    needs
 }
 
 #[cfg(test)]

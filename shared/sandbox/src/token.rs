@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::AppSeed;
 use crate::tenant::TenantState;
-use crate::wire::{GErr, now_secs};
+use crate::wire::{GraphError, now_secs};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -79,7 +79,38 @@ fn is_domain_name(s: &str) -> bool {
         })
 }
 
-/// A successful issue: the response body.
+/// The fields of a token request, from the form or (client id and secret) HTTP Basic.
+struct TokenRequest<'a> {
+    grant_type: &'a str,
+    client_id: Option<String>,
+    secret: Option<String>,
+    scope: &'a str,
+}
+
+impl<'a> TokenRequest<'a> {
+    /// Client credentials: form fields, else HTTP Basic.
+    fn read(headers: &HeaderMap, form: &'a [(String, String)]) -> TokenRequest<'a> {
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let mut client_id = field("client_id").map(str::to_owned);
+        let mut secret = field("client_secret").map(str::to_owned);
+        if let Some((id, pw)) = basic_auth(headers) {
+            client_id.get_or_insert(id);
+            secret.get_or_insert(pw);
+        }
+        TokenRequest {
+            grant_type: field("grant_type").unwrap_or(""),
+            client_id,
+            secret,
+            scope: field("scope").unwrap_or(""),
+        }
+    }
+}
+
+/// A successful issue: the response body. The checks run in the order Entra answers them.
 pub(crate) fn issue(
     state: &TenantState,
     key: &[u8],
@@ -89,16 +120,45 @@ pub(crate) fn issue(
     headers: &HeaderMap,
     form: &[(String, String)],
 ) -> Result<Value, AadError> {
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    let request = TokenRequest::read(headers, form);
+    check_tenant(state, tenant)?;
+    check_grant_type(request.grant_type)?;
+    let Some(client_id) = request.client_id.as_deref().filter(|c| !c.is_empty()) else {
+        return Err(missing_parameter("client_id"));
     };
-    let bad = StatusCode::BAD_REQUEST;
-    // Tenant: a GUID or a domain name (900023), and one that exists (90002).
+    if request.scope.is_empty() {
+        return Err(missing_parameter("scope"));
+    }
+    let app = find_app(state, client_id)?;
+    let resource = resource_of_scope(request.scope)?;
+    check_secret(app, request.secret.as_deref())?;
+    check_resource(state, accepted_resources, resource)?;
+    let now = now_secs();
+    let lifetime = i64::try_from(lifetime_secs).unwrap_or(3600);
+    let token = sign(key, &claims(state, app, resource, now, lifetime));
+    Ok(json!({
+        "token_type": "Bearer",
+        "expires_in": (lifetime - 1).max(0),
+        "ext_expires_in": (lifetime - 1).max(0),
+        "access_token": token,
+    }))
+}
+
+/// 900144: a required form parameter is missing or empty.
+fn missing_parameter(name: &str) -> AadError {
+    AadError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        900144,
+        format!("The request body must contain the following parameter: '{name}'."),
+    )
+}
+
+/// Tenant: a GUID or a domain name (900023), and one that exists (90002).
+fn check_tenant(state: &TenantState, tenant: &str) -> Result<(), AadError> {
     if !is_guid(tenant) && !is_domain_name(tenant) {
         return Err(AadError::new(
-            bad,
+            StatusCode::BAD_REQUEST,
             "invalid_request",
             900023,
             format!(
@@ -106,14 +166,14 @@ pub(crate) fn issue(
             ),
         ));
     }
-    let tenant_ok = tenant.eq_ignore_ascii_case(&state.tenant_id)
+    let known = tenant.eq_ignore_ascii_case(&state.tenant_id)
         || state
             .domains
             .iter()
             .any(|d| d.id.eq_ignore_ascii_case(tenant));
-    if !tenant_ok {
+    if !known {
         return Err(AadError::new(
-            bad,
+            StatusCode::BAD_REQUEST,
             "invalid_request",
             90002,
             format!(
@@ -121,92 +181,77 @@ pub(crate) fn issue(
             ),
         ));
     }
-    let grant = field("grant_type").unwrap_or("");
+    Ok(())
+}
+
+/// Only `client_credentials` (900144 when absent, 70003 otherwise).
+fn check_grant_type(grant: &str) -> Result<(), AadError> {
     if grant.is_empty() {
-        return Err(AadError::new(
-            bad,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'grant_type'.",
-        ));
+        return Err(missing_parameter("grant_type"));
     }
     if grant != "client_credentials" {
         return Err(AadError::new(
-            bad,
+            StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             70003,
             format!("The app requested an unsupported grant type '{grant}'."),
         ));
     }
-    // Client credentials: form fields or HTTP Basic (graph-facts §1).
-    let mut client_id = field("client_id").map(str::to_owned);
-    let mut secret = field("client_secret").map(str::to_owned);
-    if let Some((id, pw)) = basic_auth(headers) {
-        client_id.get_or_insert(id);
-        secret.get_or_insert(pw);
-    }
-    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
-        return Err(AadError::new(
-            bad,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'client_id'.",
-        ));
-    };
-    let scope = field("scope").unwrap_or("");
-    if scope.is_empty() {
-        return Err(AadError::new(
-            bad,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'scope'.",
-        ));
-    }
-    let Some(app) = state
+    Ok(())
+}
+
+/// The app registration of `client_id` (700016 when the tenant has none).
+fn find_app<'a>(state: &'a TenantState, client_id: &str) -> Result<&'a AppSeed, AadError> {
+    state
         .apps
         .iter()
-        .find(|a| a.client_id.eq_ignore_ascii_case(&client_id))
-    else {
-        return Err(AadError::new(
-            bad,
-            "unauthorized_client",
-            700016,
-            format!(
-                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
-                state.display_name
-            ),
-        ));
-    };
-    // Scope: one resource's `/.default` (70011 / 1002012 / 500011).
+        .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        .ok_or_else(|| {
+            AadError::new(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                700016,
+                format!(
+                    "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                    state.display_name
+                ),
+            )
+        })
+}
+
+/// Scope: one resource's `/.default` (1002012 for a resource without it, 70011 otherwise).
+fn resource_of_scope(scope: &str) -> Result<&str, AadError> {
     let scopes: Vec<&str> = scope.split_whitespace().collect();
-    let resource = if scopes.len() == 1 {
-        scopes[0].strip_suffix("/.default")
-    } else {
-        None
-    };
-    let resource = match resource {
-        Some(r) if !r.is_empty() => r.to_owned(),
-        _ if scopes.len() == 1 && scopes[0].contains("://") => {
-            return Err(AadError::new(
-                bad,
+    match scopes.as_slice() {
+        [one] => match one.strip_suffix("/.default") {
+            Some(resource) if !resource.is_empty() => Ok(resource),
+            _ if one.contains("://") => Err(AadError::new(
+                StatusCode::BAD_REQUEST,
                 "invalid_scope",
                 1002012,
                 format!(
                     "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
                 ),
-            ));
-        }
-        _ => {
-            return Err(AadError::new(
-                bad,
-                "invalid_scope",
-                70011,
-                format!(
-                    "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
-                ),
-            ));
-        }
-    };
+            )),
+            _ => Err(invalid_scope(scope)),
+        },
+        _ => Err(invalid_scope(scope)),
+    }
+}
+
+fn invalid_scope(scope: &str) -> AadError {
+    AadError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_scope",
+        70011,
+        format!(
+            "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+        ),
+    )
+}
+
+/// The client secret: present (7000218), the app's (7000215), not expired (7000222).
+fn check_secret(app: &AppSeed, secret: Option<&str>) -> Result<(), AadError> {
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         return Err(AadError::new(
             StatusCode::UNAUTHORIZED,
@@ -237,29 +282,31 @@ pub(crate) fn issue(
             ),
         ));
     }
-    if !accepted_resources.iter().any(|r| {
+    Ok(())
+}
+
+/// The resource must be one the sandbox serves (500011).
+fn check_resource(
+    state: &TenantState,
+    accepted_resources: &[String],
+    resource: &str,
+) -> Result<(), AadError> {
+    let accepted = accepted_resources.iter().any(|r| {
         r.trim_end_matches('/')
             .eq_ignore_ascii_case(resource.trim_end_matches('/'))
-    }) {
-        return Err(AadError::new(
-            bad,
-            "invalid_resource",
-            500011,
-            format!(
-                "The resource principal named {resource} was not found in the tenant named {}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
-                state.display_name
-            ),
-        ));
+    });
+    if accepted {
+        return Ok(());
     }
-    let now = now_secs();
-    let lifetime = i64::try_from(lifetime_secs).unwrap_or(3600);
-    let token = sign(key, &claims(state, app, &resource, now, lifetime));
-    Ok(json!({
-        "token_type": "Bearer",
-        "expires_in": (lifetime - 1).max(0),
-        "ext_expires_in": (lifetime - 1).max(0),
-        "access_token": token,
-    }))
+    Err(AadError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_resource",
+        500011,
+        format!(
+            "The resource principal named {resource} was not found in the tenant named {}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
+            state.display_name
+        ),
+    ))
 }
 
 fn claims(state: &TenantState, app: &AppSeed, resource: &str, now: i64, lifetime: i64) -> Value {
@@ -325,8 +372,8 @@ pub(crate) struct Caller {
     pub roles: Vec<String>,
 }
 
-fn invalid_token(message: &str) -> GErr {
-    GErr::new(
+fn invalid_token(message: &str) -> GraphError {
+    GraphError::new(
         StatusCode::UNAUTHORIZED,
         "InvalidAuthenticationToken",
         message,
@@ -343,7 +390,7 @@ pub(crate) fn authenticate(
     key: &[u8],
     tenant_id: &str,
     accepted_resources: &[String],
-) -> Result<Caller, GErr> {
+) -> Result<Caller, GraphError> {
     let raw = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

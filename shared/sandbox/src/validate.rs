@@ -1,6 +1,6 @@
 //! Property rules of graph-facts §2.2 (users) and §5.1 (groups).
 
-use crate::wire::GErr;
+use crate::wire::GraphError;
 
 /// UPN policy of graph-facts §2.2: charset `A-Za-z0-9'.-_!#^~`, one `@`, no `.` right before it,
 /// ≤113 total, ≤64 before `@`, ≤48 after. Domain check is separate.
@@ -97,12 +97,12 @@ pub(crate) fn check_lengths(
     entity: &str,
     resource: &str,
     body: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(), GErr> {
+) -> Result<(), GraphError> {
     for (name, value) in body {
         if let (Some(max), Some(s)) = (max_len(entity, name), value.as_str())
             && s.chars().count() > max
         {
-            return Err(GErr::invalid_value(name, resource));
+            return Err(GraphError::invalid_value(name, resource));
         }
     }
     Ok(())
@@ -125,6 +125,21 @@ mod tests {
         assert!(!upn_syntax_ok("a@b@example.com"));
         assert!(!upn_syntax_ok(&format!("{}@example.com", "a".repeat(65))));
         assert!(!upn_syntax_ok("josé@example.com"));
+    }
+
+    /// The UPN cases shared with the core crate's validator (`tests/fixtures/upn-cases.json`), so
+    /// that the two cannot drift apart.
+    #[test]
+    fn upn_syntax_agrees_with_the_shared_table() {
+        let table: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/upn-cases.json")).unwrap();
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        for case in cases {
+            let upn = case["upn"].as_str().unwrap();
+            let valid = case["valid"].as_bool().unwrap();
+            assert_eq!(upn_syntax_ok(upn), valid, "{upn:?}: {}", case["reason"]);
+        }
     }
 
     #[test]

@@ -8,13 +8,13 @@ pub(crate) const METADATA: &str = "https://graph.microsoft.com/v1.0/$metadata";
 
 /// A response before it becomes HTTP (also the shape of a `$batch` item).
 #[derive(Debug, Clone)]
-pub(crate) struct GResp {
+pub(crate) struct GraphResponse {
     pub status: StatusCode,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
 }
 
-impl GResp {
+impl GraphResponse {
     pub fn json(status: StatusCode, body: Value) -> Self {
         Self {
             status,
@@ -34,7 +34,7 @@ impl GResp {
 
 /// A Graph error before `innerError` is filled in.
 #[derive(Debug, Clone)]
-pub(crate) struct GErr {
+pub(crate) struct GraphError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -43,9 +43,9 @@ pub(crate) struct GErr {
     pub headers: Vec<(String, String)>,
 }
 
-pub(crate) type GResult = Result<GResp, GErr>;
+pub(crate) type GraphResult = Result<GraphResponse, GraphError>;
 
-impl GErr {
+impl GraphError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -129,7 +129,7 @@ impl GErr {
     }
 
     /// The final response with `innerError` (date, request-id, client-request-id).
-    pub fn into_resp(self, request_id: &str, client_request_id: &str) -> GResp {
+    pub fn into_resp(self, request_id: &str, client_request_id: &str) -> GraphResponse {
         let mut inner = Map::new();
         inner.insert("date".into(), Value::String(inner_date()));
         inner.insert("request-id".into(), Value::String(request_id.to_owned()));
@@ -147,7 +147,7 @@ impl GErr {
         if let Some(details) = self.details {
             error.insert("details".into(), Value::Array(details));
         }
-        GResp {
+        GraphResponse {
             status: self.status,
             headers: self.headers,
             body: Some(json!({ "error": Value::Object(error) })),

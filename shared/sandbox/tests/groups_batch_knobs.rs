@@ -339,6 +339,47 @@ async fn scripted_fault_applied_write_and_throttle_quota() {
 }
 
 #[tokio::test]
+async fn writes_are_counted_per_second_apart_from_the_request_log() {
+    let t = start().await;
+    let mut knobs: Knobs = t.rs.sandbox().knobs();
+    knobs.throttle.app_tenant_write_quota = 2;
+    t.rs.sandbox().set_knobs(knobs);
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = t
+            .patch(
+                &format!("/users/{}", demo::BJENSEN_ID),
+                json!({"jobTitle": format!("T{i}")}),
+            )
+            .await;
+        statuses.push(r.status);
+    }
+    t.get("/users").await;
+    let refused = statuses.iter().filter(|s| **s == 429).count() as u64;
+    assert!(refused >= 1, "{statuses:?}");
+    let stats = t.rs.sandbox().stats();
+    let (admitted, throttled) = stats
+        .writes_per_second
+        .values()
+        .fold((0, 0), |(a, r), c| (a + c.admitted, r + c.throttled));
+    assert_eq!((admitted, throttled), (4 - refused, refused));
+    assert_eq!(admitted + throttled, stats.writes);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        stats
+            .writes_per_second
+            .keys()
+            .all(|s| (now - 60..=now).contains(s)),
+        "{stats:?}"
+    );
+    t.rs.sandbox().reset();
+    assert!(t.rs.sandbox().stats().writes_per_second.is_empty());
+}
+
+#[tokio::test]
 async fn state_file_round_trip_and_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tenant.json");

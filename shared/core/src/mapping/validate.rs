@@ -713,6 +713,35 @@ mod tests {
         }
     }
 
+    /// The UPN cases shared with the sandbox tenant's validator (`tests/fixtures/upn-cases.json`),
+    /// so that the two cannot drift apart.
+    #[test]
+    fn upn_syntax_agrees_with_the_shared_table() {
+        let table: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../tests/fixtures/upn-cases.json"))
+                .unwrap();
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        let open = DomainPolicy::unchecked();
+        for case in cases {
+            let upn = case["upn"].as_str().unwrap();
+            let valid = case["valid"].as_bool().unwrap();
+            let verdict = user_principal_name(upn, &open);
+            assert_eq!(
+                verdict.is_ok(),
+                valid,
+                "{upn:?} ({}): {verdict:?}",
+                case["reason"]
+            );
+        }
+        for valid in [true, false] {
+            assert!(
+                cases.iter().any(|c| c["valid"] == valid),
+                "no case with valid = {valid}"
+            );
+        }
+    }
+
     #[test]
     fn upn_message_names_the_character_and_the_allowed_set() {
         let v =

@@ -1,0 +1,176 @@
+//! Lists of users and groups: `$filter`, `$top`, `$skiptoken` paging with `@odata.nextLink`,
+//! `$count`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::projection::{Entity, context_entity_set, select_list};
+use super::request::{Query, RequestContext};
+use crate::filter;
+use crate::tenant::{Obj, TenantState};
+use crate::wire::{GraphError, GraphResponse, GraphResult, METADATA};
+
+pub(super) fn page_size(query: &Query) -> Result<usize, GraphError> {
+    match query.get("$top") {
+        None => Ok(100),
+        Some(t) => match t.trim().parse::<i64>() {
+            Ok(n) if (1..=999).contains(&n) => Ok(usize::try_from(n).unwrap_or(100)),
+            _ => Err(GraphError::unsupported_query(format!(
+                "Invalid page size specified: '{t}'. Must be between 1 and 999 inclusive."
+            ))),
+        },
+    }
+}
+
+pub(super) fn skip_cursor(query: &Query) -> Result<u64, GraphError> {
+    let Some(tok) = query.get("$skiptoken") else {
+        return Ok(0);
+    };
+    URL_SAFE_NO_PAD
+        .decode(tok)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("RFNwd:").and_then(|n| n.parse::<u64>().ok()))
+        .ok_or_else(|| GraphError::bad_request("Invalid paging token."))
+}
+
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'\'')
+    .remove(b',')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'/')
+    .remove(b':');
+
+pub(super) fn next_link(context: &RequestContext<'_>, last_seq: u64) -> String {
+    let mut parts: Vec<String> = context
+        .query
+        .pairs
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("$skiptoken"))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                percent_encoding::utf8_percent_encode(k, QUERY_VALUE)
+                    .to_string()
+                    .replace("%24", "$"),
+                percent_encoding::utf8_percent_encode(v, QUERY_VALUE)
+            )
+        })
+        .collect();
+    parts.push(format!(
+        "$skiptoken={}",
+        URL_SAFE_NO_PAD.encode(format!("RFNwd:{last_seq}"))
+    ));
+    format!(
+        "{}/v1.0{}?{}",
+        context.request.base_url,
+        context.request.path,
+        parts.join("&")
+    )
+}
+
+/// Common checks of list queries: `$search`, `$orderby`, `$filter`.
+fn list_filter(
+    context: &RequestContext<'_>,
+    entity: Entity,
+) -> Result<Option<filter::Expr>, GraphError> {
+    if context.query.get("$search").is_some() {
+        return Err(GraphError::unsupported_query(
+            "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'",
+        ));
+    }
+    if context.query.get("$orderby").is_some() {
+        return Err(GraphError::unsupported_query(
+            "Sorting not supported for current query.",
+        ));
+    }
+    match context.query.get("$filter") {
+        None => Ok(None),
+        Some(f) => {
+            let e = filter::parse(f)?;
+            filter::check(entity.schema_name(), &e)?;
+            Ok(Some(e))
+        }
+    }
+}
+
+/// `GET /users` or `GET /groups`: live, replicated objects in creation order, a page at a time.
+pub(super) fn list(
+    tenant: &TenantState,
+    context: &RequestContext<'_>,
+    entity: Entity,
+) -> GraphResult {
+    let expr = list_filter(context, entity)?;
+    let select = select_list(&context.query, entity)?;
+    let top = page_size(&context.query)?;
+    let after = skip_cursor(&context.query)?;
+    let matching: Vec<&Obj> = objects(tenant, entity)
+        .iter()
+        .filter(|o| !o.deleted && o.visible(context.now))
+        .filter(|o| expr.as_ref().is_none_or(|e| filter::eval(e, &o.props)))
+        .collect();
+    let total = matching.len();
+    let rest: Vec<&Obj> = matching.into_iter().filter(|o| o.seq > after).collect();
+    let page: Vec<&Obj> = rest.iter().take(top).copied().collect();
+    let value: Vec<Value> = page
+        .iter()
+        .map(|o| Value::Object(entity.project(o, select.as_deref())))
+        .collect();
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "{METADATA}#{}",
+            context_entity_set(entity, select.as_deref())
+        )),
+    );
+    let count_requested = context
+        .query
+        .get("$count")
+        .is_some_and(|c| c.eq_ignore_ascii_case("true"));
+    if count_requested && context.consistency_eventual() && after == 0 {
+        body.insert("@odata.count".into(), json!(total));
+    }
+    if rest.len() > top
+        && let Some(last) = page.last()
+    {
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(next_link(context, last.seq)),
+        );
+    }
+    body.insert("value".into(), Value::Array(value));
+    Ok(GraphResponse::json(StatusCode::OK, Value::Object(body)))
+}
+
+/// `GET /users/$count` or `GET /groups/$count`: needs `ConsistencyLevel: eventual`.
+pub(super) fn count(
+    tenant: &TenantState,
+    context: &RequestContext<'_>,
+    entity: Entity,
+) -> GraphResult {
+    if !context.consistency_eventual() {
+        return Err(GraphError::bad_request(
+            "$count is not currently supported.",
+        ));
+    }
+    let n = objects(tenant, entity)
+        .iter()
+        .filter(|o| !o.deleted && o.visible(context.now))
+        .count();
+    Ok(GraphResponse::json(StatusCode::OK, json!(n)))
+}
+
+fn objects(tenant: &TenantState, entity: Entity) -> &[Obj] {
+    match entity {
+        Entity::User => &tenant.users,
+        Entity::Group => &tenant.groups,
+    }
+}
