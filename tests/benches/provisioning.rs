@@ -1,4 +1,4 @@
-//! Provisioning benchmark (issue 3, "Benchmark"): the engine against the in-process sandbox tenant.
+//! Provisioning benchmark: the engine against the in-process sandbox tenant.
 //!
 //! ```text
 //! cargo bench -p m365-integration-tests --bench provisioning            # a b c d, full sizes
@@ -61,7 +61,8 @@ const CONNECTION: &str = "bench/staff";
 const CHILD_ENV: &str = "M365_BENCH_CHILD";
 const CHILD_URL_ENV: &str = "M365_BENCH_CHILD_URL";
 
-/// Graph's write quota per app + tenant (graph-facts §8.2), scaled in time by the scenarios.
+/// Graph's write quota per app + tenant (docs/graph-behaviour.md#identity-quotas), scaled in time
+/// by the scenarios.
 const WRITE_QUOTA: u32 = 3_000;
 const WRITE_WINDOW_SECS: f64 = 150.0;
 /// Sandbox write latency of scenarios a and b.

@@ -1,6 +1,6 @@
-//! Scenario tests of licenses and managers (DESIGN §5), groups (§6), safety (§8) and state,
-//! checkpoints and runs (§9): the real engine against the sandbox tenant, asserting the final
-//! tenant state and the stored state.
+//! Scenario tests of licenses and managers, groups, safety and state, checkpoints and runs
+//! (docs/design.md#licenses-and-manager, #groups, #safety, #state-and-runs): the real engine
+//! against the sandbox tenant, asserting the final tenant state and the stored state.
 
 #![allow(
     clippy::unwrap_used,
@@ -138,7 +138,7 @@ async fn linked_users(s: &Scenario) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Licenses (DESIGN §5)
+// Licenses (docs/design.md#licenses-and-manager)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -606,7 +606,7 @@ async fn sku_without_free_seats_is_a_per_user_error_and_others_are_licensed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Manager (DESIGN §5)
+// Manager (docs/design.md#licenses-and-manager)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -781,7 +781,7 @@ async fn manager_by_dn_is_resolved_through_the_dn_attribute() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Groups (DESIGN §6)
+// Groups (docs/design.md#groups)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -1072,7 +1072,7 @@ async fn group_leaving_the_source_with_remove_action_disable_is_left_as_is_and_u
 }
 
 // ---------------------------------------------------------------------------------------------
-// Safety (DESIGN §8)
+// Safety (docs/design.md#safety)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -1551,7 +1551,7 @@ async fn per_object_failure_is_recorded_with_backoff_and_retried_after_its_retry
 }
 
 // ---------------------------------------------------------------------------------------------
-// Resumability (DESIGN §9)
+// Resumability (docs/design.md#state-and-runs)
 // ---------------------------------------------------------------------------------------------
 
 /// 24 licensed users with managers (one on a later page) and one group of all of them.
@@ -1740,7 +1740,7 @@ async fn links_lost_after_a_crash_are_relinked_by_upn_without_duplicates() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule deletion (DESIGN §3 deprovision_on_rule_deletion, `rule delete --deprovision`)
+// Rule deletion (`deprovision_on_rule_deletion`, `rule delete --deprovision`)
 // ---------------------------------------------------------------------------------------------
 
 async fn scenario_for_rule_deletion(preferences: &str) -> Scenario {
@@ -1852,7 +1852,7 @@ async fn deprovision_on_rule_deletion_deprovisions_without_the_flag() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Concurrency (DESIGN §9: one run per connection)
+// Concurrency (docs/design.md#state-and-runs: one run per connection)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]

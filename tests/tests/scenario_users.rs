@@ -1,6 +1,6 @@
-//! User lifecycle scenarios (DESIGN §3 preferences, §4 lifecycle and passwords, §7 mapping
-//! validation): the real engine against the sandbox tenant, asserting the tenant and the stored
-//! state. Every preference is exercised on and off.
+//! User lifecycle scenarios (preferences, lifecycle and passwords, mapping validation:
+//! docs/design.md#preferences, #users, #mapping): the real engine against the sandbox tenant,
+//! asserting the tenant and the stored state. Every preference is exercised on and off.
 //!
 //! The sandbox neither stores passwords nor logs request bodies, so the tests that look at what
 //! was sent (the create body, the PATCH keys, the password, `forceChangePasswordNextSignIn`) run

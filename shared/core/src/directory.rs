@@ -36,7 +36,7 @@ pub struct TenantDomain {
     pub federated: bool,
 }
 
-/// Security group or Microsoft 365 group (graph-facts §5.1).
+/// Security group or Microsoft 365 group (docs/graph-behaviour.md#creating-groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupKind {

@@ -1,15 +1,15 @@
 //! The source model: identities as every source adapter hands them to the engine.
 //!
 //! A source identity is keyed on an immutable source id (entryUUID, objectGUID, a PingOne id, the
-//! `id` of a file record), never on a DN or a username (DESIGN §4).
+//! `id` of a file record), never on a DN or a username (docs/design.md#users).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// One attribute value of a source record (DESIGN §7a: string, number, bool or list of strings).
-/// Binary values (an AD `objectGUID`) travel as bytes so that mapping functions such as
-/// `guid_to_immutable_id` see the real octets.
+/// One attribute value of a source record (docs/design.md#file-source-format: string, number, bool
+/// or list of strings). Binary values (an AD `objectGUID`) travel as bytes so that mapping
+/// functions such as `guid_to_immutable_id` see the real octets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum AttrValue {

@@ -1,4 +1,5 @@
-//! The plan: what a sync would do, as data (DESIGN §2, §8). `plan` prints it; `sync` executes it.
+//! The plan: what a sync would do, as data (docs/design.md#data-flow, #safety). `plan` prints it;
+//! `sync` executes it.
 //!
 //! Steps are in dependency order — groups, users (link or create), updates, licenses, managers,
 //! memberships, then disables and deprovisions — and refer to source ids: an object created by an
@@ -572,7 +573,7 @@ pub struct Plan {
     pub connection: String,
     pub steps: Vec<Step>,
     pub issues: Vec<PlanIssue>,
-    /// Deprovisioning is allowed only after a complete source snapshot (DESIGN §8).
+    /// Deprovisioning is allowed only after a complete source snapshot (docs/design.md#safety).
     pub snapshot_complete: bool,
     pub breaker: BreakerVerdict,
 }

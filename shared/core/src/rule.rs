@@ -1,13 +1,13 @@
-//! A rule's behaviour: the eight preferences of DESIGN §3, the circuit breaker, scope, groups and
-//! manager settings. These are the parts of a rule that are not mapping expressions; the
-//! configuration file fills them in.
+//! A rule's behaviour: the eight preferences (docs/design.md#preferences), the circuit breaker,
+//! scope, groups and manager settings. These are the parts of a rule that are not mapping
+//! expressions; the configuration file fills them in.
 
 use serde::{Deserialize, Serialize};
 
 use crate::directory::GroupKind;
 use crate::plan::RemoveAction;
 
-/// The preferences of DESIGN §3, with their defaults.
+/// The preferences (docs/design.md#preferences), with their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Preferences {
@@ -24,7 +24,8 @@ pub struct Preferences {
     pub remove_action: RemoveAction,
     /// Create users that are disabled at the source (created with accountEnabled=false).
     pub provision_disabled_users: bool,
-    /// When the rule does not map licenses: remove the licenses it assigned earlier (DESIGN §5).
+    /// When the rule does not map licenses: remove the licenses it assigned earlier
+    /// (docs/design.md#licenses-and-manager).
     pub remove_licenses_when_sku_empty: bool,
     /// When the rule is deleted, deprovision every user it provisioned.
     pub deprovision_on_rule_deletion: bool,
@@ -45,8 +46,8 @@ impl Default for Preferences {
     }
 }
 
-/// The deletion circuit breaker (DESIGN §8): a run that would disable or delete more than
-/// `max_count` users, or more than `max_percent` of the linked users (and likewise for group
+/// The deletion circuit breaker (docs/design.md#safety): a run that would disable or delete more
+/// than `max_count` users, or more than `max_percent` of the linked users (and likewise for group
 /// deletes, membership removals and license removals, each against its own base: see
 /// [`crate::plan::BreakerVerdict`]), carries out none of its destructive operations unless
 /// overridden.

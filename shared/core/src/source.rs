@@ -60,7 +60,7 @@ pub struct ChangePage {
 }
 
 /// Why a source read failed as a whole. Any of these makes the snapshot incomplete: nothing is
-/// deprovisioned on the strength of it (DESIGN §8).
+/// deprovisioned on the strength of it (docs/design.md#safety).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The source cannot be reached (network, permissions, missing file).

@@ -1,4 +1,4 @@
-//! The `StateStore` port: what the engine remembers between runs (DESIGN §9).
+//! The `StateStore` port: what the engine remembers between runs (docs/design.md#state-and-runs).
 //!
 //! Per connection: links source id → tenant object id with the last applied state, the source
 //! checkpoint, per-object errors with their next retry, run records, processed webhook event ids
@@ -125,7 +125,7 @@ pub struct Checkpoint {
     pub updated_at: UnixMillis,
 }
 
-/// A per-object failure, retried with backoff in later runs (DESIGN §8).
+/// A per-object failure, retried with backoff in later runs (docs/design.md#safety).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectError {
     pub kind: ObjectKind,

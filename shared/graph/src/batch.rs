@@ -1,5 +1,5 @@
-//! JSON batching (graph-facts §7, Gotcha 12): chunks of ≤ 20, unique ids, `dependsOn`, results
-//! correlated by id, per-item throttling retried in follow-up batches.
+//! JSON batching (docs/graph-behaviour.md#json-batching): chunks of ≤ 20, unique ids, `dependsOn`,
+//! results correlated by id, per-item throttling retried in follow-up batches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -413,8 +413,9 @@ impl GraphClient {
                     self.inner.pacer.on_throttled(ra);
                     true
                 }
-                // A POST answered 5xx may have been applied (graph-facts Gotcha 13): it is
-                // never re-sent blindly; the caller looks the object up instead.
+                // A POST answered 5xx may have been applied
+                // (docs/graph-behaviour.md#uncertain-creates): it is never re-sent blindly; the
+                // caller looks the object up instead.
                 500 | 502 | 503 | 504 => r.method != Method::POST,
                 s if (200..300).contains(&s) => {
                     self.inner.pacer.on_success(

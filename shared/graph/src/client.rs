@@ -151,7 +151,7 @@ pub(crate) struct Call {
     query: String,
     pub(crate) body: Option<Value>,
     /// Re-send after a transient failure. Off for creates, whose retry is an explicit
-    /// look-up-then-create in the operation (Gotcha 13).
+    /// look-up-then-create in the operation (docs/graph-behaviour.md#uncertain-creates).
     pub(crate) retry_transient: bool,
 }
 

@@ -1,4 +1,4 @@
-//! Organization and domains (graph-facts §2.2, Gotcha 7).
+//! Organization and domains (docs/graph-behaviour.md#domains).
 
 use crate::client::GraphClient;
 use crate::error::GraphError;

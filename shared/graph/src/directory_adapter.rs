@@ -2,19 +2,20 @@
 //!
 //! # Which path each operation takes, and why
 //!
-//! Batching never lowers Graph's cost (graph-facts §7: 20 writes in a `$batch` are 20 writes), so
-//! the number of *Graph requests* is the same either way; what `$batch` saves is HTTP round trips,
-//! i.e. latency per concurrency slot, which is what lets a run keep the write quota busy. It costs
-//! nothing in correctness only where the client adds no logic around the request. So:
+//! Batching never lowers Graph's cost (docs/graph-behaviour.md#json-batching: 20 writes in a
+//! `$batch` are 20 writes), so the number of *Graph requests* is the same either way; what `$batch`
+//! saves is HTTP round trips, i.e. latency per concurrency slot, which is what lets a run keep the
+//! write quota busy. It costs nothing in correctness only where the client adds no logic around the
+//! request. So:
 //!
 //! | op | path | why |
 //! |---|---|---|
-//! | `CreateUser` | `create_user` | after a 5xx or timeout the client looks the UPN up before re-posting (Gotcha 13); a batch item answered 5xx cannot be re-sent safely, and the password goes only through the typed `passwordProfile` |
+//! | `CreateUser` | `create_user` | after a 5xx or timeout the client looks the UPN up before re-posting (docs/graph-behaviour.md#uncertain-creates); a batch item answered 5xx cannot be re-sent safely, and the password goes only through the typed `passwordProfile` |
 //! | `CreateGroup` | `create_group` | same: look-up by mailNickname + displayName before re-posting (displayName is not unique, so a blind re-post could duplicate) |
-//! | `AddMembers` | `members@odata.bind` PATCHes of 20 (own loop, see below) | a single member already present refuses the whole chunk (Gotcha 3) |
+//! | `AddMembers` | `members@odata.bind` PATCHes of 20 (own loop, see below) | a single member already present refuses the whole chunk (docs/graph-behaviour.md#group-membership) |
 //! | `UpdateUser`, `DeleteUser`, `DeleteGroup` | `$batch` | plain single requests; PATCH/DELETE items are re-sent by the batch only on 429/5xx, which is safe for them |
 //! | `RemoveMember`, `RemoveManager` | `$batch` | the client's "not a member"/"no manager" rule is a classification of the answer (`is_reference_absent`, 404), applied here to the item; the dedicated `remove_manager` cannot even tell `Done` from `AlreadyDone` |
-//! | `SetManager`, `AssignLicenses` | `$batch`, then the client's `set_manager` / `assign_license` for items refused as replication lag | a reference to an object that is not visible yet is refused *without effect*, so re-sending is safe; the dedicated methods retry with backoff (§9). Objects that are not new (the common case) cost one batched request and no extra round trip |
+//! | `SetManager`, `AssignLicenses` | `$batch`, then the client's `set_manager` / `assign_license` for items refused as replication lag | a reference to an object that is not visible yet is refused *without effect*, so re-sending is safe; the dedicated methods retry with backoff (docs/graph-behaviour.md#replication-lag). Objects that are not new (the common case) cost one batched request and no extra round trip |
 //!
 //! Batches are ≤ 20 items, built by this adapter (one `GraphClient::batch` call per chunk) so that
 //! a failed envelope fails only its own items, never the whole `apply`. Items that POST
@@ -56,7 +57,7 @@ use crate::odata::{
 };
 use crate::users::PAGE_SIZE;
 
-/// Properties `POST /users` cannot do without (graph-facts §2.1).
+/// Properties `POST /users` cannot do without (docs/graph-behaviour.md#creating-users).
 const REQUIRED_USER_PROPERTIES: &[&str] = &[
     "accountEnabled",
     "displayName",
@@ -209,7 +210,7 @@ impl GraphDirectory {
                     return Route::Settled(Ok(OpOutcome::AlreadyDone));
                 }
                 let add = licenses(&add);
-                // Both arrays are always sent (graph-facts §3.1).
+                // Both arrays are always sent (docs/graph-behaviour.md#licenses).
                 let body = json!({ "addLicenses": add, "removeLicenses": remove });
                 Route::Batch(
                     json_request(
@@ -322,7 +323,8 @@ impl GraphDirectory {
                 }
             }
             Batched::AssignLicenses { id, add, remove } if e.is_replication_lag() => {
-                // Refused without effect; the client's method retries with backoff (§9).
+                // Refused without effect; the client's method retries with backoff
+                // (docs/graph-behaviour.md#replication-lag).
                 self.pause_for_replication().await;
                 match self.client.assign_license(&id, &add, &remove).await {
                     Ok(_) => Ok(OpOutcome::Done),

@@ -1,6 +1,7 @@
 //! Errors: one enum for the crate, classified from the HTTP status, `error.code`,
 //! `details[].code/target` and, where Graph leaves no better signal, the message text
-//! (graph-facts §2.5, §3.1, §5.3, Gotchas 1, 2, 5, 17, 18).
+//! (docs/graph-behaviour.md#error-bodies, #licenses, #group-membership, #uniqueness-conflicts,
+//! #manager, #tokens).
 
 use std::fmt;
 use std::time::Duration;
@@ -42,8 +43,9 @@ impl fmt::Display for ErrorContext {
     }
 }
 
-/// Token-endpoint failures that an operator fixes in configuration (graph-facts §1, Gotcha 18).
-/// Branches on the OAuth `error` value and `error_codes`, never on the description text.
+/// Token-endpoint failures that an operator fixes in configuration
+/// (docs/graph-behaviour.md#tokens). Branches on the OAuth `error` value and `error_codes`, never
+/// on the description text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error(
@@ -246,7 +248,8 @@ impl GraphError {
     }
 
     /// A reference to an object that is not (yet) visible: 404 `Request_ResourceNotFound`, or a
-    /// 400 whose message says the referenced objects "do not exist" (graph-facts §9).
+    /// 400 whose message says the referenced objects "do not exist"
+    /// (docs/graph-behaviour.md#replication-lag).
     pub fn is_replication_lag(&self) -> bool {
         let Some(ctx) = self.context() else {
             return false;
@@ -367,7 +370,8 @@ pub fn classify(
         return GraphError::Transient { retry_after, ctx };
     }
 
-    // Conflicts: details first (Gotcha 1), then the message forms.
+    // Conflicts: details first (docs/graph-behaviour.md#uniqueness-conflicts), then the message
+    // forms.
     if let Some(d) = wire
         .details
         .iter()
@@ -419,7 +423,8 @@ pub fn classify(
         return GraphError::NotFound { ctx };
     }
     if status == 400 && (lower.contains("do not exist") || lower.contains("does not exist")) {
-        // A referenced object is missing (often replication lag, graph-facts §9).
+        // A referenced object is missing (often replication lag,
+        // docs/graph-behaviour.md#replication-lag).
         return GraphError::NotFound { ctx };
     }
     GraphError::BadRequest { ctx }

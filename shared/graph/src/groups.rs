@@ -1,4 +1,5 @@
-//! Group and membership operations (graph-facts §5, Gotchas 2, 3, 13).
+//! Group and membership operations (docs/graph-behaviour.md#creating-groups, #group-membership,
+//! #uncertain-creates).
 
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -11,7 +11,8 @@
 //!   `x-ms-throttle-limit-percentage`;
 //! - errors classified into [`GraphError`] with [`GraphError::is_retryable`].
 //!
-//! The specification is `shared/graph-facts.md`; section numbers in comments refer to it.
+//! The Graph behaviour it relies on, with public sources, is described in
+//! `docs/graph-behaviour.md`; comments link its sections.
 
 mod adopt;
 mod batch;

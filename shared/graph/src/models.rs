@@ -255,7 +255,8 @@ pub struct SubscribedSku {
 }
 
 impl SubscribedSku {
-    /// Seats still free: `prepaidUnits.enabled - consumedUnits` (Gotcha 5), never negative.
+    /// Seats still free: `prepaidUnits.enabled - consumedUnits` (docs/graph-behaviour.md#licenses),
+    /// never negative.
     pub fn available_units(&self) -> i64 {
         (self.prepaid_units.enabled - self.consumed_units).max(0)
     }
@@ -307,7 +308,7 @@ impl Group {
     }
 }
 
-/// Which kind of group to create (graph-facts §5.1).
+/// Which kind of group to create (docs/graph-behaviour.md#creating-groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GroupKind {
     /// `mailEnabled: false, securityEnabled: true, groupTypes: []`.

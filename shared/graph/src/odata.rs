@@ -1,5 +1,5 @@
 //! OData query building: literal escaping, percent-encoding, filters, chunking
-//! (graph-facts §6, Gotcha 9).
+//! (docs/graph-behaviour.md#queries-and-filters).
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -24,9 +24,10 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'@')
     .remove(b'\'');
 
-/// Most values in one `in (...)` clause (graph-facts §6).
+/// Most values in one `in (...)` clause (docs/graph-behaviour.md#queries-and-filters).
 pub const MAX_IN_VALUES: usize = 15;
-/// Most requests in one `$batch` and references in one `members@odata.bind` (§5.3, §7).
+/// Most requests in one `$batch` and references in one `members@odata.bind`
+/// (docs/graph-behaviour.md#group-membership, #json-batching).
 pub const MAX_BATCH: usize = 20;
 pub const MAX_BIND: usize = 20;
 /// Longest value Graph matches with `eq` (without advanced query).

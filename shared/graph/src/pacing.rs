@@ -1,4 +1,4 @@
-//! Client-side pacing against Graph's identity quotas (graph-facts §8.2, Gotcha 11).
+//! Client-side pacing against Graph's identity quotas (docs/graph-behaviour.md#identity-quotas).
 //!
 //! One [`Pacer`] per (Graph host, app, tenant), shared by every client and clone in the process
 //! through a [`PacerRegistry`]. Each request is charged its resource-unit cost and, for writes,
@@ -34,8 +34,9 @@ impl Cost {
     }
 }
 
-/// Cost of a request from the §8.2 table. `path` is relative to the version root (with or
-/// without a leading `/v1.0`), `query` the raw query string without `?`.
+/// Cost of a request from Graph's cost table (docs/graph-behaviour.md#identity-quotas). `path` is
+/// relative to the version root (with or without a leading `/v1.0`), `query` the raw query string
+/// without `?`.
 pub fn request_cost(method: &str, path: &str, query: &str) -> Cost {
     let method = method.to_ascii_uppercase();
     let p = path.trim_start_matches('/');

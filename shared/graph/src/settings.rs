@@ -117,7 +117,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Replication-lag default (graph-facts §9): 6 attempts, 1 s, ×2, jitter (~30 s in total).
+    /// Replication-lag default (docs/graph-behaviour.md#replication-lag): 6 attempts, 1 s, ×2,
+    /// jitter (~30 s in total).
     pub fn replication_default() -> Self {
         RetryPolicy {
             max_attempts: 6,
@@ -164,8 +165,8 @@ impl RetryPolicy {
     }
 }
 
-/// Client-side pacing sized from Graph's identity quotas (graph-facts §8.2). Every number is
-/// configurable because benchmarks run the sandbox with scaled quotas.
+/// Client-side pacing sized from Graph's identity quotas (docs/graph-behaviour.md#identity-quotas).
+/// Every number is configurable because benchmarks run the sandbox with scaled quotas.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PacingConfig {
     /// Writes allowed per `write_window` per app + tenant (Graph: 3,000 per 150 s).

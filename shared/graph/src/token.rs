@@ -1,4 +1,4 @@
-//! Access tokens by the client-credentials flow (graph-facts §1, Gotcha 18).
+//! Access tokens by the client-credentials flow (docs/graph-behaviour.md#tokens).
 //!
 //! Tokens are cached per (login host, Graph host, tenant, client id, scope) in a [`TokenCache`]
 //! that many clients can share (by default one per process), renewed ahead of expiry, and renewed

@@ -1,4 +1,5 @@
-//! User, license, manager and deleted-item operations (graph-facts §2–§4, §9).
+//! User, license, manager and deleted-item operations (docs/graph-behaviour.md#creating-users,
+//! #updating-users, #soft-delete-and-restore, #licenses, #manager, #replication-lag).
 
 use futures::StreamExt;
 use reqwest::Method;
@@ -91,7 +92,8 @@ impl GraphClient {
     }
 
     /// Bulk lookup: users whose `attribute` is any of `values`, with `in` filters of at most 15
-    /// values per request (graph-facts §6). Requests run concurrently within the client limit.
+    /// values per request (docs/graph-behaviour.md#queries-and-filters). Requests run concurrently
+    /// within the client limit.
     pub async fn find_users_by_any<S: AsRef<str>>(
         &self,
         attribute: &str,
@@ -252,9 +254,9 @@ impl GraphClient {
 
     // ---- licenses ----------------------------------------------------------------------------
 
-    /// `POST /users/{id}/assignLicense`; both arrays are always sent (graph-facts §3.1).
-    /// Retried while the user is still replicating. Seats and usageLocation problems come back
-    /// as `NoLicenseSeats` / `MissingUsageLocation`.
+    /// `POST /users/{id}/assignLicense`; both arrays are always sent
+    /// (docs/graph-behaviour.md#licenses). Retried while the user is still replicating. Seats and
+    /// usageLocation problems come back as `NoLicenseSeats` / `MissingUsageLocation`.
     pub async fn assign_license(
         &self,
         id_or_upn: &str,
@@ -282,7 +284,8 @@ impl GraphClient {
 
     // ---- manager -------------------------------------------------------------------------------
 
-    /// `GET /users/{id}/manager`; `None` when no manager is set (its 404, Gotcha 17).
+    /// `GET /users/{id}/manager`; `None` when no manager is set (its 404,
+    /// docs/graph-behaviour.md#manager).
     pub async fn get_manager(
         &self,
         id_or_upn: &str,

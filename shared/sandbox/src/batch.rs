@@ -1,8 +1,8 @@
-//! JSON `$batch` (graph-facts §7): ≤ 20 items, unique ids (case-insensitive), `headers` with
-//! `Content-Type` whenever a `body` is present, relative URLs, `dependsOn` with 424 for
-//! dependents of a failed item, responses in a shuffled (seeded) order. Each item runs through
-//! the full pipeline of [`crate::graph::execute_single`] (auth, throttling, faults, validation)
-//! and is logged and counted on its own.
+//! JSON `$batch` (docs/graph-behaviour.md#json-batching): ≤ 20 items, unique ids
+//! (case-insensitive), `headers` with `Content-Type` whenever a `body` is present, relative URLs,
+//! `dependsOn` with 424 for dependents of a failed item, responses in a shuffled (seeded) order.
+//! Each item runs through the full pipeline of [`crate::graph::execute_single`] (auth, throttling,
+//! faults, validation) and is logged and counted on its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;

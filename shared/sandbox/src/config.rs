@@ -16,7 +16,8 @@ pub struct SandboxConfig {
     pub seed: Seed,
     /// Latency, faults, replication lag, token lifetime, throttling.
     pub knobs: Knobs,
-    /// Resources whose `{resource}/.default` scope the token endpoint accepts (graph-facts §1).
+    /// Resources whose `{resource}/.default` scope the token endpoint accepts
+    /// (docs/graph-behaviour.md#tokens).
     pub accepted_resources: Vec<String>,
 }
 
@@ -40,7 +41,8 @@ impl SandboxConfig {
     }
 }
 
-/// A domain of the tenant (graph-facts §2.2: UPNs need a verified domain; §gotcha 7: federated).
+/// A domain of the tenant (docs/graph-behaviour.md#domains: UPNs need a verified domain; a
+/// federated one also an immutable id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DomainSeed {
@@ -71,7 +73,8 @@ pub struct ServicePlanSeed {
     pub service_plan_name: String,
 }
 
-/// A subscribed SKU (graph-facts §3.2). `consumedUnits` is always computed from the users.
+/// A subscribed SKU (docs/graph-behaviour.md#licenses). `consumedUnits` is always computed from the
+/// users.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SkuSeed {
@@ -125,7 +128,7 @@ pub struct Seed {
     pub users: Vec<Value>,
     /// Groups as Graph JSON; an optional `members` array of user ids or UPNs is applied.
     pub groups: Vec<Value>,
-    /// UPNs of users holding a directory admin role (graph-facts §2.4, gotcha 15).
+    /// UPNs of users holding a directory admin role (docs/graph-behaviour.md#privileged-users).
     pub admin_upns: Vec<String>,
 }
 
@@ -318,7 +321,7 @@ pub struct FaultKnobs {
     /// How long a timed-out response is held back.
     pub timeout_ms: u64,
     /// Of the 500/503 faults on writes, the share that happens after the write was applied
-    /// (graph-facts gotcha 13).
+    /// (docs/graph-behaviour.md#uncertain-creates).
     pub after_write_share: f64,
     /// `Retry-After` (seconds) sent with injected 429/503.
     pub retry_after_secs: f64,
@@ -349,13 +352,15 @@ pub struct Knobs {
     pub write_latency_ms: u64,
     /// Random faults.
     pub faults: FaultKnobs,
-    /// A new user/group is invisible to reads and references for this long (graph-facts §9).
+    /// A new user/group is invisible to reads and references for this long
+    /// (docs/graph-behaviour.md#replication-lag).
     pub replication_lag_ms: u64,
     /// Lifetime of issued access tokens (s); `expires_in` is one second less, as Graph's 3599.
     pub token_lifetime_secs: u64,
-    /// Throttling model (graph-facts §8.2).
+    /// Throttling model (docs/graph-behaviour.md#identity-quotas).
     pub throttle: ThrottleConfig,
-    /// Answer `$batch` items in a shuffled order (graph-facts §7: order is not guaranteed).
+    /// Answer `$batch` items in a shuffled order (docs/graph-behaviour.md#json-batching: order is
+    /// not guaranteed).
     pub shuffle_batch_responses: bool,
 }
 
@@ -413,7 +418,8 @@ pub struct FaultRule {
     /// `Retry-After` seconds sent with the fault (429/503).
     #[serde(default)]
     pub retry_after: Option<f64>,
-    /// For 500/503/504: apply the request first, then answer the fault (graph-facts gotcha 13).
+    /// For 500/503/504: apply the request first, then answer the fault
+    /// (docs/graph-behaviour.md#uncertain-creates).
     #[serde(default)]
     pub applied: bool,
 }

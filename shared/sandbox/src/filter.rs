@@ -1,9 +1,9 @@
-//! The `$filter` subset Graph answers without advanced queries (graph-facts §6): `eq`, `in`
-//! (≤ 15 child clauses), `startsWith`, `and`/`or`, parentheses and a few `any` lambdas
-//! (`assignedLicenses/any(x:x/skuId eq GUID)`, `proxyAddresses/any(...)`, `groupTypes/any(...)`).
-//! `ne`, `not`, `endsWith`, `ge`/`le` need `ConsistencyLevel: eventual` + `$count=true` on Graph;
-//! the sandbox always answers them with Graph's "required parameters might be missing" 400, since
-//! advanced queries are left out.
+//! The `$filter` subset Graph answers without advanced queries
+//! (docs/graph-behaviour.md#queries-and-filters): `eq`, `in` (≤ 15 child clauses), `startsWith`,
+//! `and`/`or`, parentheses and a few `any` lambdas (`assignedLicenses/any(x:x/skuId eq GUID)`,
+//! `proxyAddresses/any(...)`, `groupTypes/any(...)`). `ne`, `not`, `endsWith`, `ge`/`le` need
+//! `ConsistencyLevel: eventual` + `$count=true` on Graph; the sandbox always answers them with
+//! Graph's "required parameters might be missing" 400, since advanced queries are left out.
 
 use http::StatusCode;
 use serde_json::Value;
@@ -455,7 +455,7 @@ fn lit_type(l: &Lit) -> &'static str {
     }
 }
 
-/// Child clauses of `or`/`in` (graph-facts §6: ≤ 15 by default).
+/// Child clauses of `or`/`in` (docs/graph-behaviour.md#queries-and-filters: ≤ 15 by default).
 fn child_clauses(e: &Expr) -> usize {
     match e {
         Expr::In { vals, .. } => vals.len(),
@@ -548,7 +548,7 @@ pub(crate) fn check(entity: &str, e: &Expr) -> Result<(), GraphError> {
                 return Err(advanced(op));
             }
             if coll == "assignedLicenses" {
-                // skuId is an Edm.Guid: unquoted (graph-facts §6, gotcha 9).
+                // skuId is an Edm.Guid: unquoted (docs/graph-behaviour.md#queries-and-filters).
                 if *prop != format!("{var}/skuId") {
                     return Err(unsupported_prop(coll, caps));
                 }

@@ -1,9 +1,11 @@
 //! Sandbox tenant: a local HTTP server that answers Microsoft Graph v1.0 (and the Entra token
 //! endpoint) the way the real services do, status code for status code and error body for error
-//! body. The project's `graph-facts.md` is the specification; module docs cite its sections.
+//! body. `docs/graph-behaviour.md` describes that behaviour and its public sources; module docs
+//! link its sections.
 //!
 //! Routes:
-//! * `POST /{tenant}/oauth2/v2.0/token` — client credentials (graph-facts §1), see [`token`].
+//! * `POST /{tenant}/oauth2/v2.0/token` — client credentials (docs/graph-behaviour.md#tokens), see
+//!   [`token`].
 //! * `/v1.0/...` — users, groups, licenses, manager, members, deleted items, `$batch`.
 //! * `/_sandbox/...` — the admin API (state, reset, knobs, faults, request log, stats, seed).
 //!   **It has no authentication**: the sandbox binds to 127.0.0.1 and is for local use only.
@@ -116,7 +118,8 @@ pub struct LoggedRequest {
     pub path: String,
     pub status: u16,
     pub app_id: Option<String>,
-    /// Resource units charged (graph-facts §8.2); 0 when the request never got that far.
+    /// Resource units charged (docs/graph-behaviour.md#identity-quotas); 0 when the request never
+    /// got that far.
     pub resource_units: u32,
     pub write: bool,
     pub throttled: bool,

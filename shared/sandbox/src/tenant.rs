@@ -16,19 +16,20 @@ pub(crate) struct Obj {
     pub props: Map<String, Value>,
     /// Creation order; paging cursors point into it.
     pub seq: u64,
-    /// Unix ms from which the object is visible (replication lag, graph-facts §9).
+    /// Unix ms from which the object is visible (replication lag,
+    /// docs/graph-behaviour.md#replication-lag).
     #[serde(default)]
     pub visible_at_ms: u64,
-    /// Soft-deleted: in `directory/deletedItems` (graph-facts §2.4).
+    /// Soft-deleted: in `directory/deletedItems` (docs/graph-behaviour.md#soft-delete-and-restore).
     #[serde(default)]
     pub deleted: bool,
-    /// Users: the manager's id (graph-facts §4).
+    /// Users: the manager's id (docs/graph-behaviour.md#manager).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<String>,
-    /// Groups: member ids (graph-facts §5.3).
+    /// Groups: member ids (docs/graph-behaviour.md#group-membership).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
-    /// Users: holds a directory admin role (graph-facts §2.4, gotcha 15).
+    /// Users: holds a directory admin role (docs/graph-behaviour.md#privileged-users).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admin: bool,
 }
@@ -546,7 +547,7 @@ impl TenantState {
         .is_some()
     }
 
-    /// Seats in use per SKU: live users' direct assignments (graph-facts §3.2).
+    /// Seats in use per SKU: live users' direct assignments (docs/graph-behaviour.md#licenses).
     pub fn consumed_units(&self, sku_id: &str) -> u32 {
         let scan = || {
             let count = self
@@ -631,7 +632,8 @@ fn ensure_id(props: &mut Map<String, Value>) -> String {
     }
 }
 
-/// `mail` also becomes the primary SMTP proxy address (graph-facts §2.2).
+/// `mail` also becomes the primary SMTP proxy address
+/// (docs/graph-behaviour.md#user-property-rules).
 pub(crate) fn add_mail_proxy(props: &mut Map<String, Value>) {
     let Some(mail) = props.get("mail").and_then(Value::as_str).map(str::to_owned) else {
         return;

@@ -1,5 +1,6 @@
-//! Graph's identity throttling model (graph-facts §8.2): token buckets per app + tenant (resource
-//! units by tenant size, writes), per tenant across apps (writes) and per app across tenants.
+//! Graph's identity throttling model (docs/graph-behaviour.md#identity-quotas): token buckets per
+//! app + tenant (resource units by tenant size, writes), per tenant across apps (writes) and per
+//! app across tenants.
 //!
 //! Every bucket holds `quota` tokens and refills at `quota / window`. A request needs its
 //! resource-unit cost in every RU bucket and, when it writes, one token in every write bucket. If any
@@ -66,7 +67,8 @@ impl Default for ThrottleConfig {
 }
 
 impl ThrottleConfig {
-    /// Graph's resource-unit quota per app + tenant for a tenant of `users` users (§8.2).
+    /// Graph's resource-unit quota per app + tenant for a tenant of `users` users
+    /// (docs/graph-behaviour.md#identity-quotas).
     pub fn resource_units_for_size(users: usize) -> u32 {
         match users {
             0..50 => 3_500,
@@ -85,7 +87,8 @@ impl ThrottleConfig {
     }
 }
 
-/// What a request costs (graph-facts §8.2 table and modifiers).
+/// What a request costs (Graph's cost table and modifiers:
+/// docs/graph-behaviour.md#identity-quotas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost {
     pub resource_units: u32,
@@ -132,7 +135,8 @@ pub fn cost_of(method: &Method, path: &str, query: &str) -> Cost {
     } else {
         1
     };
-    // Read-only POST actions cost no write (they are listed with write cost 0 in §8.2).
+    // Read-only POST actions cost no write (Graph lists them with write cost 0:
+    // docs/graph-behaviour.md#identity-quotas).
     let write = write
         && !matches!(
             seg.as_slice(),
@@ -168,7 +172,7 @@ pub fn cost_of(method: &Method, path: &str, query: &str) -> Cost {
 pub struct Charge {
     pub resource_units: u32,
     /// Share of the tightest quota in use, sent as `x-ms-throttle-limit-percentage` only from 0.8
-    /// (§8.2: values from 0.8 to 1.8).
+    /// (docs/graph-behaviour.md#identity-quotas: values from 0.8 to 1.8).
     pub limit_percentage: Option<f64>,
 }
 

@@ -1,5 +1,5 @@
-//! Token endpoint `POST /{tenant}/oauth2/v2.0/token` (client credentials, graph-facts §1) and the
-//! validation of bearer tokens on `/v1.0/` routes.
+//! Token endpoint `POST /{tenant}/oauth2/v2.0/token` (client credentials,
+//! docs/graph-behaviour.md#tokens) and the validation of bearer tokens on `/v1.0/` routes.
 //!
 //! Tokens are JWTs signed HS256 with a random key per sandbox: a token from another sandbox (or
 //! anything else) fails signature validation.
@@ -16,7 +16,7 @@ use crate::wire::{GraphError, now_secs};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// An AADSTS error (graph-facts §1).
+/// An AADSTS error (docs/graph-behaviour.md#tokens).
 pub(crate) struct AadError {
     pub status: StatusCode,
     pub error: &'static str,

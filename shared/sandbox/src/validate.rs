@@ -1,9 +1,10 @@
-//! Property rules of graph-facts §2.2 (users) and §5.1 (groups).
+//! Graph's property rules for users (docs/graph-behaviour.md#user-property-rules) and groups
+//! (docs/graph-behaviour.md#creating-groups).
 
 use crate::wire::GraphError;
 
-/// UPN policy of graph-facts §2.2: charset `A-Za-z0-9'.-_!#^~`, one `@`, no `.` right before it,
-/// ≤113 total, ≤64 before `@`, ≤48 after. Domain check is separate.
+/// UPN policy (docs/graph-behaviour.md#upn-policy): charset `A-Za-z0-9'.-_!#^~`, one `@`, no `.`
+/// right before it, ≤113 total, ≤64 before `@`, ≤48 after. Domain check is separate.
 pub(crate) fn upn_syntax_ok(upn: &str) -> bool {
     let Some((local, domain)) = upn.split_once('@') else {
         return false;
@@ -26,9 +27,9 @@ pub(crate) fn upn_syntax_ok(upn: &str) -> bool {
     local_ok && domain_ok
 }
 
-/// mailNickname (graph-facts §5.1, gotcha 8): 1..=64 chars, ASCII, none of `@()\[]";:.<>,` or
-/// space. (The directory accepts `.` in a user's mailNickname, e.g. `john.doe`; the dot ban of
-/// §5.1 applies to groups.)
+/// mailNickname (docs/graph-behaviour.md#creating-groups, #user-property-rules): 1..=64 chars,
+/// ASCII, none of `@()\[]";:.<>,` or space. (The directory accepts `.` in a user's mailNickname,
+/// e.g. `john.doe`; the dot ban applies to groups.)
 pub(crate) fn mail_nickname_ok(nick: &str, for_group: bool) -> bool {
     if nick.is_empty() || nick.chars().count() > 64 {
         return false;
@@ -41,10 +42,11 @@ pub(crate) fn mail_nickname_ok(nick: &str, for_group: bool) -> bool {
     })
 }
 
-/// Graph's message for a weak password (graph-facts §2.5).
+/// Graph's message for a weak password (docs/graph-behaviour.md#password-policy).
 pub(crate) const WEAK_PASSWORD: &str = "The specified password does not comply with password complexity requirements. Please provide a different password.";
 
-/// Password policy of graph-facts §2.2: 8–256 chars, 3 of 4 classes, allowed symbols, no Unicode.
+/// Password policy (docs/graph-behaviour.md#password-policy): 8–256 chars, 3 of 4 classes, allowed
+/// symbols, no Unicode.
 pub(crate) fn password_ok(pw: &str) -> bool {
     let len = pw.chars().count();
     if !(8..=256).contains(&len) {
@@ -68,14 +70,15 @@ pub(crate) fn password_ok(pw: &str) -> bool {
     classes.iter().filter(|&&c| c).count() >= 3
 }
 
-/// ISO 3166-1 alpha-2 codes (usageLocation, graph-facts §2.2).
+/// ISO 3166-1 alpha-2 codes (usageLocation, docs/graph-behaviour.md#user-property-rules).
 const ISO_3166: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 
 pub(crate) fn usage_location_ok(code: &str) -> bool {
     code.len() == 2 && ISO_3166.split(' ').any(|c| c == code)
 }
 
-/// Maximum lengths of string properties (graph-facts §2.2; groups §5.1).
+/// Maximum lengths of string properties (docs/graph-behaviour.md#user-property-rules,
+/// #creating-groups).
 pub(crate) fn max_len(entity: &str, prop: &str) -> Option<usize> {
     match (entity, prop) {
         (_, "displayName") => Some(256),
@@ -108,7 +111,8 @@ pub(crate) fn check_lengths(
     Ok(())
 }
 
-/// `onPremisesImmutableId` may not contain `$` or `_` (graph-facts §2.2).
+/// `onPremisesImmutableId` may not contain `$` or `_`
+/// (docs/graph-behaviour.md#user-property-rules).
 pub(crate) fn immutable_id_ok(v: &str) -> bool {
     !v.is_empty() && !v.contains('$') && !v.contains('_')
 }

@@ -1,4 +1,5 @@
-//! Graph's wire shapes: error bodies (graph-facts §2.5), `@odata.context`, timestamps.
+//! Graph's wire shapes: error bodies (docs/graph-behaviour.md#error-bodies), `@odata.context`,
+//! timestamps.
 
 use http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -57,7 +58,7 @@ impl GraphError {
         }
     }
 
-    /// 400 `Request_BadRequest`, the directory's catch-all (graph-facts §2.5).
+    /// 400 `Request_BadRequest`, the directory's catch-all (docs/graph-behaviour.md#error-bodies).
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "Request_BadRequest", message)
     }
@@ -78,7 +79,8 @@ impl GraphError {
         .with_details(vec![json!({"code": "PropertyRequired", "target": prop})])
     }
 
-    /// 400 uniqueness conflict with `ObjectConflict` details (graph-facts §2.5, gotcha 1).
+    /// 400 uniqueness conflict with `ObjectConflict` details (docs/graph-behaviour.md#error-bodies,
+    /// #uniqueness-conflicts).
     pub fn conflict(prop: &str) -> Self {
         Self::bad_request(format!(
             "Another object with the same value for property {prop} already exists."
@@ -86,7 +88,7 @@ impl GraphError {
         .with_details(vec![json!({"code": "ObjectConflict", "target": prop})])
     }
 
-    /// 404 `Request_ResourceNotFound` (graph-facts §2.5, §9).
+    /// 404 `Request_ResourceNotFound` (docs/graph-behaviour.md#error-bodies, #replication-lag).
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -97,7 +99,7 @@ impl GraphError {
         )
     }
 
-    /// 403 `Authorization_RequestDenied` (graph-facts §2.5).
+    /// 403 `Authorization_RequestDenied` (docs/graph-behaviour.md#error-bodies).
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
@@ -106,7 +108,8 @@ impl GraphError {
         )
     }
 
-    /// 400 "The source resource object or one of the objects being referenced do not exist." (§9)
+    /// 400 "The source resource object or one of the objects being referenced do not exist."
+    /// (docs/graph-behaviour.md#replication-lag)
     pub fn reference_missing() -> Self {
         Self::bad_request(
             "The source resource object or one of the objects being referenced do not exist.",

@@ -299,7 +299,7 @@ async fn scripted_fault_applied_write_and_throttle_quota() {
     let r = t.post("/users", user_body("ghost")).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["error"]["code"], "serviceNotAvailable");
-    // The write happened anyway (graph-facts gotcha 13).
+    // The write happened anyway (docs/graph-behaviour.md#uncertain-creates).
     assert!(
         t.rs.sandbox()
             .users()

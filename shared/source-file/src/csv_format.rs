@@ -1,4 +1,4 @@
-//! The CSV format: `users.csv` and optionally `groups.csv` (DESIGN §7a).
+//! The CSV format: `users.csv` and optionally `groups.csv` (docs/design.md#file-source-format).
 //!
 //! Cells are text (CSV has no types: an employee number `00123` stays `"00123"`). A cell holding
 //! `;` is a list, split on `;` with each item trimmed and empty items dropped; an empty cell is an

@@ -1,4 +1,4 @@
-//! The JSON format: `{"users": [...], "groups": [...]}` (DESIGN §7a).
+//! The JSON format: `{"users": [...], "groups": [...]}` (docs/design.md#file-source-format).
 
 use m365_core::{AttrValue, Attributes, SourceError, SourceGroup, SourceUser};
 use serde_json::{Map, Value};

@@ -1,13 +1,13 @@
-//! The file source (DESIGN §7a): users and groups from a JSON file or a `users.csv` /
-//! `groups.csv` pair, read through a [`FileLoader`] (local paths here; `s3://` from the AWS
-//! adapters).
+//! The file source (docs/design.md#file-source-format): users and groups from a JSON file or a
+//! `users.csv` / `groups.csv` pair, read through a [`FileLoader`] (local paths here; `s3://` from
+//! the AWS adapters).
 //!
 //! A file that cannot be parsed at all fails the read ([`m365_core::SourceError::Unreadable`]), so
 //! the snapshot is incomplete and nothing is deprovisioned; a broken record is a
 //! [`m365_core::RecordError`] naming its place (`users[3]`, `users.csv line 12`, `groups[1]`)
 //! and the rest of the file still syncs.
 //!
-//! Format decisions beyond DESIGN §7a:
+//! Format decisions beyond docs/design.md#file-source-format:
 //! - JSON: the top level must be an object with a `users` list (an empty list is fine, a missing
 //!   one is unreadable) and a `groups` list; any other top-level key is unreadable, so a
 //!   misspelt `"group"` never reads as "no groups". `enabled` is required (bool, or a string /

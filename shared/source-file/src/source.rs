@@ -53,8 +53,8 @@ fn csv_paths(location: &str) -> (String, String) {
     }
 }
 
-/// The file source (DESIGN §7a): users and groups from a JSON file or from `users.csv` and
-/// optionally `groups.csv`, through a [`FileLoader`].
+/// The file source (docs/design.md#file-source-format): users and groups from a JSON file or from
+/// `users.csv` and optionally `groups.csv`, through a [`FileLoader`].
 ///
 /// Paging: the first page carries every group (so that group-based scope is known before any
 /// user) and the first `page_size` user records; each later page the next `page_size` user

@@ -1,5 +1,6 @@
 //! [`SqliteStateStore`]: the embedded [`StateStore`] — one SQLite file holds the state of every
-//! connection (DESIGN §9). It is the default for the CLI and local runs; Lambda uses DynamoDB.
+//! connection (docs/design.md#state-and-runs). It is the default for the CLI and local runs; Lambda
+//! uses DynamoDB.
 //!
 //! # Durability
 //!

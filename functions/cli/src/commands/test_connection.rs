@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::exit::Code;
 
 /// The Graph application permissions the provisioner needs, each with the broader permissions
-/// that also grant it (DESIGN §3).
+/// that also grant it (docs/design.md#connection).
 const REQUIRED: &[(&str, &[&str])] = &[
     ("User.ReadWrite.All", &["Directory.ReadWrite.All"]),
     ("Group.ReadWrite.All", &["Directory.ReadWrite.All"]),

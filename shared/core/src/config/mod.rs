@@ -439,7 +439,7 @@ impl Config {
         if mapping.password.is_none() {
             return fail(
                 "rule.mapping.password",
-                "is missing: a rule must say how new users get their first password, e.g. [rule.mapping.password] source = \"generate\" (DESIGN §4)".to_owned(),
+                "is missing: a rule must say how new users get their first password, e.g. [rule.mapping.password] source = \"generate\"".to_owned(),
             );
         }
         if !mapping.attributes.contains_key("userPrincipalName") {

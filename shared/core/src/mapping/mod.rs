@@ -1,5 +1,6 @@
-//! The mapping engine: how source attributes become Graph property values (DESIGN §7), checked
-//! against Graph's rules (graph-facts §2.2, §5.1) before any request.
+//! The mapping engine: how source attributes become Graph property values (docs/design.md#mapping),
+//! checked against Graph's rules (docs/graph-behaviour.md#user-property-rules, #creating-groups)
+//! before any request.
 //!
 //! # Spec syntax
 //!
@@ -36,8 +37,9 @@
 //! applied to every candidate: `"{{ unique(uid, numbered(uid)) }}@example.com"`). The engine then:
 //!
 //! 1. collects the candidates of the users it is about to create or link, and asks the tenant
-//!    which are taken (`userPrincipalName in (...)`, 15 values per filter, graph-facts Gotcha 9;
-//!    `mailNickname`/`proxyAddresses` likewise), into a [`TakenValues`];
+//!    which are taken (`userPrincipalName in (...)`, 15 values per filter,
+//!    docs/graph-behaviour.md#queries-and-filters; `mailNickname`/`proxyAddresses` likewise), into
+//!    a [`TakenValues`];
 //! 2. calls [`Mapper::resolve_unique`] per user with that set and the values the user's own
 //!    tenant object holds (if linked): a candidate the user already holds is kept (no rename),
 //!    otherwise the first free one is chosen and moved into `properties`;
@@ -49,7 +51,8 @@
 //! source identity.
 //!
 //! A create that still collides (a race with another writer) comes back as `ObjectConflict`
-//! (graph-facts §2.5) and is retried in a later run, where step 1 sees the value as taken.
+//! (docs/graph-behaviour.md#uniqueness-conflicts) and is retried in a later run, where step 1 sees
+//! the value as taken.
 
 mod functions;
 mod password;
@@ -600,9 +603,11 @@ pub struct MappedUser {
     /// Properties mapped with `unique(...)`: the valid candidates in order of preference, to be
     /// settled by [`Mapper::resolve_unique`].
     pub unique_candidates: BTreeMap<String, Vec<String>>,
-    /// `None` when the mapping has no password (a config error before any run, DESIGN §4).
+    /// `None` when the mapping has no password (a config error before any run,
+    /// docs/design.md#users).
     pub password: Option<PasswordValue>,
-    /// `None` = licenses not mapped; `Some(empty)` = mapped and the source has none (DESIGN §5).
+    /// `None` = licenses not mapped; `Some(empty)` = mapped and the source has none
+    /// (docs/design.md#licenses-and-manager).
     pub licenses: Option<Vec<LicenseAssignment>>,
     /// `None` = manager not mapped; `Some(None)` = mapped and cleared at the source.
     pub manager_ref: Option<Option<String>>,
@@ -757,7 +762,7 @@ impl Mapper {
         let Some(pw) = &spec.password else {
             return Err(MappingConfigError::Missing {
                 target: "password".to_owned(),
-                why: "a rule needs a password source before it may run (DESIGN §4): `source = \"generate\"`, `{ secret = \"name\" }` or `{ mapped = ... }`",
+                why: "a rule needs a password source before it may run: `source = \"generate\"`, `{ secret = \"name\" }` or `{ mapped = ... }`",
             });
         };
         let password = Some((
@@ -861,7 +866,8 @@ impl Mapper {
         names.into_iter()
     }
 
-    /// Whether `licenses` is mapped (DESIGN §5 distinguishes not mapped from mapped and empty).
+    /// Whether `licenses` is mapped (docs/design.md#licenses-and-manager distinguishes not mapped
+    /// from mapped and empty).
     pub fn maps_licenses(&self) -> bool {
         self.licenses.is_some()
     }
@@ -1285,7 +1291,7 @@ fn resolve_target(name: &str) -> Result<&'static UserProperty, MappingConfigErro
     let hint = properties::case_insensitive_match(name)
         .map(|m| format!(" (did you mean `{m}`? names are case-sensitive)"))
         .unwrap_or_else(|| {
-            " (see graph-facts §2.2 and the user resource of Graph v1.0)".to_owned()
+            " (see https://learn.microsoft.com/graph/api/resources/user)".to_owned()
         });
     Err(MappingConfigError::UnknownTarget {
         target: name.to_owned(),

@@ -1,4 +1,4 @@
-//! Initial passwords (DESIGN §4): where they come from, and generated ones.
+//! Initial passwords (docs/design.md#users): where they come from, and generated ones.
 
 use rand::Rng;
 use rand::seq::SliceRandom;

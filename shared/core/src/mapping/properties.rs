@@ -1,9 +1,9 @@
 //! The Graph v1.0 user properties a mapping may target, with their value shapes.
 //!
-//! Taken from graph-facts §2.1–§2.2 and the `user` entity type of the v1.0 CSDL
-//! (`shared/sandbox/schema/v1.0-Prod.csdl`; a unit test cross-checks the names). Only properties an
-//! application can write with `User.ReadWrite.All` on `POST`/`PATCH /users` are listed; the rest
-//! are refused at config load with the reason.
+//! Taken from docs/graph-behaviour.md#creating-users, #user-property-rules and the `user` entity
+//! type of the v1.0 CSDL (`shared/sandbox/schema/v1.0-Prod.csdl`; a unit test cross-checks the
+//! names). Only properties an application can write with `User.ReadWrite.All` on `POST`/`PATCH
+//! /users` are listed; the rest are refused at config load with the reason.
 
 /// What a target property holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +98,9 @@ pub const USER_PROPERTIES: &[UserProperty] = &[
     p("userType", Text),
 ];
 
-/// Properties that must have a value on create (graph-facts §2.1). `accountEnabled` and
-/// `passwordProfile` are the engine's; `mailNickname` is derived from the UPN when not mapped.
+/// Properties that must have a value on create (docs/graph-behaviour.md#creating-users).
+/// `accountEnabled` and `passwordProfile` are the engine's; `mailNickname` is derived from the UPN
+/// when not mapped.
 pub const REQUIRED_MAPPED: &[&str] = &["userPrincipalName", "displayName"];
 
 /// The writable property named exactly `name`.
@@ -116,7 +117,7 @@ pub fn refused_reason(name: &str) -> Option<&'static str> {
         "passwordProfile" => "is set through the `password` section of the mapping",
         "assignedLicenses" => "is set through the `licenses` section of the mapping",
         "manager" => "is set through the `manager` entry of the mapping",
-        "proxyAddresses" => "is read-only through Graph; map `mail` instead (graph-facts §2.2)",
+        "proxyAddresses" => "is read-only through Graph; map `mail` instead",
         "aboutMe" | "birthday" | "interests" | "mySite" | "pastProjects" | "preferredName"
         | "responsibilities" | "schools" | "skills" => {
             "is a SharePoint profile property: Graph does not accept it with application permissions or together with other properties"

@@ -282,10 +282,10 @@ pub struct MappingSpec {
     /// e.g. `onPremisesExtensionAttributes.extensionAttribute1`) → expression.
     #[serde(default)]
     pub attributes: BTreeMap<String, Expression>,
-    /// The initial password (required before a rule may run, DESIGN §4).
+    /// The initial password (required before a rule may run, docs/design.md#users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<PasswordSpec>,
-    /// License assignments (DESIGN §5). Absent = licenses not mapped.
+    /// License assignments (docs/design.md#licenses-and-manager). Absent = licenses not mapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licenses: Option<LicensesSpec>,
     /// The manager's source reference (id or DN). Absent = manager not mapped.
@@ -297,7 +297,8 @@ pub struct MappingSpec {
     pub label: Option<Expression>,
 }
 
-/// Where the initial password comes from (DESIGN §4). Sent on create only, never updated.
+/// Where the initial password comes from (docs/design.md#users). Sent on create only, never
+/// updated.
 ///
 /// ```toml
 /// [mapping.password]
@@ -342,8 +343,8 @@ pub struct LicensesSpec {
     pub disabled_plans: BTreeMap<String, Expression>,
 }
 
-/// Group mapping (DESIGN §6). Every field is optional; the context of its expressions is the
-/// group's attributes plus `name` (the source group name) and `id`.
+/// Group mapping (docs/design.md#groups). Every field is optional; the context of its expressions
+/// is the group's attributes plus `name` (the source group name) and `id`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupMappingSpec {

@@ -2,20 +2,20 @@
 //!
 //! Pure functions, usable outside the mapping engine (the planner, the CLI). Each returns a
 //! [`Violation`] that says which rule was broken in words an operator can act on; none echoes a
-//! password. Sources (graph-facts.md):
+//! password. Sources (sections of docs/graph-behaviour.md):
 //!
 //! | rule | source |
 //! |---|---|
-//! | UPN charset, one `@`, no `.` before `@`, 113/64/48 lengths | §2.2 UPN policy (ENTRA concept-sspr-policy), Gotcha 8 |
-//! | UPN domain verified; immutable id required on federated domains | §2.1, §2.2, Gotcha 7 |
-//! | mailNickname ≤64, ASCII, none of `@()\[]";:<>,` or space (groups also no `.`) | §2.2, §5.1, Gotcha 8 |
-//! | displayName required, ≤256, not clearable | §2.2, §2.3 |
-//! | string lengths (givenName 64, jobTitle 128, …) | §2.2 table |
-//! | usageLocation ISO 3166-1 alpha-2 | §2.2, DESIGN §5 |
-//! | onPremisesImmutableId without `$` or `_` | §2.2 |
-//! | mail without accents, one `@` | §2.2 |
-//! | businessPhones: one number at most | §2.2 |
-//! | password 8–256, 3 of 4 classes, listed symbols, no Unicode | §2.2 password policy |
+//! | UPN charset, one `@`, no `.` before `@`, 113/64/48 lengths | #upn-policy |
+//! | UPN domain verified; immutable id required on federated domains | #domains |
+//! | mailNickname ≤64, ASCII, none of `@()\[]";:<>,` or space (groups also no `.`) | #user-property-rules, #creating-groups |
+//! | displayName required, ≤256, not clearable | #user-property-rules |
+//! | string lengths (givenName 64, jobTitle 128, …) | #user-property-rules |
+//! | usageLocation ISO 3166-1 alpha-2 | #user-property-rules; docs/design.md#licenses-and-manager |
+//! | onPremisesImmutableId without `$` or `_` | #user-property-rules |
+//! | mail without accents, one `@` | #user-property-rules |
+//! | businessPhones: one number at most | #user-property-rules |
+//! | password 8–256, 3 of 4 classes, listed symbols, no Unicode | #password-policy |
 //! | group description ≤1024 | Graph group resource (the sandbox enforces the same) |
 
 use std::collections::BTreeSet;
@@ -139,7 +139,8 @@ pub fn is_upn_alias_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "'.-_!#^~".contains(c)
 }
 
-/// The UPN policy (graph-facts §2.2) and the verified-domain rule (§2.1, Gotcha 7).
+/// The UPN policy (docs/graph-behaviour.md#upn-policy) and the verified-domain rule
+/// (docs/graph-behaviour.md#domains).
 pub fn user_principal_name(upn: &str, domains: &DomainPolicy) -> Check {
     if upn.is_empty() {
         return Err(Violation::new("required", "a value is required"));
@@ -239,8 +240,9 @@ pub fn domain_of(address: &str) -> Option<&str> {
 // ---------------------------------------------------------------------------------------------
 // mailNickname
 
-/// Which object a mailNickname belongs to: groups also refuse `.` (graph-facts §5.1); the
-/// directory accepts it in user nicknames (`john.doe`).
+/// Which object a mailNickname belongs to: groups also refuse `.`
+/// (docs/graph-behaviour.md#creating-groups); the directory accepts it in user nicknames
+/// (`john.doe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NicknameKind {
     User,
@@ -257,7 +259,7 @@ pub fn is_nickname_char(c: char, kind: NicknameKind) -> bool {
 }
 
 /// mailNickname: 1–64 characters, ASCII, none of `@ ( ) \ [ ] " ; : < > ,` nor space; groups
-/// also no `.` (graph-facts §5.1, Gotcha 8).
+/// also no `.` (docs/graph-behaviour.md#creating-groups, #user-property-rules).
 pub fn mail_nickname(nick: &str, kind: NicknameKind) -> Check {
     if nick.is_empty() {
         return Err(Violation::new("required", "a value is required"));
@@ -281,7 +283,8 @@ pub fn mail_nickname(nick: &str, kind: NicknameKind) -> Check {
 // ---------------------------------------------------------------------------------------------
 // Lengths and plain strings
 
-/// Maximum length in characters of a user string property (graph-facts §2.2), if Graph has one.
+/// Maximum length in characters of a user string property
+/// (docs/graph-behaviour.md#user-property-rules), if Graph has one.
 pub fn user_max_length(property: &str) -> Option<usize> {
     Some(match property {
         "displayName" => 256,
@@ -322,7 +325,8 @@ pub fn display_name(value: &str) -> Check {
 /// ISO 3166-1 alpha-2 country codes, officially assigned (usageLocation).
 pub const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 
-/// usageLocation: an upper-case ISO 3166-1 alpha-2 code (graph-facts §2.2; DESIGN §5).
+/// usageLocation: an upper-case ISO 3166-1 alpha-2 code
+/// (docs/graph-behaviour.md#user-property-rules, docs/design.md#licenses-and-manager).
 pub fn usage_location(code: &str) -> Check {
     let known = |c: &str| c.len() == 2 && ISO_3166_ALPHA2.split(' ').any(|k| k == c);
     if known(code) {
@@ -341,7 +345,8 @@ pub fn usage_location(code: &str) -> Check {
     ))
 }
 
-/// onPremisesImmutableId: non-empty, without `$` or `_` (graph-facts §2.2).
+/// onPremisesImmutableId: non-empty, without `$` or `_`
+/// (docs/graph-behaviour.md#user-property-rules).
 pub fn immutable_id(value: &str) -> Check {
     if value.is_empty() {
         return Err(Violation::new("required", "a value is required"));
@@ -524,12 +529,13 @@ pub fn password_policies(value: &str) -> Check {
 // ---------------------------------------------------------------------------------------------
 // Password
 
-/// Symbols Entra accepts in a password, besides the blank space (graph-facts §2.2).
+/// Symbols Entra accepts in a password, besides the blank space
+/// (docs/graph-behaviour.md#password-policy).
 pub const PASSWORD_SYMBOLS: &str = "@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<>";
 
-/// Entra's password policy for cloud-only users (graph-facts §2.2): 8–256 characters, at least 3
-/// of lowercase / uppercase / digit / symbol, only the listed symbols and the blank space, no
-/// Unicode. The message never repeats the password or any of its characters.
+/// Entra's password policy for cloud-only users (docs/graph-behaviour.md#password-policy): 8–256
+/// characters, at least 3 of lowercase / uppercase / digit / symbol, only the listed symbols and
+/// the blank space, no Unicode. The message never repeats the password or any of its characters.
 pub fn password(pw: &str) -> Check {
     let len = pw.chars().count();
     if !(8..=256).contains(&len) {
@@ -573,8 +579,9 @@ pub fn password(pw: &str) -> Check {
 // One user property value
 
 /// Checks one user property value as it would be sent (`serde_json`), by property name: the
-/// rules above for the properties that have them, the §2.2 maximum lengths for the others.
-/// `null` (clearing) passes, except for displayName, which cannot be cleared.
+/// rules above for the properties that have them, Graph's maximum lengths
+/// (docs/graph-behaviour.md#user-property-rules) for the others. `null` (clearing) passes, except
+/// for displayName, which cannot be cleared.
 pub fn user_property_value(
     property: &str,
     value: &serde_json::Value,
@@ -627,7 +634,7 @@ fn user_text_value(property: &str, v: &str, domains: &DomainPolicy) -> Check {
     }
 }
 
-/// Cross-property rule of graph-facts §2.1 / Gotcha 7: a UPN in a federated domain needs
+/// Cross-property rule (docs/graph-behaviour.md#domains): a UPN in a federated domain needs
 /// `onPremisesImmutableId` on create.
 pub fn immutable_id_for_federated(
     upn: &str,
@@ -650,7 +657,8 @@ pub fn immutable_id_for_federated(
 // ---------------------------------------------------------------------------------------------
 // Groups
 
-/// A group's displayName: required, at most 256 characters (graph-facts §5.1).
+/// A group's displayName: required, at most 256 characters
+/// (docs/graph-behaviour.md#creating-groups).
 pub fn group_display_name(value: &str) -> Check {
     display_name(value)
 }

@@ -43,7 +43,8 @@ pub struct DesiredUser {
     /// Why this user cannot be created (its mapped password is missing or too weak); a linked
     /// user needs no password and is unaffected.
     pub password_problem: Option<String>,
-    /// `None`: licenses are not mapped; `Some(empty)`: mapped and empty (DESIGN §5).
+    /// `None`: licenses are not mapped; `Some(empty)`: mapped and empty
+    /// (docs/design.md#licenses-and-manager).
     pub licenses: Option<Vec<LicenseAssignment>>,
     /// `None`: manager not mapped; `Some(None)`: mapped and cleared; else the source reference.
     pub manager: Option<Option<String>>,

@@ -51,7 +51,8 @@ pub(super) fn delete(
             .props
             .insert("deletedDateTime".into(), json!(now_iso()));
     } else {
-        // Deleted security groups are gone for good (graph-facts §2.4).
+        // Deleted security groups are gone for good
+        // (docs/graph-behaviour.md#soft-delete-and-restore).
         tenant.remove_group(g);
     }
     context.mutated = true;
@@ -80,7 +81,8 @@ const GROUP_READ_ONLY: &[&str] = &[
     "mail",
 ];
 
-/// Resolves `members@odata.bind`/`owners@odata.bind` URLs to object ids (graph-facts §5.1, §5.3).
+/// Resolves `members@odata.bind`/`owners@odata.bind` URLs to object ids
+/// (docs/graph-behaviour.md#creating-groups, #group-membership).
 pub(super) fn resolve_binds(
     tenant: &TenantState,
     context: &RequestContext<'_>,
@@ -324,7 +326,7 @@ pub(super) fn update(
         .unwrap_or_default();
     let mut new_members = Vec::new();
     if !urls.is_empty() || !owner_urls.is_empty() {
-        // All-or-nothing and capped at 20 (graph-facts §5.3, gotcha 3).
+        // All-or-nothing and capped at 20 (docs/graph-behaviour.md#group-membership).
         if urls.len() + owner_urls.len() > 20 {
             return Err(too_many_refs());
         }

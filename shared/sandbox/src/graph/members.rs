@@ -62,7 +62,8 @@ pub(super) fn add(
     id: &str,
 ) -> GraphResult {
     context.need(Permission::MemberWrite)?;
-    // A group still replicating answers 400 "do not exist" (graph-facts §5.3, §9).
+    // A group still replicating answers 400 "do not exist"
+    // (docs/graph-behaviour.md#group-membership, #replication-lag).
     let g = match tenant.group_index_any(id) {
         Some(g) if tenant.groups[g].visible(context.now) => g,
         Some(_) => return Err(GraphError::reference_missing()),

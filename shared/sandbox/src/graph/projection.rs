@@ -150,7 +150,7 @@ pub(super) fn project_group(obj: &Obj, select: Option<&[String]>) -> Map<String,
     }
 }
 
-/// `$select` list, checked against the schema (graph-facts §6).
+/// `$select` list, checked against the schema (docs/graph-behaviour.md#queries-and-filters).
 pub(super) fn select_list(
     query: &Query,
     entity: Entity,

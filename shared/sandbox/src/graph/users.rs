@@ -115,7 +115,8 @@ pub(super) fn remove_manager(
     Ok(GraphResponse::no_content())
 }
 
-/// A live, replicated user by id or UPN, else 404 (graph-facts §2.5, §9).
+/// A live, replicated user by id or UPN, else 404 (docs/graph-behaviour.md#error-bodies,
+/// #replication-lag).
 pub(super) fn find_user(
     tenant: &TenantState,
     key: &str,
@@ -304,7 +305,8 @@ pub(super) fn create(tenant: &mut TenantState, context: &mut RequestContext<'_>)
     Ok(resp)
 }
 
-/// Properties app-only `User.ReadWrite.All` may not change on admins (graph-facts gotcha 15).
+/// Properties app-only `User.ReadWrite.All` may not change on admins
+/// (docs/graph-behaviour.md#privileged-users).
 const SENSITIVE: &[&str] = &[
     "accountEnabled",
     "passwordProfile",
