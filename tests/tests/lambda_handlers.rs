@@ -323,9 +323,11 @@ async fn a_stale_run_with_an_old_fencing_token_cannot_move_the_checkpoint() {
 #[tokio::test]
 async fn a_client_secret_rotated_in_secrets_manager_is_picked_up_after_one_refused_token() {
     let mut config = SandboxConfig::demo();
-    // Tokens expire at once, so every invocation asks for one.
+    // Tokens expire within seconds, so the next invocation asks for one. Long enough that a
+    // request of a busy machine does not outlive the token it was sent with (the client renews
+    // at 90 % of the lifetime).
     config.knobs = Knobs {
-        token_lifetime_secs: 1,
+        token_lifetime_secs: 6,
         ..config.knobs
     };
     let cloud = Cloud::start_with(config, |_| {}).await;
@@ -353,7 +355,7 @@ async fn a_client_secret_rotated_in_secrets_manager_is_picked_up_after_one_refus
     cloud
         .put_secret(&secret_json(rotated, &[WEBHOOK_SECRET]))
         .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(6200)).await;
     let refused_before = cloud.sandbox.sandbox().stats().tokens_refused;
 
     // A source change to apply after the rotation.

@@ -1467,111 +1467,119 @@ pub async fn events_complete<S: StateStore + ?Sized>(store: &S) {
 
 // --- connection -------------------------------------------------------------------------------
 
+/// A lease, and a link of each kind, a checkpoint, an error, a run and an event of `c`.
+async fn fill_connection<S: StateStore + ?Sized>(store: &S, c: &str) -> Lease {
+    let lease = acquire(store, c, "owner", 1_000, 10_000).await;
+    store
+        .put_links(
+            c,
+            &[
+                link(ObjectKind::User, "u", 1),
+                link(ObjectKind::Group, "g", 2),
+            ],
+            &lease,
+        )
+        .await
+        .unwrap();
+    store
+        .put_checkpoint(c, &checkpoint(3, Phase::Idle, 1_000), &lease)
+        .await
+        .unwrap();
+    store
+        .put_error(c, &object_error(ObjectKind::User, "u", 5_000, 1), &lease)
+        .await
+        .unwrap();
+    store
+        .put_run(c, &run("run-1", 1_000, RunStatus::Running), &lease)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .remember_event(c, "evt", 1_000, 100_000)
+            .await
+            .unwrap()
+            == EventClaim::New
+    );
+    lease
+}
+
+/// Whether everything [`fill_connection`] stored for `c` is there (`present`) or gone.
+async fn assert_cleared<S: StateStore + ?Sized>(store: &S, c: &str, present: bool) {
+    let u = ids(&["u"]);
+    let n = u64::from(present);
+    assert_eq!(
+        store.count_links(c, ObjectKind::User).await.unwrap(),
+        n,
+        "{c} users"
+    );
+    assert_eq!(
+        store.count_links(c, ObjectKind::Group).await.unwrap(),
+        n,
+        "{c} groups"
+    );
+    assert_eq!(
+        store
+            .get_links(c, ObjectKind::User, &u)
+            .await
+            .unwrap()
+            .len() as u64,
+        n
+    );
+    assert_eq!(
+        store
+            .list_links(c, ObjectKind::Group, None, 10)
+            .await
+            .unwrap()
+            .len() as u64,
+        n
+    );
+    assert_eq!(
+        store.get_checkpoint(c).await.unwrap().is_some(),
+        present,
+        "{c} checkpoint"
+    );
+    assert_eq!(
+        store.list_errors(c, 10).await.unwrap().len() as u64,
+        n,
+        "{c} errors"
+    );
+    assert_eq!(
+        store
+            .get_errors(c, ObjectKind::User, &u)
+            .await
+            .unwrap()
+            .len() as u64,
+        n
+    );
+    assert_eq!(
+        store.list_runs(c, 10).await.unwrap().len() as u64,
+        n,
+        "{c} runs"
+    );
+    // A cleared event id is new again; a kept one is still claimed.
+    assert_eq!(
+        store
+            .remember_event(c, "evt", 2_000, 100_000)
+            .await
+            .unwrap()
+            == EventClaim::New,
+        !present,
+        "{c} events"
+    );
+}
+
 /// Clearing removes one connection's links, checkpoint, errors, runs and events; the lease (and
 /// its token counter) stays.
 pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
     let (gone, kept) = ("conformance-clear-gone", "conformance-clear-kept");
-    let mut leases = Vec::new();
-    for c in [gone, kept] {
-        let lease = acquire(store, c, "owner", 1_000, 10_000).await;
-        store
-            .put_links(
-                c,
-                &[
-                    link(ObjectKind::User, "u", 1),
-                    link(ObjectKind::Group, "g", 2),
-                ],
-                &lease,
-            )
-            .await
-            .unwrap();
-        store
-            .put_checkpoint(c, &checkpoint(3, Phase::Idle, 1_000), &lease)
-            .await
-            .unwrap();
-        store
-            .put_error(c, &object_error(ObjectKind::User, "u", 5_000, 1), &lease)
-            .await
-            .unwrap();
-        store
-            .put_run(c, &run("run-1", 1_000, RunStatus::Running), &lease)
-            .await
-            .unwrap();
-        assert!(
-            store
-                .remember_event(c, "evt", 1_000, 100_000)
-                .await
-                .unwrap()
-                == EventClaim::New
-        );
-        leases.push(lease);
-    }
+    let leases = [
+        fill_connection(store, gone).await,
+        fill_connection(store, kept).await,
+    ];
     store.clear_connection(gone, &leases[0]).await.unwrap();
 
-    let u = ids(&["u"]);
-    let expect_present = [(gone, false), (kept, true)];
-    for (c, present) in expect_present {
-        let n = u64::from(present);
-        assert_eq!(
-            store.count_links(c, ObjectKind::User).await.unwrap(),
-            n,
-            "{c} users"
-        );
-        assert_eq!(
-            store.count_links(c, ObjectKind::Group).await.unwrap(),
-            n,
-            "{c} groups"
-        );
-        assert_eq!(
-            store
-                .get_links(c, ObjectKind::User, &u)
-                .await
-                .unwrap()
-                .len() as u64,
-            n
-        );
-        assert_eq!(
-            store
-                .list_links(c, ObjectKind::Group, None, 10)
-                .await
-                .unwrap()
-                .len() as u64,
-            n
-        );
-        assert_eq!(
-            store.get_checkpoint(c).await.unwrap().is_some(),
-            present,
-            "{c} checkpoint"
-        );
-        assert_eq!(
-            store.list_errors(c, 10).await.unwrap().len() as u64,
-            n,
-            "{c} errors"
-        );
-        assert_eq!(
-            store
-                .get_errors(c, ObjectKind::User, &u)
-                .await
-                .unwrap()
-                .len() as u64,
-            n
-        );
-        assert_eq!(
-            store.list_runs(c, 10).await.unwrap().len() as u64,
-            n,
-            "{c} runs"
-        );
-        // A cleared event id is new again; a kept one is still claimed.
-        assert_eq!(
-            store
-                .remember_event(c, "evt", 2_000, 100_000)
-                .await
-                .unwrap()
-                == EventClaim::New,
-            !present,
-            "{c} events"
-        );
-    }
+    assert_cleared(store, gone, false).await;
+    assert_cleared(store, kept, true).await;
 
     // The lease is untouched: still held, and its counter keeps counting.
     let held = &leases[0];

@@ -88,6 +88,75 @@ impl From<SyncError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// The answer of a hop that found another run holding the connection: it does nothing.
+fn busy(connection: String, hop: u32, lease: &m365_core::Lease) -> SyncResponse {
+    let owner = &lease.holder;
+    tracing::info!(
+        connection = %connection,
+        hop,
+        holder = %owner,
+        lease_since = lease.acquired_at,
+        lease_until = lease.expires_at,
+        "another run holds the connection's lease; this invocation does nothing"
+    );
+    SyncResponse {
+        connection,
+        hop,
+        continue_: false,
+        status: "busy".to_owned(),
+        counts: RunCounts::default(),
+        message: Some(format!(
+            "another run ({owner}) holds the lease since {}, until {} unless renewed",
+            m365_core::clock::format_utc(lease.acquired_at),
+            m365_core::clock::format_utc(lease.expires_at)
+        )),
+    }
+}
+
+/// The run's metrics and summary log line: its status as written in the answer, and whether
+/// another hop continues it.
+fn summarise(
+    deployment: &Deployment,
+    connection: &crate::context::Connection,
+    hop: u32,
+    run: &m365_core::RunRecord,
+    duration: u64,
+) -> (String, bool) {
+    let name = &connection.name;
+    let status = serde_json::to_value(run.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", run.status));
+    metrics::emit(&metrics::run_metrics(
+        "scheduled-sync",
+        name,
+        &run.counts,
+        duration,
+        deployment.clock.now(),
+    ));
+    let checkpointed = run.status == RunStatus::Checkpointed;
+    let continue_ = checkpointed && hop < deployment.settings.max_hops;
+    tracing::info!(
+        connection = %name,
+        config_version = connection.version,
+        hop,
+        status = %status,
+        duration_ms = duration,
+        counts = %serde_json::to_string(&run.counts).unwrap_or_default(),
+        next = if continue_ { "continues in the next invocation" } else { "done" },
+        "scheduled sync summary"
+    );
+    if checkpointed && !continue_ {
+        tracing::warn!(
+            connection = %name,
+            hop,
+            max_hops = deployment.settings.max_hops,
+            "hop limit reached with work left; the next schedule tick continues (raise MaxHops or the function's timeout)"
+        );
+    }
+    (status, continue_)
+}
+
 /// Runs one hop. `request_id` names the invocation in the lease and the logs; `deadline` is the
 /// invocation's (`Context::deadline`, ms since the epoch).
 pub async fn handle(
@@ -133,29 +202,7 @@ pub async fn handle(
     let duration = u64::try_from(deployment.clock.now() - started).unwrap_or(0);
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(RunError::Busy { lease }) => {
-            let owner = &lease.holder;
-            tracing::info!(
-                connection = %name,
-                hop,
-                holder = %owner,
-                lease_since = lease.acquired_at,
-                lease_until = lease.expires_at,
-                "another run holds the connection's lease; this invocation does nothing"
-            );
-            return Ok(SyncResponse {
-                connection: name,
-                hop,
-                continue_: false,
-                status: "busy".to_owned(),
-                counts: RunCounts::default(),
-                message: Some(format!(
-                    "another run ({owner}) holds the lease since {}, until {} unless renewed",
-                    m365_core::clock::format_utc(lease.acquired_at),
-                    m365_core::clock::format_utc(lease.expires_at)
-                )),
-            });
-        }
+        Err(RunError::Busy { lease }) => return Ok(busy(name, hop, &lease)),
         Err(error) => {
             // Credentials may have been rotated under a failing run: read them afresh next time.
             connection.secret_store.invalidate(&name).await;
@@ -168,37 +215,7 @@ pub async fn handle(
     };
 
     let run = &outcome.run;
-    let status = serde_json::to_value(run.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{:?}", run.status));
-    metrics::emit(&metrics::run_metrics(
-        "scheduled-sync",
-        &name,
-        &run.counts,
-        duration,
-        deployment.clock.now(),
-    ));
-    let checkpointed = run.status == RunStatus::Checkpointed;
-    let continue_ = checkpointed && hop < deployment.settings.max_hops;
-    tracing::info!(
-        connection = %name,
-        config_version = connection.version,
-        hop,
-        status = %status,
-        duration_ms = duration,
-        counts = %serde_json::to_string(&run.counts).unwrap_or_default(),
-        next = if continue_ { "continues in the next invocation" } else { "done" },
-        "scheduled sync summary"
-    );
-    if checkpointed && !continue_ {
-        tracing::warn!(
-            connection = %name,
-            hop,
-            max_hops = deployment.settings.max_hops,
-            "hop limit reached with work left; the next schedule tick continues (raise MaxHops or the function's timeout)"
-        );
-    }
+    let (status, continue_) = summarise(deployment, &connection, hop, run, duration);
     if run.status == RunStatus::Failed {
         connection.secret_store.invalidate(&name).await;
         return Err(SyncError::Run {

@@ -156,89 +156,8 @@ impl Parsed {
             anonymous_group_errors: 0,
         };
 
-        for Raw { location, outcome } in users {
-            let error = match outcome {
-                Ok(user) => match user_locations.get(user.id.as_str()) {
-                    Some(all) if all.len() > 1 => RecordError {
-                        kind: ObjectKind::User,
-                        message: duplicate_message(&user.id, &location, all),
-                        source_id: Some(user.id),
-                        location,
-                    },
-                    _ => {
-                        parsed
-                            .user_index
-                            .insert(user.id.clone(), parsed.users.len());
-                        parsed.users.push(UserSlot::User(user));
-                        continue;
-                    }
-                },
-                Err(e) => record_error(ObjectKind::User, location, e),
-            };
-            match &error.source_id {
-                Some(id) => {
-                    parsed
-                        .user_errors_by_id
-                        .entry(id.clone())
-                        .or_insert_with(|| format!("{}: {}", error.location, error.message));
-                }
-                None => parsed.anonymous_user_errors += 1,
-            }
-            parsed.users.push(UserSlot::Error(error));
-        }
-
-        for Raw { location, outcome } in groups {
-            let error = match outcome {
-                Ok(mut group) => match group_locations.get(group.id.as_str()) {
-                    Some(all) if all.len() > 1 => RecordError {
-                        kind: ObjectKind::Group,
-                        message: duplicate_message(&group.id, &location, all),
-                        source_id: Some(group.id),
-                        location,
-                    },
-                    _ => {
-                        let mut seen = HashSet::new();
-                        let mut members = Vec::with_capacity(group.members.len());
-                        for member in std::mem::take(&mut group.members) {
-                            if !seen.insert(member.clone()) {
-                                continue;
-                            }
-                            if known_users.contains(&member) {
-                                members.push(member);
-                            } else {
-                                parsed.group_errors.push(RecordError {
-                                    kind: ObjectKind::Group,
-                                    location: location.clone(),
-                                    source_id: Some(group.id.clone()),
-                                    message: format!(
-                                        "group \"{}\" ({}): unknown member \"{member}\" (no user \
-                                         has this id); the group is synced without it",
-                                        group.id, group.name
-                                    ),
-                                });
-                            }
-                        }
-                        group.members = members;
-                        parsed
-                            .group_index
-                            .insert(group.id.clone(), parsed.groups.len());
-                        parsed.groups.push(group);
-                        continue;
-                    }
-                },
-                Err(e) => record_error(ObjectKind::Group, location, e),
-            };
-            match &error.source_id {
-                Some(id) => {
-                    parsed
-                        .group_errors_by_id
-                        .entry(id.clone())
-                        .or_insert_with(|| format!("{}: {}", error.location, error.message));
-                }
-                None => parsed.anonymous_group_errors += 1,
-            }
-            parsed.group_errors.push(error);
-        }
+        parsed.add_users(users, &user_locations);
+        parsed.add_groups(groups, &group_locations, &known_users);
         if let Some(missing) = missing_groups {
             // No id: the planner reads it as "some group may be missing", so nothing of the
             // groups is swept.
@@ -251,6 +170,107 @@ impl Parsed {
             parsed.missing_groups = Some(missing);
         }
         parsed
+    }
+
+    /// The user records: each by its id, or its error (a duplicate id is an error of every
+    /// record carrying it).
+    fn add_users(&mut self, users: Vec<Raw<SourceUser>>, locations: &HashMap<String, Vec<String>>) {
+        for Raw { location, outcome } in users {
+            let error = match outcome {
+                Ok(user) => match locations.get(user.id.as_str()) {
+                    Some(all) if all.len() > 1 => RecordError {
+                        kind: ObjectKind::User,
+                        message: duplicate_message(&user.id, &location, all),
+                        source_id: Some(user.id),
+                        location,
+                    },
+                    _ => {
+                        self.user_index.insert(user.id.clone(), self.users.len());
+                        self.users.push(UserSlot::User(user));
+                        continue;
+                    }
+                },
+                Err(e) => record_error(ObjectKind::User, location, e),
+            };
+            match &error.source_id {
+                Some(id) => {
+                    self.user_errors_by_id
+                        .entry(id.clone())
+                        .or_insert_with(|| format!("{}: {}", error.location, error.message));
+                }
+                None => self.anonymous_user_errors += 1,
+            }
+            self.users.push(UserSlot::Error(error));
+        }
+    }
+
+    /// The group records: each by its id with its known members, or its error.
+    fn add_groups(
+        &mut self,
+        groups: Vec<Raw<SourceGroup>>,
+        locations: &HashMap<String, Vec<String>>,
+        known_users: &HashSet<&String>,
+    ) {
+        for Raw { location, outcome } in groups {
+            let error = match outcome {
+                Ok(mut group) => match locations.get(group.id.as_str()) {
+                    Some(all) if all.len() > 1 => RecordError {
+                        kind: ObjectKind::Group,
+                        message: duplicate_message(&group.id, &location, all),
+                        source_id: Some(group.id),
+                        location,
+                    },
+                    _ => {
+                        self.keep_known_members(&mut group, &location, known_users);
+                        self.group_index.insert(group.id.clone(), self.groups.len());
+                        self.groups.push(group);
+                        continue;
+                    }
+                },
+                Err(e) => record_error(ObjectKind::Group, location, e),
+            };
+            match &error.source_id {
+                Some(id) => {
+                    self.group_errors_by_id
+                        .entry(id.clone())
+                        .or_insert_with(|| format!("{}: {}", error.location, error.message));
+                }
+                None => self.anonymous_group_errors += 1,
+            }
+            self.group_errors.push(error);
+        }
+    }
+
+    /// A group's members, each once, among the known users; an unknown member is an error of
+    /// the group, which is synced without it.
+    fn keep_known_members(
+        &mut self,
+        group: &mut SourceGroup,
+        location: &str,
+        known_users: &HashSet<&String>,
+    ) {
+        let mut seen = HashSet::new();
+        let mut members = Vec::with_capacity(group.members.len());
+        for member in std::mem::take(&mut group.members) {
+            if !seen.insert(member.clone()) {
+                continue;
+            }
+            if known_users.contains(&member) {
+                members.push(member);
+            } else {
+                self.group_errors.push(RecordError {
+                    kind: ObjectKind::Group,
+                    location: location.to_owned(),
+                    source_id: Some(group.id.clone()),
+                    message: format!(
+                        "group \"{}\" ({}): unknown member \"{member}\" (no user has this id); \
+                         the group is synced without it",
+                        group.id, group.name
+                    ),
+                });
+            }
+        }
+        group.members = members;
     }
 
     pub fn user(&self, id: &str) -> Lookup<'_, SourceUser> {
