@@ -1236,7 +1236,9 @@ fn rule_without_password_mapping_is_rejected_naming_the_key() {
     let text = format!(
         "[connection]\nname = \"scenario\"\n\n[source]\ntype = \"file\"\nlocation = \"x.json\"\n{rule}"
     );
-    let error = Config::from_toml(&text, "scenario.toml").unwrap_err().0;
+    let error = Config::from_toml(&text, "scenario.toml")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("rule.mapping.password"), "{error}");
     assert!(error.starts_with("scenario.toml"), "{error}");
 }

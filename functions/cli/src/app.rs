@@ -65,7 +65,8 @@ pub fn load_config(path: &Path) -> Result<Config, SetupError> {
             path.display()
         ))
     })?;
-    Config::from_toml(&text, &path.display().to_string()).map_err(|e| SetupError::config(e.0))
+    Config::from_toml(&text, &path.display().to_string())
+        .map_err(|e| SetupError::config(e.to_string()))
 }
 
 fn relative_to(base: &Path, location: &str) -> String {

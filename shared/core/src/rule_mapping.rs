@@ -66,10 +66,6 @@ impl CompiledMapping {
     }
 }
 
-fn messages(errors: Vec<MappingError>) -> Vec<String> {
-    errors.into_iter().map(|e| e.to_string()).collect()
-}
-
 impl RuleMapping for CompiledMapping {
     fn in_scope(&self, user: &SourceUser) -> Result<bool, String> {
         let Some(filter) = &self.filter else {
@@ -86,8 +82,8 @@ impl RuleMapping for CompiledMapping {
             .map_err(|e| format!("scope.filter cannot be evaluated for this user: {e}"))
     }
 
-    fn map_user(&self, user: &SourceUser) -> Result<DesiredUser, Vec<String>> {
-        let mapped = self.users.map_user(user).map_err(messages)?;
+    fn map_user(&self, user: &SourceUser) -> Result<DesiredUser, Vec<MappingError>> {
+        let mapped = self.users.map_user(user)?;
         let (password, password_problem) = match mapped.password.map(|p| p.origin) {
             Some(PasswordOrigin::Value(secret)) => (Some(secret), None),
             Some(PasswordOrigin::Secret(name)) => match &self.default_password {
@@ -112,8 +108,8 @@ impl RuleMapping for CompiledMapping {
         })
     }
 
-    fn map_group(&self, group: &SourceGroup) -> Result<DesiredGroup, Vec<String>> {
-        let mapped = self.groups.map_group(group).map_err(messages)?;
+    fn map_group(&self, group: &SourceGroup) -> Result<DesiredGroup, Vec<MappingError>> {
+        let mapped = self.groups.map_group(group)?;
         Ok(DesiredGroup {
             display_name: mapped.display_name,
             mail_nickname: mapped.mail_nickname,

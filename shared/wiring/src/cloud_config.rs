@@ -27,7 +27,7 @@ pub const SECRET_ID_ENV: &str = "M365_SECRET_ID";
 /// [module docs](self).
 pub fn parse_cloud_config(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let mut config = Config::from_toml(text, origin)?;
-    let fail = |message: String| ConfigError(format!("{origin}: {message}"));
+    let fail = |message: String| ConfigError::new(origin, None, message);
 
     if config.connection.sandbox {
         return Err(fail(
@@ -97,37 +97,53 @@ pub fn secret_id(config: &Config, default: Option<&str>) -> Result<String, Confi
             secret_id: Some(id),
         }) if valid_secret_id(id) => Some(id.clone()),
         Some(SecretsConfig::AwsSecretsManager { secret_id: Some(_) }) => {
-            return Err(ConfigError(format!(
-                "connection {name}: [secrets] secret_id is not a secret name or ARN; \
+            return Err(ConfigError::new(
+                format!("connection {name}"),
+                None,
+                format!(
+                    "[secrets] secret_id is not a secret name or ARN; \
                  write secret_id = \"m365/{name}\" or remove it to use {SECRET_ID_ENV}"
-            )));
+                ),
+            ));
         }
         Some(other) => {
-            return Err(ConfigError(format!(
-                "connection {name}: [secrets] type = {:?} cannot be used by the cloud \
+            return Err(ConfigError::new(
+                format!("connection {name}"),
+                None,
+                format!(
+                    "[secrets] type = {:?} cannot be used by the cloud \
                  functions; use type = \"{SECRETS_TYPE}\"",
-                other.type_name()
-            )));
+                    other.type_name()
+                ),
+            ));
         }
     };
     if let Some(id) = from_config {
         if !names_own_secret(&id, name) {
-            return Err(ConfigError(format!(
-                "connection {name}: [secrets] secret_id = {id:?} is not this connection's secret; \
+            return Err(ConfigError::new(
+                format!("connection {name}"),
+                None,
+                format!(
+                    "[secrets] secret_id = {id:?} is not this connection's secret; \
                  a connection reads only its own secret, named for it (e.g. \
                  \"m365-provisioner/{name}\" or its ARN), or the deployment's default when \
                  secret_id is absent"
-            )));
+                ),
+            ));
         }
         return Ok(id);
     }
     match default.map(str::trim).filter(|d| !d.is_empty()) {
         Some(id) => Ok(id.to_owned()),
-        None => Err(ConfigError(format!(
-            "connection {name}: no Secrets Manager secret is named: set {SECRET_ID_ENV} on the \
+        None => Err(ConfigError::new(
+            format!("connection {name}"),
+            None,
+            format!(
+                "no Secrets Manager secret is named: set {SECRET_ID_ENV} on the \
              function, or write [secrets] type = \"{SECRETS_TYPE}\" with secret_id = \"name or \
              ARN\" in the config"
-        ))),
+            ),
+        )),
     }
 }
 
@@ -243,7 +259,7 @@ source = "generate"
             "[secrets]\ntype = \"aws-secrets-manager\"\nsecret_id = \"m365-provisioner/fabrikam\"",
         );
         let config = parse_cloud_config(&text, "t").unwrap();
-        let error = secret_id(&config, None).unwrap_err().0;
+        let error = secret_id(&config, None).unwrap_err().to_string();
         assert!(error.contains("not this connection's secret"), "{error}");
         assert!(error.contains("m365-provisioner/contoso"), "{error}");
     }
@@ -256,7 +272,9 @@ source = "generate"
                 &format!("[connection]\n{key} = \"https://login.microsoftonline.us\"\n"),
                 1,
             );
-            let error = parse_cloud_config(&text, "contoso.toml").unwrap_err().0;
+            let error = parse_cloud_config(&text, "contoso.toml")
+                .unwrap_err()
+                .to_string();
             assert!(
                 error.contains("connection.login_url / connection.graph_url"),
                 "{error}"
@@ -299,7 +317,7 @@ source = "generate"
     fn secret_id_without_config_or_default_names_the_variable() {
         let config = parse_cloud_config(VALID, "t").unwrap();
         for default in [None, Some(""), Some("  ")] {
-            let error = secret_id(&config, default).unwrap_err().0;
+            let error = secret_id(&config, default).unwrap_err().to_string();
             assert!(error.contains("M365_SECRET_ID"), "{error}");
             assert!(error.contains("contoso"), "{error}");
         }
@@ -385,7 +403,9 @@ source = "generate"
             ),
         ];
         for (text, key, fix) in cases {
-            let error = parse_cloud_config(&text, "contoso.toml").unwrap_err().0;
+            let error = parse_cloud_config(&text, "contoso.toml")
+                .unwrap_err()
+                .to_string();
             assert!(error.starts_with("contoso.toml: "), "{error}");
             assert!(error.contains(key), "{key}: {error}");
             assert!(error.contains(fix), "{fix}: {error}");
@@ -395,7 +415,7 @@ source = "generate"
     #[test]
     fn core_errors_come_through() {
         let text = VALID.replace("[rule]\n", "[rule]\nallow_creat = true\n");
-        let error = parse_cloud_config(&text, "t").unwrap_err().0;
+        let error = parse_cloud_config(&text, "t").unwrap_err().to_string();
         assert!(error.contains("allow_creat"), "{error}");
     }
 
@@ -408,7 +428,7 @@ source = "generate"
         let dotted = VALID.replace("[connection]", "state.type = \"sqlite\"\n[connection]");
         // Each of them is refused, not taken for the default.
         for text in [base, dotted, with("[state]\ntype = \"sqlite\"")] {
-            let error = parse_cloud_config(&text, "t").unwrap_err().0;
+            let error = parse_cloud_config(&text, "t").unwrap_err().to_string();
             assert!(error.contains("[state] type = \"sqlite\""), "{error}");
         }
     }

@@ -301,8 +301,8 @@ impl Deployment {
             .map_err(|e| SetupError::Unavailable(e.to_string()))?
             .ok_or_else(|| SetupError::NotConfigured(name.to_owned()))?;
         let origin = format!("connection {name} configuration version {}", stored.version);
-        let config =
-            parse_cloud_config(&stored.text, &origin).map_err(|e| SetupError::Invalid(e.0))?;
+        let config = parse_cloud_config(&stored.text, &origin)
+            .map_err(|e| SetupError::Invalid(e.to_string()))?;
         if config.connection.name != name {
             return Err(SetupError::Invalid(format!(
                 "{origin}: connection.name is {:?}, but it is stored under {name:?}; upload it again",
@@ -310,7 +310,7 @@ impl Deployment {
             )));
         }
         let secret_id = secret_id(&config, self.settings.default_secret_id.as_deref())
-            .map_err(|e| SetupError::Invalid(format!("{origin}: {}", e.0)))?;
+            .map_err(|e| SetupError::Invalid(format!("{origin}: {e}")))?;
         let store = self.secret_store(&secret_id).await;
         Ok((config, stored.version, store))
     }

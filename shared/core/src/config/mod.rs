@@ -371,10 +371,38 @@ fn section_error<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// A configuration that cannot be used: the message names the key and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A configuration that cannot be used: where it came from, the key at fault and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or the stored version, the configuration came from.
+    pub origin: String,
+    /// The key at fault (`connection.cloud`, `rule.mapping.password`), when one is named apart
+    /// from the message.
+    pub key: Option<String>,
+    /// What is wrong, and the fix.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(origin: impl Into<String>, key: Option<&str>, message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: origin.into(),
+            key: key.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: {key}: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Parses and validates TOML text. `origin` names the file in messages.
@@ -384,7 +412,7 @@ impl Config {
             // the parser's message, which points at the line.
             let message = adapter_section_error(text)
                 .unwrap_or_else(|| e.to_string().trim_end().replace('\n', "\n  "));
-            ConfigError(format!("{origin}: {message}"))
+            ConfigError::new(origin, None, message)
         })?;
         config.validate(origin)?;
         Ok(config)
@@ -392,8 +420,7 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let fail =
-            |key: &str, message: String| Err(ConfigError(format!("{origin}: {key}: {message}")));
+        let fail = |key: &str, message: String| Err(ConfigError::new(origin, Some(key), message));
         let name_ok = |name: &str| {
             !name.is_empty()
                 && name.len() <= 64
@@ -516,7 +543,9 @@ source = "generate"
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let text = MINIMAL.replace("[rule]\n", "[rule]\nallow_creat = true\n");
-        let error = Config::from_toml(&text, "test.toml").unwrap_err().0;
+        let error = Config::from_toml(&text, "test.toml")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("allow_creat"), "{error}");
         assert!(error.starts_with("test.toml"), "{error}");
         let text = MINIMAL.replace(
@@ -529,7 +558,7 @@ source = "generate"
     #[test]
     fn a_rule_without_password_mapping_is_refused() {
         let text = MINIMAL.replace("[rule.mapping.password]\nsource = \"generate\"\n", "");
-        let error = Config::from_toml(&text, "t").unwrap_err().0;
+        let error = Config::from_toml(&text, "t").unwrap_err().to_string();
         assert!(error.contains("rule.mapping.password"), "{error}");
     }
 
@@ -540,7 +569,9 @@ source = "generate"
             "{{ numbered(uid) | first }}@example.com",
         ] {
             let text = MINIMAL.replace("\"{{ mail }}\"", &format!("{upn:?}"));
-            let error = Config::from_toml(&text, "test.toml").unwrap_err().0;
+            let error = Config::from_toml(&text, "test.toml")
+                .unwrap_err()
+                .to_string();
             assert!(
                 error.starts_with("test.toml: rule.match_attribute: \"userPrincipalName\""),
                 "{error}"
@@ -605,7 +636,7 @@ source = "generate"
         for (from, to, expected) in cases {
             let text = MINIMAL.replacen(from, to, 1);
             assert_ne!(text, MINIMAL, "{from}");
-            let error = Config::from_toml(&text, "t").unwrap_err().0;
+            let error = Config::from_toml(&text, "t").unwrap_err().to_string();
             assert!(error.contains(expected), "{expected}: {error}");
         }
         for (name, types) in [
@@ -649,7 +680,7 @@ source = "generate"
         ];
         for (from, to, key) in cases {
             let text = MINIMAL.replacen(from, to, 1);
-            let error = Config::from_toml(&text, "t").unwrap_err().0;
+            let error = Config::from_toml(&text, "t").unwrap_err().to_string();
             assert!(error.contains(key), "{key}: {error}");
         }
     }

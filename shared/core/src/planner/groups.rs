@@ -31,9 +31,9 @@ impl Planner<'_> {
         for group in in_scope {
             let desired = match self.rule.mapping.map_group(group) {
                 Ok(desired) => desired,
-                Err(messages) => {
-                    for message in messages {
-                        draft.group_issue(&group.id, "mapping", message);
+                Err(errors) => {
+                    for error in errors {
+                        draft.group_issue(&group.id, "mapping", error.to_string());
                     }
                     continue;
                 }

@@ -22,6 +22,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::directory::Directory;
+use crate::mapping::MappingError;
 use crate::model::{LicenseAssignment, ObjectKind, SourceGroup, SourceUser};
 use crate::plan::{BreakerVerdict, Plan, PlanIssue, RemovalCounts, Step};
 use crate::rule::{BreakerSettings, GroupSettings, ManagerSettings, Preferences, ScopeSettings};
@@ -62,8 +63,8 @@ pub trait RuleMapping: Send + Sync {
     /// The rule's scope filter for this user (true when there is no filter).
     fn in_scope(&self, user: &SourceUser) -> Result<bool, String>;
     /// Maps and validates a user; every problem is one message naming the property and rule.
-    fn map_user(&self, user: &SourceUser) -> Result<DesiredUser, Vec<String>>;
-    fn map_group(&self, group: &SourceGroup) -> Result<DesiredGroup, Vec<String>>;
+    fn map_user(&self, user: &SourceUser) -> Result<DesiredUser, Vec<MappingError>>;
+    fn map_group(&self, group: &SourceGroup) -> Result<DesiredGroup, Vec<MappingError>>;
 }
 
 /// A rule, ready to plan with.

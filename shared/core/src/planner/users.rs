@@ -108,10 +108,10 @@ impl Planner<'_> {
             }
             match rule.mapping.map_user(&user) {
                 Ok(desired) => mapped.push((user, desired)),
-                Err(messages) => {
+                Err(errors) => {
                     draft.protected.insert(user.id.clone());
-                    for message in messages {
-                        draft.user_issue(&user.id, "mapping", message);
+                    for error in errors {
+                        draft.user_issue(&user.id, "mapping", error.to_string());
                     }
                 }
             }
