@@ -84,6 +84,34 @@ pub struct Link {
 pub const RESTORE_WINDOW_MS: UnixMillis = 30 * 24 * 3_600_000;
 
 impl Link {
+    /// A new link with nothing applied yet beyond `applied` and `enabled` (no licenses,
+    /// manager or members), never seen in a snapshot; its `hash` is left empty for the caller.
+    pub fn new(
+        kind: ObjectKind,
+        source_id: &str,
+        object_id: &str,
+        origin: LinkOrigin,
+        applied: BTreeMap<String, serde_json::Value>,
+        enabled: bool,
+        now: UnixMillis,
+    ) -> Link {
+        Link {
+            kind,
+            source_id: source_id.to_owned(),
+            object_id: object_id.to_owned(),
+            origin,
+            hash: String::new(),
+            applied,
+            enabled,
+            licenses: Vec::new(),
+            manager: None,
+            members: Vec::new(),
+            seen_generation: 0,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
     /// The link of a tenant object this connection deleted (see [`Link::deleted_at`]).
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()

@@ -288,21 +288,7 @@ pub(super) fn new_link(
     now: UnixMillis,
 ) -> Link {
     touch(
-        Link {
-            kind,
-            source_id: source_id.to_owned(),
-            object_id: object_id.to_owned(),
-            origin,
-            hash: String::new(),
-            applied,
-            enabled,
-            licenses: Vec::new(),
-            manager: None,
-            members: Vec::new(),
-            seen_generation: 0,
-            updated_at: now,
-            deleted_at: None,
-        },
+        Link::new(kind, source_id, object_id, origin, applied, enabled, now),
         now,
     )
 }

@@ -563,19 +563,13 @@ fn matched_link(
             .entry("usageLocation".to_owned())
             .or_insert_with(|| location.clone());
     }
-    Link {
-        kind: ObjectKind::User,
-        source_id: source_id.to_owned(),
-        object_id: tenant_user.id.clone(),
-        origin: crate::state::LinkOrigin::Matched,
-        hash: String::new(),
+    Link::new(
+        ObjectKind::User,
+        source_id,
+        &tenant_user.id,
+        crate::state::LinkOrigin::Matched,
         applied,
         enabled,
-        licenses: Vec::new(),
-        manager: None,
-        members: Vec::new(),
-        seen_generation: 0,
-        updated_at: now,
-        deleted_at: None,
-    }
+        now,
+    )
 }
