@@ -338,14 +338,9 @@ impl Engine<'_> {
                 (ObjectKind::User, self.rule.preferences.remove_action),
                 (ObjectKind::Group, self.rule.groups.remove_action),
             ] {
-                let mut after: Option<String> = None;
-                loop {
-                    let page = self
-                        .state
-                        .list_links(self.connection, kind, after.as_deref(), 1000)
-                        .await?;
-                    let Some(last) = page.last() else { break };
-                    after = Some(last.source_id.clone());
+                let mut pages =
+                    crate::state::LinkPages::new(self.state, self.connection, kind, 1000);
+                while let Some(page) = pages.next_page().await? {
                     // A user deleted already is not deprovisioned again.
                     steps.extend(page.iter().filter(|link| !link.is_deleted()).map(|link| {
                         crate::planner::deprovision_step(

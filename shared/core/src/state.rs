@@ -481,3 +481,58 @@ pub enum EventClaim {
     /// Applied already: a duplicate.
     Done,
 }
+
+/// A connection's links of one kind, read a page at a time in source-id order (the sweep, a
+/// rule's deletion).
+pub struct LinkPages<'a> {
+    state: &'a dyn StateStore,
+    connection: &'a str,
+    kind: ObjectKind,
+    page_size: usize,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> LinkPages<'a> {
+    pub fn new(
+        state: &'a dyn StateStore,
+        connection: &'a str,
+        kind: ObjectKind,
+        page_size: usize,
+    ) -> Self {
+        LinkPages {
+            state,
+            connection,
+            kind,
+            page_size,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` once every link was read.
+    pub async fn next_page(&mut self) -> StateResult<Option<Vec<Link>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .state
+            .list_links(
+                self.connection,
+                self.kind,
+                self.after.as_deref(),
+                self.page_size,
+            )
+            .await?;
+        match page.last() {
+            Some(last) => {
+                self.after = Some(last.source_id.clone());
+                Ok(Some(page))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}

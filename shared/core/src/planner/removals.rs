@@ -10,7 +10,7 @@ use super::{Focus, Kept, PlanError, Planner};
 use crate::model::{ObjectKind, SourceGroup};
 use crate::plan::{DeprovisionReason, RemoveAction, Step};
 use crate::rule::{GroupSettings, ManagerReference};
-use crate::state::Link;
+use crate::state::{Link, LinkPages};
 
 /// Links read per page by the sweep.
 const SWEEP_PAGE: usize = 1000;
@@ -93,19 +93,8 @@ impl Planner<'_> {
     async fn sweep_users(&self, draft: &mut Draft) -> Result<(), PlanError> {
         let action = self.rule.preferences.remove_action;
         let held = held_objects(draft);
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .state
-                .list_links(
-                    self.connection,
-                    ObjectKind::User,
-                    after.as_deref(),
-                    SWEEP_PAGE,
-                )
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.source_id.clone());
+        let mut pages = LinkPages::new(self.state, self.connection, ObjectKind::User, SWEEP_PAGE);
+        while let Some(page) = pages.next_page().await? {
             for link in &page {
                 if draft.kept.contains_key(&link.source_id)
                     || draft.protected.contains(&link.source_id)
@@ -129,19 +118,8 @@ impl Planner<'_> {
     async fn sweep_groups(&self, draft: &mut Draft) -> Result<(), PlanError> {
         let settings = &self.rule.groups;
         let wanted = groups_in_scope(settings, &draft.source_groups);
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .state
-                .list_links(
-                    self.connection,
-                    ObjectKind::Group,
-                    after.as_deref(),
-                    SWEEP_PAGE,
-                )
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.source_id.clone());
+        let mut pages = LinkPages::new(self.state, self.connection, ObjectKind::Group, SWEEP_PAGE);
+        while let Some(page) = pages.next_page().await? {
             for link in page.iter().filter(|l| {
                 !wanted.contains(l.source_id.as_str())
                     && !draft.protected_groups.contains(&l.source_id)
