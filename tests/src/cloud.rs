@@ -21,7 +21,10 @@ use m365_runtime::scheduled::{SyncError, SyncResponse};
 use m365_sandbox::{RunningSandbox, Sandbox, SandboxConfig, demo};
 use serde_json::{Value, json};
 
+use crate::memory_ports::{MemoryConfigs, MemoryFiles, MemorySecretStores};
 use crate::moto::Moto;
+use m365_state_sqlite::SqliteStateStore;
+use m365_wiring::ports::Ports;
 
 pub const TABLE: &str = "m365-provisioner";
 pub const BUCKET: &str = "identity-source";
@@ -65,20 +68,80 @@ pub fn secret_json(client_secret: &str, webhook_secrets: &[&str]) -> String {
 
 /// One deployment under test.
 pub struct Cloud {
-    pub moto: Moto,
     pub sandbox: RunningSandbox,
     pub deployment: Deployment,
+    backend: Backend,
+}
+
+/// What the deployment is built on.
+enum Backend {
+    Aws(Aws),
+    Memory(Memory),
+}
+
+/// The deployment's AWS services, in moto.
+pub struct Aws {
+    pub moto: Moto,
+    /// The deployment's table of connection configurations, for uploads.
+    pub configs: m365_aws::ConfigStore,
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
 }
 
+/// In-memory ports in place of DynamoDB, S3 and Secrets Manager.
+struct Memory {
+    configs: Arc<MemoryConfigs>,
+    files: Arc<MemoryFiles>,
+    secrets: Arc<MemorySecretStores>,
+}
+
+/// What a test deployment is built on.
+#[derive(Debug, Clone, Copy)]
+pub enum On {
+    /// DynamoDB, S3 and Secrets Manager in moto.
+    Moto,
+    /// In-memory configurations, files and secrets, and SQLite state.
+    Memory,
+}
+
+impl On {
+    /// A deployment with the examples' configuration uploaded and an empty source.
+    pub async fn cloud(self) -> Cloud {
+        self.cloud_with(|_| {}).await
+    }
+
+    /// The same with changed settings.
+    pub async fn cloud_with(self, settings: impl FnOnce(&mut Settings)) -> Cloud {
+        match self {
+            On::Moto => Cloud::start_with(SandboxConfig::demo(), settings).await,
+            On::Memory => Cloud::in_memory_with(settings).await,
+        }
+    }
+}
+
+/// The settings of a deployment on `sandbox`, changed by `change`.
+fn test_settings(sandbox: &RunningSandbox, change: impl FnOnce(&mut Settings)) -> Settings {
+    let sandbox_url = sandbox.base_url().to_owned();
+    let mut values = Settings::from_lookup(|name| match name {
+        "M365_TABLE" => Some(TABLE.to_owned()),
+        "M365_LOCAL_TENANT_URL" => Some(sandbox_url.clone()),
+        // No margin: tests give the deadline they mean.
+        "M365_DEADLINE_MARGIN_SECONDS" => Some("0".to_owned()),
+        _ => None,
+    })
+    .expect("settings");
+    change(&mut values);
+    values
+}
+
 impl Cloud {
-    /// Everything created and the examples' configuration uploaded; the source is empty.
+    /// On moto: everything created and the examples' configuration uploaded; the source is
+    /// empty.
     pub async fn start() -> Cloud {
         Cloud::start_with(SandboxConfig::demo(), |_| {}).await
     }
 
-    /// With a sandbox configuration and changed settings.
+    /// On moto, with a sandbox configuration and changed settings.
     pub async fn start_with(sandbox: SandboxConfig, settings: impl FnOnce(&mut Settings)) -> Cloud {
         let moto = Moto::start().await;
         let sandbox = Sandbox::new(sandbox).start().await.expect("sandbox starts");
@@ -101,51 +164,109 @@ impl Cloud {
             .send()
             .await
             .expect("secret created");
-        let sandbox_url = sandbox.base_url().to_owned();
-        let mut values = Settings::from_lookup(|name| match name {
-            "M365_TABLE" => Some(TABLE.to_owned()),
-            "M365_LOCAL_TENANT_URL" => Some(sandbox_url.clone()),
-            // No margin: tests give the deadline they mean.
-            "M365_DEADLINE_MARGIN_SECONDS" => Some("0".to_owned()),
-            _ => None,
-        })
-        .expect("settings");
-        settings(&mut values);
         let deployment = Deployment::new(
             &sdk,
-            values,
+            test_settings(&sandbox, settings),
             Arc::new(m365_core::SystemClock),
             SharedState::isolated(),
         );
-        let cloud = Cloud {
+        let aws = Aws {
             moto,
-            sandbox,
-            deployment,
+            configs: m365_aws::ConfigStore::new(dynamodb, TABLE),
             s3,
             secrets,
+        };
+        Cloud::ready(sandbox, deployment, Backend::Aws(aws)).await
+    }
+
+    /// On in-memory ports and SQLite state instead of AWS: the handlers as on moto, for tests
+    /// of what they do rather than of AWS.
+    pub async fn in_memory_with(settings: impl FnOnce(&mut Settings)) -> Cloud {
+        let sandbox = Sandbox::new(SandboxConfig::demo())
+            .start()
+            .await
+            .expect("sandbox starts");
+        let memory = Memory {
+            configs: Arc::new(MemoryConfigs::default()),
+            files: Arc::new(MemoryFiles::default()),
+            secrets: Arc::new(MemorySecretStores::default()),
+        };
+        memory.secrets.put(
+            SECRET_ID,
+            &secret_json(demo::CLIENT_SECRET, &[WEBHOOK_SECRET]),
+        );
+        let ports = Ports {
+            state: Arc::new(SqliteStateStore::in_memory().expect("in-memory SQLite")),
+            configs: memory.configs.clone(),
+            secrets: memory.secrets.clone(),
+            files: memory.files.clone(),
+        };
+        let deployment = Deployment::on(
+            ports,
+            test_settings(&sandbox, settings),
+            Arc::new(m365_core::SystemClock),
+            SharedState::isolated(),
+        );
+        Cloud::ready(sandbox, deployment, Backend::Memory(memory)).await
+    }
+
+    async fn ready(sandbox: RunningSandbox, deployment: Deployment, backend: Backend) -> Cloud {
+        let cloud = Cloud {
+            sandbox,
+            deployment,
+            backend,
         };
         cloud.upload_config(&quickstart_cloud_config()).await;
         cloud.put_source(&json!({"users": [], "groups": []})).await;
         cloud
     }
 
+    /// The AWS services of a deployment on moto.
+    pub fn aws(&self) -> &Aws {
+        match &self.backend {
+            Backend::Aws(aws) => aws,
+            Backend::Memory(_) => panic!("this deployment runs on in-memory ports, not moto"),
+        }
+    }
+
     pub async fn upload_config(&self, text: &str) {
-        self.deployment
-            .configs
-            .upload(CONNECTION, text, "tests", now_ms())
-            .await
-            .expect("config uploaded");
+        self.upload_config_of(CONNECTION, text).await;
+    }
+
+    /// Uploads `text` as `connection`'s newest configuration.
+    pub async fn upload_config_of(&self, connection: &str, text: &str) {
+        match &self.backend {
+            Backend::Aws(aws) => {
+                aws.configs
+                    .upload(connection, text, "tests", now_ms())
+                    .await
+                    .expect("config uploaded");
+            }
+            Backend::Memory(memory) => {
+                memory.configs.upload(connection, text);
+            }
+        }
     }
 
     pub async fn put_source(&self, source: &Value) {
-        self.s3
-            .put_object()
-            .bucket(BUCKET)
-            .key(SOURCE_KEY)
-            .body(ByteStream::from(source.to_string().into_bytes()))
-            .send()
-            .await
-            .expect("source uploaded");
+        let bytes = source.to_string().into_bytes();
+        match &self.backend {
+            Backend::Aws(aws) => {
+                aws.s3
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(SOURCE_KEY)
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await
+                    .expect("source uploaded");
+            }
+            Backend::Memory(memory) => {
+                memory
+                    .files
+                    .put(&format!("s3://{BUCKET}/{SOURCE_KEY}"), bytes);
+            }
+        }
     }
 
     /// The examples' source file (50 users, 3 groups).
@@ -154,14 +275,20 @@ impl Cloud {
         self.put_source(&serde_json::from_str(&text).unwrap()).await;
     }
 
+    /// Replaces the connection's secret (a rotation).
     pub async fn put_secret(&self, json: &str) {
-        self.secrets
-            .put_secret_value()
-            .secret_id(SECRET_ID)
-            .secret_string(json)
-            .send()
-            .await
-            .expect("secret updated");
+        match &self.backend {
+            Backend::Aws(aws) => {
+                aws.secrets
+                    .put_secret_value()
+                    .secret_id(SECRET_ID)
+                    .secret_string(json)
+                    .send()
+                    .await
+                    .expect("secret updated");
+            }
+            Backend::Memory(memory) => memory.secrets.put(SECRET_ID, json),
+        }
     }
 
     /// One scheduled-sync invocation with `event` and a deadline `budget` from now.

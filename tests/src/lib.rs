@@ -9,8 +9,12 @@ pub mod scenario;
 
 pub mod moto;
 
-/// The deployed product (moto, a sandbox tenant, the functions' runtime) for handler tests.
+/// The deployed product (moto or in-memory ports, a sandbox tenant, the functions' runtime)
+/// for handler tests.
 pub mod cloud;
+
+/// In-memory configurations, files and secrets for a deployment without AWS.
+pub mod memory_ports;
 
 /// Helpers for the Graph client tests against the sandbox tenant (`tests/graph_client_*.rs`).
 // A harness that cannot start the sandbox or build a client should fail the test loudly.

@@ -1,6 +1,7 @@
 //! The two Lambda handlers, called directly with fixture events, on moto (DynamoDB, Secrets
 //! Manager, S3) and the sandbox tenant: scheduled sync end to end, continuation over many
 //! invocations, overlapping and stale runs, every webhook rejection, duplicates, rotation.
+//! Tests of what the handlers do rather than of AWS run a second time on in-memory ports.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,13 +12,32 @@
 
 use std::time::Duration;
 
-use m365_core::{Checkpoint, Phase, RunStatus, StateError, StateStore};
+use m365_core::{Checkpoint, Phase, RunStatus, StateError};
 use m365_integration_tests::cloud::{
-    CONNECTION, Cloud, WEBHOOK_SECRET, now_ms, scheduler_event, secret_json, tenant_picture,
+    CONNECTION, Cloud, On, WEBHOOK_SECRET, now_ms, scheduler_event, secret_json, tenant_picture,
 };
 use m365_integration_tests::scenario::Scenario;
 use m365_sandbox::{Knobs, SandboxConfig, demo};
 use serde_json::{Value, json};
+
+/// A handler test run twice: on moto (DynamoDB, S3, Secrets Manager) and on in-memory ports
+/// with SQLite state. The handlers must behave the same on both; the in-memory run needs no
+/// AWS emulator.
+macro_rules! on_moto_and_in_memory {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn on_moto() {
+                super::$test(super::On::Moto).await;
+            }
+
+            #[tokio::test]
+            async fn in_memory() {
+                super::$test(super::On::Memory).await;
+            }
+        }
+    };
+}
 
 /// The state key of the examples' rule.
 const KEY: &str = "contoso/staff";
@@ -43,9 +63,9 @@ fn upn(alias: &str) -> String {
 // Scheduled sync
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives() {
-    let cloud = Cloud::start().await;
+on_moto_and_in_memory!(scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives);
+async fn scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives(on: On) {
+    let cloud = on.cloud().await;
     cloud.put_example_source().await;
     let answer = cloud
         .scheduled(scheduler_event(), "req-1", HOUR)
@@ -75,7 +95,7 @@ async fn scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives() 
     assert_eq!(cloud.tenant_picture(), expected);
 
     // State in DynamoDB: the run, the checkpoint, the links; a second invocation is a no-op.
-    let state = &cloud.deployment.state;
+    let state = cloud.deployment.state.as_ref();
     let runs = state.list_runs(KEY, 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Succeeded);
@@ -100,9 +120,11 @@ async fn scheduled_sync_of_an_s3_source_gives_the_tenant_the_cli_engine_gives() 
     assert_eq!(cloud.tenant_writes(), writes);
 }
 
-#[tokio::test]
-async fn a_connection_without_configuration_fails_the_invocation_naming_the_upload_command() {
-    let cloud = Cloud::start().await;
+on_moto_and_in_memory!(
+    a_connection_without_configuration_fails_the_invocation_naming_the_upload_command
+);
+async fn a_connection_without_configuration_fails_the_invocation_naming_the_upload_command(on: On) {
+    let cloud = on.cloud().await;
     let error = cloud
         .scheduled(json!({"connection": "fabrikam"}), "req-1", HOUR)
         .await
@@ -277,7 +299,7 @@ async fn a_stale_run_with_an_old_fencing_token_cannot_move_the_checkpoint() {
         .scheduled(scheduler_event(), "req-1", HOUR)
         .await
         .unwrap();
-    let state = &cloud.deployment.state;
+    let state = cloud.deployment.state.as_ref();
     let done = state.get_checkpoint(KEY).await.unwrap().unwrap();
     assert_eq!(done.generation, 1);
 
@@ -339,9 +361,8 @@ async fn a_client_secret_rotated_in_secrets_manager_is_picked_up_after_one_refus
     assert_eq!(first.status, "succeeded");
     let store = cloud
         .deployment
-        .secret_store(m365_integration_tests::cloud::SECRET_ID)
-        .await;
-    assert_eq!(store.fetches(), 1);
+        .secret_store(m365_integration_tests::cloud::SECRET_ID);
+    assert_eq!(store.reads().unwrap(), 1);
 
     // The administrator rotates: a new client secret in Entra (the old one deleted), and the new
     // value in Secrets Manager. This warm container still caches the old one.
@@ -370,7 +391,7 @@ async fn a_client_secret_rotated_in_secrets_manager_is_picked_up_after_one_refus
         .unwrap();
     assert_eq!(second.status, "succeeded", "{second:?}");
     assert_eq!(second.counts.updated, 1, "{second:?}");
-    assert_eq!(store.fetches(), 2, "read again once");
+    assert_eq!(store.reads().unwrap(), 2, "read again once");
     assert_eq!(
         cloud.sandbox.sandbox().stats().tokens_refused - refused_before,
         1,
@@ -386,9 +407,9 @@ fn new_user_event(id: &str) -> Value {
     json!({"type": "user.created", "timestamp": "2026-11-22T10:00:00Z", "data": {"id": id}})
 }
 
-#[tokio::test]
-async fn a_signed_event_provisions_the_named_user_and_a_duplicate_is_applied_once() {
-    let cloud = Cloud::start().await;
+on_moto_and_in_memory!(a_signed_event_provisions_the_named_user_and_a_duplicate_is_applied_once);
+async fn a_signed_event_provisions_the_named_user_and_a_duplicate_is_applied_once(on: On) {
+    let cloud = on.cloud().await;
     cloud.put_example_source().await;
     let (status, answer) = cloud
         .post_event(
@@ -452,9 +473,9 @@ async fn a_signed_event_provisions_the_named_user_and_a_duplicate_is_applied_onc
     );
 }
 
-#[tokio::test]
-async fn every_rejection_applies_nothing_and_remembers_nothing() {
-    let cloud = Cloud::start_with(SandboxConfig::demo(), |s| s.max_body_bytes = 4096).await;
+on_moto_and_in_memory!(every_rejection_applies_nothing_and_remembers_nothing);
+async fn every_rejection_applies_nothing_and_remembers_nothing(on: On) {
+    let cloud = on.cloud_with(|s| s.max_body_bytes = 4096).await;
     cloud.put_example_source().await;
     let path = format!("/events/{CONNECTION}");
     let body = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450")
@@ -598,14 +619,17 @@ async fn the_default_size_limit_is_one_mebibyte() {
     assert_eq!(status, 413);
 }
 
-#[tokio::test]
-async fn a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_during_rotation() {
-    let cloud = Cloud::start().await;
+on_moto_and_in_memory!(
+    a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_during_rotation
+);
+async fn a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_during_rotation(
+    on: On,
+) {
+    let cloud = on.cloud().await;
     cloud.put_example_source().await;
     let store = cloud
         .deployment
-        .secret_store(m365_integration_tests::cloud::SECRET_ID)
-        .await;
+        .secret_store(m365_integration_tests::cloud::SECRET_ID);
     let (status, _) = cloud
         .post_event(
             "msg_a",
@@ -613,7 +637,7 @@ async fn a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_dur
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(store.fetches(), 1);
+    assert_eq!(store.reads().unwrap(), 1);
 
     // The sender moves to a new secret; the secret now holds both.
     let new_secret = "whsec_bmV3IHNlY3JldCBmb3IgdGhlIHdlYmhvb2sgc2VuZGVyIQ==";
@@ -636,7 +660,7 @@ async fn a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_dur
         ))
         .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(store.fetches(), 2, "read again once");
+    assert_eq!(store.reads().unwrap(), 2, "read again once");
     // The old secret still verifies during the rotation, without another read.
     let (status, _) = cloud
         .post_event(
@@ -645,7 +669,7 @@ async fn a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_dur
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(store.fetches(), 2);
+    assert_eq!(store.reads().unwrap(), 2);
     // A wrong signature right after does not make another read (at most one a minute).
     let headers = Cloud::signed_headers(
         "whsec_QWxsIHRoZSB3b3JsZCdzIGEgc3RhZ2UsIGFuZCBhbGwgdGhlIG1lbg==",
@@ -662,14 +686,14 @@ async fn a_rotated_webhook_secret_is_read_again_once_and_both_secrets_verify_dur
         ))
         .await;
     assert_eq!(status, 401);
-    assert_eq!(store.fetches(), 2);
+    assert_eq!(store.reads().unwrap(), 2);
 }
 
 #[tokio::test]
 async fn an_event_while_a_sync_holds_the_lease_is_answered_503_and_its_retry_is_applied() {
     let cloud = Cloud::start().await;
     cloud.put_example_source().await;
-    let state = &cloud.deployment.state;
+    let state = cloud.deployment.state.as_ref();
     let lease =
         m365_core::conformance::acquire(state, KEY, "scheduled-sync req-x", now_ms(), 60_000).await;
     let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
@@ -729,12 +753,7 @@ async fn upload_second_connection(cloud: &Cloud, name: &str, secret_id: &str) {
             &format!("name = \"{name}\""),
         )
         .replace(m365_integration_tests::cloud::SECRET_ID, secret_id);
-    cloud
-        .deployment
-        .configs
-        .upload(name, &text, "tests", now_ms())
-        .await
-        .unwrap();
+    cloud.upload_config_of(name, &text).await;
 }
 
 #[tokio::test]
@@ -744,6 +763,7 @@ async fn unknown_connections_disabled_webhooks_and_bad_signatures_get_one_and_th
     // fabrikam exists but its secret enables no webhook; northwind's secret does not exist.
     upload_second_connection(&cloud, "fabrikam", "m365-provisioner/fabrikam").await;
     cloud
+        .aws()
         .secrets
         .create_secret()
         .name("m365-provisioner/fabrikam")
@@ -834,9 +854,9 @@ async fn unknown_connections_disabled_webhooks_and_bad_signatures_get_one_and_th
     assert_eq!(answer["counts"]["created"], 1, "{answer}");
 }
 
-#[tokio::test]
-async fn floods_of_bad_requests_cost_one_config_read_and_one_secret_read() {
-    let cloud = Cloud::start().await;
+on_moto_and_in_memory!(floods_of_bad_requests_cost_one_config_read_and_one_secret_read);
+async fn floods_of_bad_requests_cost_one_config_read_and_one_secret_read(on: On) {
+    let cloud = on.cloud().await;
     upload_second_connection(&cloud, "northwind", "m365-provisioner/northwind").await;
     let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
     let body = event.to_string().into_bytes();
@@ -868,9 +888,8 @@ async fn floods_of_bad_requests_cost_one_config_read_and_one_secret_read() {
     assert_eq!(reads(), 2, "plus contoso's configuration, once");
     let store = cloud
         .deployment
-        .secret_store(m365_integration_tests::cloud::SECRET_ID)
-        .await;
-    assert_eq!(store.fetches(), 1, "contoso's secret, once");
+        .secret_store(m365_integration_tests::cloud::SECRET_ID);
+    assert_eq!(store.reads().unwrap(), 1, "contoso's secret, once");
 
     // A connection whose secret cannot be read: the failure is cached too.
     for _ in 0..10 {
@@ -878,12 +897,13 @@ async fn floods_of_bad_requests_cost_one_config_read_and_one_secret_read() {
         assert_eq!(cloud.webhook(&request).await.0, 401);
     }
     assert_eq!(reads(), 3, "plus northwind's configuration, once");
-    let missing = cloud
-        .deployment
-        .secret_store("m365-provisioner/northwind")
-        .await;
-    assert_eq!(missing.fetches(), 1, "one attempt at northwind's secret");
-    assert_eq!(store.fetches(), 1);
+    let missing = cloud.deployment.secret_store("m365-provisioner/northwind");
+    assert_eq!(
+        missing.reads().unwrap(),
+        1,
+        "one attempt at northwind's secret"
+    );
+    assert_eq!(store.reads().unwrap(), 1);
     assert_eq!(cloud.tenant_writes(), 0);
 }
 
@@ -1000,6 +1020,7 @@ async fn a_failed_run_answers_500_with_the_request_id_only_and_its_retry_is_appl
     let cloud = Cloud::start().await;
     // The source object is gone: planning fails after authentication.
     cloud
+        .aws()
         .s3
         .delete_object()
         .bucket(m365_integration_tests::cloud::BUCKET)

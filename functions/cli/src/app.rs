@@ -13,7 +13,7 @@ use m365_sandbox::{RunningSandbox, Sandbox, demo};
 use m365_state_sqlite::SqliteStateStore;
 pub use m365_wiring::connect::state_key;
 use m365_wiring::connect::{
-    CHUNK_SIZE, ConnectError, PAGE_SIZE, Tenant, connect_tenant, open_source,
+    CHUNK_SIZE, ConnectError, PAGE_SIZE, Tenant, connect_tenant, file_loader, open_source,
 };
 use m365_wiring::local_secrets::{EnvSecretStore, FileSecretStore, StaticSecretStore};
 use secrecy::SecretString;
@@ -204,7 +204,8 @@ impl App {
         } else {
             None
         };
-        open_source(&SourceConfig::File(settings), s3).map_err(SetupError::config)
+        open_source(&SourceConfig::File(settings), file_loader(s3))
+            .map_err(|e| SetupError::config(e.to_string()))
     }
 
     pub fn engine(&self) -> m365_core::engine::Engine<'_> {

@@ -199,7 +199,7 @@ async fn delete(
     deprovision: bool,
     secret_id: Option<String>,
 ) -> Outcome {
-    use m365_wiring::context::{Deployment, Settings, SetupError};
+    use m365_wiring::context::{Deployment, Settings, SetupFailure};
     let settings = Settings::from_lookup(|name| match name {
         "M365_TABLE" => Some(target.table.clone()),
         "M365_SECRET_ID" => secret_id.clone(),
@@ -207,7 +207,7 @@ async fn delete(
         "M365_LOCAL_TENANT_URL" => std::env::var("M365_LOCAL_TENANT_URL").ok(),
         _ => None,
     })
-    .map_err(|e| (Code::Config, e))?;
+    .map_err(|e| (Code::Config, e.to_string()))?;
     let sdk = m365_aws::sdk_config(target.endpoint_url.as_deref()).await;
     let deployment = Deployment::new(
         &sdk,
@@ -216,9 +216,9 @@ async fn delete(
         m365_graph::SharedState::default(),
     );
     let built = deployment.connection(connection).await.map_err(|e| {
-        let code = match e {
-            SetupError::NotConfigured(_) | SetupError::Invalid(_) => Code::Config,
-            SetupError::Unavailable(_) | SetupError::Credentials(_) => Code::Connection,
+        let code = match e.failure() {
+            SetupFailure::NotConfigured | SetupFailure::Invalid => Code::Config,
+            SetupFailure::Unavailable | SetupFailure::CredentialsRefused => Code::Connection,
         };
         (code, e.to_string())
     })?;
@@ -249,8 +249,7 @@ async fn delete(
         );
         return Ok(Code::PartialFailure);
     }
-    let versions = deployment
-        .configs
+    let versions = m365_aws::ConfigStore::new(m365_aws::dynamodb_client(&sdk), &target.table)
         .remove(connection)
         .await
         .map_err(|e| store_error(&e))?;

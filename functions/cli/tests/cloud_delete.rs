@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use m365_core::{ObjectKind, StateStore};
+use m365_core::ObjectKind;
 use m365_integration_tests::cloud::{CONNECTION, Cloud, TABLE, scheduler_event};
 
 const KEY: &str = "contoso/staff";
@@ -27,7 +27,7 @@ async fn cli(cloud: &Cloud, args: &[&str]) -> (i32, String) {
         .env_remove("AWS_DEFAULT_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
         .env("M365_LOCAL_TENANT_URL", cloud.sandbox.base_url())
-        .envs(cloud.moto.child_env());
+        .envs(cloud.aws().moto.child_env());
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
@@ -61,7 +61,7 @@ async fn cloud_delete_with_deprovision_disables_what_the_rule_linked_and_forgets
         .await
         .unwrap();
     assert_eq!(answer.status, "succeeded", "{answer:?}");
-    let state = &cloud.deployment.state;
+    let state = cloud.deployment.state.as_ref();
     let linked = state.count_links(KEY, ObjectKind::User).await.unwrap();
     assert_eq!(linked, 49);
     let enabled_before = enabled_users(&cloud);
@@ -92,7 +92,7 @@ async fn cloud_delete_with_deprovision_disables_what_the_rule_linked_and_forgets
     assert!(state.list_runs(KEY, 10).await.unwrap().is_empty());
     assert!(
         cloud
-            .deployment
+            .aws()
             .configs
             .latest(CONNECTION)
             .await
@@ -130,7 +130,7 @@ async fn cloud_delete_of_an_unknown_connection_is_a_configuration_error() {
     // The other connection is untouched.
     assert!(
         cloud
-            .deployment
+            .aws()
             .configs
             .latest(CONNECTION)
             .await

@@ -193,10 +193,14 @@ impl SecretStore for SecretsManagerSecretStore {
     async fn invalidate(&self, connection: &str) {
         *self.cached.lock().await = None;
     }
+
+    fn reads(&self) -> Option<u64> {
+        Some(self.fetches())
+    }
 }
 
 /// The secret's JSON as [`ConnectionSecrets`]. Messages name fields, never values.
-fn parse_secret(text: &str, id: &str) -> Result<ConnectionSecrets, SecretError> {
+pub fn parse_secret(text: &str, id: &str) -> Result<ConnectionSecrets, SecretError> {
     let malformed = |detail: String| {
         SecretError::Malformed(format!(
             "Secrets Manager secret {id}: {detail}; the secret must be a JSON object with \

@@ -48,4 +48,12 @@ pub trait SecretStore: Send + Sync {
     /// Drops any cached copy so the next call reads the store again (after a credential was
     /// refused: it may have been rotated).
     async fn invalidate(&self, connection: &str);
+
+    /// How many times the store has read its backing store rather than a cached copy, for a
+    /// caller that must know whether what it got is fresh (the webhook reads a secret again
+    /// once when no signature matches). `None`: the store keeps no copy, so every answer is
+    /// fresh.
+    fn reads(&self) -> Option<u64> {
+        None
+    }
 }

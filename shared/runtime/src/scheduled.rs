@@ -23,10 +23,10 @@
 //! fencing token keeps an outlived run from moving the checkpoint.
 
 use m365_core::engine::{RunError, SyncOptions};
-use m365_core::{RunCounts, RunStatus, SecretStore, UnixMillis};
+use m365_core::{RunCounts, RunStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-use crate::context::{Deployment, SetupError};
+use crate::context::{Deployment, SetupError, SetupFailure};
 use crate::metrics;
 
 /// The state machine's input: the Scheduler event, or the previous hop's answer.
@@ -70,10 +70,12 @@ impl SyncError {
     pub fn error_type(&self) -> &'static str {
         match self {
             SyncError::BadEvent(_) => "M365.BadEvent",
-            SyncError::Setup(SetupError::NotConfigured(_)) => "M365.NotConfigured",
-            SyncError::Setup(SetupError::Invalid(_)) => "M365.InvalidConfiguration",
-            SyncError::Setup(SetupError::Credentials(_)) => "M365.CredentialsRefused",
-            SyncError::Setup(SetupError::Unavailable(_)) => "M365.Unavailable",
+            SyncError::Setup(error) => match error.failure() {
+                SetupFailure::NotConfigured => "M365.NotConfigured",
+                SetupFailure::Invalid => "M365.InvalidConfiguration",
+                SetupFailure::CredentialsRefused => "M365.CredentialsRefused",
+                SetupFailure::Unavailable => "M365.Unavailable",
+            },
             SyncError::Run { .. } => "M365.RunFailed",
         }
     }

@@ -37,14 +37,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use lambda_http::http::{HeaderMap, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt as _, Response};
+use m365_core::RunStatus;
 use m365_core::UnixMillis;
 use m365_core::engine::{RunError, SyncOptions};
 use m365_core::planner::Focus;
 use m365_core::state::EventClaim;
-use m365_core::{RunStatus, SecretStore, StateStore as _};
 use serde_json::json;
 
-use crate::context::{Configured, Deployment, SetupError};
+use crate::context::{Configured, Deployment, SetupFailure};
 use crate::events::{EventTargets, parse_event};
 use crate::metrics;
 use crate::signature::{SignatureError, Verified, WebhookSecret, verify};
@@ -231,10 +231,10 @@ async fn authenticate(
 ) -> Result<(Configured, Verified), Response<Body>> {
     let configured = match deployment.webhook_configuration(name).await {
         Ok(configured) => configured,
-        Err(SetupError::NotConfigured(_)) => {
+        Err(error) if error.failure() == SetupFailure::NotConfigured => {
             return Err(unauthenticated(name, "no such connection"));
         }
-        Err(SetupError::Unavailable(error)) => {
+        Err(error) if error.failure() == SetupFailure::Unavailable => {
             // The config index could not be read: the same for every connection name.
             tracing::error!(connection = name, request_id = %invocation.request_id, error = %error, "cannot read the connection configurations");
             return Err(failure(StatusCode::SERVICE_UNAVAILABLE, invocation));
@@ -274,8 +274,8 @@ async fn apply(
         Ok(connection) => connection,
         Err(error) => {
             tracing::error!(connection = name, request_id, error = %error, "webhook cannot reach what the connection needs");
-            let status = match error {
-                SetupError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            let status = match error.failure() {
+                SetupFailure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return failure(status, invocation);
@@ -481,11 +481,11 @@ async fn check_signature(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Verified, Response<Body>> {
-    let store = &configured.secret_store;
+    let store = configured.secret_store.as_ref();
     let tolerance = deployment.settings.tolerance_secs;
     let mut refreshed = false;
     loop {
-        let fetches = store.fetches();
+        let reads = store.reads();
         let secrets = match deployment.webhook_secrets(name, store).await {
             Ok(secrets) => secrets,
             Err(error) => {
@@ -496,7 +496,8 @@ async fn check_signature(
                 ));
             }
         };
-        let just_read = store.fetches() != fetches;
+        // A store without a cache reads afresh every time.
+        let just_read = reads.is_none() || store.reads() != reads;
         let keys = webhook_secrets(&secrets.extra);
         if keys.is_empty() {
             tracing::error!(

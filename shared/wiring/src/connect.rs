@@ -7,7 +7,7 @@ use m365_core::config::{Config, SourceConfig};
 use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
 use m365_core::{Directory, FailureKind, Source, TenantDomain};
 use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphError};
-use m365_source_file::FileSource;
+use m365_source_file::{FileLoader, FileSource, FileSourceConfigError};
 
 /// Source records the engine reads per page.
 pub const PAGE_SIZE: usize = 1000;
@@ -19,20 +19,29 @@ pub fn state_key(config: &Config) -> String {
     format!("{}/{}", config.connection.name, config.rule.name)
 }
 
-/// The source adapter a `[source]` names. `s3`: the client for `s3://` locations (`None`: local
-/// files only).
+/// The source adapter a `[source]` names. `files`: what reads a file source's locations
+/// ([`file_loader`] for local paths and `s3://`).
 pub fn open_source(
     source: &SourceConfig,
-    s3: Option<aws_sdk_s3::Client>,
-) -> Result<Box<dyn Source>, String> {
+    files: Arc<dyn FileLoader>,
+) -> Result<Box<dyn Source>, OpenSourceError> {
     match source {
-        SourceConfig::File(settings) => {
-            let loader = Arc::new(m365_aws::AnyFileLoader::new(s3));
-            FileSource::new(settings.clone(), loader)
-                .map(|source| Box::new(source) as Box<dyn Source>)
-                .map_err(|e| format!("[source]: {e}"))
-        }
+        SourceConfig::File(settings) => FileSource::new(settings.clone(), files)
+            .map(|source| Box::new(source) as Box<dyn Source>)
+            .map_err(OpenSourceError::File),
     }
+}
+
+/// The file loader of local paths and, given an S3 client, of `s3://` locations.
+pub fn file_loader(s3: Option<aws_sdk_s3::Client>) -> Arc<dyn FileLoader> {
+    Arc::new(m365_aws::AnyFileLoader::new(s3))
+}
+
+/// Why a `[source]` cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenSourceError {
+    #[error("[source]: {0}")]
+    File(#[source] FileSourceConfigError),
 }
 
 /// A tenant reached with a connection's credentials.

@@ -24,18 +24,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use m365_aws::{ConfigStore, DynamoStateStore, SecretsManagerSecretStore};
-use m365_core::config::Config;
+use m365_aws::{ConfigStore, ConfigStoreError, DynamoStateStore};
+use m365_core::config::{Config, ConfigError};
 use m365_core::planner::Rule;
-use m365_core::rule_mapping::compile_rule;
-use m365_core::secrets::{ConnectionSecrets, SecretStore};
-use m365_core::{Clock, Source, SystemClock, UnixMillis};
+use m365_core::rule_mapping::{CompileError, compile_rule};
+use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
+use m365_core::{Clock, Source, StateStore, SystemClock, UnixMillis};
 use m365_graph::{EndpointPolicy, GraphClient, GraphDirectory, GraphSettings, SharedState};
+use m365_source_file::FileLoader;
 
 use crate::cloud_config::{parse_cloud_config, secret_id};
 use crate::connect::{
-    CHUNK_SIZE, ConnectError, PAGE_SIZE, Tenant, connect_tenant, open_source, state_key,
+    CHUNK_SIZE, ConnectError, OpenSourceError, PAGE_SIZE, Tenant, connect_tenant, open_source,
+    state_key,
 };
+use crate::ports::{ConfigVersions, Ports, SecretStores, SecretsManagerStores};
 
 /// The functions' settings, from their environment (contracts in `infra/template.yaml`).
 #[derive(Debug, Clone, PartialEq)]
@@ -75,111 +78,202 @@ pub struct Settings {
     pub local_tenant_url: Option<String>,
 }
 
+/// Why the functions' environment is not usable. The message names the variable and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A variable the functions cannot do without is not set.
+    #[error("{name} is not set: {needed_for} (the template sets it)")]
+    Missing {
+        name: &'static str,
+        needed_for: &'static str,
+    },
+    /// A number is not a whole number.
+    #[error("{name}={value:?} is not a whole number; fix the function's environment")]
+    NotANumber { name: &'static str, value: String },
+    /// A number is below its least value.
+    #[error("{name} must be at least {least}")]
+    TooSmall { name: &'static str, least: u64 },
+    /// `M365_LOCAL_TENANT_URL` is not a loopback URL the Graph client accepts.
+    #[error("M365_LOCAL_TENANT_URL: {reason}")]
+    LocalTenantUrl { reason: String },
+}
+
 impl Settings {
     /// Reads the settings through `lookup` (the environment in `main`, a map in tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
         fn number<T: std::str::FromStr>(
             lookup: &impl Fn(&str) -> Option<String>,
-            name: &str,
+            name: &'static str,
             default: T,
-        ) -> Result<T, String> {
+        ) -> Result<T, SettingsError> {
             match lookup(name) {
                 None => Ok(default),
                 Some(text) if text.trim().is_empty() => Ok(default),
-                Some(text) => text.trim().parse().map_err(|_| {
-                    format!("{name}={text:?} is not a whole number; fix the function's environment")
-                }),
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .map_err(|_| SettingsError::NotANumber { name, value: text }),
             }
         }
         let table = lookup("M365_TABLE")
             .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                "M365_TABLE is not set: the function needs the name of its DynamoDB table (the template sets it)".to_owned()
+            .ok_or(SettingsError::Missing {
+                name: "M365_TABLE",
+                needed_for: "the function needs the name of its DynamoDB table",
             })?;
         let max_hops: u32 = number(&lookup, "M365_MAX_HOPS", 100)?;
         if max_hops == 0 {
-            return Err("M365_MAX_HOPS must be at least 1".to_owned());
+            return Err(SettingsError::TooSmall {
+                name: "M365_MAX_HOPS",
+                least: 1,
+            });
         }
         let max_body_bytes: usize = number(&lookup, "M365_WEBHOOK_MAX_BODY_BYTES", 1 << 20)?;
+        let seconds = |name: &'static str, default: u64| -> Result<Duration, SettingsError> {
+            Ok(Duration::from_secs(number(&lookup, name, default)?))
+        };
         Ok(Settings {
             table,
             default_secret_id: lookup("M365_SECRET_ID").filter(|s| !s.trim().is_empty()),
-            deadline_margin: Duration::from_secs(number(
-                &lookup,
-                "M365_DEADLINE_MARGIN_SECONDS",
-                60,
-            )?),
+            deadline_margin: seconds("M365_DEADLINE_MARGIN_SECONDS", 60)?,
             max_hops,
             max_body_bytes,
             tolerance_secs: number(&lookup, "M365_WEBHOOK_TOLERANCE_SECONDS", 300)?,
             event_retention: Duration::from_secs(
-                number::<u64>(&lookup, "M365_EVENT_RETENTION_DAYS", 8)? * 86_400,
+                number::<u64>(&lookup, "M365_EVENT_RETENTION_DAYS", 8)?.saturating_mul(86_400),
             ),
-            secret_max_age: Duration::from_secs(number(
-                &lookup,
-                "M365_SECRET_MAX_AGE_SECONDS",
-                900,
-            )?),
-            webhook_deadline_margin: Duration::from_secs(number(
-                &lookup,
-                "M365_WEBHOOK_DEADLINE_MARGIN_SECONDS",
-                5,
-            )?),
-            event_claim: Duration::from_secs(number(&lookup, "M365_EVENT_CLAIM_SECONDS", 300)?),
-            config_cache: Duration::from_secs(number(&lookup, "M365_CONFIG_CACHE_SECONDS", 60)?),
+            secret_max_age: seconds("M365_SECRET_MAX_AGE_SECONDS", 900)?,
+            webhook_deadline_margin: seconds("M365_WEBHOOK_DEADLINE_MARGIN_SECONDS", 5)?,
+            event_claim: seconds("M365_EVENT_CLAIM_SECONDS", 300)?,
+            config_cache: seconds("M365_CONFIG_CACHE_SECONDS", 60)?,
             local_tenant_url: local_tenant_url(&lookup)?,
         })
     }
 }
 
 /// `M365_LOCAL_TENANT_URL`, which must be a loopback URL.
-fn local_tenant_url(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+fn local_tenant_url(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, SettingsError> {
     let Some(url) = lookup("M365_LOCAL_TENANT_URL").filter(|u| !u.trim().is_empty()) else {
         return Ok(None);
     };
     GraphSettings::for_local(url.trim())
         .check_endpoint_overrides(EndpointPolicy::Local)
-        .map_err(|e| format!("M365_LOCAL_TENANT_URL: {e}"))?;
+        .map_err(|e| SettingsError::LocalTenantUrl {
+            reason: e.to_string(),
+        })?;
     if !m365_graph::is_loopback_url(url.trim()) {
-        return Err(
-            "M365_LOCAL_TENANT_URL must be a loopback URL (http://127.0.0.1:PORT of a sandbox \
-             tenant); remove it to reach Microsoft's hosts"
+        return Err(SettingsError::LocalTenantUrl {
+            reason: "must be a loopback URL (http://127.0.0.1:PORT of a sandbox tenant); \
+                     remove it to reach Microsoft's hosts"
                 .to_owned(),
-        );
+        });
     }
     Ok(Some(url.trim().to_owned()))
 }
 
-/// Why a connection cannot run at all. The message names the connection, the setting and
-/// the fix; it never holds a secret.
+/// What kind of failure keeps a connection from running: what callers decide by (the Step
+/// Functions error type, the webhook's status, the command line's exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupFailure {
+    /// No configuration uploaded for the connection.
+    NotConfigured,
+    /// The stored configuration or the secret is not usable: fix it, then run again.
+    Invalid,
+    /// The table, Secrets Manager or the tenant cannot be reached now; worth retrying.
+    Unavailable,
+    /// The tenant refused the credentials, also after reading them again.
+    CredentialsRefused,
+}
+
+/// Why a connection cannot run at all, with the cause as its own type. The message names the
+/// connection, the setting and the fix; it never holds a secret. Causes are shared (`Arc`) so
+/// that the webhook can cache an outcome and answer it again.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SetupError {
     /// No configuration uploaded for this connection.
     #[error(
-        "connection {0:?} has no configuration in the table; upload one with `m365-provisioner cloud config upload --table <table> --file <config.toml>`"
+        "connection {connection:?} has no configuration in the table; upload one with `m365-provisioner cloud config upload --table <table> --file <config.toml>`"
     )]
-    NotConfigured(String),
-    /// The stored configuration or the secret is not usable.
-    #[error("{0}")]
-    Invalid(String),
-    /// The table, Secrets Manager or the tenant cannot be reached now; worth retrying.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The tenant refused the credentials, also after reading them again.
-    #[error("{0}")]
-    Credentials(String),
+    NotConfigured { connection: String },
+    /// The table of configurations could not be read.
+    #[error("connection {connection}: cannot read its configuration: {cause}")]
+    ConfigStore {
+        connection: String,
+        cause: Arc<ConfigStoreError>,
+    },
+    /// The stored configuration is not valid (the error names its origin and key).
+    #[error(transparent)]
+    Configuration(Arc<ConfigError>),
+    /// The configuration is stored under another connection's name.
+    #[error(
+        "{origin}: connection.name is {found:?}, but it is stored under {connection:?}; upload it again"
+    )]
+    NameMismatch {
+        origin: String,
+        connection: String,
+        found: String,
+    },
+    /// `[source]` cannot be opened.
+    #[error("connection {connection}: {cause}")]
+    Source {
+        connection: String,
+        cause: Arc<OpenSourceError>,
+    },
+    /// The connection's secret cannot be read, or is malformed.
+    #[error(transparent)]
+    Secret(Arc<SecretError>),
+    /// The tenant cannot be reached, or refused the credentials.
+    #[error(transparent)]
+    Tenant(Arc<ConnectError>),
+    /// The rule does not compile against the tenant.
+    #[error("connection {connection} configuration version {version}: [rule]: {cause}")]
+    Rule {
+        connection: String,
+        version: u64,
+        cause: Arc<CompileError>,
+    },
+}
+
+impl SetupError {
+    /// What kind of failure this is.
+    pub fn failure(&self) -> SetupFailure {
+        match self {
+            SetupError::NotConfigured { .. } => SetupFailure::NotConfigured,
+            SetupError::ConfigStore { .. } => SetupFailure::Unavailable,
+            SetupError::Configuration(_)
+            | SetupError::NameMismatch { .. }
+            | SetupError::Source { .. }
+            | SetupError::Rule { .. } => SetupFailure::Invalid,
+            SetupError::Secret(cause) => secret_failure(cause),
+            SetupError::Tenant(cause) => match cause.as_ref() {
+                ConnectError::Secrets(cause) => secret_failure(cause),
+                ConnectError::Unreachable { .. } => SetupFailure::Unavailable,
+                ConnectError::Refused { .. } => SetupFailure::CredentialsRefused,
+                ConnectError::Client { .. } => SetupFailure::Invalid,
+            },
+        }
+    }
+}
+
+fn secret_failure(error: &SecretError) -> SetupFailure {
+    match error {
+        SecretError::Unavailable(_) => SetupFailure::Unavailable,
+        _ => SetupFailure::Invalid,
+    }
 }
 
 /// Built once per container and kept across warm invocations.
 pub struct Deployment {
     pub settings: Settings,
-    pub state: DynamoStateStore,
-    pub configs: ConfigStore,
+    /// Sync state: links, checkpoints, leases, runs, webhook event ids.
+    pub state: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
-    secretsmanager: aws_sdk_secretsmanager::Client,
-    s3: aws_sdk_s3::Client,
+    configs: Arc<dyn ConfigVersions>,
+    secret_stores: Arc<dyn SecretStores>,
+    files: Arc<dyn FileLoader>,
     graph: SharedState,
-    secret_stores: tokio::sync::Mutex<HashMap<String, Arc<SecretsManagerSecretStore>>>,
     /// When each connection's secret was last read again because a webhook signature did not
     /// match: bad requests cannot make every call a Secrets Manager read.
     refreshed: std::sync::Mutex<HashMap<String, m365_core::UnixMillis>>,
@@ -194,7 +288,7 @@ pub struct Deployment {
 pub struct Configured {
     pub config: Config,
     pub version: u64,
-    pub secret_store: Arc<SecretsManagerSecretStore>,
+    pub secret_store: Arc<dyn SecretStore>,
 }
 
 /// The webhook's per-container cache (module docs).
@@ -214,7 +308,7 @@ const REFRESH_INTERVAL_MS: i64 = 60_000;
 impl Deployment {
     /// The deployment of a Lambda container: settings from the environment, AWS from the SDK's
     /// default chain, the system clock.
-    pub async fn from_env() -> Result<Deployment, String> {
+    pub async fn from_env() -> Result<Deployment, SettingsError> {
         let settings = Settings::from_lookup(|name| std::env::var(name).ok())?;
         let sdk = m365_aws::sdk_config(None).await;
         Ok(Deployment::new(
@@ -225,8 +319,8 @@ impl Deployment {
         ))
     }
 
-    /// A deployment on given AWS settings, clock and Graph token cache/pacers (tests give moto,
-    /// a manual clock and an isolated cache).
+    /// A deployment on AWS (DynamoDB, Secrets Manager, S3) with given settings, clock and Graph
+    /// token cache/pacers (tests give moto, a manual clock and an isolated cache).
     pub fn new(
         sdk: &SdkConfig,
         settings: Settings,
@@ -234,14 +328,35 @@ impl Deployment {
         graph: SharedState,
     ) -> Deployment {
         let dynamodb = m365_aws::dynamodb_client(sdk);
+        let ports = Ports {
+            state: Arc::new(DynamoStateStore::new(
+                dynamodb.clone(),
+                settings.table.clone(),
+            )),
+            configs: Arc::new(ConfigStore::new(dynamodb, settings.table.clone())),
+            secrets: Arc::new(SecretsManagerStores::new(
+                aws_sdk_secretsmanager::Client::new(sdk),
+                settings.secret_max_age,
+            )),
+            files: crate::connect::file_loader(Some(m365_aws::s3_client(sdk))),
+        };
+        Deployment::on(ports, settings, clock, graph)
+    }
+
+    /// A deployment on any [`Ports`]: the handlers run the same on AWS and on in-memory ones.
+    pub fn on(
+        ports: Ports,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        graph: SharedState,
+    ) -> Deployment {
         Deployment {
-            state: DynamoStateStore::new(dynamodb.clone(), settings.table.clone()),
-            configs: ConfigStore::new(dynamodb, settings.table.clone()),
-            secretsmanager: aws_sdk_secretsmanager::Client::new(sdk),
-            s3: m365_aws::s3_client(sdk),
+            state: ports.state,
+            configs: ports.configs,
+            secret_stores: ports.secrets,
+            files: ports.files,
             clock,
             graph,
-            secret_stores: tokio::sync::Mutex::new(HashMap::new()),
             refreshed: std::sync::Mutex::new(HashMap::new()),
             webhook_cache: tokio::sync::Mutex::new(WebhookCache::default()),
             config_reads: AtomicU64::new(0),
@@ -249,19 +364,9 @@ impl Deployment {
         }
     }
 
-    /// The secret store of a secret id, cached for the container's life.
-    pub async fn secret_store(&self, secret_id: &str) -> Arc<SecretsManagerSecretStore> {
-        let mut stores = self.secret_stores.lock().await;
-        stores
-            .entry(secret_id.to_owned())
-            .or_insert_with(|| {
-                Arc::new(SecretsManagerSecretStore::new(
-                    self.secretsmanager.clone(),
-                    secret_id.to_owned(),
-                    self.settings.secret_max_age,
-                ))
-            })
-            .clone()
+    /// The secret store of a secret id, the same for the container's life.
+    pub fn secret_store(&self, secret_id: &str) -> Arc<dyn SecretStore> {
+        self.secret_stores.store(secret_id)
     }
 
     /// Whether `connection`'s secret may be read again now for an unmatched webhook signature
@@ -292,26 +397,35 @@ impl Deployment {
     pub async fn configuration(
         &self,
         name: &str,
-    ) -> Result<(Config, u64, Arc<SecretsManagerSecretStore>), SetupError> {
+    ) -> Result<(Config, u64, Arc<dyn SecretStore>), SetupError> {
         self.config_reads.fetch_add(1, Ordering::Relaxed);
         let stored = self
             .configs
             .latest(name)
             .await
-            .map_err(|e| SetupError::Unavailable(e.to_string()))?
-            .ok_or_else(|| SetupError::NotConfigured(name.to_owned()))?;
+            .map_err(|e| SetupError::ConfigStore {
+                connection: name.to_owned(),
+                cause: Arc::new(e),
+            })?
+            .ok_or_else(|| SetupError::NotConfigured {
+                connection: name.to_owned(),
+            })?;
         let origin = format!("connection {name} configuration version {}", stored.version);
         let config = parse_cloud_config(&stored.text, &origin)
-            .map_err(|e| SetupError::Invalid(e.to_string()))?;
+            .map_err(|e| SetupError::Configuration(Arc::new(e)))?;
         if config.connection.name != name {
-            return Err(SetupError::Invalid(format!(
-                "{origin}: connection.name is {:?}, but it is stored under {name:?}; upload it again",
-                config.connection.name
-            )));
+            return Err(SetupError::NameMismatch {
+                origin,
+                connection: name.to_owned(),
+                found: config.connection.name,
+            });
         }
-        let secret_id = secret_id(&config, self.settings.default_secret_id.as_deref())
-            .map_err(|e| SetupError::Invalid(format!("{origin}: {e}")))?;
-        let store = self.secret_store(&secret_id).await;
+        let secret_id =
+            secret_id(&config, self.settings.default_secret_id.as_deref()).map_err(|mut e| {
+                e.origin = origin;
+                SetupError::Configuration(Arc::new(e))
+            })?;
+        let store = self.secret_store(&secret_id);
         Ok((config, stored.version, store))
     }
 
@@ -322,7 +436,7 @@ impl Deployment {
 
     /// [`Self::configuration`] through the webhook's cache (module docs): a connection missing
     /// from the config index is [`SetupError::NotConfigured`] without a read of its own, and
-    /// what reading a configuration gave (a failure too, but for [`SetupError::Unavailable`]) is
+    /// what reading a configuration gave (a failure too, but for [`SetupFailure::Unavailable`]) is
     /// kept until the index names a newer version.
     pub async fn webhook_configuration(&self, name: &str) -> Result<Configured, SetupError> {
         let now = self.clock.now();
@@ -338,7 +452,10 @@ impl Deployment {
                 .configs
                 .list()
                 .await
-                .map_err(|e| SetupError::Unavailable(e.to_string()))?;
+                .map_err(|e| SetupError::ConfigStore {
+                    connection: name.to_owned(),
+                    cause: Arc::new(e),
+                })?;
             let index: HashMap<String, u64> = listed
                 .into_iter()
                 .map(|summary| (summary.connection, summary.version))
@@ -356,7 +473,9 @@ impl Deployment {
             .as_ref()
             .and_then(|(_, index)| index.get(name).copied());
         let Some(newest) = newest else {
-            return Err(SetupError::NotConfigured(name.to_owned()));
+            return Err(SetupError::NotConfigured {
+                connection: name.to_owned(),
+            });
         };
         if let Some((version, outcome)) = cache.configs.get(name)
             && *version == newest
@@ -371,7 +490,10 @@ impl Deployment {
                 version,
                 secret_store,
             });
-        if !matches!(outcome, Err(SetupError::Unavailable(_))) {
+        let unavailable = outcome
+            .as_ref()
+            .is_err_and(|e| e.failure() == SetupFailure::Unavailable);
+        if !unavailable {
             cache
                 .configs
                 .insert(name.to_owned(), (newest, outcome.clone()));
@@ -384,7 +506,7 @@ impl Deployment {
     pub async fn webhook_secrets(
         &self,
         connection: &str,
-        store: &SecretsManagerSecretStore,
+        store: &dyn SecretStore,
     ) -> Result<ConnectionSecrets, SetupError> {
         let now = self.clock.now();
         let ttl = self.cache_ttl_ms();
@@ -404,12 +526,7 @@ impl Deployment {
                 Ok(secrets)
             }
             Err(error) => {
-                let error = match error {
-                    m365_core::SecretError::Unavailable(_) => {
-                        SetupError::Unavailable(error.to_string())
-                    }
-                    _ => SetupError::Invalid(error.to_string()),
-                };
+                let error = SetupError::Secret(Arc::new(error));
                 cache
                     .secret_failures
                     .insert(connection.to_owned(), (now, error.clone()));
@@ -436,10 +553,13 @@ impl Deployment {
         name: &str,
         config: Config,
         version: u64,
-        secret_store: Arc<SecretsManagerSecretStore>,
+        secret_store: Arc<dyn SecretStore>,
     ) -> Result<Connection, SetupError> {
         let source =
-            open_source(&config.source, Some(self.s3.clone())).map_err(SetupError::Invalid)?;
+            open_source(&config.source, self.files.clone()).map_err(|e| SetupError::Source {
+                connection: name.to_owned(),
+                cause: Arc::new(e),
+            })?;
         let tenant = connect_tenant(name, secret_store.as_ref(), |credentials| {
             GraphClient::with_shared(
                 self.graph_settings(&config),
@@ -448,24 +568,18 @@ impl Deployment {
             )
         })
         .await
-        .map_err(|e| match e {
-            ConnectError::Secrets(m365_core::SecretError::Unavailable(_))
-            | ConnectError::Unreachable { .. } => SetupError::Unavailable(e.to_string()),
-            ConnectError::Refused { .. } => SetupError::Credentials(e.to_string()),
-            ConnectError::Secrets(_) | ConnectError::Client { .. } => {
-                SetupError::Invalid(e.to_string())
-            }
-        })?;
+        .map_err(|e| SetupError::Tenant(Arc::new(e)))?;
         let Tenant {
             secrets,
             directory,
             domains,
         } = tenant;
-        let rule = compile_rule(&config.rule, &domains, &secrets).map_err(|e| {
-            SetupError::Invalid(format!(
-                "connection {name} configuration version {version}: [rule]: {e}"
-            ))
-        })?;
+        let rule =
+            compile_rule(&config.rule, &domains, &secrets).map_err(|e| SetupError::Rule {
+                connection: name.to_owned(),
+                version,
+                cause: Arc::new(e),
+            })?;
         Ok(Connection {
             key: state_key(&config),
             name: name.to_owned(),
@@ -503,7 +617,7 @@ pub struct Connection {
     pub version: u64,
     pub config: Config,
     pub secrets: ConnectionSecrets,
-    pub secret_store: Arc<SecretsManagerSecretStore>,
+    pub secret_store: Arc<dyn SecretStore>,
     pub source: Box<dyn Source>,
     pub directory: GraphDirectory,
     pub rule: Rule,
@@ -517,7 +631,7 @@ impl Connection {
             rule: &self.rule,
             source: self.source.as_ref(),
             directory: &self.directory,
-            state: &deployment.state,
+            state: deployment.state.as_ref(),
             clock: deployment.clock.as_ref(),
             page_size: PAGE_SIZE,
             chunk_size: CHUNK_SIZE,
@@ -558,10 +672,43 @@ mod tests {
                 ("M365_LOCAL_TENANT_URL", url),
             ]))
             .unwrap_err();
-            assert!(error.contains("M365_LOCAL_TENANT_URL"), "{url}: {error}");
+            assert!(
+                error.to_string().contains("M365_LOCAL_TENANT_URL"),
+                "{url}: {error}"
+            );
         }
         let unset = Settings::from_lookup(lookup(&[("M365_TABLE", "t")])).unwrap();
         assert_eq!(unset.local_tenant_url, None);
+    }
+
+    #[test]
+    fn setup_errors_keep_their_cause_and_say_what_kind_of_failure_they_are() {
+        let refused = SetupError::Tenant(Arc::new(ConnectError::Refused {
+            connection: "contoso".into(),
+            message: "AADSTS7000215: invalid client secret".into(),
+        }));
+        assert_eq!(refused.failure(), SetupFailure::CredentialsRefused);
+        assert!(refused.to_string().contains("contoso"), "{refused}");
+        let down = SetupError::Secret(Arc::new(SecretError::Unavailable("timeout".into())));
+        assert_eq!(down.failure(), SetupFailure::Unavailable);
+        let missing = SetupError::Tenant(Arc::new(ConnectError::Secrets(SecretError::Missing(
+            "no secret m365/contoso".into(),
+        ))));
+        assert_eq!(missing.failure(), SetupFailure::Invalid);
+        let table = SetupError::ConfigStore {
+            connection: "contoso".into(),
+            cause: Arc::new(ConfigStoreError::Unavailable {
+                code: None,
+                message: "throttled".into(),
+            }),
+        };
+        assert_eq!(table.failure(), SetupFailure::Unavailable);
+        assert!(table.to_string().contains("throttled"), "{table}");
+        let none = SetupError::NotConfigured {
+            connection: "fabrikam".into(),
+        };
+        assert_eq!(none.failure(), SetupFailure::NotConfigured);
+        assert!(none.to_string().contains("cloud config upload"), "{none}");
     }
 
     #[test]
@@ -582,12 +729,36 @@ mod tests {
     #[test]
     fn bad_settings_name_the_variable() {
         let e = Settings::from_lookup(lookup(&[])).unwrap_err();
-        assert!(e.contains("M365_TABLE"), "{e}");
+        assert!(
+            matches!(
+                e,
+                SettingsError::Missing {
+                    name: "M365_TABLE",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("M365_TABLE"), "{e}");
         let e = Settings::from_lookup(lookup(&[("M365_TABLE", "t"), ("M365_MAX_HOPS", "x")]))
             .unwrap_err();
-        assert!(e.contains("M365_MAX_HOPS"), "{e}");
+        assert_eq!(
+            e,
+            SettingsError::NotANumber {
+                name: "M365_MAX_HOPS",
+                value: "x".to_owned()
+            }
+        );
+        assert!(e.to_string().contains("M365_MAX_HOPS"), "{e}");
         let e = Settings::from_lookup(lookup(&[("M365_TABLE", "t"), ("M365_MAX_HOPS", "0")]))
             .unwrap_err();
-        assert!(e.contains("M365_MAX_HOPS"), "{e}");
+        assert_eq!(
+            e,
+            SettingsError::TooSmall {
+                name: "M365_MAX_HOPS",
+                least: 1
+            }
+        );
+        assert!(e.to_string().contains("M365_MAX_HOPS"), "{e}");
     }
 }
