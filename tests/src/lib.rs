@@ -9,6 +9,9 @@ pub mod scenario;
 
 pub mod moto;
 
+/// A throwaway slapd and the test directory (`tests/ldap_source.rs`).
+pub mod ldap;
+
 /// The deployed product (moto or in-memory ports, a sandbox tenant, the functions' runtime)
 /// for handler tests.
 pub mod cloud;

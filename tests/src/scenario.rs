@@ -208,10 +208,18 @@ impl Scenario {
     /// Runs `f` with an engine over this scenario's ports.
     async fn with_engine<T>(&self, f: impl AsyncFnOnce(&Engine<'_>) -> T) -> T {
         let source = self.source();
+        self.with_engine_on(&source, f).await
+    }
+
+    async fn with_engine_on<T>(
+        &self,
+        source: &dyn m365_core::Source,
+        f: impl AsyncFnOnce(&Engine<'_>) -> T,
+    ) -> T {
         let engine = Engine {
             connection: &self.connection,
             rule: &self.rule,
-            source: &source,
+            source,
             directory: &self.directory,
             state: &self.state,
             clock: &self.clock,
@@ -224,6 +232,27 @@ impl Scenario {
     pub async fn plan(&self) -> Plan {
         self.with_engine(async |e| e.plan().await.expect("plan").plan)
             .await
+    }
+
+    /// A sync from another source than the scenario's file (an LDAP directory).
+    pub async fn sync_from(&self, source: &dyn m365_core::Source) -> SyncOutcome {
+        self.try_sync_from(source).await.expect("sync runs")
+    }
+
+    /// The same, its error as text.
+    pub async fn try_sync_from(
+        &self,
+        source: &dyn m365_core::Source,
+    ) -> Result<SyncOutcome, String> {
+        self.with_engine_on(source, async |e| {
+            e.sync(SyncOptions {
+                holder: m365_core::conformance::holder("scenario"),
+                ..SyncOptions::default()
+            })
+            .await
+        })
+        .await
+        .map_err(|e| e.to_string())
     }
 
     pub async fn sync(&self) -> SyncOutcome {

@@ -15,7 +15,9 @@ pub use m365_wiring::connect::state_key;
 use m365_wiring::connect::{
     CHUNK_SIZE, ConnectError, PAGE_SIZE, Tenant, connect_tenant, file_loader, open_source,
 };
-use m365_wiring::local_secrets::{EnvSecretStore, FileSecretStore, StaticSecretStore};
+use m365_wiring::local_secrets::{
+    EnvSecretStore, FileSecretStore, StaticSecretStore, env_extra_secrets,
+};
 use secrecy::SecretString;
 
 use crate::exit::Code;
@@ -115,8 +117,6 @@ impl App {
         let config = load_config(config_path)?;
         let base = config_base(config_path);
 
-        // Source.
-        let source = Self::source(&config, &base).await?;
         let state = open_state(&config, &base)?;
 
         // Secrets and the tenant.
@@ -140,7 +140,8 @@ impl App {
                 tenant: demo::INITIAL_DOMAIN.to_owned(),
                 client_id: demo::CLIENT_ID.to_owned(),
                 client_secret: SecretString::from(demo::CLIENT_SECRET),
-                extra: Default::default(),
+                // The source's own secrets (an LDAP bind password) from the environment.
+                extra: env_extra_secrets(),
             }))
         } else {
             match &config.secrets {
@@ -176,6 +177,7 @@ impl App {
             directory,
             domains,
         } = tenant;
+        let source = Self::source(&config, &base, &secrets).await?;
 
         // The rule.
         let rule = compile_rule(&config.rule, &domains, &secrets)
@@ -195,16 +197,29 @@ impl App {
     /// `[source]`, paths relative to the configuration. AWS configuration is loaded only for an
     /// s3:// location: local runs never touch it. Endpoint, region and credentials come from the
     /// SDK's default chain (AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE, ...).
-    async fn source(config: &Config, base: &Path) -> Result<Box<dyn Source>, SetupError> {
-        let SourceConfig::File(settings) = &config.source;
-        let mut settings = settings.clone();
-        settings.location = relative_to(base, &settings.location);
-        let s3 = if m365_aws::is_s3_location(&settings.location) {
-            Some(m365_aws::s3_client(&m365_aws::sdk_config(None).await))
-        } else {
-            None
+    async fn source(
+        config: &Config,
+        base: &Path,
+        secrets: &ConnectionSecrets,
+    ) -> Result<Box<dyn Source>, SetupError> {
+        let (source, s3) = match &config.source {
+            SourceConfig::File(settings) => {
+                let mut settings = settings.clone();
+                settings.location = relative_to(base, &settings.location);
+                let s3 = if m365_aws::is_s3_location(&settings.location) {
+                    Some(m365_aws::s3_client(&m365_aws::sdk_config(None).await))
+                } else {
+                    None
+                };
+                (SourceConfig::File(settings), s3)
+            }
+            SourceConfig::Ldap(settings) => {
+                let mut settings = settings.clone();
+                settings.ca_file = settings.ca_file.map(|file| relative_to(base, &file));
+                (SourceConfig::Ldap(settings), None)
+            }
         };
-        open_source(&SourceConfig::File(settings), file_loader(s3))
+        open_source(&source, file_loader(s3), secrets)
             .map_err(|e| SetupError::config(e.to_string()))
     }
 

@@ -148,7 +148,12 @@ pub fn secret_id(config: &Config, default: Option<&str>) -> Result<String, Confi
 }
 
 fn check_source(source: &SourceConfig) -> Result<(), String> {
-    let SourceConfig::File(settings) = source;
+    let settings = match source {
+        SourceConfig::File(settings) => settings,
+        // The directory must be reachable from the function (VPC settings of the template);
+        // its bind password is a field of the connection's secret.
+        SourceConfig::Ldap(_) => return Ok(()),
+    };
     let location = &settings.location;
     if !m365_aws::is_s3_location(location) {
         return Err(format!(
@@ -344,9 +349,9 @@ source = "generate"
                 "names no bucket",
             ),
             (
-                VALID.replace("type = \"file\"", "type = \"ldap\""),
-                "[source] type = \"ldap\"",
-                "use type = \"file\"",
+                VALID.replace("type = \"file\"", "type = \"scim\""),
+                "[source] type = \"scim\"",
+                "use type = \"file\" or type = \"ldap\"",
             ),
             (
                 VALID.replace("location =", "locaton = \"x\"\nlocation ="),

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use m365_core::config::ldap_source::LdapSourceConfigError;
 use m365_core::config::{Config, SourceConfig};
 use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
 use m365_core::{Directory, FailureKind, Source, TenantDomain};
 use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphError};
 use m365_source_file::{FileLoader, FileSource, FileSourceConfigError};
+use m365_source_ldap::LdapSource;
 
 /// Source records the engine reads per page.
 pub const PAGE_SIZE: usize = 1000;
@@ -20,12 +22,17 @@ pub fn state_key(config: &Config) -> String {
 }
 
 /// The source adapter a `[source]` names. `files`: what reads a file source's locations
-/// ([`file_loader`] for local paths and `s3://`).
+/// ([`file_loader`] for local paths and `s3://`); `secrets`: the connection's, for a source
+/// that authenticates (an LDAP bind password).
 pub fn open_source(
     source: &SourceConfig,
     files: Arc<dyn FileLoader>,
+    secrets: &ConnectionSecrets,
 ) -> Result<Box<dyn Source>, OpenSourceError> {
     match source {
+        SourceConfig::Ldap(settings) => LdapSource::new(settings.clone(), secrets)
+            .map(|source| Box::new(source) as Box<dyn Source>)
+            .map_err(OpenSourceError::Ldap),
         SourceConfig::File(settings) => FileSource::new(settings.clone(), files)
             .map(|source| Box::new(source) as Box<dyn Source>)
             .map_err(OpenSourceError::File),
@@ -42,6 +49,8 @@ pub fn file_loader(s3: Option<aws_sdk_s3::Client>) -> Arc<dyn FileLoader> {
 pub enum OpenSourceError {
     #[error("[source]: {0}")]
     File(#[source] FileSourceConfigError),
+    #[error("[source]: {0}")]
+    Ldap(#[source] LdapSourceConfigError),
 }
 
 /// A tenant reached with a connection's credentials.

@@ -555,11 +555,6 @@ impl Deployment {
         version: u64,
         secret_store: Arc<dyn SecretStore>,
     ) -> Result<Connection, SetupError> {
-        let source =
-            open_source(&config.source, self.files.clone()).map_err(|e| SetupError::Source {
-                connection: name.to_owned(),
-                cause: Arc::new(e),
-            })?;
         let tenant = connect_tenant(name, secret_store.as_ref(), |credentials| {
             GraphClient::with_shared(
                 self.graph_settings(&config),
@@ -574,6 +569,12 @@ impl Deployment {
             directory,
             domains,
         } = tenant;
+        let source = open_source(&config.source, self.files.clone(), &secrets).map_err(|e| {
+            SetupError::Source {
+                connection: name.to_owned(),
+                cause: Arc::new(e),
+            }
+        })?;
         let rule =
             compile_rule(&config.rule, &domains, &secrets).map_err(|e| SetupError::Rule {
                 connection: name.to_owned(),

@@ -31,12 +31,7 @@ impl SecretStore for EnvSecretStore {
         &self,
         _connection: &str,
     ) -> Result<ConnectionSecrets, SecretError> {
-        let extra = std::env::vars()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("M365_SECRET_")
-                    .map(|name| (name.to_ascii_lowercase(), SecretString::from(v)))
-            })
-            .collect();
+        let extra = env_extra_secrets();
         Ok(ConnectionSecrets {
             tenant: Self::read("M365_TENANT")?,
             client_id: Self::read("M365_CLIENT_ID")?,
@@ -46,6 +41,16 @@ impl SecretStore for EnvSecretStore {
     }
 
     async fn invalidate(&self, _connection: &str) {}
+}
+
+/// The named secrets of the environment: `M365_SECRET_<NAME>` as `<name>` (lower-cased).
+pub fn env_extra_secrets() -> std::collections::BTreeMap<String, SecretString> {
+    std::env::vars()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("M365_SECRET_")
+                .map(|name| (name.to_ascii_lowercase(), SecretString::from(v)))
+        })
+        .collect()
 }
 
 /// Credentials from a TOML file kept out of the configuration (and out of version control):

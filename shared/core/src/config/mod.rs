@@ -27,6 +27,7 @@
 //! ```
 
 pub mod file_source;
+pub mod ldap_source;
 
 use serde::{Deserialize, Serialize};
 
@@ -237,6 +238,8 @@ fn default_concurrency() -> usize {
 pub enum SourceConfig {
     /// A JSON file, or CSV files, local or in S3.
     File(FileSourceConfig),
+    /// An LDAP directory or Active Directory.
+    Ldap(ldap_source::LdapSourceConfig),
 }
 
 /// `[state]`: where the connection's links, checkpoints, errors and runs are kept, by `type`.
@@ -255,7 +258,7 @@ pub enum StateConfig {
 
 impl SourceConfig {
     /// The `type`s there are.
-    pub const TYPES: &[&str] = &["file"];
+    pub const TYPES: &[&str] = &["file", "ldap"];
 }
 
 impl StateConfig {
@@ -461,6 +464,11 @@ impl Config {
                     return fail("source", e.to_string());
                 }
             }
+            SourceConfig::Ldap(ldap) => {
+                if let Err(e) = ldap.validate() {
+                    return fail("source", e.to_string());
+                }
+            }
         }
         let mapping = &self.rule.mapping;
         if mapping.password.is_none() {
@@ -534,10 +542,39 @@ source = "generate"
         assert_eq!(config.connection.concurrency, 8);
         assert_eq!(config.state, None);
         assert_eq!(config.secrets, None);
-        let SourceConfig::File(file) = &config.source;
+        let SourceConfig::File(file) = &config.source else {
+            panic!("a file source: {:?}", config.source);
+        };
         assert_eq!(file.location, "users.json");
         assert_eq!(config.rule.match_attribute, "userPrincipalName");
         assert_eq!(config.rule.preferences, Preferences::default());
+    }
+
+    #[test]
+    fn an_ldap_source_is_read_and_its_errors_name_the_key() {
+        let ldap = MINIMAL.replace(
+            "type = \"file\"\nlocation = \"users.json\"",
+            "type = \"ldap\"\nurl = \"ldaps://ldap.example.com\"\nuser_base_dns = [\"ou=People,dc=example,dc=com\"]",
+        );
+        assert_ne!(ldap, MINIMAL, "the replacement applies");
+        let config = Config::from_toml(&ldap, "test.toml").unwrap();
+        let SourceConfig::Ldap(source) = &config.source else {
+            panic!("an ldap source: {:?}", config.source);
+        };
+        assert_eq!(source.url, "ldaps://ldap.example.com");
+        let bad = ldap.replace("ldaps://", "https://");
+        let error = Config::from_toml(&bad, "test.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("url") && error.contains("ldap://"),
+            "{error}"
+        );
+        let typo = ldap.replace("user_base_dns", "user_base_dn");
+        let error = Config::from_toml(&typo, "test.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("user_base_dn"), "{error}");
     }
 
     #[test]
@@ -609,13 +646,13 @@ source = "generate"
         let cases = [
             (
                 "type = \"file\"",
-                "type = \"ldap\"",
-                "[source] type = \"ldap\" is not available in this build: use type = \"file\"",
+                "type = \"pingone\"",
+                "[source] type = \"pingone\" is not available in this build: use type = \"file\" or type = \"ldap\"",
             ),
             (
                 "type = \"file\"\n",
                 "",
-                "[source] has no type: write type = \"file\"",
+                "[source] has no type: write type = \"file\" or type = \"ldap\"",
             ),
             (
                 "location =",

@@ -1,0 +1,189 @@
+//! One LDAP session: connect (`ldap://`, StartTLS or `ldaps://`, with the configured CA bundle),
+//! simple bind, and paged searches (RFC 2696,
+//! <https://www.rfc-editor.org/rfc/rfc2696>).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use m365_core::SourceError;
+use m365_core::config::ldap_source::LdapSourceConfig;
+use secrecy::{ExposeSecret, SecretString};
+
+/// What a session needs beyond the configuration: the bind password (from the secret store).
+pub struct Credentials {
+    pub bind_dn: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+/// LDAP result code 49: invalidCredentials (RFC 4511 section 4.1.9).
+const INVALID_CREDENTIALS: u32 = 49;
+/// LDAP result code 32: noSuchObject.
+pub const NO_SUCH_OBJECT: u32 = 32;
+
+/// A bound session.
+pub struct Session {
+    ldap: Ldap,
+    url: String,
+    operation_timeout: Duration,
+    page_size: i32,
+}
+
+/// The TLS settings: the CA bundle's roots when one is configured, else the platform's.
+fn tls_settings(config: &LdapSourceConfig) -> Result<LdapConnSettings, SourceError> {
+    let mut settings = LdapConnSettings::new()
+        .set_conn_timeout(Duration::from_secs(config.connect_timeout_seconds))
+        .set_starttls(config.starttls);
+    if let Some(ca_file) = &config.ca_file {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let unreadable = |detail: String| {
+            SourceError::Unavailable(format!(
+                "ldap source: ca_file {ca_file:?} {detail}; point it at a PEM file of CA certificates"
+            ))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let certificates = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| unreadable(format!("cannot be read: {e}")))?;
+        for certificate in certificates {
+            let certificate =
+                certificate.map_err(|e| unreadable(format!("is not valid PEM: {e}")))?;
+            roots
+                .add(certificate)
+                .map_err(|e| unreadable(format!("holds a certificate rustls refuses: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(unreadable("holds no certificate".to_owned()));
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| unreadable(format!("cannot be used: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        settings = settings.set_config(Arc::new(tls));
+    }
+    Ok(settings)
+}
+
+impl Session {
+    /// Connects and binds. Errors name the URL and the bind DN, never the password.
+    pub async fn open(
+        config: &LdapSourceConfig,
+        credentials: &Credentials,
+    ) -> Result<Session, SourceError> {
+        let url = config.url.trim().to_owned();
+        let settings = tls_settings(config)?;
+        let (connection, mut ldap) =
+            LdapConnAsync::with_settings(settings, &url)
+                .await
+                .map_err(|e| {
+                    SourceError::Unavailable(format!("ldap source: cannot connect to {url}: {e}"))
+                })?;
+        ldap3::drive!(connection);
+        let operation_timeout = Duration::from_secs(config.operation_timeout_seconds);
+        let (dn, password) = match (&credentials.bind_dn, &credentials.password) {
+            (Some(dn), Some(password)) => (dn.as_str(), password.expose_secret()),
+            (Some(dn), None) => {
+                return Err(SourceError::Unavailable(format!(
+                    "ldap source: bind_dn {dn:?} has no password: store it as the connection \
+                     secret {:?} (secrets file [extra], M365_SECRET_{} in the environment, or \
+                     extra in the Secrets Manager secret)",
+                    config.bind_password_secret,
+                    config.bind_password_secret.to_ascii_uppercase()
+                )));
+            }
+            (None, _) => ("", ""),
+        };
+        let bound = ldap
+            .with_timeout(operation_timeout)
+            .simple_bind(dn, password)
+            .await
+            .map_err(|e| unavailable(&url, "bind", &e))?;
+        if bound.rc == INVALID_CREDENTIALS {
+            return Err(SourceError::Unavailable(format!(
+                "ldap source: {url} refuses the bind of {dn:?} (invalid credentials); check \
+                 bind_dn and the secret {:?}",
+                config.bind_password_secret
+            )));
+        }
+        bound.success().map_err(|e| unavailable(&url, "bind", &e))?;
+        Ok(Session {
+            ldap,
+            url,
+            operation_timeout,
+            page_size: i32::try_from(config.page_size).unwrap_or(500),
+        })
+    }
+
+    /// Every entry under `base` (subtree) that `filter` matches, page by page.
+    pub async fn search(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+    ) -> Result<Vec<SearchEntry>, SearchError> {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(self.page_size)),
+        ];
+        let mut stream = self
+            .ldap
+            .with_timeout(self.operation_timeout)
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes.to_vec())
+            .await
+            .map_err(|e| SearchError::Failed(unavailable(&self.url, "search", &e)))?;
+        let mut entries = Vec::new();
+        while let Some(entry) = stream
+            .next()
+            .await
+            .map_err(|e| SearchError::Failed(unavailable(&self.url, "search", &e)))?
+        {
+            entries.push(SearchEntry::construct(entry));
+        }
+        let done = stream.finish().await;
+        if done.rc == NO_SUCH_OBJECT {
+            return Err(SearchError::NoSuchBase(base.to_owned()));
+        }
+        done.success()
+            .map_err(|e| SearchError::Failed(unavailable(&self.url, "search", &e)))?;
+        Ok(entries)
+    }
+
+    /// The entry at `dn` (a base search), `None` when there is none.
+    pub async fn read(
+        &mut self,
+        dn: &str,
+        attributes: &[String],
+    ) -> Result<Option<SearchEntry>, SourceError> {
+        let result = self
+            .ldap
+            .with_timeout(self.operation_timeout)
+            .search(dn, Scope::Base, "(objectClass=*)", attributes.to_vec())
+            .await
+            .map_err(|e| unavailable(&self.url, "read", &e))?;
+        if result.1.rc == NO_SUCH_OBJECT {
+            return Ok(None);
+        }
+        let (entries, _) = result
+            .success()
+            .map_err(|e| unavailable(&self.url, "read", &e))?;
+        Ok(entries.into_iter().next().map(SearchEntry::construct))
+    }
+
+    /// Ends the session politely; a failure to do so changes nothing read.
+    pub async fn close(mut self) {
+        let _ = self.ldap.unbind().await;
+    }
+}
+
+/// Why a search failed.
+pub enum SearchError {
+    /// The base DN does not exist.
+    NoSuchBase(String),
+    Failed(SourceError),
+}
+
+fn unavailable(url: &str, operation: &str, error: &LdapError) -> SourceError {
+    SourceError::Unavailable(format!("ldap source: {operation} at {url} failed: {error}"))
+}
