@@ -295,3 +295,19 @@ async fn a_wrong_password_or_base_dn_fails_the_run_naming_the_fix_and_writes_not
     );
     assert_eq!(s.tenant_writes(), writes);
 }
+
+/// `examples/ldap/directory.ldif` (the LDAP quick start's directory) is the one the tests use.
+/// `UPDATE_EXAMPLES=1 cargo test -p m365-integration-tests --test ldap_source` writes it again.
+#[test]
+fn the_quick_start_directory_is_the_test_directory() {
+    let path = m365_integration_tests::cloud::repo_root().join("examples/ldap/directory.ldif");
+    let generated = directory_ldif();
+    if std::env::var_os("UPDATE_EXAMPLES").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let stored = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        stored == generated,
+        "examples/ldap/directory.ldif differs from tests/src/ldap.rs: run with UPDATE_EXAMPLES=1"
+    );
+}
