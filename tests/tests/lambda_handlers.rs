@@ -1057,3 +1057,62 @@ async fn a_failed_run_answers_500_with_the_request_id_only_and_its_retry_is_appl
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["counts"]["created"], 1, "{answer}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// An LDAP source
+// ---------------------------------------------------------------------------------------------
+
+on_moto_and_in_memory!(scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password);
+async fn scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password(on: On) {
+    use m365_integration_tests::ldap::{ADMIN_PASSWORD, Slapd, directory_ldif};
+    let slapd = Slapd::start(&directory_ldif());
+    let cloud = on.cloud().await;
+    let mut secret: Value = serde_json::from_str(&secret_json(demo::CLIENT_SECRET, &[])).unwrap();
+    secret["extra"] = json!({"ldap_bind_password": ADMIN_PASSWORD});
+    cloud.put_secret(&secret.to_string()).await;
+    let config = m365_integration_tests::cloud::quickstart_cloud_config();
+    let source_at = config.find("[source]").unwrap();
+    let secrets_at = config.find("[secrets]").unwrap();
+    let ldap = format!(
+        "{}{}{}",
+        &config[..source_at],
+        slapd.source_toml(""),
+        &config[secrets_at..]
+    );
+    let rule_at = ldap.find("[rule]").unwrap();
+    let ldap = format!(
+        "{}{}",
+        &ldap[..rule_at],
+        // The examples' rule, reading the directory's attribute names and managers by DN.
+        ldap[rule_at..]
+            .replace("{ attribute = \"displayName\" }", "{ attribute = \"cn\" }")
+            .replace(
+                "{ attribute = \"department\" }",
+                "{ attribute = \"departmentNumber\" }"
+            )
+            .replace("reference = \"id\"", "reference = \"dn\"")
+    );
+    cloud.upload_config(&ldap).await;
+
+    let answer = cloud
+        .scheduled(scheduler_event(), "req-1", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, "succeeded", "{answer:?}");
+    assert_eq!(answer.counts.created, 151, "{answer:?}");
+    assert_eq!(answer.counts.linked, 1, "{answer:?}");
+    assert_eq!(answer.counts.managers, 147, "{answer:?}");
+    let state = cloud.deployment.state.as_ref();
+    assert_eq!(
+        state
+            .count_links(KEY, m365_core::ObjectKind::User)
+            .await
+            .unwrap(),
+        152
+    );
+    let again = cloud
+        .scheduled(scheduler_event(), "req-2", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(again.counts.graph_writes, 0, "{again:?}");
+}
