@@ -78,7 +78,16 @@ fn source(slapd: &Slapd, extra: &str, password: &str) -> LdapSource {
     let mut section = table["source"].as_table().unwrap().clone();
     section.remove("type");
     let config: LdapSourceConfig = section.try_into().unwrap();
-    LdapSource::new(config, &secrets(password)).unwrap()
+    LdapSource::new(config, &secrets(password), mapped()).unwrap()
+}
+
+/// The user attributes [`RULE`] reads.
+fn mapped() -> Option<std::collections::BTreeSet<String>> {
+    let text = format!(
+        "[connection]\nname = \"t\"\n[source]\ntype = \"file\"\nlocation = \"x.json\"\n{RULE}"
+    );
+    let config = m365_core::config::Config::from_toml(&text, "t.toml").unwrap();
+    config.rule.user_source_attributes()
 }
 
 async fn scenario() -> Scenario {
@@ -151,6 +160,22 @@ async fn a_first_load_provisions_everyone_with_managers_by_dn_and_groups_then_no
     // The ids are entryUUIDs: a link per person.
     let bjensen = s.link(ObjectKind::User, &ldap_id(&slapd, "bjensen")).await;
     assert!(bjensen.is_some(), "bjensen linked by entryUUID");
+
+    // Only what the rule reads is asked of the directory (and what the source needs itself).
+    let read = ldap
+        .fetch_user(&ldap_id(&slapd, "bjensen"))
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = read.attributes.keys().map(String::as_str).collect();
+    assert!(
+        names.contains(&"title") && names.contains(&"mail"),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"l"),
+        "l is not mapped, so not read: {names:?}"
+    );
 
     let again = s.sync_from(&ldap).await;
     assert_eq!(again.run.counts.graph_writes, 0, "{:?}", again.run.counts);
@@ -284,7 +309,7 @@ async fn a_wrong_password_or_base_dn_fails_the_run_naming_the_fix_and_writes_not
     ))
     .unwrap();
     config.page_size = 50;
-    let typo = LdapSource::new(config, &secrets(ADMIN_PASSWORD)).unwrap();
+    let typo = LdapSource::new(config, &secrets(ADMIN_PASSWORD), mapped()).unwrap();
     let error = s
         .try_sync_from(&typo)
         .await

@@ -219,7 +219,7 @@ impl App {
                 (SourceConfig::Ldap(settings), None)
             }
         };
-        open_source(&source, file_loader(s3), secrets)
+        open_source(&source, file_loader(s3), secrets, &config.rule)
             .map_err(|e| SetupError::config(e.to_string()))
     }
 

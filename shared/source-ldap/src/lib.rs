@@ -21,6 +21,7 @@ pub mod connect;
 pub mod entry;
 pub mod read;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -41,16 +42,20 @@ const CURSOR_VERSION: u64 = 1;
 pub struct LdapSource {
     config: LdapSourceConfig,
     credentials: Credentials,
+    /// The user attributes the rule reads (`None`: all).
+    mapped: Option<BTreeSet<String>>,
     /// The last full read, and the token its cursors carry.
     snapshot: Mutex<Option<(u64, Arc<DirectoryRead>)>>,
 }
 
 impl LdapSource {
     /// A source on `config`, binding with the password the connection's secrets hold under
-    /// `bind_password_secret`.
+    /// `bind_password_secret`, reading the user attributes `mapped` names (the rule's,
+    /// [`m365_core::config::RuleConfig::user_source_attributes`]; `None`: every attribute).
     pub fn new(
         config: LdapSourceConfig,
         secrets: &ConnectionSecrets,
+        mapped: Option<BTreeSet<String>>,
     ) -> Result<LdapSource, LdapSourceConfigError> {
         config.validate()?;
         let credentials = Credentials {
@@ -60,6 +65,7 @@ impl LdapSource {
         Ok(LdapSource {
             config,
             credentials,
+            mapped,
             snapshot: Mutex::new(None),
         })
     }
@@ -71,7 +77,7 @@ impl LdapSource {
     /// A new full read, kept for the pages that follow.
     async fn read_all(&self) -> Result<(u64, Arc<DirectoryRead>), SourceError> {
         let mut session = self.session().await?;
-        let read = read_directory(&mut session, &self.config).await;
+        let read = read_directory(&mut session, &self.config, self.mapped.as_ref()).await;
         session.close().await;
         let read = Arc::new(read?);
         let token = rand::random::<u64>() >> 11;
@@ -208,7 +214,7 @@ impl Source for LdapSource {
         };
         let filter = format!("(&{}{id_filter})", self.config.user_filter());
         let mut session = self.session().await?;
-        let attributes = user_attributes(&self.config);
+        let attributes = user_attributes(&self.config, self.mapped.as_ref());
         let mut found = None;
         for base in &self.config.user_base_dns {
             match session.search(base, &filter, &attributes).await {

@@ -1,14 +1,14 @@
 //! A whole read of the directory in one session: users under the user base DNs, groups under the
 //! group base DNs, memberships resolved from member DNs to ids, the scope by group membership.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ldap3::SearchEntry;
 use m365_core::config::ldap_source::LdapSourceConfig;
 use m365_core::{ObjectKind, RecordError, SourceError, SourceGroup, SourceUser};
 
 use crate::connect::{SearchError, Session};
-use crate::entry::{attributes, enabled, entry_id, normalize_dn, texts};
+use crate::entry::{DN_ATTRIBUTE, attributes, enabled, entry_id, normalize_dn, texts};
 
 /// The member attributes of the group classes read: `member` (groupOfNames, Active Directory)
 /// and `uniqueMember` (groupOfUniqueNames).
@@ -30,14 +30,21 @@ struct RawGroup {
     member_dns: Vec<String>,
 }
 
-/// The user attributes requested: the configured ones (all user attributes when none are
-/// named) and those the source reads itself.
-pub fn user_attributes(config: &LdapSourceConfig) -> Vec<String> {
-    let mut wanted: Vec<String> = if config.attributes.is_empty() {
-        vec!["*".to_owned()]
-    } else {
-        config.attributes.clone()
+/// The user attributes requested: those the rule reads (`mapped`; `None`: every user
+/// attribute, `*`), the configured extra ones, and those the source reads itself.
+pub fn user_attributes(
+    config: &LdapSourceConfig,
+    mapped: Option<&BTreeSet<String>>,
+) -> Vec<String> {
+    let mut wanted: Vec<String> = match mapped {
+        Some(names) => names
+            .iter()
+            .filter(|name| name.as_str() != DN_ATTRIBUTE)
+            .cloned()
+            .collect(),
+        None => vec!["*".to_owned()],
     };
+    wanted.extend(config.attributes.iter().cloned());
     wanted.push(config.id_attribute().to_owned());
     wanted.push("manager".to_owned());
     if let Some(attribute) = &config.disabled_attribute {
@@ -143,6 +150,7 @@ async fn search_bases(
 pub async fn read_directory(
     session: &mut Session,
     config: &LdapSourceConfig,
+    mapped: Option<&BTreeSet<String>>,
 ) -> Result<DirectoryRead, SourceError> {
     let mut read = DirectoryRead::default();
     let user_entries = search_bases(
@@ -150,7 +158,7 @@ pub async fn read_directory(
         "user_base_dns",
         &config.user_base_dns,
         config.user_filter(),
-        &user_attributes(config),
+        &user_attributes(config, mapped),
     )
     .await?;
     let mut users_by_dn = HashMap::new();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use m365_core::config::ldap_source::LdapSourceConfigError;
-use m365_core::config::{Config, SourceConfig};
+use m365_core::config::{Config, RuleConfig, SourceConfig};
 use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
 use m365_core::{Directory, FailureKind, Source, TenantDomain};
 use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphError};
@@ -23,16 +23,19 @@ pub fn state_key(config: &Config) -> String {
 
 /// The source adapter a `[source]` names. `files`: what reads a file source's locations
 /// ([`file_loader`] for local paths and `s3://`); `secrets`: the connection's, for a source
-/// that authenticates (an LDAP bind password).
+/// that authenticates (an LDAP bind password); `rule`: what the source must read for it.
 pub fn open_source(
     source: &SourceConfig,
     files: Arc<dyn FileLoader>,
     secrets: &ConnectionSecrets,
+    rule: &RuleConfig,
 ) -> Result<Box<dyn Source>, OpenSourceError> {
     match source {
-        SourceConfig::Ldap(settings) => LdapSource::new(settings.clone(), secrets)
-            .map(|source| Box::new(source) as Box<dyn Source>)
-            .map_err(OpenSourceError::Ldap),
+        SourceConfig::Ldap(settings) => {
+            LdapSource::new(settings.clone(), secrets, rule.user_source_attributes())
+                .map(|source| Box::new(source) as Box<dyn Source>)
+                .map_err(OpenSourceError::Ldap)
+        }
         SourceConfig::File(settings) => FileSource::new(settings.clone(), files)
             .map(|source| Box::new(source) as Box<dyn Source>)
             .map_err(OpenSourceError::File),

@@ -569,12 +569,11 @@ impl Deployment {
             directory,
             domains,
         } = tenant;
-        let source = open_source(&config.source, self.files.clone(), &secrets).map_err(|e| {
-            SetupError::Source {
+        let source = open_source(&config.source, self.files.clone(), &secrets, &config.rule)
+            .map_err(|e| SetupError::Source {
                 connection: name.to_owned(),
                 cause: Arc::new(e),
-            }
-        })?;
+            })?;
         let rule =
             compile_rule(&config.rule, &domains, &secrets).map_err(|e| SetupError::Rule {
                 connection: name.to_owned(),

@@ -83,8 +83,9 @@ pub struct LdapSourceConfig {
     /// Values of `disabled_attribute` (compared case-insensitively) that mean disabled.
     #[serde(default)]
     pub disabled_values: Vec<String>,
-    /// User attributes to read, beside those the source always reads (the id, `manager`, the
-    /// disabled attribute); empty: every user attribute (`*`).
+    /// User attributes to read beside those the rule reads (its mapping, scope filter and label)
+    /// and those the source reads itself (the id, `manager`, the disabled attribute). Only
+    /// these are asked of the directory.
     #[serde(default)]
     pub attributes: Vec<String>,
     /// Entries per page of a search (RFC 2696 paged results).

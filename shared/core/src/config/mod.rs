@@ -327,6 +327,24 @@ pub struct RuleConfig {
     pub group_mapping: GroupMappingSpec,
 }
 
+impl RuleConfig {
+    /// Every source attribute of a user the rule reads: its mapping's, its scope filter's, and
+    /// the attribute holding a user's DN when managers are referenced by DN. `None` when that
+    /// cannot be known (a template that does not parse): a source then reads every attribute.
+    pub fn user_source_attributes(&self) -> Option<std::collections::BTreeSet<String>> {
+        let mut names = self.mapping.source_attributes()?;
+        if let Some(filter) = &self.scope.filter {
+            let env = minijinja::Environment::new();
+            let expression = env.compile_expression(filter).ok()?;
+            names.extend(expression.undeclared_variables(false));
+        }
+        if self.manager.reference == crate::rule::ManagerReference::Dn {
+            names.insert(self.manager.dn_attribute.clone());
+        }
+        Some(names)
+    }
+}
+
 fn upn() -> String {
     "userPrincipalName".to_owned()
 }
@@ -548,6 +566,20 @@ source = "generate"
         assert_eq!(file.location, "users.json");
         assert_eq!(config.rule.match_attribute, "userPrincipalName");
         assert_eq!(config.rule.preferences, Preferences::default());
+    }
+
+    #[test]
+    fn the_user_attributes_a_rule_reads_are_known() {
+        let text = MINIMAL.replace(
+            "[rule.mapping.password]",
+            "[rule.scope]\nfilter = \"department != 'x'\"\n[rule.mapping.password]",
+        );
+        let config = Config::from_toml(&text, "t").unwrap();
+        let names = config.rule.user_source_attributes().unwrap();
+        for name in ["mail", "displayName", "department", "uid"] {
+            assert!(names.contains(name), "{name}: {names:?}");
+        }
+        assert!(!names.contains("title"), "{names:?}");
     }
 
     #[test]

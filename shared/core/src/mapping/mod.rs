@@ -705,15 +705,7 @@ struct CompiledLicenses {
 }
 
 /// Attributes tried, in order, to name a user in messages when the mapping has no `label`.
-const LABEL_ATTRIBUTES: &[&str] = &[
-    "uid",
-    "sAMAccountName",
-    "userName",
-    "mailNickname",
-    "mail",
-    "cn",
-    "displayName",
-];
+const LABEL_ATTRIBUTES: &[&str] = &spec::DEFAULT_LABEL_ATTRIBUTES;
 
 /// A compiled user mapping. Built once at config load; [`Mapper::map_user`] is cheap and pure.
 pub struct Mapper {

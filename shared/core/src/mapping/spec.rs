@@ -99,6 +99,29 @@ impl Expression {
 }
 
 impl Expression {
+    /// The source attributes the expression reads: attribute names, and the variables a
+    /// template names (a function name among them is harmless to ask a source for). `None`
+    /// when a template does not parse: then nobody can tell, and a source reads everything.
+    pub fn source_attributes(&self, into: &mut std::collections::BTreeSet<String>) -> Option<()> {
+        match self {
+            Expression::Literal(_) | Expression::Bool(_) => {}
+            Expression::Attribute(name) => {
+                into.insert(name.clone());
+            }
+            Expression::List(items) => {
+                for item in items {
+                    item.source_attributes(into)?;
+                }
+            }
+            Expression::Template(src) => {
+                let env = minijinja::Environment::new();
+                let template = env.template_from_str(src).ok()?;
+                into.extend(template.undeclared_variables(false));
+            }
+        }
+        Some(())
+    }
+
     /// Whether the expression reads anything from the source record: an attribute, or a
     /// template naming a variable. A constant (a literal, or a template of literals only) does
     /// not.
@@ -295,6 +318,49 @@ pub struct MappingSpec {
     /// `sAMAccountName`, `userName`, `mailNickname`, `mail`, `cn`, `displayName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Expression>,
+}
+
+/// The first of these a user has names it in messages when the mapping has no `label`.
+pub const DEFAULT_LABEL_ATTRIBUTES: [&str; 7] = [
+    "uid",
+    "sAMAccountName",
+    "userName",
+    "mailNickname",
+    "mail",
+    "cn",
+    "displayName",
+];
+
+impl MappingSpec {
+    /// Every source attribute the user mapping reads (`None`: a template that does not parse
+    /// makes it unknowable).
+    pub fn source_attributes(&self) -> Option<std::collections::BTreeSet<String>> {
+        let mut names = std::collections::BTreeSet::new();
+        for expression in self.attributes.values() {
+            expression.source_attributes(&mut names)?;
+        }
+        if let Some(PasswordSpec {
+            source: PasswordSource::Mapped(expression),
+            ..
+        }) = &self.password
+        {
+            expression.source_attributes(&mut names)?;
+        }
+        if let Some(licenses) = &self.licenses {
+            licenses.sku_ids.source_attributes(&mut names)?;
+            for plans in licenses.disabled_plans.values() {
+                plans.source_attributes(&mut names)?;
+            }
+        }
+        if let Some(manager) = &self.manager {
+            manager.source_attributes(&mut names)?;
+        }
+        match &self.label {
+            Some(label) => label.source_attributes(&mut names)?,
+            None => names.extend(DEFAULT_LABEL_ATTRIBUTES.map(str::to_owned)),
+        }
+        Some(names)
+    }
 }
 
 /// Where the initial password comes from (docs/design.md#users). Sent on create only, never
