@@ -272,3 +272,34 @@ async fn scope_members(
     }
     Ok(scope)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(dn: &str, members: &[&str]) -> RawGroup {
+        RawGroup {
+            id: dn.to_owned(),
+            dn: dn.to_owned(),
+            name: dn.to_owned(),
+            member_dns: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn nested_members_are_flattened_once_and_cycles_end() {
+        // a ⊃ {u1, b}; b ⊃ {u2, a, u1}: a cycle, and u1 twice.
+        let a = group("cn=a", &["uid=u1", "cn=b"]);
+        let b = group("cn=b", &["uid=u2", "cn=a", "uid=u1", "uid=stranger"]);
+        let groups: HashMap<&str, &RawGroup> = [("cn=a", &a), ("cn=b", &b)].into();
+        let users: HashMap<String, String> = [
+            ("uid=u1".to_owned(), "id-1".to_owned()),
+            ("uid=u2".to_owned(), "id-2".to_owned()),
+        ]
+        .into();
+        assert_eq!(resolve_members(&a, &groups, &users, false), vec!["id-1"]);
+        let mut nested = resolve_members(&a, &groups, &users, true);
+        nested.sort();
+        assert_eq!(nested, vec!["id-1", "id-2"]);
+    }
+}

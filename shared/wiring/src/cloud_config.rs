@@ -244,6 +244,17 @@ source = "generate"
     }
 
     #[test]
+    fn an_ldap_source_may_run_in_the_cloud() {
+        let ldap = VALID.replace(
+            "type = \"file\"\nlocation = \"s3://hr-exports/users.json\"",
+            "type = \"ldap\"\nurl = \"ldaps://ldap.contoso.com\"\nbind_dn = \"cn=svc,dc=contoso,dc=com\"\nuser_base_dns = [\"ou=People,dc=contoso,dc=com\"]",
+        );
+        assert_ne!(ldap, VALID, "the replacement applies");
+        let config = parse_cloud_config(&ldap, "upload").unwrap();
+        assert!(matches!(config.source, SourceConfig::Ldap(_)));
+    }
+
+    #[test]
     fn a_config_names_only_its_own_connections_secret() {
         for own in [
             "m365-provisioner/contoso",
