@@ -336,3 +336,57 @@ fn the_quick_start_directory_is_the_test_directory() {
         "examples/ldap/directory.ldif differs from tests/src/ldap.rs: run with UPDATE_EXAMPLES=1"
     );
 }
+
+#[tokio::test]
+async fn a_person_marked_disabled_in_the_directory_is_disabled_in_the_tenant() {
+    let slapd = Slapd::start(&directory_ldif());
+    let s = scenario().await;
+    let ldap = source(
+        &slapd,
+        "disabled_attribute = \"employeeType\"\ndisabled_values = [\"inactive\"]",
+        ADMIN_PASSWORD,
+    );
+    s.sync_from(&ldap).await;
+    let person = &people()[30];
+    assert_eq!(
+        s.tenant_user(&person.mail()).unwrap()["accountEnabled"],
+        true
+    );
+    slapd.modify(&format!(
+        "dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: Inactive\n",
+        person.dn()
+    ));
+    let outcome = s.sync_from(&ldap).await;
+    assert_eq!(outcome.run.counts.disabled, 1, "{:?}", outcome.run.counts);
+    assert_eq!(
+        s.tenant_user(&person.mail()).unwrap()["accountEnabled"],
+        false
+    );
+    // The group read alone (a webhook's focused read) resolves its members too.
+    let accounting = ldap_group_id(&slapd, "Accounting");
+    let group = ldap.fetch_group(&accounting).await.unwrap().expect("found");
+    assert_eq!(group.name, "Accounting");
+    assert_eq!(group.members.len(), 31, "{group:?}");
+}
+
+/// The entryUUID of the group `cn`.
+fn ldap_group_id(slapd: &Slapd, cn: &str) -> String {
+    let output = std::process::Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            &slapd.url,
+            "-b",
+            GROUPS,
+            &format!("(cn={cn})"),
+            "entryUUID",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("entryUUID: "))
+        .unwrap_or_else(|| panic!("no entryUUID for {cn}: {text}"))
+        .to_ascii_lowercase()
+}
