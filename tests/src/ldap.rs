@@ -90,8 +90,8 @@ pub fn people() -> Vec<Person> {
         };
         let base: String = format!(
             "{}{}",
-            deunicode_ascii(&given[..1]).to_ascii_lowercase(),
-            deunicode_ascii(&family).to_ascii_lowercase()
+            deunicode::deunicode(&given[..1]).to_ascii_lowercase(),
+            deunicode::deunicode(&family).to_ascii_lowercase()
         );
         let n = used.entry(base.clone()).or_insert(0);
         *n += 1;
@@ -115,18 +115,6 @@ pub fn people() -> Vec<Person> {
         person.manager = Some(heads[i % DEPARTMENTS.len()].clone());
     }
     people
-}
-
-/// Letters with accents as plain ASCII (enough for the names above).
-fn deunicode_ascii(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            'é' | 'è' => 'e',
-            'ü' => 'u',
-            'Á' => 'A',
-            other => other,
-        })
-        .collect()
 }
 
 /// The groups: (cn, object class, member DNs).

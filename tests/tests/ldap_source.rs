@@ -182,8 +182,18 @@ async fn a_first_load_provisions_everyone_with_managers_by_dn_and_groups_then_no
     assert_eq!(again.run.counts.planned, 0, "{:?}", again.run.counts);
 }
 
-/// The entryUUID of `uid`, read with the LDAP source itself.
+/// The entryUUID of the person `uid`.
 fn ldap_id(slapd: &Slapd, uid: &str) -> String {
+    entry_uuid(slapd, PEOPLE, &format!("(uid={uid})"))
+}
+
+/// The entryUUID of the group `cn`.
+fn ldap_group_id(slapd: &Slapd, cn: &str) -> String {
+    entry_uuid(slapd, GROUPS, &format!("(cn={cn})"))
+}
+
+/// The entryUUID of the one entry under `base` that `filter` matches, read with ldapsearch.
+fn entry_uuid(slapd: &Slapd, base: &str, filter: &str) -> String {
     let output = std::process::Command::new("ldapsearch")
         .args([
             "-x",
@@ -191,8 +201,8 @@ fn ldap_id(slapd: &Slapd, uid: &str) -> String {
             "-H",
             &slapd.url,
             "-b",
-            PEOPLE,
-            &format!("(uid={uid})"),
+            base,
+            filter,
             "entryUUID",
         ])
         .output()
@@ -200,7 +210,7 @@ fn ldap_id(slapd: &Slapd, uid: &str) -> String {
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("entryUUID: "))
-        .unwrap_or_else(|| panic!("no entryUUID for {uid}: {text}"))
+        .unwrap_or_else(|| panic!("no entryUUID for {filter}: {text}"))
         .to_ascii_lowercase()
 }
 
@@ -367,26 +377,4 @@ async fn a_person_marked_disabled_in_the_directory_is_disabled_in_the_tenant() {
     let group = ldap.fetch_group(&accounting).await.unwrap().expect("found");
     assert_eq!(group.name, "Accounting");
     assert_eq!(group.members.len(), 31, "{group:?}");
-}
-
-/// The entryUUID of the group `cn`.
-fn ldap_group_id(slapd: &Slapd, cn: &str) -> String {
-    let output = std::process::Command::new("ldapsearch")
-        .args([
-            "-x",
-            "-LLL",
-            "-H",
-            &slapd.url,
-            "-b",
-            GROUPS,
-            &format!("(cn={cn})"),
-            "entryUUID",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("entryUUID: "))
-        .unwrap_or_else(|| panic!("no entryUUID for {cn}: {text}"))
-        .to_ascii_lowercase()
 }

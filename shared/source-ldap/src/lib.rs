@@ -80,6 +80,7 @@ impl LdapSource {
         let read = read_directory(&mut session, &self.config, self.mapped.as_ref()).await;
         session.close().await;
         let read = Arc::new(read?);
+        // 53 bits: the token survives any JSON reader that holds numbers as doubles.
         let token = rand::random::<u64>() >> 11;
         tracing::info!(
             url = %self.config.url,
@@ -92,6 +93,21 @@ impl LdapSource {
             *slot = Some((token, read.clone()));
         }
         Ok((token, read))
+    }
+
+    /// The read this source already made, else a new one. A source lives for one run (a CLI
+    /// command, one invocation), so single-identity reads of a run share one directory read
+    /// instead of reading the whole scope once per identity.
+    async fn current_read(&self) -> Result<Arc<DirectoryRead>, SourceError> {
+        let held = self
+            .snapshot
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|(_, read)| read.clone()));
+        match held {
+            Some(read) => Ok(read),
+            None => Ok(self.read_all().await?.1),
+        }
     }
 
     fn cached(&self, token: u64) -> Option<Arc<DirectoryRead>> {
@@ -206,7 +222,7 @@ impl Source for LdapSource {
     async fn fetch_user(&self, id: &str) -> Result<Option<SourceUser>, SourceError> {
         if !self.config.member_of_groups.is_empty() {
             // Scope by membership needs the groups' members: a full read decides.
-            let (_, read) = self.read_all().await?;
+            let read = self.current_read().await?;
             return Ok(read.users.iter().find(|u| u.id == id).cloned());
         }
         let Some(id_filter) = self.id_filter(id) else {
@@ -237,7 +253,7 @@ impl Source for LdapSource {
 
     async fn fetch_group(&self, id: &str) -> Result<Option<SourceGroup>, SourceError> {
         // Members are DNs resolved through the users read: a full read decides.
-        let (_, read) = self.read_all().await?;
+        let read = self.current_read().await?;
         Ok(read.groups.iter().find(|g| g.id == id).cloned())
     }
 }
