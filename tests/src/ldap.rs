@@ -273,6 +273,26 @@ impl Slapd {
         );
     }
 
+    /// Stops slapd and starts it again on the same port and database: its syncprov session
+    /// log, held in memory, is gone (a cookie from before then gets the present phase).
+    pub fn restart(&mut self) {
+        let output = Command::new("bash")
+            .arg(script())
+            .arg("restart")
+            .arg(&self.dir)
+            .output()
+            .expect("bash runs tests/ldap/slapd.sh");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "slapd did not restart: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if let Some(pid) = stdout.lines().find_map(|l| l.strip_prefix("PID=")) {
+            self.pid = pid.trim().parse().unwrap();
+        }
+    }
+
     /// The `[source]` table of a configuration on this server, with `extra` lines.
     pub fn source_toml(&self, extra: &str) -> String {
         format!(

@@ -244,9 +244,22 @@ impl Scenario {
         &self,
         source: &dyn m365_core::Source,
     ) -> Result<SyncOutcome, String> {
+        self.sync_from_with(source, false, false).await
+    }
+
+    /// A sync from `source`, carrying out what the breaker holds (`override_breaker`), reading
+    /// the whole source even when it could report only its changes (`full`).
+    pub async fn sync_from_with(
+        &self,
+        source: &dyn m365_core::Source,
+        override_breaker: bool,
+        full: bool,
+    ) -> Result<SyncOutcome, String> {
         self.with_engine_on(source, async |e| {
             e.sync(SyncOptions {
                 holder: m365_core::conformance::holder("scenario"),
+                override_breaker,
+                full,
                 ..SyncOptions::default()
             })
             .await

@@ -1,14 +1,19 @@
 //! One run of a connection: take the lease, plan, check the circuit breaker, execute, record the
 //! run and the checkpoint, give the lease back. `plan` stops after planning and changes nothing.
+//!
+//! A run reads the source in one of three passes ([`Pass`]): the whole source; only what changed
+//! since the checkpoint's changes cursor, for sources that report changes with their deletes
+//! (docs/design.md#incremental-runs); or the identities webhook events named.
 
+use crate::changes::{ChangeSet, Prefetched, read_changes};
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::executor::{ExecutionReport, Executor};
 use crate::lease::{HeldLease, LEASE_TTL_MS};
 use crate::model::ObjectKind;
-use crate::plan::Plan;
+use crate::plan::{BreakerVerdict, Plan, PlanIssue};
 use crate::planner::{Focus, PlanError, Planned, Planner, Rule};
-use crate::source::Source;
+use crate::source::{Source, SourceCursor, SourceError};
 use crate::state::{
     Checkpoint, Lease, LeaseGrant, LeaseHolder, ObjectError, Phase, RunRecord, RunStatus,
     StateError, StateStore, UnixMillis,
@@ -45,6 +50,28 @@ pub struct SyncOptions<'a> {
     /// Only these identities (webhook events), re-read from the source; no sweep, and the
     /// checkpoint is left as it is.
     pub focus: Option<&'a Focus>,
+    /// Read the whole source even when it could report only what changed since the last run.
+    pub full: bool,
+}
+
+/// The failures a change pass retries at most (those due first in the store's order); the
+/// rest wait for the next run.
+const RETRIES_PER_RUN: usize = 1000;
+
+/// How a run reads the source.
+enum Pass {
+    /// Every identity, swept when complete; `changes_from` becomes the changes cursor once the
+    /// pass is applied.
+    Full { changes_from: Option<SourceCursor> },
+    /// Only what changed since the stored cursor, and the failures due for a retry; `next`
+    /// becomes the cursor once the pass is applied.
+    Changes {
+        set: ChangeSet,
+        next: SourceCursor,
+        retry: Focus,
+    },
+    /// The identities webhook events named; the checkpoint stays as it is.
+    Focused,
 }
 
 /// What a sync did.
@@ -167,7 +194,14 @@ impl Engine<'_> {
             .await?;
         let before = self.directory.counters();
 
-        let planned = match self.planner(options.focus).plan().await {
+        let planned = match self.choose_pass(options).await {
+            Ok(pass) => match self.plan_pass(&pass, options.focus).await {
+                Ok(planned) => Ok((pass, planned)),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        let (pass, planned) = match planned {
             Ok(planned) => planned,
             Err(error) => {
                 run.status = RunStatus::Failed;
@@ -210,23 +244,159 @@ impl Engine<'_> {
         };
         let (status, message) = run_status(&plan, &report);
         run.status = status;
-        if message.is_some() {
-            run.message = message;
-        }
+        run.message = message.or_else(|| pass_message(&pass));
         run.finished_at = Some(self.clock.now());
 
-        if options.focus.is_some() {
-            // A focused run says nothing about the snapshot: the checkpoint stays.
-            self.state
-                .put_run(self.connection, &run, &held.lease())
-                .await?;
-            return Ok(SyncOutcome { plan, report, run });
-        }
-        self.advance_checkpoint(&plan, &run, held, now).await?;
+        self.advance_checkpoint(&pass, &plan, &run, held, now)
+            .await?;
         self.state
             .put_run(self.connection, &run, &held.lease())
             .await?;
         Ok(SyncOutcome { plan, report, run })
+    }
+
+    /// The pass this run makes: the identities of a focus; else the changes since the stored
+    /// cursor when the source reports them and no full pass is asked for or due; else the whole
+    /// source. A cursor the source no longer accepts means a full pass, logged, never an error.
+    async fn choose_pass(&self, options: &SyncOptions<'_>) -> Result<Pass, PlanError> {
+        if options.focus.is_some() {
+            return Ok(Pass::Focused);
+        }
+        let capabilities = self.source.capabilities();
+        if !(capabilities.incremental && capabilities.explicit_deletes) {
+            return Ok(Pass::Full { changes_from: None });
+        }
+        if !options.full
+            && let Some(cursor) = self.changes_cursor_in_use().await?
+        {
+            match read_changes(self.source, &cursor, self.page_size).await {
+                Ok((set, next)) => {
+                    let retry = self.due_retries().await?;
+                    return Ok(Pass::Changes { set, next, retry });
+                }
+                Err(SourceError::CursorExpired(reason)) => tracing::warn!(
+                    connection = self.connection,
+                    %reason,
+                    "the source no longer accepts the stored changes cursor; this run reads the whole source"
+                ),
+                Err(SourceError::Unsupported(what)) => tracing::info!(
+                    connection = self.connection,
+                    what,
+                    "the source cannot report changes now; this run reads the whole source"
+                ),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        // Taken before the snapshot: a change made while it is read is reported again later.
+        let changes_from = match self.source.changes_start().await {
+            Ok(cursor) => cursor,
+            Err(error) => {
+                tracing::warn!(
+                    connection = self.connection,
+                    %error,
+                    "the source gave no changes cursor; the next run reads the whole source again"
+                );
+                None
+            }
+        };
+        Ok(Pass::Full { changes_from })
+    }
+
+    /// The stored changes cursor, unless the source's periodic full pass is due.
+    async fn changes_cursor_in_use(&self) -> Result<Option<SourceCursor>, StateError> {
+        let Some(checkpoint) = self.state.get_checkpoint(self.connection).await? else {
+            return Ok(None);
+        };
+        let Some(cursor) = checkpoint.changes_cursor else {
+            return Ok(None);
+        };
+        if let (Some(every), Some(last)) = (
+            self.source.full_pass_every(),
+            checkpoint.last_complete_at,
+        ) {
+            let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+            if self.clock.now().saturating_sub(last) >= every {
+                tracing::info!(
+                    connection = self.connection,
+                    last_full_pass = %crate::clock::format_utc(last),
+                    "a periodic full pass is due; this run reads the whole source"
+                );
+                return Ok(None);
+            }
+        }
+        Ok(Some(cursor))
+    }
+
+    /// The identities whose failures are due for a retry.
+    async fn due_retries(&self) -> Result<Focus, StateError> {
+        let now = self.clock.now();
+        let mut retry = Focus::default();
+        for error in self
+            .state
+            .list_errors(self.connection, RETRIES_PER_RUN)
+            .await?
+        {
+            if error.next_retry_at > now || error.source_id.is_empty() {
+                continue;
+            }
+            match error.kind {
+                ObjectKind::User => retry.users.insert(error.source_id),
+                ObjectKind::Group => retry.groups.insert(error.source_id),
+            };
+        }
+        Ok(retry)
+    }
+
+    /// The plan of a pass. A change pass plans its identities as a focused plan reading them
+    /// from the change set; with nothing changed and nothing to retry it reads nothing more.
+    async fn plan_pass(&self, pass: &Pass, focus: Option<&Focus>) -> Result<Planned, PlanError> {
+        let (set, retry) = match pass {
+            Pass::Full { .. } => return self.planner(None).plan().await,
+            Pass::Focused => return self.planner(focus).plan().await,
+            Pass::Changes { set, retry, .. } => (set, retry),
+        };
+        let mut focus = set.focus();
+        focus.users.extend(retry.users.iter().cloned());
+        focus.groups.extend(retry.groups.iter().cloned());
+        let mut planned = if focus.is_empty() {
+            Planned {
+                plan: self.empty_plan(),
+                extras: Default::default(),
+            }
+        } else {
+            let prefetched = Prefetched {
+                source: self.source,
+                changes: set,
+            };
+            let mut planner = self.planner(Some(&focus));
+            planner.source = &prefetched;
+            planner.plan().await?
+        };
+        planned
+            .plan
+            .issues
+            .extend(set.errors.iter().map(|error| PlanIssue {
+                kind: error.kind,
+                source_id: error.source_id.clone().unwrap_or_default(),
+                operation: "read".into(),
+                message: format!("{}: {}", error.location, error.message),
+            }));
+        Ok(planned)
+    }
+
+    /// A plan with nothing to do.
+    fn empty_plan(&self) -> Plan {
+        Plan {
+            connection: self.connection.to_owned(),
+            steps: Vec::new(),
+            issues: Vec::new(),
+            snapshot_complete: false,
+            breaker: BreakerVerdict {
+                max_count: self.rule.breaker.max_count,
+                max_percent: self.rule.breaker.max_percent,
+                ..BreakerVerdict::default()
+            },
+        }
     }
 
     /// Problems found while planning are per-object errors: shown by `status`, retried at once
@@ -274,32 +444,60 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// The checkpoint after a full run: a new generation when the snapshot was finished, and
-    /// whether it may be swept. It moves only after the writes it covers are recorded.
+    /// The checkpoint after a run. A full pass that finished starts a new generation (swept
+    /// when complete); its changes cursor is the one taken before it, once applied. A change
+    /// pass moves only the cursor, once applied. A pass stopped early, or whose disables and
+    /// deletes the breaker held, leaves no cursor that would skip what it did not do. A focused
+    /// pass leaves the checkpoint as it is. It moves only after the writes it covers are
+    /// recorded.
     async fn advance_checkpoint(
         &self,
+        pass: &Pass,
         plan: &Plan,
         run: &RunRecord,
         held: &HeldLease<'_>,
         now: UnixMillis,
     ) -> Result<(), RunError> {
+        if matches!(pass, Pass::Focused) {
+            return Ok(());
+        }
         let previous = self.state.get_checkpoint(self.connection).await?;
-        let finished = matches!(
+        let applied = matches!(
             run.status,
-            RunStatus::Succeeded | RunStatus::PartiallyFailed | RunStatus::BreakerTripped
+            RunStatus::Succeeded | RunStatus::PartiallyFailed
         );
-        let generation = previous.as_ref().map_or(0, |c| c.generation) + u64::from(finished);
-        let checkpoint = Checkpoint {
-            generation,
-            phase: Phase::Idle,
-            sweep_allowed: plan.snapshot_complete,
-            changes_cursor: previous.as_ref().and_then(|c| c.changes_cursor.clone()),
-            last_complete_at: if finished {
-                Some(run.finished_at.unwrap_or(now))
-            } else {
-                previous.and_then(|c| c.last_complete_at)
+        let finished = applied || run.status == RunStatus::BreakerTripped;
+        let previous_cursor = previous.as_ref().and_then(|c| c.changes_cursor.clone());
+        let checkpoint = match pass {
+            Pass::Changes { next, .. } => Checkpoint {
+                changes_cursor: if applied {
+                    Some(next.clone())
+                } else {
+                    previous_cursor
+                },
+                updated_at: self.clock.now(),
+                ..previous.unwrap_or(Checkpoint {
+                    generation: 0,
+                    phase: Phase::Idle,
+                    sweep_allowed: false,
+                    changes_cursor: None,
+                    last_complete_at: None,
+                    updated_at: now,
+                })
             },
-            updated_at: self.clock.now(),
+            Pass::Focused => return Ok(()),
+            Pass::Full { changes_from } => Checkpoint {
+                generation: previous.as_ref().map_or(0, |c| c.generation) + u64::from(finished),
+                phase: Phase::Idle,
+                sweep_allowed: plan.snapshot_complete,
+                changes_cursor: if applied { changes_from.clone() } else { None },
+                last_complete_at: if finished {
+                    Some(run.finished_at.unwrap_or(now))
+                } else {
+                    previous.and_then(|c| c.last_complete_at)
+                },
+                updated_at: self.clock.now(),
+            },
         };
         held.check()?;
         self.state
@@ -411,6 +609,24 @@ impl Engine<'_> {
                 .count_links(self.connection, ObjectKind::Group)
                 .await?,
         ))
+    }
+}
+
+/// What a run's record says of its pass when nothing else needs saying.
+fn pass_message(pass: &Pass) -> Option<String> {
+    match pass {
+        Pass::Changes { set, retry, .. } if set.is_empty() && retry.is_empty() => {
+            Some("no source changes since the last run".into())
+        }
+        Pass::Changes { set, retry, .. } => Some(format!(
+            "changes since the last run: {} users and {} groups changed, {} users and {} groups deleted, {} retried",
+            set.users.len(),
+            set.groups.len(),
+            set.deleted_users.len(),
+            set.deleted_groups.len(),
+            retry.users.len() + retry.groups.len()
+        )),
+        Pass::Full { .. } | Pass::Focused => None,
     }
 }
 

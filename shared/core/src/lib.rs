@@ -3,6 +3,7 @@
 //! LDAP crate; adapters implement [`Source`], [`Directory`], [`StateStore`], [`SecretStore`] and
 //! [`Clock`].
 
+pub mod changes;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "conformance")]

@@ -111,6 +111,21 @@ pub trait Source: Send + Sync {
         Err(SourceError::Unsupported("incremental changes"))
     }
 
+    /// Where `changes` would start if a snapshot began now: taken by the engine just before a
+    /// full pass and stored as the checkpoint's changes cursor once the pass is applied (a change
+    /// made while the snapshot is read is reported again; applying it twice changes nothing).
+    /// `None`: this source cannot report changes now (the engine keeps making full passes).
+    async fn changes_start(&self) -> Result<Option<SourceCursor>, SourceError> {
+        Ok(None)
+    }
+
+    /// How often an incremental source still gets a full pass, which finds what its change
+    /// reports cannot (an entry moved out of the searched scope, a change the server forgot).
+    /// `None`: only when the changes cursor is missing or no longer accepted.
+    fn full_pass_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The current state of one user (webhooks re-read the source rather than trusting event
     /// content); `None` when the source no longer has it.
     async fn fetch_user(&self, id: &str) -> Result<Option<SourceUser>, SourceError>;

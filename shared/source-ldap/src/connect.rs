@@ -21,6 +21,8 @@ pub struct Credentials {
 const INVALID_CREDENTIALS: u32 = 49;
 /// LDAP result code 32: noSuchObject.
 pub const NO_SUCH_OBJECT: u32 = 32;
+/// slapd's answer to a sync cookie newer than its own state.
+const UNWILLING_TO_PERFORM: u32 = 53;
 
 /// A bound session.
 pub struct Session {
@@ -171,6 +173,61 @@ impl Session {
         Ok(entries.into_iter().next().map(SearchEntry::construct))
     }
 
+    /// One refreshOnly content synchronization search (`crate::sync`) from `cookie` (`None`:
+    /// everything, and the cookie to start from). Never combined with paged results, which
+    /// RFC 4533 section 3.1 leaves undefined with it. A cookie the server no longer accepts is
+    /// [`SyncError::Expired`].
+    pub async fn sync_search(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+        cookie: Option<&[u8]>,
+    ) -> Result<crate::sync::SyncAnswer, SyncError> {
+        let control = ldap3::controls::RawControl {
+            ctype: crate::sync::SYNC_REQUEST_OID.to_owned(),
+            crit: false,
+            val: Some(crate::sync::request_value(cookie)),
+        };
+        let failed = |e: &LdapError| SyncError::Failed(unavailable(&self.url, "sync search", e));
+        let mut stream = self
+            .ldap
+            .with_timeout(self.operation_timeout)
+            .with_controls(vec![control])
+            .streaming_search(base, Scope::Subtree, filter, attributes.to_vec())
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut answer = crate::sync::SyncAnswer::default();
+        let mut odd = None;
+        while let Some(message) = stream.next().await.map_err(|e| failed(&e))? {
+            if let Err(error) = answer.take_in(message) {
+                odd.get_or_insert(error);
+            }
+        }
+        let done = stream.finish().await;
+        match done.rc {
+            NO_SUCH_OBJECT => return Err(SyncError::NoSuchBase(base.to_owned())),
+            crate::sync::SYNC_REFRESH_REQUIRED | UNWILLING_TO_PERFORM if cookie.is_some() => {
+                return Err(SyncError::Expired(format!(
+                    "{} refuses the sync cookie of {base:?} (result {}: {})",
+                    self.url, done.rc, done.text
+                )));
+            }
+            _ => {}
+        }
+        if let Err(error) = answer.finish(&done.ctrls) {
+            odd.get_or_insert(error);
+        }
+        done.success().map_err(|e| failed(&e))?;
+        match odd {
+            Some(error) => Err(SyncError::Expired(format!(
+                "{} answered the sync search of {base:?} with something this source cannot read ({error})",
+                self.url
+            ))),
+            None => Ok(answer),
+        }
+    }
+
     /// Ends the session politely; a failure to do so changes nothing read.
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
@@ -181,6 +238,16 @@ impl Session {
 pub enum SearchError {
     /// The base DN does not exist.
     NoSuchBase(String),
+    Failed(SourceError),
+}
+
+/// Why a sync search failed.
+pub enum SyncError {
+    /// The base DN does not exist.
+    NoSuchBase(String),
+    /// The server no longer continues from the given cookie, or answered in a way this source
+    /// cannot read: the engine reads the whole directory instead.
+    Expired(String),
     Failed(SourceError),
 }
 

@@ -15,11 +15,15 @@
 //!   engine page by page. A paged-results cookie belongs to its connection, so a snapshot cursor
 //!   is valid only in the process that read it: elsewhere it is expired and the snapshot starts
 //!   over (`resumable_snapshot` is false).
+//! - **Changes**: with `content_sync` (the default) on OpenLDAP and its kin, a run after the
+//!   first reads only what changed, through RFC 4533 content synchronization ([`changes`]).
 //! - **The bind password** is a connection secret (never in the configuration file).
 
+pub mod changes;
 pub mod connect;
 pub mod entry;
 pub mod read;
+pub mod sync;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -27,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use m365_core::config::ldap_source::{DirectoryKind, LdapSourceConfig, LdapSourceConfigError};
 use m365_core::{
-    ConnectionSecrets, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError,
-    SourceGroup, SourceUser,
+    Change, ChangePage, ConnectionSecrets, SnapshotPage, Source, SourceCapabilities, SourceCursor,
+    SourceError, SourceGroup, SourceUser,
 };
 use serde_json::json;
 
@@ -131,6 +135,14 @@ impl LdapSource {
     }
 }
 
+/// A record that cannot be read, as the error of a single-identity read.
+fn unreadable(error: &m365_core::RecordError) -> SourceError {
+    SourceError::Unreadable(format!(
+        "ldap source: {}: {}",
+        error.location, error.message
+    ))
+}
+
 /// A value inside a search filter, escaped as RFC 4515 section 3 requires.
 pub fn escape_filter_value(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
@@ -174,11 +186,70 @@ impl Source for LdapSource {
     }
 
     fn capabilities(&self) -> SourceCapabilities {
+        let changes = self.config.reads_changes();
         SourceCapabilities {
-            incremental: false,
-            explicit_deletes: false,
+            incremental: changes,
+            explicit_deletes: changes,
             resumable_snapshot: false,
         }
+    }
+
+    fn full_pass_every(&self) -> Option<std::time::Duration> {
+        match self.config.full_sync_every_hours {
+            0 => None,
+            hours => Some(std::time::Duration::from_secs(hours.saturating_mul(3600))),
+        }
+    }
+
+    async fn changes_start(&self) -> Result<Option<SourceCursor>, SourceError> {
+        if !self.config.reads_changes() {
+            return Ok(None);
+        }
+        let mut session = self.session().await?;
+        let started = changes::synchronize(&mut session, &self.config, &[], None).await;
+        session.close().await;
+        Ok(started?.map(|reported| changes::encode_cursor(&reported.cookies)))
+    }
+
+    async fn changes(
+        &self,
+        cursor: &SourceCursor,
+        _page_size: usize,
+    ) -> Result<ChangePage, SourceError> {
+        if !self.config.reads_changes() {
+            return Err(SourceError::Unsupported("incremental changes"));
+        }
+        let searches = changes::SyncedSearch::all(&self.config);
+        let cookies = changes::decode_cursor(cursor, &searches)?;
+        let mut session = self.session().await?;
+        let attributes = user_attributes(&self.config, self.mapped.as_ref());
+        let reported =
+            changes::synchronize(&mut session, &self.config, &attributes, Some(&cookies)).await;
+        session.close().await;
+        let Some(mut reported) = reported? else {
+            return Err(SourceError::CursorExpired(
+                "ldap source: the directory no longer offers content synchronization".to_owned(),
+            ));
+        };
+        if !reported.changed_groups.is_empty() {
+            // Members are DNs: the users read resolves them (changes::Reported).
+            let read = self.current_read().await?;
+            let changed: BTreeSet<String> =
+                std::mem::take(&mut reported.changed_groups).into_iter().collect();
+            for id in &changed {
+                if !read.groups.iter().any(|group| group.id == *id) {
+                    // No longer a group of the groups read.
+                    reported.changes.push(Change::DeleteGroup { id: id.clone() });
+                }
+            }
+            reported.changes.extend(
+                read.groups
+                    .iter()
+                    .filter(|group| self.config.nested_groups || changed.contains(&group.id))
+                    .map(|group| Change::UpsertGroup(group.clone())),
+            );
+        }
+        Ok(changes::page(reported))
     }
 
     async fn snapshot_page(
@@ -223,6 +294,13 @@ impl Source for LdapSource {
         if !self.config.member_of_groups.is_empty() {
             // Scope by membership needs the groups' members: a full read decides.
             let read = self.current_read().await?;
+            if let Some(error) = read
+                .errors
+                .iter()
+                .find(|e| e.source_id.as_deref() == Some(id))
+            {
+                return Err(unreadable(error));
+            }
             return Ok(read.users.iter().find(|u| u.id == id).cloned());
         }
         let Some(id_filter) = self.id_filter(id) else {
@@ -236,7 +314,8 @@ impl Source for LdapSource {
             match session.search(base, &filter, &attributes).await {
                 Ok(entries) => {
                     if let Some(entry) = entries.first() {
-                        found = user_record(entry, &self.config).ok();
+                        // An entry that cannot be read is not a deleted one.
+                        found = Some(user_record(entry, &self.config));
                         break;
                     }
                 }
@@ -248,7 +327,7 @@ impl Source for LdapSource {
             }
         }
         session.close().await;
-        Ok(found)
+        found.transpose().map_err(|error| unreadable(&error))
     }
 
     async fn fetch_group(&self, id: &str) -> Result<Option<SourceGroup>, SourceError> {

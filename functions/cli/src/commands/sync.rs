@@ -30,7 +30,8 @@ host (its process is gone). `m365-provisioner unlock` frees it by hand.
 Examples:
   m365-provisioner sync --config examples/m365-provisioner.toml
   m365-provisioner sync --max-duration 10m
-  m365-provisioner sync --override-breaker   # after checking the plan's disables/deletes")]
+  m365-provisioner sync --override-breaker   # after checking the plan's disables/deletes
+  m365-provisioner sync --full               # whole source, not only its changes")]
 pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
@@ -43,6 +44,11 @@ pub struct Args {
     /// Print the outcome as JSON instead of the plan table and summary.
     #[arg(long)]
     json: bool,
+    /// Read the whole source, even when it could report only what changed since the last run
+    /// (an LDAP directory with content synchronization). A full pass also finds entries that
+    /// left the searched scope without a change report, and deprovisions them.
+    #[arg(long)]
+    full: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -92,6 +98,7 @@ pub async fn run(args: Args) -> Code {
             deadline,
             progress: Some(&progress),
             focus: None,
+            full: args.full,
         })
         .await;
     bar.finish_and_clear();

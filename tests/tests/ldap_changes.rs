@@ -1,0 +1,271 @@
+//! Incremental runs from an LDAP directory (RFC 4533 content synchronization, refreshOnly,
+//! against Debian's slapd with the syncprov overlay) into the sandbox tenant: the cursor in the
+//! checkpoint, a run with nothing changed that makes no Graph request, changes and deletes
+//! applied as they happen, the breaker holding deletes without the cursor skipping them, and the
+//! full pass when the directory forgot its deletions or refuses the cookie.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a broken expectation should fail loudly"
+)]
+
+use m365_core::config::ldap_source::LdapSourceConfig;
+use m365_core::engine::SyncOutcome;
+use m365_core::{
+    Checkpoint, ConnectionSecrets, LeaseGrant, RunStatus, SourceCursor, StateStore,
+};
+use m365_integration_tests::ldap::{
+    ADMIN_PASSWORD, GROUPS, PEOPLE, Person, Slapd, directory_ldif, people,
+};
+use m365_integration_tests::scenario::Scenario;
+use m365_sandbox::{SandboxConfig, demo};
+use m365_source_ldap::LdapSource;
+use secrecy::SecretString;
+
+const RULE: &str = r#"
+[rule]
+name = "staff"
+match_attribute = "userPrincipalName"
+
+[rule.preferences]
+allow_create = true
+allow_update = true
+allow_disable = true
+allow_deprovision = true
+remove_action = "disable"
+
+[rule.breaker]
+max_count = MAX_COUNT
+max_percent = 100.0
+
+[rule.groups]
+enabled = true
+kind = "security"
+
+[rule.manager]
+reference = "dn"
+
+[rule.mapping.attributes]
+userPrincipalName = "{{ mail | lower }}"
+displayName = { attribute = "cn" }
+jobTitle = { attribute = "title" }
+
+[rule.mapping.password]
+source = "generate"
+
+[rule.mapping]
+manager = { attribute = "manager" }
+"#;
+
+const NOTHING_CHANGED: &str = "no source changes since the last run";
+
+fn source(slapd: &Slapd) -> LdapSource {
+    let text = slapd.source_toml("");
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let mut section = table["source"].as_table().unwrap().clone();
+    section.remove("type");
+    let config: LdapSourceConfig = section.try_into().unwrap();
+    let secrets = ConnectionSecrets {
+        tenant: demo::TENANT_ID.to_owned(),
+        client_id: demo::CLIENT_ID.to_owned(),
+        client_secret: SecretString::from(demo::CLIENT_SECRET),
+        extra: [(
+            "ldap_bind_password".to_owned(),
+            SecretString::from(ADMIN_PASSWORD),
+        )]
+        .into_iter()
+        .collect(),
+    };
+    LdapSource::new(config, &secrets, None).unwrap()
+}
+
+async fn scenario(max_count: u64) -> Scenario {
+    let rule = RULE.replace("MAX_COUNT", &max_count.to_string());
+    Scenario::with_rule_text(SandboxConfig::demo(), &rule).await
+}
+
+/// A sync, with the Graph requests the sandbox received during it.
+async fn sync(s: &Scenario, ldap: &LdapSource, override_breaker: bool) -> (SyncOutcome, u64) {
+    let before = s.sandbox.sandbox().stats().requests;
+    let outcome = s
+        .sync_from_with(ldap, override_breaker, false)
+        .await
+        .unwrap();
+    let requests = s.sandbox.sandbox().stats().requests - before;
+    (outcome, requests)
+}
+
+async fn checkpoint(s: &Scenario) -> Checkpoint {
+    s.state
+        .get_checkpoint(&s.connection)
+        .await
+        .unwrap()
+        .expect("a checkpoint")
+}
+
+fn enabled(s: &Scenario, person: &Person) -> bool {
+    s.tenant_user(&person.mail()).unwrap()["accountEnabled"] == true
+}
+
+fn delete(person: &Person) -> String {
+    format!("dn: {}\nchangetype: delete\n\n", person.dn())
+}
+
+#[tokio::test]
+async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_graph_request() {
+    let slapd = Slapd::start(&directory_ldif());
+    let s = scenario(1000).await;
+    let ldap = source(&slapd);
+    let (first, _) = sync(&s, &ldap, false).await;
+    assert_eq!(first.run.status, RunStatus::Succeeded, "{:?}", first.run);
+    assert_eq!(first.run.counts.created, 151, "{:?}", first.run.counts);
+    assert!(
+        checkpoint(&s).await.changes_cursor.is_some(),
+        "a full pass leaves the cursor its changes continue from"
+    );
+
+    let (quiet, requests) = sync(&s, &ldap, false).await;
+    assert_eq!(quiet.run.status, RunStatus::Succeeded, "{:?}", quiet.run);
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+    assert_eq!(requests, 0, "nothing changed: no Graph request at all");
+    assert_eq!(quiet.run.counts.graph_requests, 0);
+
+    let everyone = people();
+    let (promoted, gone, moved) = (&everyone[30], &everyone[31], &everyone[33]);
+    assert_eq!(moved.department, "Product Testing");
+    slapd.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: title\ntitle: Senior Analyst\n\n{}\
+         dn: cn=Product Testing,{GROUPS}\nchangetype: modify\ndelete: member\nmember: {}\n\n\
+         dn: uid=newcomer,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: newcomer\n\
+         cn: New Comer\nsn: Comer\nmail: newcomer@example.com\ntitle: Intern\n",
+        promoted.dn(),
+        delete(gone),
+        moved.dn(),
+    ));
+    let (changed, _) = sync(&s, &ldap, false).await;
+    assert_eq!(changed.run.status, RunStatus::Succeeded, "{:?}", changed.run);
+    assert_eq!(
+        changed.run.message.as_deref(),
+        Some(
+            "changes since the last run: 2 users and 1 groups changed, 1 users and 0 groups deleted, 0 retried"
+        ),
+        "the title change and the newcomer; the group; the deleted person"
+    );
+    let counts = changed.run.counts;
+    assert_eq!((counts.created, counts.updated), (1, 1), "{counts:?}");
+    assert_eq!(
+        s.tenant_user(&promoted.mail()).unwrap()["jobTitle"],
+        "Senior Analyst"
+    );
+    assert!(s.tenant_user("newcomer@example.com").is_some());
+    assert!(!enabled(&s, gone), "a deleted entry is deprovisioned");
+    assert!(
+        !s.member_upns("Product Testing").contains(&moved.mail()),
+        "a member removed from the group entry leaves the tenant group"
+    );
+    assert!(enabled(&s, moved), "leaving a group is not leaving the scope");
+
+    let (quiet, requests) = sync(&s, &ldap, false).await;
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+    assert_eq!(requests, 0);
+}
+
+#[tokio::test]
+async fn deletes_the_breaker_holds_are_not_skipped_by_the_cursor() {
+    let slapd = Slapd::start(&directory_ldif());
+    let s = scenario(2).await;
+    let ldap = source(&slapd);
+    let (first, _) = sync(&s, &ldap, true).await;
+    assert_eq!(first.run.status, RunStatus::Succeeded, "{:?}", first.run);
+
+    let everyone = people();
+    let gone = &everyone[40..43];
+    slapd.modify(&gone.iter().map(delete).collect::<String>());
+    for attempt in 0..2 {
+        let (held, _) = sync(&s, &ldap, false).await;
+        assert_eq!(
+            held.run.status,
+            RunStatus::BreakerTripped,
+            "attempt {attempt}: {:?}",
+            held.run
+        );
+        assert!(
+            gone.iter().all(|p| enabled(&s, p)),
+            "three deletes are over the breaker's two"
+        );
+    }
+    let (overridden, _) = sync(&s, &ldap, true).await;
+    assert_eq!(
+        overridden.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        overridden.run
+    );
+    assert!(
+        gone.iter().all(|p| !enabled(&s, p)),
+        "the override carries the held deletes out"
+    );
+    let (quiet, _) = sync(&s, &ldap, false).await;
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+}
+
+#[tokio::test]
+async fn a_directory_that_forgot_its_deletions_or_refuses_the_cookie_gets_a_full_pass() {
+    let mut slapd = Slapd::start(&directory_ldif());
+    let s = scenario(1000).await;
+    let ldap = source(&slapd);
+    sync(&s, &ldap, false).await;
+    let everyone = people();
+
+    // The session log lives in memory: after a restart slapd lists what is present instead of
+    // naming what was deleted. The full pass's sweep finds the deletion.
+    slapd.restart();
+    slapd.modify(&delete(&everyone[50]));
+    let (fallback, _) = sync(&s, &ldap, false).await;
+    assert_eq!(fallback.run.status, RunStatus::Succeeded, "{:?}", fallback.run);
+    assert_eq!(fallback.run.message, None, "a full pass: {:?}", fallback.run);
+    assert!(!enabled(&s, &everyone[50]));
+    let (quiet, _) = sync(&s, &ldap, false).await;
+    assert_eq!(
+        quiet.run.message.as_deref(),
+        Some(NOTHING_CHANGED),
+        "the full pass left a fresh cursor"
+    );
+
+    // A cookie the directory cannot continue from: a full pass again, never an error loop.
+    let mut stale = checkpoint(&s).await;
+    let mut cursor = stale.changes_cursor.clone().unwrap().0;
+    for cookie in cursor["sync"].as_object_mut().unwrap().values_mut() {
+        *cookie = serde_json::json!("cmlkPTAwMCxjc249Z2FyYmFnZQ==");
+    }
+    stale.changes_cursor = Some(SourceCursor(cursor));
+    put_checkpoint(&s, &stale).await;
+    slapd.modify(&delete(&everyone[51]));
+    let (refused, _) = sync(&s, &ldap, false).await;
+    assert_eq!(refused.run.status, RunStatus::Succeeded, "{:?}", refused.run);
+    assert!(!enabled(&s, &everyone[51]));
+    let (quiet, requests) = sync(&s, &ldap, false).await;
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+    assert_eq!(requests, 0);
+}
+
+/// Stores a checkpoint under a lease of its own.
+async fn put_checkpoint(s: &Scenario, checkpoint: &Checkpoint) {
+    let holder = m365_core::conformance::holder("test");
+    let now = m365_core::Clock::now(&s.clock);
+    let LeaseGrant::Acquired(lease) = s
+        .state
+        .acquire_lease(&s.connection, &holder, now, 60_000)
+        .await
+        .unwrap()
+    else {
+        panic!("the connection is free between runs");
+    };
+    s.state
+        .put_checkpoint(&s.connection, checkpoint, &lease)
+        .await
+        .unwrap();
+    s.state.release_lease(&lease).await.unwrap();
+}
