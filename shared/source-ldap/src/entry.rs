@@ -109,6 +109,52 @@ fn binary(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
         .or_else(|| texts(entry, name).and_then(|v| v.first().map(|s| s.clone().into_bytes())))
 }
 
+/// The range option of an attribute description (`member;range=0-1499`): Active Directory hands
+/// out the values of a large multi-valued attribute a window at a time, each window named by the
+/// indexes of its first and last value, the last window ending in `*`
+/// (<https://learn.microsoft.com/en-us/windows/win32/adsi/attribute-range-retrieval>).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueRange {
+    /// The attribute description without its range option (`member`).
+    pub attribute: String,
+    /// The index of the window's first value.
+    pub first: usize,
+    /// The index of its last value; `None` (`*`): the window holds the attribute's last value.
+    pub last: Option<usize>,
+}
+
+/// The range option of `description`, `None` when it has none (or a malformed one).
+pub fn value_range(description: &str) -> Option<ValueRange> {
+    let mut parts = description.split(';');
+    let mut attribute = parts.next()?.to_owned();
+    let mut range = None;
+    for option in parts {
+        match option.get(..6) {
+            Some(name) if name.eq_ignore_ascii_case("range=") && range.is_none() => {
+                range = option.get(6..);
+            }
+            _ => {
+                attribute.push(';');
+                attribute.push_str(option);
+            }
+        }
+    }
+    let (first, last) = range?.split_once('-')?;
+    let first = first.trim().parse().ok()?;
+    let last = match last.trim() {
+        "*" => None,
+        index => Some(index.parse().ok()?),
+    };
+    if attribute.is_empty() || last.is_some_and(|last| last < first) {
+        return None;
+    }
+    Some(ValueRange {
+        attribute,
+        first,
+        last,
+    })
+}
+
 /// The entry's stable id, `None` when the entry lacks it (or it is malformed).
 pub fn entry_id(entry: &SearchEntry, config: &LdapSourceConfig) -> Option<String> {
     match config.directory {
@@ -206,5 +252,46 @@ mod tests {
         assert_eq!(guid_bytes(&text), Some(bytes));
         assert_eq!(guid_string(&bytes[..15]), None);
         assert_eq!(guid_bytes("not-a-guid"), None);
+    }
+
+    #[test]
+    fn range_options_are_parsed_and_malformed_ones_ignored() {
+        assert_eq!(
+            value_range("member;range=0-1499"),
+            Some(ValueRange {
+                attribute: "member".to_owned(),
+                first: 0,
+                last: Some(1499)
+            })
+        );
+        assert_eq!(
+            value_range("member;Range=1500-*"),
+            Some(ValueRange {
+                attribute: "member".to_owned(),
+                first: 1500,
+                last: None
+            })
+        );
+        // Other options stay with the attribute.
+        assert_eq!(
+            value_range("member;binary;range=3-4").map(|r| r.attribute),
+            Some("member;binary".to_owned())
+        );
+        for plain_or_malformed in [
+            "member",
+            "member;binary",
+            "member;range=",
+            "member;range=5",
+            "member;range=a-9",
+            "member;range=9-2",
+            "member;range=-1-2",
+            ";range=0-1",
+        ] {
+            assert_eq!(
+                value_range(plain_or_malformed),
+                None,
+                "{plain_or_malformed}"
+            );
+        }
     }
 }

@@ -4,15 +4,25 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ldap3::SearchEntry;
-use m365_core::config::ldap_source::LdapSourceConfig;
+use m365_core::config::ldap_source::{DirectoryKind, LdapSourceConfig};
 use m365_core::{ObjectKind, RecordError, SourceError, SourceGroup, SourceUser};
 
 use crate::connect::{SearchError, Session};
-use crate::entry::{DN_ATTRIBUTE, attributes, enabled, entry_id, normalize_dn, texts};
+use crate::entry::{
+    DN_ATTRIBUTE, ValueRange, attributes, enabled, entry_id, normalize_dn, texts, value_range,
+};
 
 /// The member attributes of the group classes read: `member` (groupOfNames, Active Directory)
 /// and `uniqueMember` (groupOfUniqueNames).
 pub const MEMBER_ATTRIBUTES: [&str; 2] = ["member", "uniqueMember"];
+
+/// The members of an Active Directory group asked for in the group search: the first window of
+/// Active Directory's default MaxValRange (1500 values,
+/// <https://learn.microsoft.com/en-us/troubleshoot/windows-server/active-directory/view-set-ldap-policy-using-ntdsutil>).
+/// Asking for the window explicitly keeps each answer's size bounded, and every server answers
+/// alike: Samba, for one, answers a plain `member` with all values at once. The rest is read by
+/// [`complete_ranges`].
+pub const AD_FIRST_MEMBERS: &str = "member;range=0-1499";
 
 /// Everything one full read found.
 #[derive(Debug, Default)]
@@ -65,8 +75,73 @@ pub fn group_attributes(config: &LdapSourceConfig) -> Vec<String> {
         "cn".to_owned(),
         "description".to_owned(),
     ];
-    wanted.extend(MEMBER_ATTRIBUTES.map(str::to_owned));
+    match config.directory {
+        DirectoryKind::Openldap => wanted.extend(MEMBER_ATTRIBUTES.map(str::to_owned)),
+        DirectoryKind::ActiveDirectory => wanted.push(AD_FIRST_MEMBERS.to_owned()),
+    }
     wanted
+}
+
+/// Reads the rest of every ranged attribute of `entry` (`member;range=0-1499`, Active
+/// Directory's range retrieval,
+/// <https://learn.microsoft.com/en-us/windows/win32/adsi/attribute-range-retrieval>): base reads
+/// of the entry ask for `member;range=1500-*` and so on until a window ends in `*`. The values
+/// end up under the attribute's plain name (`member`). Entries without ranged attributes cost
+/// nothing.
+pub async fn complete_ranges(
+    session: &mut Session,
+    entry: &mut SearchEntry,
+) -> Result<(), SourceError> {
+    let ranged: Vec<(String, ValueRange)> = entry
+        .attrs
+        .keys()
+        .filter_map(|key| value_range(key).map(|range| (key.clone(), range)))
+        .collect();
+    for (key, range) in ranged {
+        let mut values = entry.attrs.remove(&key).unwrap_or_default();
+        let odd = |detail: String| {
+            SourceError::Unreadable(format!(
+                "ldap source: the values of {} of {:?} came in windows that do not follow each                  other ({detail})",
+                range.attribute, entry.dn
+            ))
+        };
+        if range.first != 0 {
+            return Err(odd(format!("the first window is {key}")));
+        }
+        let mut last = range.last;
+        while let Some(end) = last {
+            let next = end
+                .checked_add(1)
+                .ok_or_else(|| odd(format!("a window ends at {end}")))?;
+            let wanted = format!("{};range={next}-*", range.attribute);
+            let Some(mut answer) = session.read(&entry.dn, &[wanted]).await? else {
+                return Err(SourceError::Unavailable(format!(
+                    "ldap source: {:?} was removed while its {} were read; the next run reads it again",
+                    entry.dn, range.attribute
+                )));
+            };
+            let window = answer.attrs.keys().find_map(|key| {
+                value_range(key)
+                    .filter(|r| r.attribute.eq_ignore_ascii_case(&range.attribute))
+                    .map(|r| (key.clone(), r))
+            });
+            // No window: no value from `next` on (the attribute lost values meanwhile).
+            let Some((window_key, window)) = window else {
+                break;
+            };
+            if window.first != next {
+                return Err(odd(format!("{window_key} after a window ending at {end}")));
+            }
+            values.extend(answer.attrs.remove(&window_key).unwrap_or_default());
+            last = window.last;
+        }
+        entry
+            .attrs
+            .entry(range.attribute.clone())
+            .or_default()
+            .extend(values);
+    }
+    Ok(())
 }
 
 /// A user entry as a record, or the error that keeps it out.
@@ -171,7 +246,7 @@ pub async fn read_directory(
             Err(error) => read.errors.push(error),
         }
     }
-    let group_entries = search_bases(
+    let mut group_entries = search_bases(
         session,
         "group_base_dns",
         &config.group_base_dns,
@@ -179,6 +254,9 @@ pub async fn read_directory(
         &group_attributes(config),
     )
     .await?;
+    for entry in &mut group_entries {
+        complete_ranges(session, entry).await?;
+    }
     let mut raw_groups = Vec::new();
     for entry in &group_entries {
         match raw_group(entry, config) {
@@ -247,7 +325,7 @@ async fn scope_members(
         if known.contains_key(dn.as_str()) {
             continue;
         }
-        let entry = session
+        let mut entry = session
             .read(&dn, &group_attributes(config))
             .await?
             .ok_or_else(|| {
@@ -255,6 +333,7 @@ async fn scope_members(
                     "ldap source: member_of_groups names {dn:?}, which does not exist; fix member_of_groups"
                 ))
             })?;
+        complete_ranges(session, &mut entry).await?;
         let group = raw_group(&entry, config).map_err(|e| {
             SourceError::Unreadable(format!(
                 "ldap source: member_of_groups {dn:?}: {}",
