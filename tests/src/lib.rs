@@ -12,6 +12,10 @@ pub mod moto;
 /// A throwaway slapd and the test directory (`tests/ldap_source.rs`).
 pub mod ldap;
 
+/// A throwaway Samba Active Directory domain controller shared by a test binary
+/// (`tests/ad_source.rs`).
+pub mod samba;
+
 /// The deployed product (moto or in-memory ports, a sandbox tenant, the functions' runtime)
 /// for handler tests.
 pub mod cloud;
