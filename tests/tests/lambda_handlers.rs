@@ -1110,9 +1110,19 @@ async fn scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password(on:
             .unwrap(),
         152
     );
+    // The content synchronization cookie is the checkpoint's changes cursor, in the state store.
+    let checkpoint = state.get_checkpoint(KEY).await.unwrap().unwrap();
+    let cursor = checkpoint.changes_cursor.expect("a changes cursor");
+    assert!(cursor.0["sync"].is_object(), "{cursor:?}");
     let again = cloud
         .scheduled(scheduler_event(), "req-2", HOUR)
         .await
         .unwrap();
     assert_eq!(again.counts.graph_writes, 0, "{again:?}");
+    assert_eq!(again.counts.graph_requests, 0, "{again:?}");
+    assert_eq!(
+        again.message.as_deref(),
+        Some("no source changes since the last run"),
+        "{again:?}"
+    );
 }

