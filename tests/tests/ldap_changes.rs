@@ -124,13 +124,33 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
         "a full pass leaves the cursor its changes continue from"
     );
 
+    let read_before = ldap.entries_read();
     let (quiet, requests) = sync(&s, &ldap, false).await;
     assert_eq!(quiet.run.status, RunStatus::Succeeded, "{:?}", quiet.run);
     assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
     assert_eq!(requests, 0, "nothing changed: no Graph request at all");
     assert_eq!(quiet.run.counts.graph_requests, 0);
+    assert_eq!(
+        ldap.entries_read(),
+        read_before,
+        "no entry read past the cursor"
+    );
 
+    // One title changed: one entry read, one Graph write.
     let everyone = people();
+    slapd.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: title\ntitle: Lead Analyst\n",
+        everyone[29].dn()
+    ));
+    let read_before = ldap.entries_read();
+    let (one, _) = sync(&s, &ldap, false).await;
+    assert_eq!(ldap.entries_read() - read_before, 1);
+    assert_eq!(one.run.counts.graph_writes, 1, "{:?}", one.run.counts);
+    assert_eq!(
+        s.tenant_user(&everyone[29].mail()).unwrap()["jobTitle"],
+        "Lead Analyst"
+    );
+
     let (promoted, gone, moved) = (&everyone[30], &everyone[31], &everyone[33]);
     assert_eq!(moved.department, "Product Testing");
     slapd.modify(&format!(

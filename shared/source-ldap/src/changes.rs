@@ -128,6 +128,8 @@ pub struct Reported {
     /// Ids of groups added or changed.
     pub changed_groups: Vec<String>,
     pub cookies: Cookies,
+    /// Entries and deleted ids the searches returned.
+    pub entries: u64,
 }
 
 /// Runs every search from its cookie (`None`: from the start, reading no attribute) and
@@ -168,6 +170,7 @@ pub async fn synchronize(
             );
             return Ok(None);
         }
+        reported.entries += (answer.changed.len() + answer.deleted.len()) as u64;
         let Some(next) = answer.cookie.clone().or(cookie.map(<[u8]>::to_vec)) else {
             return Ok(None);
         };
