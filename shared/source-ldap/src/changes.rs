@@ -128,7 +128,7 @@ pub struct Reported {
     /// Ids of groups added or changed.
     pub changed_groups: Vec<String>,
     pub cookies: Cookies,
-    /// Entries and deleted ids the searches returned.
+    /// Entries the searches returned (deleted ids are not entries).
     pub entries: u64,
 }
 
@@ -170,7 +170,7 @@ pub async fn synchronize(
             );
             return Ok(None);
         }
-        reported.entries += (answer.changed.len() + answer.deleted.len()) as u64;
+        reported.entries += answer.changed.len() as u64;
         let Some(next) = answer.cookie.clone().or(cookie.map(<[u8]>::to_vec)) else {
             return Ok(None);
         };

@@ -79,8 +79,8 @@ impl LdapSource {
     }
 
     /// Entries the directory has returned to this source: users, groups and unreadable entries
-    /// of full reads; changed entries and deleted ids of change reads (one per entry of a
-    /// content synchronization's first search, which reads no attribute).
+    /// of full reads; changed entries of change reads (and every entry of a content
+    /// synchronization's first search, which reads no attribute).
     pub fn entries_read(&self) -> u64 {
         self.entries_read.load(Ordering::Relaxed)
     }
