@@ -60,7 +60,8 @@ manager = { attribute = "manager" }
 const NOTHING_CHANGED: &str = "no source changes since the last run";
 
 fn source(slapd: &Slapd) -> LdapSource {
-    let text = slapd.source_toml("");
+    let text = slapd
+        .source_toml("disabled_attribute = \"employeeType\"\ndisabled_values = [\"inactive\"]");
     let table: toml::Table = toml::from_str(&text).unwrap();
     let mut section = table["source"].as_table().unwrap().clone();
     section.remove("type");
@@ -151,15 +152,18 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
         "Lead Analyst"
     );
 
-    let (promoted, gone, moved) = (&everyone[30], &everyone[31], &everyone[33]);
+    let (promoted, gone, moved, leaving) =
+        (&everyone[30], &everyone[31], &everyone[33], &everyone[34]);
     assert_eq!(moved.department, "Product Testing");
     slapd.modify(&format!(
         "dn: {}\nchangetype: modify\nreplace: title\ntitle: Senior Analyst\n\n{}\
+         dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: Inactive\n\n\
          dn: cn=Product Testing,{GROUPS}\nchangetype: modify\ndelete: member\nmember: {}\n\n\
          dn: uid=newcomer,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: newcomer\n\
          cn: New Comer\nsn: Comer\nmail: newcomer@example.com\ntitle: Intern\n",
         promoted.dn(),
         delete(gone),
+        leaving.dn(),
         moved.dn(),
     ));
     let (changed, _) = sync(&s, &ldap, false).await;
@@ -171,9 +175,9 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
     );
     assert!(
         changed.run.message.as_deref().is_some_and(
-            |m| m.starts_with("changes since the last run: 2 users and 1 groups changed")
+            |m| m.starts_with("changes since the last run: 3 users and 1 groups changed")
         ),
-        "the title change and the newcomer; the group: {:?}",
+        "the title change, the disabled person and the newcomer; the group: {:?}",
         changed.run.message
     );
     let counts = changed.run.counts;
@@ -184,6 +188,10 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
     );
     assert!(s.tenant_user("newcomer@example.com").is_some());
     assert!(!enabled(&s, gone), "a deleted entry is deprovisioned");
+    assert!(
+        !enabled(&s, leaving),
+        "an entry marked disabled through the configured attribute is disabled"
+    );
     assert!(
         !s.member_upns("Product Testing").contains(&moved.mail()),
         "a member removed from the group entry leaves the tenant group"
