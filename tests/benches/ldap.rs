@@ -29,14 +29,12 @@
 
 use std::time::Instant;
 
-use m365_core::config::ldap_source::LdapSourceConfig;
 use m365_core::engine::SyncOutcome;
-use m365_core::{ConnectionSecrets, RunStatus, Source};
+use m365_core::{RunStatus, Source};
 use m365_integration_tests::ldap::{ADMIN_PASSWORD, Slapd, generated_dn, generated_ldif};
 use m365_integration_tests::scenario::Scenario;
-use m365_sandbox::{SandboxConfig, ThrottleConfig, demo};
+use m365_sandbox::{SandboxConfig, ThrottleConfig};
 use m365_source_ldap::LdapSource;
-use secrecy::SecretString;
 use serde_json::json;
 
 const USAGE: &str = "\
@@ -107,22 +105,7 @@ fn main() {
 }
 
 fn source(slapd: &Slapd) -> LdapSource {
-    let table: toml::Table = toml::from_str(&slapd.source_toml("page_size = 1000")).unwrap();
-    let mut section = table["source"].as_table().unwrap().clone();
-    section.remove("type");
-    let config: LdapSourceConfig = section.try_into().unwrap();
-    let secrets = ConnectionSecrets {
-        tenant: demo::TENANT_ID.to_owned(),
-        client_id: demo::CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(demo::CLIENT_SECRET),
-        extra: [(
-            "ldap_bind_password".to_owned(),
-            SecretString::from(ADMIN_PASSWORD),
-        )]
-        .into_iter()
-        .collect(),
-    };
-    LdapSource::new(config, &secrets, None).unwrap()
+    slapd.source("page_size = 1000", ADMIN_PASSWORD, None)
 }
 
 /// The demo tenant with seats for everyone, no latency and no throttling.

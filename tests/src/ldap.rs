@@ -334,6 +334,32 @@ impl Slapd {
         }
     }
 
+    /// An LDAP source on this server with `extra` settings lines, binding as the admin with
+    /// `password`, reading the user attributes `mapped` names (`None`: all).
+    pub fn source(
+        &self,
+        extra: &str,
+        password: &str,
+        mapped: Option<std::collections::BTreeSet<String>>,
+    ) -> m365_source_ldap::LdapSource {
+        let table: toml::Table = toml::from_str(&self.source_toml(extra)).unwrap();
+        let mut section = table["source"].as_table().unwrap().clone();
+        section.remove("type");
+        let config: m365_core::config::ldap_source::LdapSourceConfig = section.try_into().unwrap();
+        let secrets = m365_core::ConnectionSecrets {
+            tenant: m365_sandbox::demo::TENANT_ID.to_owned(),
+            client_id: m365_sandbox::demo::CLIENT_ID.to_owned(),
+            client_secret: secrecy::SecretString::from(m365_sandbox::demo::CLIENT_SECRET),
+            extra: [(
+                "ldap_bind_password".to_owned(),
+                secrecy::SecretString::from(password),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        m365_source_ldap::LdapSource::new(config, &secrets, mapped).unwrap()
+    }
+
     /// The `[source]` table of a configuration on this server, with `extra` lines.
     pub fn source_toml(&self, extra: &str) -> String {
         format!(

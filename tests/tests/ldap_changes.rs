@@ -11,16 +11,14 @@
     reason = "test code: a broken expectation should fail loudly"
 )]
 
-use m365_core::config::ldap_source::LdapSourceConfig;
 use m365_core::engine::SyncOutcome;
-use m365_core::{Checkpoint, ConnectionSecrets, LeaseGrant, RunStatus, SourceCursor, StateStore};
+use m365_core::{Checkpoint, LeaseGrant, RunStatus, SourceCursor, StateStore};
 use m365_integration_tests::ldap::{
     ADMIN_PASSWORD, GROUPS, PEOPLE, Person, Slapd, directory_ldif, people,
 };
 use m365_integration_tests::scenario::Scenario;
-use m365_sandbox::{SandboxConfig, demo};
+use m365_sandbox::SandboxConfig;
 use m365_source_ldap::LdapSource;
-use secrecy::SecretString;
 
 const RULE: &str = r#"
 [rule]
@@ -60,24 +58,11 @@ manager = { attribute = "manager" }
 const NOTHING_CHANGED: &str = "no source changes since the last run";
 
 fn source(slapd: &Slapd) -> LdapSource {
-    let text = slapd
-        .source_toml("disabled_attribute = \"employeeType\"\ndisabled_values = [\"inactive\"]");
-    let table: toml::Table = toml::from_str(&text).unwrap();
-    let mut section = table["source"].as_table().unwrap().clone();
-    section.remove("type");
-    let config: LdapSourceConfig = section.try_into().unwrap();
-    let secrets = ConnectionSecrets {
-        tenant: demo::TENANT_ID.to_owned(),
-        client_id: demo::CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(demo::CLIENT_SECRET),
-        extra: [(
-            "ldap_bind_password".to_owned(),
-            SecretString::from(ADMIN_PASSWORD),
-        )]
-        .into_iter()
-        .collect(),
-    };
-    LdapSource::new(config, &secrets, None).unwrap()
+    slapd.source(
+        "disabled_attribute = \"employeeType\"\ndisabled_values = [\"inactive\"]",
+        ADMIN_PASSWORD,
+        None,
+    )
 }
 
 async fn scenario(max_count: u64) -> Scenario {
