@@ -198,6 +198,47 @@ pub fn directory_ldif() -> String {
     ldif
 }
 
+/// Heads of the generated directory: person i reports to person i % GENERATED_HEADS.
+pub const GENERATED_HEADS: usize = 10;
+
+/// The DN of person `i` of [`generated_ldif`].
+pub fn generated_dn(i: usize) -> String {
+    format!("uid=p{i:05},{PEOPLE}")
+}
+
+/// A generated directory of any size: `people` people `p00000`… with mail
+/// (`p00000@example.com`), title, department and a manager DN (but the heads), and `groups`
+/// groupOfNames `Team 0`… where person i is a member of team i % `groups`.
+pub fn generated_ldif(people: usize, groups: usize) -> String {
+    let mut ldif = String::from(
+        "dn: dc=example,dc=com\nobjectClass: domain\nobjectClass: top\ndc: example\n\n\
+         dn: ou=People,dc=example,dc=com\nobjectClass: organizationalUnit\nou: People\n\n\
+         dn: ou=Groups,dc=example,dc=com\nobjectClass: organizationalUnit\nou: Groups\n\n",
+    );
+    for i in 0..people {
+        ldif.push_str(&format!(
+            "dn: {}\nobjectClass: inetOrgPerson\nuid: p{i:05}\ncn: Person {i}\nsn: Person\n\
+             givenName: P{i}\nmail: p{i:05}@example.com\ntitle: Analyst\ndepartmentNumber: D{}\n",
+            generated_dn(i),
+            i % GENERATED_HEADS
+        ));
+        if i >= GENERATED_HEADS {
+            ldif.push_str(&format!("manager: {}\n", generated_dn(i % GENERATED_HEADS)));
+        }
+        ldif.push('\n');
+    }
+    for g in 0..groups {
+        ldif.push_str(&format!(
+            "dn: cn=Team {g},{GROUPS}\nobjectClass: groupOfNames\ncn: Team {g}\n"
+        ));
+        for i in (g..people).step_by(groups) {
+            ldif.push_str(&format!("member: {}\n", generated_dn(i)));
+        }
+        ldif.push('\n');
+    }
+    ldif
+}
+
 /// A running slapd, stopped (and its directory removed) when dropped.
 pub struct Slapd {
     pub dir: PathBuf,
@@ -291,6 +332,32 @@ impl Slapd {
         if let Some(pid) = stdout.lines().find_map(|l| l.strip_prefix("PID=")) {
             self.pid = pid.trim().parse().unwrap();
         }
+    }
+
+    /// An LDAP source on this server with `extra` settings lines, binding as the admin with
+    /// `password`, reading the user attributes `mapped` names (`None`: all).
+    pub fn source(
+        &self,
+        extra: &str,
+        password: &str,
+        mapped: Option<std::collections::BTreeSet<String>>,
+    ) -> m365_source_ldap::LdapSource {
+        let table: toml::Table = toml::from_str(&self.source_toml(extra)).unwrap();
+        let mut section = table["source"].as_table().unwrap().clone();
+        section.remove("type");
+        let config: m365_core::config::ldap_source::LdapSourceConfig = section.try_into().unwrap();
+        let secrets = m365_core::ConnectionSecrets {
+            tenant: m365_sandbox::demo::TENANT_ID.to_owned(),
+            client_id: m365_sandbox::demo::CLIENT_ID.to_owned(),
+            client_secret: secrecy::SecretString::from(m365_sandbox::demo::CLIENT_SECRET),
+            extra: [(
+                "ldap_bind_password".to_owned(),
+                secrecy::SecretString::from(password),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        m365_source_ldap::LdapSource::new(config, &secrets, mapped).unwrap()
     }
 
     /// The `[source]` table of a configuration on this server, with `extra` lines.

@@ -1062,14 +1062,9 @@ async fn a_failed_run_answers_500_with_the_request_id_only_and_its_retry_is_appl
 // An LDAP source
 // ---------------------------------------------------------------------------------------------
 
-on_moto_and_in_memory!(scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password);
-async fn scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password(on: On) {
-    use m365_integration_tests::ldap::{ADMIN_PASSWORD, Slapd, directory_ldif};
-    let slapd = Slapd::start(&directory_ldif());
-    let cloud = on.cloud().await;
-    let mut secret: Value = serde_json::from_str(&secret_json(demo::CLIENT_SECRET, &[])).unwrap();
-    secret["extra"] = json!({"ldap_bind_password": ADMIN_PASSWORD});
-    cloud.put_secret(&secret.to_string()).await;
+/// The quick start's cloud configuration with `slapd` as its source, the rule reading the
+/// directory's attribute names and managers by DN.
+fn ldap_cloud_config(slapd: &m365_integration_tests::ldap::Slapd) -> String {
     let config = m365_integration_tests::cloud::quickstart_cloud_config();
     let source_at = config.find("[source]").unwrap();
     let secrets_at = config.find("[secrets]").unwrap();
@@ -1080,10 +1075,9 @@ async fn scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password(on:
         &config[secrets_at..]
     );
     let rule_at = ldap.find("[rule]").unwrap();
-    let ldap = format!(
+    format!(
         "{}{}",
         &ldap[..rule_at],
-        // The examples' rule, reading the directory's attribute names and managers by DN.
         ldap[rule_at..]
             .replace("{ attribute = \"displayName\" }", "{ attribute = \"cn\" }")
             .replace(
@@ -1091,7 +1085,23 @@ async fn scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password(on:
                 "{ attribute = \"departmentNumber\" }"
             )
             .replace("reference = \"id\"", "reference = \"dn\"")
-    );
+    )
+}
+
+/// The connection secret with the directory's bind password.
+async fn put_ldap_secret(cloud: &Cloud) {
+    let mut secret: Value = serde_json::from_str(&secret_json(demo::CLIENT_SECRET, &[])).unwrap();
+    secret["extra"] = json!({"ldap_bind_password": m365_integration_tests::ldap::ADMIN_PASSWORD});
+    cloud.put_secret(&secret.to_string()).await;
+}
+
+on_moto_and_in_memory!(scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password);
+async fn scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password(on: On) {
+    use m365_integration_tests::ldap::{Slapd, directory_ldif};
+    let slapd = Slapd::start(&directory_ldif());
+    let cloud = on.cloud().await;
+    put_ldap_secret(&cloud).await;
+    let ldap = ldap_cloud_config(&slapd);
     cloud.upload_config(&ldap).await;
 
     let answer = cloud
@@ -1110,9 +1120,69 @@ async fn scheduled_sync_of_an_ldap_directory_binds_with_the_secrets_password(on:
             .unwrap(),
         152
     );
+    // The content synchronization cookie is the checkpoint's changes cursor, in the state store.
+    let checkpoint = state.get_checkpoint(KEY).await.unwrap().unwrap();
+    let cursor = checkpoint.changes_cursor.expect("a changes cursor");
+    assert!(cursor.0["sync"].is_object(), "{cursor:?}");
     let again = cloud
         .scheduled(scheduler_event(), "req-2", HOUR)
         .await
         .unwrap();
     assert_eq!(again.counts.graph_writes, 0, "{again:?}");
+    assert_eq!(again.counts.graph_requests, 0, "{again:?}");
+    assert_eq!(
+        again.message.as_deref(),
+        Some("no source changes since the last run"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_ldap_first_load_bigger_than_one_invocation_continues_then_only_changes_are_read() {
+    use m365_integration_tests::ldap::{Slapd, generated_dn, generated_ldif};
+    let slapd = Slapd::start(&generated_ldif(400, 4));
+    let cloud = On::Moto.cloud().await;
+    put_ldap_secret(&cloud).await;
+    cloud.upload_config(&ldap_cloud_config(&slapd)).await;
+
+    let answers = cloud
+        .state_machine_execution(Duration::from_millis(300), 100)
+        .await;
+    let hops = answers.len();
+    println!("400 directory entries: {hops} invocations");
+    assert!(hops >= 2, "a first load over several invocations: {hops}");
+    for answer in &answers[..hops - 1] {
+        assert_eq!(answer.status, "checkpointed", "{answer:?}");
+    }
+    let last = answers.last().unwrap();
+    assert_eq!(last.status, "succeeded", "{last:?}");
+    let created: u64 = answers.iter().map(|a| a.counts.created).sum();
+    assert_eq!(created, 400, "every person created once");
+    let state = cloud.deployment.state.as_ref();
+    assert_eq!(
+        state
+            .count_links(KEY, m365_core::ObjectKind::User)
+            .await
+            .unwrap(),
+        400
+    );
+    assert!(
+        state
+            .get_checkpoint(KEY)
+            .await
+            .unwrap()
+            .unwrap()
+            .changes_cursor
+            .is_some(),
+        "the finished first load leaves the changes cursor"
+    );
+
+    slapd.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: title\ntitle: Lead Analyst\n",
+        generated_dn(200)
+    ));
+    let answers = cloud.state_machine_execution(HOUR, 1).await;
+    assert_eq!(answers[0].status, "succeeded", "{:?}", answers[0]);
+    assert_eq!(answers[0].counts.updated, 1, "{:?}", answers[0]);
+    assert_eq!(answers[0].counts.graph_writes, 1, "{:?}", answers[0]);
 }

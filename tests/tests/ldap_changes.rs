@@ -11,18 +11,14 @@
     reason = "test code: a broken expectation should fail loudly"
 )]
 
-use m365_core::config::ldap_source::LdapSourceConfig;
 use m365_core::engine::SyncOutcome;
-use m365_core::{
-    Checkpoint, ConnectionSecrets, LeaseGrant, RunStatus, SourceCursor, StateStore,
-};
+use m365_core::{Checkpoint, LeaseGrant, RunStatus, SourceCursor, StateStore};
 use m365_integration_tests::ldap::{
     ADMIN_PASSWORD, GROUPS, PEOPLE, Person, Slapd, directory_ldif, people,
 };
 use m365_integration_tests::scenario::Scenario;
-use m365_sandbox::{SandboxConfig, demo};
+use m365_sandbox::SandboxConfig;
 use m365_source_ldap::LdapSource;
-use secrecy::SecretString;
 
 const RULE: &str = r#"
 [rule]
@@ -62,23 +58,11 @@ manager = { attribute = "manager" }
 const NOTHING_CHANGED: &str = "no source changes since the last run";
 
 fn source(slapd: &Slapd) -> LdapSource {
-    let text = slapd.source_toml("");
-    let table: toml::Table = toml::from_str(&text).unwrap();
-    let mut section = table["source"].as_table().unwrap().clone();
-    section.remove("type");
-    let config: LdapSourceConfig = section.try_into().unwrap();
-    let secrets = ConnectionSecrets {
-        tenant: demo::TENANT_ID.to_owned(),
-        client_id: demo::CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(demo::CLIENT_SECRET),
-        extra: [(
-            "ldap_bind_password".to_owned(),
-            SecretString::from(ADMIN_PASSWORD),
-        )]
-        .into_iter()
-        .collect(),
-    };
-    LdapSource::new(config, &secrets, None).unwrap()
+    slapd.source(
+        "disabled_attribute = \"employeeType\"\ndisabled_values = [\"inactive\"]",
+        ADMIN_PASSWORD,
+        None,
+    )
 }
 
 async fn scenario(max_count: u64) -> Scenario {
@@ -126,32 +110,60 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
         "a full pass leaves the cursor its changes continue from"
     );
 
+    let read_before = ldap.entries_read();
     let (quiet, requests) = sync(&s, &ldap, false).await;
     assert_eq!(quiet.run.status, RunStatus::Succeeded, "{:?}", quiet.run);
     assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
     assert_eq!(requests, 0, "nothing changed: no Graph request at all");
     assert_eq!(quiet.run.counts.graph_requests, 0);
+    assert_eq!(
+        ldap.entries_read(),
+        read_before,
+        "no entry read past the cursor"
+    );
 
+    // One title changed: one entry read, one Graph write.
     let everyone = people();
-    let (promoted, gone, moved) = (&everyone[30], &everyone[31], &everyone[33]);
+    slapd.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: title\ntitle: Lead Analyst\n",
+        everyone[29].dn()
+    ));
+    let read_before = ldap.entries_read();
+    let (one, _) = sync(&s, &ldap, false).await;
+    assert_eq!(ldap.entries_read() - read_before, 1);
+    assert_eq!(one.run.counts.graph_writes, 1, "{:?}", one.run.counts);
+    assert_eq!(
+        s.tenant_user(&everyone[29].mail()).unwrap()["jobTitle"],
+        "Lead Analyst"
+    );
+
+    let (promoted, gone, moved, leaving) =
+        (&everyone[30], &everyone[31], &everyone[33], &everyone[34]);
     assert_eq!(moved.department, "Product Testing");
     slapd.modify(&format!(
         "dn: {}\nchangetype: modify\nreplace: title\ntitle: Senior Analyst\n\n{}\
+         dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: Inactive\n\n\
          dn: cn=Product Testing,{GROUPS}\nchangetype: modify\ndelete: member\nmember: {}\n\n\
          dn: uid=newcomer,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: newcomer\n\
          cn: New Comer\nsn: Comer\nmail: newcomer@example.com\ntitle: Intern\n",
         promoted.dn(),
         delete(gone),
+        leaving.dn(),
         moved.dn(),
     ));
     let (changed, _) = sync(&s, &ldap, false).await;
-    assert_eq!(changed.run.status, RunStatus::Succeeded, "{:?}", changed.run);
     assert_eq!(
-        changed.run.message.as_deref(),
-        Some(
-            "changes since the last run: 2 users and 1 groups changed, 1 users and 0 groups deleted, 0 retried"
+        changed.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        changed.run
+    );
+    assert!(
+        changed.run.message.as_deref().is_some_and(
+            |m| m.starts_with("changes since the last run: 3 users and 1 groups changed")
         ),
-        "the title change and the newcomer; the group; the deleted person"
+        "the title change, the disabled person and the newcomer; the group: {:?}",
+        changed.run.message
     );
     let counts = changed.run.counts;
     assert_eq!((counts.created, counts.updated), (1, 1), "{counts:?}");
@@ -162,10 +174,17 @@ async fn after_the_first_run_only_changes_are_read_and_nothing_changed_means_no_
     assert!(s.tenant_user("newcomer@example.com").is_some());
     assert!(!enabled(&s, gone), "a deleted entry is deprovisioned");
     assert!(
+        !enabled(&s, leaving),
+        "an entry marked disabled through the configured attribute is disabled"
+    );
+    assert!(
         !s.member_upns("Product Testing").contains(&moved.mail()),
         "a member removed from the group entry leaves the tenant group"
     );
-    assert!(enabled(&s, moved), "leaving a group is not leaving the scope");
+    assert!(
+        enabled(&s, moved),
+        "leaving a group is not leaving the scope"
+    );
 
     let (quiet, requests) = sync(&s, &ldap, false).await;
     assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
@@ -221,11 +240,20 @@ async fn a_directory_that_forgot_its_deletions_or_refuses_the_cookie_gets_a_full
 
     // The session log lives in memory: after a restart slapd lists what is present instead of
     // naming what was deleted. The full pass's sweep finds the deletion.
-    slapd.restart();
     slapd.modify(&delete(&everyone[50]));
+    slapd.restart();
     let (fallback, _) = sync(&s, &ldap, false).await;
-    assert_eq!(fallback.run.status, RunStatus::Succeeded, "{:?}", fallback.run);
-    assert_eq!(fallback.run.message, None, "a full pass: {:?}", fallback.run);
+    assert_eq!(
+        fallback.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        fallback.run
+    );
+    assert_eq!(
+        fallback.run.message, None,
+        "a full pass: {:?}",
+        fallback.run
+    );
     assert!(!enabled(&s, &everyone[50]));
     let (quiet, _) = sync(&s, &ldap, false).await;
     assert_eq!(
@@ -234,17 +262,26 @@ async fn a_directory_that_forgot_its_deletions_or_refuses_the_cookie_gets_a_full
         "the full pass left a fresh cursor"
     );
 
-    // A cookie the directory cannot continue from: a full pass again, never an error loop.
+    // A cookie newer than the directory's own state (it was restored from a backup): slapd
+    // refuses it. A full pass again, never an error loop.
     let mut stale = checkpoint(&s).await;
     let mut cursor = stale.changes_cursor.clone().unwrap().0;
     for cookie in cursor["sync"].as_object_mut().unwrap().values_mut() {
-        *cookie = serde_json::json!("cmlkPTAwMCxjc249Z2FyYmFnZQ==");
+        // rid=000,csn=20991231000000.000000Z#000000#000#000000
+        *cookie = serde_json::json!(
+            "cmlkPTAwMCxjc249MjA5OTEyMzEwMDAwMDAuMDAwMDAwWiMwMDAwMDAjMDAwIzAwMDAwMA=="
+        );
     }
     stale.changes_cursor = Some(SourceCursor(cursor));
     put_checkpoint(&s, &stale).await;
     slapd.modify(&delete(&everyone[51]));
     let (refused, _) = sync(&s, &ldap, false).await;
-    assert_eq!(refused.run.status, RunStatus::Succeeded, "{:?}", refused.run);
+    assert_eq!(
+        refused.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        refused.run
+    );
     assert!(!enabled(&s, &everyone[51]));
     let (quiet, requests) = sync(&s, &ldap, false).await;
     assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));

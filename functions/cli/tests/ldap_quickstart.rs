@@ -68,4 +68,21 @@ fn the_ldap_quick_start_syncs_the_directory_and_the_second_run_changes_nothing()
     let summary = String::from_utf8_lossy(&second.stdout);
     assert!(summary.contains("no changes"), "{summary}");
     assert!(summary.contains("0 Graph writes"), "{summary}");
+    assert!(
+        summary.contains("note: no source changes since the last run"),
+        "the second run reads only the directory's changes: {summary}"
+    );
+
+    // `--full` reads the whole directory even so, and still changes nothing.
+    let full = Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
+        .args(["sync", "--full", "--config"])
+        .arg(&config)
+        .env_remove("M365_CONFIG")
+        .env("M365_SECRET_LDAP_BIND_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(full.status.code(), Some(0), "{}", text(&full));
+    let summary = String::from_utf8_lossy(&full.stdout);
+    assert!(summary.contains("0 Graph writes"), "{summary}");
+    assert!(!summary.contains("no source changes"), "{summary}");
 }

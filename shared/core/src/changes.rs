@@ -13,9 +13,7 @@ use async_trait::async_trait;
 
 use crate::model::{ObjectKind, RecordError, SourceGroup, SourceUser};
 use crate::planner::Focus;
-use crate::source::{
-    Change, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError,
-};
+use crate::source::{Change, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError};
 
 /// Every change since a cursor, the last report of each identity winning.
 #[derive(Debug, Default)]

@@ -310,10 +310,9 @@ impl Engine<'_> {
         let Some(cursor) = checkpoint.changes_cursor else {
             return Ok(None);
         };
-        if let (Some(every), Some(last)) = (
-            self.source.full_pass_every(),
-            checkpoint.last_complete_at,
-        ) {
+        if let (Some(every), Some(last)) =
+            (self.source.full_pass_every(), checkpoint.last_complete_at)
+        {
             let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
             if self.clock.now().saturating_sub(last) >= every {
                 tracing::info!(

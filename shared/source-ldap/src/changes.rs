@@ -128,6 +128,8 @@ pub struct Reported {
     /// Ids of groups added or changed.
     pub changed_groups: Vec<String>,
     pub cookies: Cookies,
+    /// Entries the searches returned (deleted ids are not entries).
+    pub entries: u64,
 }
 
 /// Runs every search from its cookie (`None`: from the start, reading no attribute) and
@@ -168,6 +170,7 @@ pub async fn synchronize(
             );
             return Ok(None);
         }
+        reported.entries += answer.changed.len() as u64;
         let Some(next) = answer.cookie.clone().or(cookie.map(<[u8]>::to_vec)) else {
             return Ok(None);
         };
@@ -211,7 +214,11 @@ fn take_in(
         }
         Searched::Groups => {
             for entry in &answer.changed {
-                match entry.attrs.get(config.id_attribute()).and_then(|v| v.first()) {
+                match entry
+                    .attrs
+                    .get(config.id_attribute())
+                    .and_then(|v| v.first())
+                {
                     Some(id) => reported.changed_groups.push(id.clone()),
                     None => reported.errors.push(RecordError {
                         kind: m365_core::ObjectKind::Group,
@@ -235,10 +242,29 @@ fn take_in(
     Ok(())
 }
 
-/// The page the engine gets.
+/// The page the engine gets. A search reports an entry another search of the same kind still
+/// finds as "no longer matching" when it changed (a user changed under one of two base DNs, a
+/// group changed under the users' base): an identity reported both ways is not deleted.
 pub fn page(reported: Reported) -> ChangePage {
+    let mut found = std::collections::BTreeSet::new();
+    for change in &reported.changes {
+        match change {
+            Change::UpsertUser(user) => found.insert(("user", user.id.clone())),
+            Change::UpsertGroup(group) => found.insert(("group", group.id.clone())),
+            Change::DeleteUser { .. } | Change::DeleteGroup { .. } => false,
+        };
+    }
+    let changes = reported
+        .changes
+        .into_iter()
+        .filter(|change| match change {
+            Change::DeleteUser { id } => !found.contains(&("user", id.clone())),
+            Change::DeleteGroup { id } => !found.contains(&("group", id.clone())),
+            Change::UpsertUser(_) | Change::UpsertGroup(_) => true,
+        })
+        .collect();
     ChangePage {
-        changes: reported.changes,
+        changes,
         errors: reported.errors,
         next: encode_cursor(&reported.cookies),
         more: false,

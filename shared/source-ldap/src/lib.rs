@@ -26,6 +26,7 @@ pub mod read;
 pub mod sync;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -50,6 +51,8 @@ pub struct LdapSource {
     mapped: Option<BTreeSet<String>>,
     /// The last full read, and the token its cursors carry.
     snapshot: Mutex<Option<(u64, Arc<DirectoryRead>)>>,
+    /// Entries the directory returned to this source so far (status and benchmarks).
+    entries_read: AtomicU64,
 }
 
 impl LdapSource {
@@ -71,7 +74,19 @@ impl LdapSource {
             credentials,
             mapped,
             snapshot: Mutex::new(None),
+            entries_read: AtomicU64::new(0),
         })
+    }
+
+    /// Entries the directory has returned to this source: users, groups and unreadable entries
+    /// of full reads; changed entries of change reads (and every entry of a content
+    /// synchronization's first search, which reads no attribute).
+    pub fn entries_read(&self) -> u64 {
+        self.entries_read.load(Ordering::Relaxed)
+    }
+
+    fn count_entries(&self, entries: u64) {
+        self.entries_read.fetch_add(entries, Ordering::Relaxed);
     }
 
     async fn session(&self) -> Result<Session, SourceError> {
@@ -84,6 +99,7 @@ impl LdapSource {
         let read = read_directory(&mut session, &self.config, self.mapped.as_ref()).await;
         session.close().await;
         let read = Arc::new(read?);
+        self.count_entries((read.users.len() + read.groups.len() + read.errors.len()) as u64);
         // 53 bits: the token survives any JSON reader that holds numbers as doubles.
         let token = rand::random::<u64>() >> 11;
         tracing::info!(
@@ -208,7 +224,10 @@ impl Source for LdapSource {
         let mut session = self.session().await?;
         let started = changes::synchronize(&mut session, &self.config, &[], None).await;
         session.close().await;
-        Ok(started?.map(|reported| changes::encode_cursor(&reported.cookies)))
+        Ok(started?.map(|reported| {
+            self.count_entries(reported.entries);
+            changes::encode_cursor(&reported.cookies)
+        }))
     }
 
     async fn changes(
@@ -231,15 +250,20 @@ impl Source for LdapSource {
                 "ldap source: the directory no longer offers content synchronization".to_owned(),
             ));
         };
+        self.count_entries(reported.entries);
         if !reported.changed_groups.is_empty() {
-            // Members are DNs: the users read resolves them (changes::Reported).
-            let read = self.current_read().await?;
-            let changed: BTreeSet<String> =
-                std::mem::take(&mut reported.changed_groups).into_iter().collect();
+            // Members are DNs: a users read resolves them (changes::Reported). A new read: one
+            // held from an earlier run of a long-lived source would be stale.
+            let (_, read) = self.read_all().await?;
+            let changed: BTreeSet<String> = std::mem::take(&mut reported.changed_groups)
+                .into_iter()
+                .collect();
             for id in &changed {
                 if !read.groups.iter().any(|group| group.id == *id) {
                     // No longer a group of the groups read.
-                    reported.changes.push(Change::DeleteGroup { id: id.clone() });
+                    reported
+                        .changes
+                        .push(Change::DeleteGroup { id: id.clone() });
                 }
             }
             reported.changes.extend(
@@ -315,6 +339,7 @@ impl Source for LdapSource {
                 Ok(entries) => {
                     if let Some(entry) = entries.first() {
                         // An entry that cannot be read is not a deleted one.
+                        self.count_entries(1);
                         found = Some(user_record(entry, &self.config));
                         break;
                     }

@@ -12,7 +12,7 @@
 //! than the panics of ldap3's own parsers, so that a server answering oddly costs a full pass,
 //! never the process.
 
-use ldap3::asn1::{PL, StructureTag, TagClass, Types, parse_tag};
+use ldap3::asn1::{StructureTag, TagClass, Types, parse_tag};
 
 /// The Sync Request control ([RFC 4533 section 2.2](https://www.rfc-editor.org/rfc/rfc4533#section-2.2)).
 pub const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
@@ -203,7 +203,7 @@ pub fn uuid_string(bytes: &[u8]) -> Result<String, String> {
 
 fn parse_whole(bytes: &[u8], what: &str) -> Result<StructureTag, String> {
     match parse_tag(bytes) {
-        Ok((rest, tag)) if rest.is_empty() => Ok(tag),
+        Ok(([], tag)) => Ok(tag),
         Ok(_) => Err(format!("{what}: trailing bytes after the value")),
         Err(_) => Err(format!("{what}: not a BER value")),
     }
@@ -243,7 +243,9 @@ pub fn parse_state(value: &[u8]) -> Result<SyncState, String> {
         [3] => EntryState::Delete,
         other => return Err(format!("{what}: unknown state {other:?}")),
     };
-    let uuid = parts.next().ok_or_else(|| format!("{what}: no entryUUID"))?;
+    let uuid = parts
+        .next()
+        .ok_or_else(|| format!("{what}: no entryUUID"))?;
     let entry_uuid = uuid_string(&primitive(uuid, what)?)?;
     let cookie = parts.next().map(|t| primitive(t, what)).transpose()?;
     Ok(SyncState {
@@ -347,6 +349,7 @@ fn encode(tag: StructureTag) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ldap3::asn1::PL;
 
     fn tag(class: TagClass, id: u64, payload: PL) -> StructureTag {
         StructureTag { class, id, payload }
@@ -381,7 +384,11 @@ mod tests {
             TagClass::Universal,
             Types::Sequence as u64,
             PL::C(vec![
-                tag(TagClass::Universal, Types::Enumerated as u64, PL::P(vec![3])),
+                tag(
+                    TagClass::Universal,
+                    Types::Enumerated as u64,
+                    PL::P(vec![3]),
+                ),
                 octets(&UUID),
             ]),
         ));
@@ -398,7 +405,11 @@ mod tests {
             Types::Sequence as u64,
             PL::C(vec![
                 octets(b"rid=001,csn=x"),
-                tag(TagClass::Universal, Types::Boolean as u64, PL::P(vec![0xff])),
+                tag(
+                    TagClass::Universal,
+                    Types::Boolean as u64,
+                    PL::P(vec![0xff]),
+                ),
             ]),
         ));
         assert_eq!(
