@@ -75,9 +75,13 @@ start)
   addr=${3:-127.0.0.1}; owner=${4:-}
   [[ -f $dir/etc/smb.conf ]] || die "$dir holds no provisioned domain (run provision first)"
   stop_own "$dir"
-  # -i: in the foreground (so $! is samba itself), logging to stdout.
+  # -i: in the foreground (so $! is samba itself), logging to stdout. Its pid file and sockets
+  # go under DIR: with the defaults (/run/samba) a second instance, or the system's own Samba,
+  # refuses to start.
+  mkdir -p "$dir/run/ncalrpc"
   samba -i -s "$dir/etc/smb.conf" --option="interfaces=$addr" --option="bind interfaces only=yes" \
     --option="ldap server require strong auth=no" --option="server services=ldap" \
+    --option="pid directory=$dir/run" --option="ncalrpc dir=$dir/run/ncalrpc" \
     </dev/null >"$dir/samba.log" 2>&1 &
   pid=$!
   echo "$pid" >"$dir/samba.pid"

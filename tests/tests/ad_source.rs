@@ -11,7 +11,7 @@
 )]
 
 use m365_core::config::ldap_source::LdapSourceConfig;
-use m365_core::{ConnectionSecrets, ObjectKind, RunStatus, Source};
+use m365_core::{ConnectionSecrets, ObjectKind, RunStatus, Source, StateStore};
 use m365_integration_tests::samba::{ADMIN_PASSWORD, SambaDc, user_ldif};
 use m365_integration_tests::scenario::Scenario;
 use m365_sandbox::{SandboxConfig, demo};
@@ -337,4 +337,117 @@ async fn a_wrong_password_fails_the_run_naming_the_fix_and_writes_nothing() {
     assert!(!error.contains("not-the-password"), "no password in errors");
     assert_eq!(s.tenant_writes(), writes);
     assert!(s.tenant_user("flo@example.com").is_none());
+}
+
+/// The message of a changes pass that found nothing.
+const NOTHING_CHANGED: &str = "no source changes since the last run";
+
+#[tokio::test]
+async fn after_the_first_load_runs_read_only_what_changed_through_usn_changed() {
+    let dc = SambaDc::shared();
+    let ou = dc.new_ou("Changes");
+    let elsewhere = dc.new_ou("ChangesElsewhere");
+    let team = format!("CN=CH Team,{ou}");
+    dc.apply(&format!(
+        "{}{}{}{}dn: {team}\nobjectClass: group\nmember: CN=Gil Old,{ou}\n\
+         member: CN=Hal Gone,{ou}\nmember: CN=Ida Moves,{ou}\n",
+        user_ldif(&ou, "Gil Old", "gil@example.com", true, ""),
+        user_ldif(&ou, "Hal Gone", "hal@example.com", true, ""),
+        user_ldif(&ou, "Ida Moves", "ida@example.com", true, ""),
+        user_ldif(&ou, "Jo Stays", "jo@example.com", true, ""),
+    ));
+    let s = scenario().await;
+    let ad = source(dc, &ou, ADMIN_PASSWORD);
+    let first = s.sync_from(&ad).await;
+    assert_eq!(first.run.status, RunStatus::Succeeded, "{:?}", first.run);
+    assert_eq!(first.run.counts.created, 4, "{:?}", first.run.counts);
+    let cursor = s
+        .state
+        .get_checkpoint(&s.connection)
+        .await
+        .unwrap()
+        .and_then(|c| c.changes_cursor)
+        .expect("a changes cursor after the first load");
+    let mark = m365_source_ldap::usn::Watermark::decode(&cursor).unwrap();
+    assert!(mark.server.starts_with("CN=NTDS Settings,"), "{mark:?}");
+    assert!(is_guid(&mark.invocation), "{mark:?}");
+
+    // Other tests of this binary change the directory meanwhile: their entries are not this
+    // connection's, so this run still finds nothing to do.
+    let quiet = s.sync_from(&ad).await;
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+    assert_eq!(quiet.run.counts.graph_requests, 0, "{:?}", quiet.run.counts);
+
+    let jo_before = s.tenant_user("jo@example.com").unwrap();
+    dc.apply(&format!(
+        "dn: CN=Gil Old,{ou}\nchangetype: modify\nreplace: sn\nsn: Newname\n\n\
+         dn: CN=Hal Gone,{ou}\nchangetype: delete\n\n\
+         dn: CN=Ida Moves,{ou}\nchangetype: modrdn\nnewrdn: CN=Ida Moves\ndeleteoldrdn: 1\n\
+         newsuperior: {elsewhere}\n\n\
+         {}{}\
+         dn: {team}\nchangetype: modify\nadd: member\nmember: CN=Kim New,{ou}\n",
+        user_ldif(&ou, "Kim New", "kim@example.com", true, ""),
+        // Outside the scope: reported as a departure from the domain's changes, and dropped,
+        // since this connection never linked it.
+        user_ldif(&elsewhere, "Lou Outside", "lou@example.com", true, "")
+    ));
+    let changed = s.sync_from(&ad).await;
+    assert_eq!(
+        changed.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        changed.run
+    );
+    assert!(
+        changed.run.message.as_deref().is_some_and(|m| m
+            .starts_with("changes since the last run: 2 users and 1 groups changed, 2 users and 0 groups deleted")),
+        "{:?}",
+        changed.run.message
+    );
+    assert_eq!(changed.run.counts.created, 1, "{:?}", changed.run.counts);
+    assert_eq!(changed.run.counts.updated, 1, "{:?}", changed.run.counts);
+    // Deleted, and moved out of the base DN: both leave the scope (remove_action "disable").
+    assert_eq!(
+        changed.run.counts.deprovisioned, 2,
+        "{:?}",
+        changed.run.counts
+    );
+    assert_eq!(
+        changed.run.counts.members_removed, 2,
+        "{:?}",
+        changed.run.counts
+    );
+    assert_eq!(
+        s.tenant_user("gil@example.com").unwrap()["surname"],
+        "Newname"
+    );
+    for gone in ["hal@example.com", "ida@example.com"] {
+        assert_eq!(
+            s.tenant_user(gone).unwrap()["accountEnabled"],
+            false,
+            "{gone}"
+        );
+    }
+    assert_eq!(
+        s.member_upns("CH Team"),
+        vec!["gil@example.com", "kim@example.com"]
+    );
+    assert_eq!(s.tenant_user("jo@example.com").unwrap(), jo_before);
+    assert!(s.tenant_user("lou@example.com").is_none());
+
+    let settled = s.sync_from(&ad).await;
+    assert_eq!(settled.run.message.as_deref(), Some(NOTHING_CHANGED));
+    assert_eq!(settled.run.counts.graph_requests, 0);
+
+    // A mark of the same controller restored from a backup (another invocationId) is refused:
+    // the engine then reads the whole directory.
+    let restored = m365_source_ldap::usn::Watermark {
+        invocation: "00000000-0000-0000-0000-000000000001".to_owned(),
+        ..mark
+    };
+    let error = ad.changes(&restored.encode(), 100).await.unwrap_err();
+    assert!(
+        matches!(&error, m365_core::SourceError::CursorExpired(m) if m.contains("restored from a backup")),
+        "{error}"
+    );
 }

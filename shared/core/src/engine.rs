@@ -5,6 +5,8 @@
 //! since the checkpoint's changes cursor, for sources that report changes with their deletes
 //! (docs/design.md#incremental-runs); or the identities webhook events named.
 
+use std::collections::BTreeSet;
+
 use crate::changes::{ChangeSet, Prefetched, read_changes};
 use crate::clock::Clock;
 use crate::directory::Directory;
@@ -270,7 +272,8 @@ impl Engine<'_> {
             && let Some(cursor) = self.changes_cursor_in_use().await?
         {
             match read_changes(self.source, &cursor, self.page_size).await {
-                Ok((set, next)) => {
+                Ok((mut set, next)) => {
+                    self.forget_unlinked_deletions(&mut set).await?;
                     let retry = self.due_retries().await?;
                     return Ok(Pass::Changes { set, next, retry });
                 }
@@ -300,6 +303,30 @@ impl Engine<'_> {
             }
         };
         Ok(Pass::Full { changes_from })
+    }
+
+    /// Drops reported deletions of identities this connection never linked: they change
+    /// nothing, and a source may report every departure from a wider search than its scope
+    /// (Active Directory reports entries of the whole domain that changed or were deleted).
+    async fn forget_unlinked_deletions(&self, set: &mut ChangeSet) -> Result<(), StateError> {
+        for (kind, deleted) in [
+            (ObjectKind::User, &mut set.deleted_users),
+            (ObjectKind::Group, &mut set.deleted_groups),
+        ] {
+            if deleted.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = deleted.iter().cloned().collect();
+            let linked: BTreeSet<String> = self
+                .state
+                .get_links(self.connection, kind, &ids)
+                .await?
+                .into_iter()
+                .map(|link| link.source_id)
+                .collect();
+            deleted.retain(|id| linked.contains(id));
+        }
+        Ok(())
     }
 
     /// The stored changes cursor, unless the source's periodic full pass is due.

@@ -128,7 +128,8 @@ pub struct Reported {
     /// Ids of groups added or changed.
     pub changed_groups: Vec<String>,
     pub cookies: Cookies,
-    /// Entries the searches returned (deleted ids are not entries).
+    /// Entries the searches returned (a deletion content synchronization names by id alone is
+    /// not an entry).
     pub entries: u64,
 }
 
@@ -245,7 +246,7 @@ fn take_in(
 /// The page the engine gets. A search reports an entry another search of the same kind still
 /// finds as "no longer matching" when it changed (a user changed under one of two base DNs, a
 /// group changed under the users' base): an identity reported both ways is not deleted.
-pub fn page(reported: Reported) -> ChangePage {
+pub fn page(reported: Reported, next: SourceCursor) -> ChangePage {
     let mut found = std::collections::BTreeSet::new();
     for change in &reported.changes {
         match change {
@@ -266,7 +267,7 @@ pub fn page(reported: Reported) -> ChangePage {
     ChangePage {
         changes,
         errors: reported.errors,
-        next: encode_cursor(&reported.cookies),
+        next,
         more: false,
     }
 }

@@ -21,6 +21,8 @@ pub struct Credentials {
 const INVALID_CREDENTIALS: u32 = 49;
 /// LDAP result code 32: noSuchObject.
 pub const NO_SUCH_OBJECT: u32 = 32;
+/// Active Directory's LDAP_SERVER_SHOW_DELETED_OID.
+const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
 /// slapd's answer to a sync cookie newer than its own state.
 const UNWILLING_TO_PERFORM: u32 = 53;
 
@@ -125,6 +127,34 @@ impl Session {
         filter: &str,
         attributes: &[String],
     ) -> Result<Vec<SearchEntry>, SearchError> {
+        self.search_with(base, filter, attributes, Vec::new()).await
+    }
+
+    /// Like [`Session::search`], with Active Directory's Show Deleted control: deleted objects
+    /// (tombstones, `isDeleted` TRUE) are found too
+    /// (<https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-adts/57056773-932c-4e55-9491-e13f49ba580c>).
+    pub async fn search_showing_deleted(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+    ) -> Result<Vec<SearchEntry>, SearchError> {
+        let show_deleted = ldap3::controls::RawControl {
+            ctype: SHOW_DELETED_OID.to_owned(),
+            crit: true,
+            val: None,
+        };
+        self.search_with(base, filter, attributes, vec![show_deleted])
+            .await
+    }
+
+    async fn search_with(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attributes: &[String],
+        controls: Vec<ldap3::controls::RawControl>,
+    ) -> Result<Vec<SearchEntry>, SearchError> {
         let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(self.page_size)),
@@ -132,6 +162,7 @@ impl Session {
         let mut stream = self
             .ldap
             .with_timeout(self.operation_timeout)
+            .with_controls(controls)
             .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes.to_vec())
             .await
             .map_err(|e| SearchError::Failed(unavailable(&self.url, "search", &e)))?;

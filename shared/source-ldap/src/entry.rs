@@ -100,7 +100,7 @@ pub fn texts<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e Vec<String>> 
 
 /// The raw bytes of attribute `name`: ldap3 keeps a value as text when it happens to be valid
 /// UTF-8, so a binary attribute may be in either map.
-fn binary(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
+pub fn binary(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
     entry
         .bin_attrs
         .iter()

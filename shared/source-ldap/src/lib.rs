@@ -15,8 +15,9 @@
 //!   engine page by page. A paged-results cookie belongs to its connection, so a snapshot cursor
 //!   is valid only in the process that read it: elsewhere it is expired and the snapshot starts
 //!   over (`resumable_snapshot` is false).
-//! - **Changes**: with `content_sync` (the default) on OpenLDAP and its kin, a run after the
-//!   first reads only what changed, through RFC 4533 content synchronization ([`changes`]).
+//! - **Changes**: with `content_sync` (the default), a run after the first reads only what
+//!   changed: through RFC 4533 content synchronization on OpenLDAP and its kin ([`changes`]),
+//!   through `uSNChanged` on Active Directory ([`usn`]).
 //! - **The bind password** is a connection secret (never in the configuration file).
 
 pub mod changes;
@@ -24,6 +25,7 @@ pub mod connect;
 pub mod entry;
 pub mod read;
 pub mod sync;
+pub mod usn;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,6 +139,41 @@ impl LdapSource {
             .map(|(_, read)| read.clone())
     }
 
+    /// Changes through content synchronization (OpenLDAP and its kin), and the cursor after them.
+    async fn synchronized_changes(
+        &self,
+        cursor: &SourceCursor,
+    ) -> Result<(changes::Reported, SourceCursor), SourceError> {
+        let searches = changes::SyncedSearch::all(&self.config);
+        let cookies = changes::decode_cursor(cursor, &searches)?;
+        let mut session = self.session().await?;
+        let attributes = user_attributes(&self.config, self.mapped.as_ref());
+        let reported =
+            changes::synchronize(&mut session, &self.config, &attributes, Some(&cookies)).await;
+        session.close().await;
+        let Some(reported) = reported? else {
+            return Err(SourceError::CursorExpired(
+                "ldap source: the directory no longer offers content synchronization".to_owned(),
+            ));
+        };
+        let next = changes::encode_cursor(&reported.cookies);
+        Ok((reported, next))
+    }
+
+    /// Changes through `uSNChanged` (Active Directory), and the cursor after them.
+    async fn usn_changes(
+        &self,
+        cursor: &SourceCursor,
+    ) -> Result<(changes::Reported, SourceCursor), SourceError> {
+        let from = usn::Watermark::decode(cursor)?;
+        let mut session = self.session().await?;
+        let attributes = user_attributes(&self.config, self.mapped.as_ref());
+        let changed = usn::changed_since(&mut session, &self.config, &attributes, &from).await;
+        session.close().await;
+        let (reported, now) = changed?;
+        Ok((reported, now.encode()))
+    }
+
     /// The filter matching the entry with this id.
     fn id_filter(&self, id: &str) -> Option<String> {
         let attribute = self.config.id_attribute();
@@ -222,12 +259,21 @@ impl Source for LdapSource {
             return Ok(None);
         }
         let mut session = self.session().await?;
-        let started = changes::synchronize(&mut session, &self.config, &[], None).await;
+        let started = match self.config.directory {
+            DirectoryKind::Openldap => changes::synchronize(&mut session, &self.config, &[], None)
+                .await
+                .map(|started| {
+                    started.map(|reported| {
+                        self.count_entries(reported.entries);
+                        changes::encode_cursor(&reported.cookies)
+                    })
+                }),
+            DirectoryKind::ActiveDirectory => usn::watermark(&mut session)
+                .await
+                .map(|(mark, _)| Some(mark.encode())),
+        };
         session.close().await;
-        Ok(started?.map(|reported| {
-            self.count_entries(reported.entries);
-            changes::encode_cursor(&reported.cookies)
-        }))
+        started
     }
 
     async fn changes(
@@ -238,17 +284,9 @@ impl Source for LdapSource {
         if !self.config.reads_changes() {
             return Err(SourceError::Unsupported("incremental changes"));
         }
-        let searches = changes::SyncedSearch::all(&self.config);
-        let cookies = changes::decode_cursor(cursor, &searches)?;
-        let mut session = self.session().await?;
-        let attributes = user_attributes(&self.config, self.mapped.as_ref());
-        let reported =
-            changes::synchronize(&mut session, &self.config, &attributes, Some(&cookies)).await;
-        session.close().await;
-        let Some(mut reported) = reported? else {
-            return Err(SourceError::CursorExpired(
-                "ldap source: the directory no longer offers content synchronization".to_owned(),
-            ));
+        let (mut reported, next) = match self.config.directory {
+            DirectoryKind::Openldap => self.synchronized_changes(cursor).await?,
+            DirectoryKind::ActiveDirectory => self.usn_changes(cursor).await?,
         };
         self.count_entries(reported.entries);
         if !reported.changed_groups.is_empty() {
@@ -273,7 +311,7 @@ impl Source for LdapSource {
                     .map(|group| Change::UpsertGroup(group.clone())),
             );
         }
-        Ok(changes::page(reported))
+        Ok(changes::page(reported, next))
     }
 
     async fn snapshot_page(

@@ -101,7 +101,7 @@ pub async fn complete_ranges(
         let mut values = entry.attrs.remove(&key).unwrap_or_default();
         let odd = |detail: String| {
             SourceError::Unreadable(format!(
-                "ldap source: the values of {} of {:?} came in windows that do not follow each                  other ({detail})",
+                "ldap source: the values of {} of {:?} came in windows that do not follow each other ({detail})",
                 range.attribute, entry.dn
             ))
         };

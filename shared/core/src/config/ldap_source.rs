@@ -91,13 +91,13 @@ pub struct LdapSourceConfig {
     /// Entries per page of a search (RFC 2696 paged results).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-    /// Read only what changed since the last run, through RFC 4533 content synchronization
-    /// (OpenLDAP's syncprov overlay with a session log), when the directory offers it. Off, or
-    /// where the directory does not (Active Directory for now), or with `member_of_groups`:
-    /// every run reads the whole directory.
+    /// Read only what changed since the last run: through RFC 4533 content synchronization on
+    /// OpenLDAP and its kin (OpenLDAP's syncprov overlay with a session log), when the
+    /// directory offers it; through `uSNChanged` and the Show Deleted control on Active
+    /// Directory. Off, or with `member_of_groups`: every run reads the whole directory.
     #[serde(default = "default_true")]
     pub content_sync: bool,
-    /// With content synchronization, still read the whole directory when the last full pass
+    /// With `content_sync`, still read the whole directory when the last full pass
     /// is this many hours old (a full pass finds what change reports can miss). 0: only when
     /// the directory no longer accepts the stored cookie.
     #[serde(default = "default_full_sync_hours")]
@@ -180,15 +180,13 @@ impl LdapSourceConfig {
         }
     }
 
-    /// The attribute holding each entry's stable id.
-    /// Whether runs read only the changes (content synchronization is on and can serve this
+    /// Whether runs read only the changes (`content_sync` is on and can serve this
     /// configuration).
     pub fn reads_changes(&self) -> bool {
-        self.content_sync
-            && self.directory == DirectoryKind::Openldap
-            && self.member_of_groups.is_empty()
+        self.content_sync && self.member_of_groups.is_empty()
     }
 
+    /// The attribute holding each entry's stable id.
     pub fn id_attribute(&self) -> &'static str {
         match self.directory {
             DirectoryKind::Openldap => "entryUUID",
