@@ -314,6 +314,32 @@ impl Slapd {
         );
     }
 
+    /// Turns the syncprov overlay off (`olcDisabled`, through cn=config over the ldapi socket
+    /// as root): the server then answers a content synchronization request, which this
+    /// project's source marks non-critical, with a plain search, as a server without it does.
+    pub fn disable_content_sync(&self) {
+        let socket = self.dir.join("ldapi").to_string_lossy().replace('/', "%2F");
+        let mut child = Command::new("ldapmodify")
+            .args(["-Q", "-Y", "EXTERNAL", "-H", &format!("ldapi://{socket}")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ldapmodify runs");
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            b"dn: olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config\nchangetype: modify\n\
+              replace: olcDisabled\nolcDisabled: TRUE\n",
+        )
+        .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "syncprov was not disabled: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Stops slapd and starts it again on the same port and database: its syncprov session
     /// log, held in memory, is gone (a cookie from before then gets the present phase).
     pub fn restart(&mut self) {

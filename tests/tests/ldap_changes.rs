@@ -288,6 +288,92 @@ async fn a_directory_that_forgot_its_deletions_or_refuses_the_cookie_gets_a_full
     assert_eq!(requests, 0);
 }
 
+#[tokio::test]
+async fn without_content_synchronization_a_modify_timestamp_mark_reads_the_changes_and_full_passes_the_deletions()
+ {
+    let slapd = Slapd::start(&directory_ldif());
+    let s = scenario(1000).await;
+    let ldap = source(&slapd);
+    let (first, _) = sync(&s, &ldap, false).await;
+    assert_eq!(first.run.status, RunStatus::Succeeded, "{:?}", first.run);
+    assert!(
+        checkpoint(&s)
+            .await
+            .changes_cursor
+            .unwrap()
+            .0
+            .get("sync")
+            .is_some()
+    );
+
+    // The server stops offering content synchronization: the cookie cannot be used, a full
+    // pass reads the directory and leaves a modifyTimestamp mark instead.
+    slapd.disable_content_sync();
+    let (full, _) = sync(&s, &ldap, false).await;
+    assert_eq!(full.run.status, RunStatus::Succeeded, "{:?}", full.run);
+    assert_eq!(full.run.message, None, "a full pass: {:?}", full.run);
+    let cursor = checkpoint(&s).await.changes_cursor.expect("a mark");
+    assert!(cursor.0.get("stamp").is_some(), "{cursor:?}");
+    let read_before = ldap.entries_read();
+    let (quiet, requests) = sync(&s, &ldap, false).await;
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+    assert_eq!(requests, 0, "nothing changed: no Graph request at all");
+    assert_eq!(ldap.entries_read(), read_before, "no entry read");
+
+    // Stamps count seconds: the changes come in a second after the directory's last one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let everyone = people();
+    slapd.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: title\ntitle: Night Auditor\n",
+        everyone[31].dn(),
+    ));
+    let read_before = ldap.entries_read();
+    let (changed, _) = sync(&s, &ldap, false).await;
+    assert_eq!(
+        changed.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        changed.run
+    );
+    assert_eq!(
+        ldap.entries_read() - read_before,
+        1,
+        "the changed entry only: {:?}",
+        changed.run.message
+    );
+    assert_eq!(
+        changed.run.counts.graph_writes, 1,
+        "{:?}",
+        changed.run.counts
+    );
+    assert_eq!(
+        s.tenant_user(&everyone[31].mail()).unwrap()["jobTitle"],
+        "Night Auditor"
+    );
+    let (quiet, requests) = sync(&s, &ldap, false).await;
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+    assert_eq!(requests, 0);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    slapd.modify(&delete(&everyone[32]));
+    let (deleted, _) = sync(&s, &ldap, false).await;
+    assert_eq!(
+        deleted.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        deleted.run
+    );
+    assert!(
+        enabled(&s, &everyone[32]),
+        "a stamp cannot name a deletion: it waits for the next full pass"
+    );
+
+    // The periodic full pass (here asked for) finds the deletion.
+    let full = s.sync_from_with(&ldap, false, true).await.unwrap();
+    assert_eq!(full.run.status, RunStatus::Succeeded, "{:?}", full.run);
+    assert!(!enabled(&s, &everyone[32]));
+}
+
 /// Stores a checkpoint under a lease of its own.
 async fn put_checkpoint(s: &Scenario, checkpoint: &Checkpoint) {
     let holder = m365_core::conformance::holder("test");

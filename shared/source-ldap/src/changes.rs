@@ -20,7 +20,7 @@ use m365_core::config::ldap_source::LdapSourceConfig;
 use m365_core::{Change, ChangePage, RecordError, SourceCursor, SourceError};
 use serde_json::{Value, json};
 
-use crate::connect::{Session, SyncError};
+use crate::connect::{SearchError, Session, SyncError};
 use crate::read::user_record;
 use crate::sync::SyncAnswer;
 
@@ -221,15 +221,7 @@ fn take_in(
                     .and_then(|v| v.first())
                 {
                     Some(id) => reported.changed_groups.push(id.clone()),
-                    None => reported.errors.push(RecordError {
-                        kind: m365_core::ObjectKind::Group,
-                        location: entry.dn.clone(),
-                        source_id: None,
-                        message: format!(
-                            "the entry has no {}; check that the bind DN may read it",
-                            config.id_attribute()
-                        ),
-                    }),
+                    None => reported.errors.push(group_without_id(&entry.dn, config)),
                 }
             }
             reported.changes.extend(
@@ -241,6 +233,39 @@ fn take_in(
         }
     }
     Ok(())
+}
+
+/// A changed group entry without its id.
+pub fn group_without_id(dn: &str, config: &LdapSourceConfig) -> RecordError {
+    RecordError {
+        kind: m365_core::ObjectKind::Group,
+        location: dn.to_owned(),
+        source_id: None,
+        message: format!(
+            "the entry has no {}; check that the bind DN may read it",
+            config.id_attribute()
+        ),
+    }
+}
+
+/// A paged search under a configured base (`setting` names it: `user_base_dns`, ...); a base
+/// that does not exist is an error naming the setting to fix.
+pub async fn search_base(
+    session: &mut Session,
+    setting: &str,
+    base: &str,
+    filter: &str,
+    attributes: &[String],
+) -> Result<Vec<ldap3::SearchEntry>, SourceError> {
+    session
+        .search(base, filter, attributes)
+        .await
+        .map_err(|error| match error {
+            SearchError::NoSuchBase(base) => SourceError::Unavailable(format!(
+                "ldap source: {setting} {base:?} does not exist in the directory; fix {setting}"
+            )),
+            SearchError::Failed(error) => error,
+        })
 }
 
 /// The page the engine gets. A search reports an entry another search of the same kind still

@@ -17,13 +17,15 @@
 //!   over (`resumable_snapshot` is false).
 //! - **Changes**: with `content_sync` (the default), a run after the first reads only what
 //!   changed: through RFC 4533 content synchronization on OpenLDAP and its kin ([`changes`]),
-//!   through `uSNChanged` on Active Directory ([`usn`]).
+//!   or a `modifyTimestamp` mark where they do not offer it ([`stamp`]); through `uSNChanged`
+//!   on Active Directory ([`usn`]).
 //! - **The bind password** is a connection secret (never in the configuration file).
 
 pub mod changes;
 pub mod connect;
 pub mod entry;
 pub mod read;
+pub mod stamp;
 pub mod sync;
 pub mod usn;
 
@@ -137,6 +139,48 @@ impl LdapSource {
         slot.as_ref()
             .filter(|(held, _)| *held == token)
             .map(|(_, read)| read.clone())
+    }
+
+    /// Where changes start on OpenLDAP and its kin: the cookies of content synchronization;
+    /// where the directory does not offer it, the latest `modifyTimestamp`, when a periodic
+    /// full pass will find the deletions a stamp cannot name; else none (every run is full).
+    async fn openldap_changes_start(
+        &self,
+        session: &mut Session,
+    ) -> Result<Option<SourceCursor>, SourceError> {
+        if let Some(reported) = changes::synchronize(session, &self.config, &[], None).await? {
+            self.count_entries(reported.entries);
+            return Ok(Some(changes::encode_cursor(&reported.cookies)));
+        }
+        if self.full_pass_every().is_none() {
+            tracing::info!(
+                url = %self.config.url,
+                "without content synchronization, deletions are found only by full passes, and \
+                 full_sync_every_hours is 0: every run reads the whole directory"
+            );
+            return Ok(None);
+        }
+        let latest = stamp::latest(session, &self.config).await?;
+        tracing::info!(
+            url = %self.config.url,
+            mark = %latest.stamp.0,
+            "the directory offers no content synchronization: runs read the entries changed \
+             since the latest modifyTimestamp, deletions wait for the periodic full pass"
+        );
+        Ok(Some(latest.encode()))
+    }
+
+    /// Changes through a `modifyTimestamp` mark, and the cursor after them.
+    async fn stamped_changes(
+        &self,
+        from: &stamp::Mark,
+    ) -> Result<(changes::Reported, SourceCursor), SourceError> {
+        let mut session = self.session().await?;
+        let attributes = user_attributes(&self.config, self.mapped.as_ref());
+        let changed = stamp::changed_since(&mut session, &self.config, &attributes, from).await;
+        session.close().await;
+        let (reported, next) = changed?;
+        Ok((reported, next.encode()))
     }
 
     /// Changes through content synchronization (OpenLDAP and its kin), and the cursor after them.
@@ -260,14 +304,7 @@ impl Source for LdapSource {
         }
         let mut session = self.session().await?;
         let started = match self.config.directory {
-            DirectoryKind::Openldap => changes::synchronize(&mut session, &self.config, &[], None)
-                .await
-                .map(|started| {
-                    started.map(|reported| {
-                        self.count_entries(reported.entries);
-                        changes::encode_cursor(&reported.cookies)
-                    })
-                }),
+            DirectoryKind::Openldap => self.openldap_changes_start(&mut session).await,
             DirectoryKind::ActiveDirectory => usn::watermark(&mut session)
                 .await
                 .map(|(mark, _)| Some(mark.encode())),
@@ -284,9 +321,10 @@ impl Source for LdapSource {
         if !self.config.reads_changes() {
             return Err(SourceError::Unsupported("incremental changes"));
         }
-        let (mut reported, next) = match self.config.directory {
-            DirectoryKind::Openldap => self.synchronized_changes(cursor).await?,
-            DirectoryKind::ActiveDirectory => self.usn_changes(cursor).await?,
+        let (mut reported, next) = match (self.config.directory, stamp::Mark::decode(cursor)) {
+            (DirectoryKind::Openldap, Some(stamp)) => self.stamped_changes(&stamp?).await?,
+            (DirectoryKind::Openldap, None) => self.synchronized_changes(cursor).await?,
+            (DirectoryKind::ActiveDirectory, _) => self.usn_changes(cursor).await?,
         };
         self.count_entries(reported.entries);
         if !reported.changed_groups.is_empty() {

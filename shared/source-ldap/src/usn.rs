@@ -20,10 +20,10 @@
 //!   twice changes nothing.
 
 use m365_core::config::ldap_source::LdapSourceConfig;
-use m365_core::{Change, RecordError, SourceCursor, SourceError};
+use m365_core::{Change, SourceCursor, SourceError};
 use serde_json::{Value, json};
 
-use crate::changes::Reported;
+use crate::changes::{Reported, group_without_id, search_base};
 use crate::connect::{SearchError, Session};
 use crate::entry::{binary, entry_id, guid_string, texts};
 use crate::read::user_record;
@@ -158,11 +158,18 @@ pub async fn changed_since(
     }
     let since = format!("(uSNChanged>={})", from.usn.saturating_add(1));
     let id_only = vec![config.id_attribute().to_owned(), "objectClass".to_owned()];
-    let touched = search(session, &domain, "domain", &since, &id_only).await?;
+    let touched = search_base(
+        session,
+        "the domain (defaultNamingContext)",
+        &domain,
+        &since,
+        &id_only,
+    )
+    .await?;
     let mut found = std::collections::BTreeSet::new();
     for base in &config.user_base_dns {
         let filter = format!("(&{}{since})", config.user_filter());
-        for entry in search(session, base, "user_base_dns", &filter, user_attributes).await? {
+        for entry in search_base(session, "user_base_dns", base, &filter, user_attributes).await? {
             reported.entries += 1;
             match user_record(&entry, config) {
                 Ok(user) => {
@@ -178,14 +185,14 @@ pub async fn changed_since(
     }
     for base in &config.group_base_dns {
         let filter = format!("(&{}{since})", config.group_filter());
-        for entry in search(session, base, "group_base_dns", &filter, &id_only).await? {
+        for entry in search_base(session, "group_base_dns", base, &filter, &id_only).await? {
             reported.entries += 1;
             match entry_id(&entry, config) {
                 Some(id) => {
                     found.insert(id.clone());
                     reported.changed_groups.push(id);
                 }
-                None => reported.errors.push(no_id(&entry.dn, config)),
+                None => reported.errors.push(group_without_id(&entry.dn, config)),
             }
         }
     }
@@ -193,7 +200,13 @@ pub async fn changed_since(
     let deleted = session
         .search_showing_deleted(&domain, &deleted_filter, &id_only)
         .await
-        .map_err(|e| failed(e, "domain"))?;
+        .map_err(|error| match error {
+            SearchError::NoSuchBase(base) => SourceError::Unavailable(format!(
+                "ldap source: the domain {base:?} (defaultNamingContext) cannot be searched for \
+                 deleted objects"
+            )),
+            SearchError::Failed(error) => error,
+        })?;
     for entry in touched.iter().chain(&deleted) {
         reported.entries += 1;
         let Some(id) = entry_id(entry, config) else {
@@ -211,40 +224,6 @@ pub async fn changed_since(
         });
     }
     Ok((reported, now))
-}
-
-async fn search(
-    session: &mut Session,
-    base: &str,
-    key: &str,
-    filter: &str,
-    attributes: &[String],
-) -> Result<Vec<ldap3::SearchEntry>, SourceError> {
-    session
-        .search(base, filter, attributes)
-        .await
-        .map_err(|e| failed(e, key))
-}
-
-fn failed(error: SearchError, key: &str) -> SourceError {
-    match error {
-        SearchError::NoSuchBase(base) => SourceError::Unavailable(format!(
-            "ldap source: {key} {base:?} does not exist in the directory; fix {key}"
-        )),
-        SearchError::Failed(error) => error,
-    }
-}
-
-fn no_id(dn: &str, config: &LdapSourceConfig) -> RecordError {
-    RecordError {
-        kind: m365_core::ObjectKind::Group,
-        location: dn.to_owned(),
-        source_id: None,
-        message: format!(
-            "the entry has no {}; check that the bind DN may read it",
-            config.id_attribute()
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -92,9 +92,11 @@ pub struct LdapSourceConfig {
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// Read only what changed since the last run: through RFC 4533 content synchronization on
-    /// OpenLDAP and its kin (OpenLDAP's syncprov overlay with a session log), when the
-    /// directory offers it; through `uSNChanged` and the Show Deleted control on Active
-    /// Directory. Off, or with `member_of_groups`: every run reads the whole directory.
+    /// OpenLDAP and its kin (OpenLDAP's syncprov overlay with a session log), or where the
+    /// directory does not offer it, through a `modifyTimestamp` mark (deletions then wait for
+    /// the periodic full pass, so only while `full_sync_every_hours` is above 0); through
+    /// `uSNChanged` and the Show Deleted control on Active Directory. Off, or with
+    /// `member_of_groups`: every run reads the whole directory.
     #[serde(default = "default_true")]
     pub content_sync: bool,
     /// With `content_sync`, still read the whole directory when the last full pass
