@@ -197,6 +197,26 @@ impl SambaDc {
         dn
     }
 
+    /// Runs `samba-tool` on the domain's database, as an administrator does on a domain
+    /// controller (`user create`, `group addmembers`, `user disable`, ...): the running server
+    /// serves the change at once. Panics with samba-tool's output when it fails.
+    pub fn tool(&self, args: &[&str]) {
+        let database = self.dir.join("private/sam.ldb");
+        let output = Command::new("samba-tool")
+            .args(args)
+            .arg("-H")
+            .arg(&database)
+            .output()
+            .expect("samba-tool runs");
+        assert!(
+            output.status.success(),
+            "samba-tool {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// The `objectGUID` of the entry at `dn` in its string form, read with ldapsearch.
     pub fn object_guid(&self, dn: &str) -> String {
         let output = Command::new("ldapsearch")

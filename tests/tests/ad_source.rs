@@ -1,7 +1,8 @@
 //! The LDAP source in `directory = "active-directory"` mode against a real Active Directory
 //! domain controller (Samba, one per test binary: `tests/src/samba.rs`) and the sandbox tenant:
 //! objectGUID ids, userAccountControl's disabled flag, groups, a group of more than 1500 members
-//! (range retrieval), a renamed user, a wrong password. Each test works in an OU of its own.
+//! (range retrieval), a renamed user, a wrong password, incremental runs through uSNChanged, and
+//! accounts and groups managed with samba-tool. Each test works in an OU of its own.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +13,7 @@
 
 use m365_core::config::ldap_source::LdapSourceConfig;
 use m365_core::{ConnectionSecrets, ObjectKind, RunStatus, Source, StateStore};
-use m365_integration_tests::samba::{ADMIN_PASSWORD, SambaDc, user_ldif};
+use m365_integration_tests::samba::{ADMIN_PASSWORD, BASE_DN, SambaDc, user_ldif};
 use m365_integration_tests::scenario::Scenario;
 use m365_sandbox::{SandboxConfig, demo};
 use m365_source_ldap::LdapSource;
@@ -450,4 +451,84 @@ async fn after_the_first_load_runs_read_only_what_changed_through_usn_changed() 
         matches!(&error, m365_core::SourceError::CursorExpired(m) if m.contains("restored from a backup")),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn users_and_groups_an_administrator_manages_with_samba_tool_follow_into_the_tenant() {
+    let dc = SambaDc::shared();
+    let ou = dc.new_ou("Tooled");
+    let relative = ou.strip_suffix(&format!(",{BASE_DN}")).unwrap();
+    for (account, given) in [("tl.ana", "Ana"), ("tl.ben", "Ben"), ("tl.cat", "Cat")] {
+        let mail = format!("{}.tool@example.com", given.to_lowercase());
+        dc.tool(&[
+            "user",
+            "create",
+            account,
+            "Passw0rd!Tl1",
+            "--userou",
+            relative,
+            "--given-name",
+            given,
+            "--surname",
+            "Tool",
+            "--mail-address",
+            &mail,
+        ]);
+    }
+    dc.tool(&["group", "add", "TL Crew", "--groupou", relative]);
+    dc.tool(&["group", "addmembers", "TL Crew", "tl.ana,tl.ben,tl.cat"]);
+    let s = scenario().await;
+    let ad = source(dc, &ou, ADMIN_PASSWORD);
+    let first = s.sync_from(&ad).await;
+    assert_eq!(first.run.status, RunStatus::Succeeded, "{:?}", first.run);
+    assert_eq!(first.run.counts.created, 3, "{:?}", first.run.counts);
+    assert_eq!(first.run.counts.groups_created, 1, "{:?}", first.run.counts);
+    assert_eq!(
+        s.member_upns("TL Crew"),
+        vec![
+            "ana.tool@example.com",
+            "ben.tool@example.com",
+            "cat.tool@example.com"
+        ]
+    );
+    assert_eq!(
+        s.tenant_user("ana.tool@example.com").unwrap()["displayName"],
+        "Ana Tool"
+    );
+    let quiet = s.sync_from(&ad).await;
+    assert_eq!(quiet.run.message.as_deref(), Some(NOTHING_CHANGED));
+
+    dc.tool(&["user", "disable", "tl.ben"]);
+    dc.tool(&["user", "delete", "tl.cat"]);
+    dc.tool(&["group", "removemembers", "TL Crew", "tl.ana"]);
+    let changed = s.sync_from(&ad).await;
+    assert_eq!(
+        changed.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        changed.run
+    );
+    assert!(
+        changed
+            .run
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("changes since the last run")),
+        "an incremental run: {:?}",
+        changed.run.message
+    );
+    assert_eq!(
+        s.tenant_user("ana.tool@example.com").unwrap()["accountEnabled"],
+        true
+    );
+    assert_eq!(
+        s.tenant_user("ben.tool@example.com").unwrap()["accountEnabled"],
+        false
+    );
+    assert_eq!(
+        s.tenant_user("cat.tool@example.com").unwrap()["accountEnabled"],
+        false
+    );
+    // A disabled account stays a member; a deleted one and a removed one leave.
+    assert_eq!(s.member_upns("TL Crew"), vec!["ben.tool@example.com"]);
 }
