@@ -1,11 +1,12 @@
 //! The `/v1/environments/{envId}/...` reads: users, groups, a group's parents, populations.
 //!
 //! Collections page as PingOne does
-//! (<https://apidocs.pingidentity.com/pingone/platform/v1/api/#paging-ordering-and-filtering-collections>):
-//! `limit` (1–1000, else 400) asks for a page size that is capped per resource (200 for users),
-//! `size` is the number of items in the page, `count` the total, and `_links.next` — present only
-//! when more items follow — is an absolute URL carrying an opaque `cursor` (with the same `limit`
-//! and `filter`) that a client follows verbatim.
+//! (<https://developer.pingidentity.com/pingone-api/platform/reference/paging-ordering-filtering-collections.html>):
+//! `limit` (1–1000, else 400) asks for a page size that is capped per resource (200 for users);
+//! without `limit` a page is as large as the cap allows. `size` is the number of items in the
+//! page, `count` the total, and `_links.next` — present only when more items follow — is an
+//! absolute URL carrying an opaque URL-safe `cursor` (with the same `limit` and `filter`) that a
+//! client follows verbatim.
 
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -18,8 +19,6 @@ use crate::filter::{self, Grammar};
 use crate::store::Store;
 use crate::wire::{CorrelationId, P1Error, hal};
 
-/// Page size when no `limit` is given.
-const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit` accepted.
 const MAX_LIMIT: usize = 1000;
 /// The largest page `/users` answers, whatever the `limit`.
@@ -94,7 +93,7 @@ pub(crate) struct Listing<'a> {
 /// One page of `items` (sequence number and JSON, in order, already filtered).
 pub(crate) fn page(listing: &Listing<'_>, q: &ListQuery, items: Vec<(u64, Value)>) -> Response {
     let count = items.len();
-    let size = q.limit.unwrap_or(DEFAULT_LIMIT).min(listing.cap);
+    let size = q.limit.unwrap_or(listing.cap).min(listing.cap);
     let rest: Vec<(u64, Value)> = items
         .into_iter()
         .filter(|(seq, _)| q.after.is_none_or(|after| *seq > after))

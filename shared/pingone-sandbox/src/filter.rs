@@ -1,5 +1,6 @@
 //! The SCIM-like `filter` subset PingOne answers on `/users` and `/groups`
-//! (<https://apidocs.pingidentity.com/pingone/platform/v1/api/#filtering-data>):
+//! (<https://developer.pingidentity.com/pingone-api/platform/reference/paging-ordering-filtering-collections.html>,
+//! <https://developer.pingidentity.com/pingone-api/platform/users/group-membership.html>):
 //! `attr eq "value"`, `attr sw "prefix"`, `enabled eq true`,
 //! `memberOfGroups[id eq "<gid>"]` (every member, nested groups included) and
 //! `memberOfGroups[id eq "<gid>" and type eq "DIRECT"]`, joined with `and` / `or` and

@@ -1,17 +1,18 @@
 //! PingOne stand-in: a local HTTP server that answers the PingOne Platform API the way PingOne
 //! does, for tests of the PingOne source. One server plays both PingOne hosts:
 //!
-//! * the authorization server: `POST /{envId}/as/token` (client credentials), see [`token`]
-//!   (<https://apidocs.pingidentity.com/pingone/auth/v1/api/#token>);
-//! * the API: `GET /v1/environments/{envId}/users`, `/users/{id}`, `/groups`, `/groups/{id}`,
-//!   `/groups/{id}/memberOfGroups`, `/populations`, `/populations/{id}`
-//!   (<https://apidocs.pingidentity.com/pingone/platform/v1/api/>).
+//! * the authorization server: `POST /{envId}/as/token` (client credentials)
+//!   (<https://developer.pingidentity.com/pingone-api/auth/openid-connect-oauth-2/token-admin-app-client_credentials.html>);
+//! * the API, reads only: `GET /v1/environments/{envId}/users`, `/users/{id}`, `/groups`,
+//!   `/groups/{id}`, `/groups/{id}/memberOfGroups`, `/populations`, `/populations/{id}`; other
+//!   methods answer 405, as PingOne does for a method a resource does not support
+//!   (<https://apidocs.pingidentity.com/pingone/devguide/v1/api/src/reference/conventions/>).
 //!
 //! Every `/v1` request needs `Authorization: Bearer <token>` with a token this server issued for
 //! that environment, else 401 `ACCESS_FAILED`. Every response carries a `correlation-id` header;
 //! a P1Error body's `id` is that correlation id. [`PingOneSandbox::throttle_next`] makes the next
 //! `/v1` requests answer 429 `REQUEST_LIMITED` with `Retry-After`
-//! (<https://apidocs.pingidentity.com/pingone/platform/v1/api/#rate-limiting>).
+//! (<https://developer.pingidentity.com/pingone-api/platform/reference/error-codes.html>).
 //!
 //! The server binds 127.0.0.1 only and has no admin API: tests change the environment through
 //! the methods of [`PingOneSandbox`].
@@ -322,7 +323,7 @@ async fn v1_handler(
         return P1Error::access_failed().response(&cid);
     }
     if method != Method::GET {
-        return P1Error::not_found().response(&cid);
+        return P1Error::method_not_allowed().response(&cid);
     }
     let base = api::base_url(&headers);
     api::route(&inner, path, uri.query(), &base, &cid)

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 /// How a worker app authenticates at the token endpoint (its `tokenEndpointAuthMethod`,
-/// <https://apidocs.pingidentity.com/pingone/platform/v1/api/#post-token-client_credentials-client_secret_basic>).
+/// <https://developer.pingidentity.com/pingone-api/auth/openid-connect-oauth-2/token-admin-app-client_credentials.html>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenAuthMethod {
     /// `Authorization: Basic base64(clientId:clientSecret)`.

@@ -1,6 +1,6 @@
 //! The environment's state (populations, users, groups, memberships) and how it renders as
-//! PingOne JSON (<https://apidocs.pingidentity.com/pingone/platform/v1/api/#users>,
-//! <https://apidocs.pingidentity.com/pingone/platform/v1/api/#groups>).
+//! PingOne JSON. A dynamic group's members are the users its `userFilter` matches
+//! (<https://developer.pingidentity.com/pingone-api/platform/users/group-membership.html>).
 //!
 //! Every user and group gets a sequence number when created; lists are ordered by it, so paging
 //! stays stable while users are added, updated or deleted.

@@ -1,7 +1,7 @@
 //! `POST /{envId}/as/token` with `grant_type=client_credentials`, as PingOne's authorization
 //! server answers it
-//! (<https://apidocs.pingidentity.com/pingone/auth/v1/api/#post-token-client_credentials-client_secret_basic>,
-//! <https://apidocs.pingidentity.com/pingone/auth/v1/api/#post-token-client_credentials-client_secret_post>).
+//! (<https://developer.pingidentity.com/pingone-api/auth/openid-connect-oauth-2/token-admin-app-client_credentials.html>,
+//! <https://developer.pingidentity.com/pingone-api/auth/openid-connect-oauth-2/token-client_credentials-client-secret-post.html>).
 //!
 //! Each worker app has exactly one configured client authentication method; a request using the
 //! other one is refused like an unknown client. Failures are OAuth error bodies

@@ -1,7 +1,7 @@
 //! PingOne's wire shapes: the P1Error body every `/v1` failure carries, the HAL+JSON content type
 //! of successful bodies, the `correlation-id` header and RFC 3339 timestamps.
 //!
-//! Error body: <https://apidocs.pingidentity.com/pingone/platform/v1/api/#pingone-api-errors>
+//! Error body: <https://developer.pingidentity.com/pingone-api/platform/reference/error-codes.html>
 //! (`{id, code, message, details?: [{code, target, message, innerError?}]}`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -54,6 +54,15 @@ impl P1Error {
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             "The requested resource was not found.",
+        )
+    }
+
+    /// A method the stand-in does not serve (it answers reads only).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "The request could not be completed. The HTTP method is not supported by this resource.",
         )
     }
 

@@ -376,6 +376,7 @@ async fn users_page_by_200_following_next_verbatim() {
     let mut sizes = Vec::new();
     let mut seen = Vec::new();
     loop {
+        assert!(sizes.len() < 5, "_links.next keeps coming: {sizes:?}");
         let r = t.get(&url).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let page = names(&r.body["_embedded"]["users"], "id");
@@ -394,6 +395,12 @@ async fn users_page_by_200_following_next_verbatim() {
         }
     }
     assert_eq!(sizes, [200, 200, 50]);
+    // Without a limit, a page is as large as the cap.
+    let r = t.get("/users").await;
+    assert_eq!(
+        (r.body["size"].as_u64(), r.body["count"].as_u64()),
+        (Some(200), Some(450))
+    );
     assert_eq!(seen, ids, "creation order, no duplicates, none missing");
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 450);
 }
@@ -579,6 +586,24 @@ async fn groups_and_members_added_by_tests_show_up() {
     assert!(t.p1.add_member(demo::CONTRACTORS_ID, &frank).is_err());
     assert!(t.p1.nest_group(&sre, demo::ENGINEERING_ID).is_err());
     assert!(t.p1.add_member(&sre, "no-such-user").is_err());
+}
+
+#[tokio::test]
+async fn writes_are_405() {
+    let t = start().await;
+    let r = resp(
+        t.http
+            .post(t.url("/users"))
+            .bearer_auth(&t.token)
+            .json(&serde_json::json!({"username": "zed"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.body["code"], "METHOD_NOT_ALLOWED");
+    correlation_id(&r);
 }
 
 #[tokio::test]
