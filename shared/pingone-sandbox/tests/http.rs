@@ -544,6 +544,27 @@ async fn groups_nesting_and_dynamic_groups() {
     );
     let r = t.get_query("/groups", &[("filter", nested.as_str())]).await;
     assert_eq!(names(&r.body["_embedded"]["groups"], "name"), ["Platform"]);
+    let staff = format!("population.id eq \"{}\"", demo::POPULATION_STAFF);
+    let either = format!("id eq \"{}\" or name eq \"Engineering\"", demo::PLATFORM_ID);
+    for (filter, want) in [
+        (staff.as_str(), "Platform"),
+        ("externalId eq \"grp-platform\"", "Platform"),
+        (either.as_str(), "Engineering,Platform"),
+    ] {
+        let r = t.get_query("/groups", &[("filter", filter)]).await;
+        assert_eq!(r.status, 200, "{filter}: {}", r.body);
+        assert_eq!(
+            names(&r.body["_embedded"]["groups"], "name").join(","),
+            want,
+            "{filter}"
+        );
+    }
+    // Groups take `eq` only, and no user attribute.
+    for filter in ["name sw \"Eng\"", "username eq \"alice\""] {
+        let r = t.get_query("/groups", &[("filter", filter)]).await;
+        assert_p1_error(&r, 400, "INVALID_DATA", INVALID_DATA);
+        assert_eq!(r.body["details"][0]["code"], "INVALID_FILTER", "{filter}");
+    }
     let r = t
         .get_query("/groups", &[("filter", "name eq \"contractors\"")])
         .await;
