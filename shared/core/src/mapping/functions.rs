@@ -174,6 +174,20 @@ impl SourceData {
         Arc::new(SourceData { attrs, extra })
     }
 
+    /// The attributes named `{prefix}.…` (a source that flattens objects with dotted names,
+    /// such as PingOne's `name.given`) as a map, so that a template reads `name.given` too.
+    fn dotted(&self, prefix: &str) -> Option<Value> {
+        let members: Vec<(&str, &AttrValue)> = self
+            .attrs
+            .iter()
+            .filter_map(|(name, value)| {
+                let (head, rest) = name.split_once('.')?;
+                head.eq_ignore_ascii_case(prefix).then_some((rest, value))
+            })
+            .collect();
+        (!members.is_empty()).then(|| dotted_tree(&members))
+    }
+
     pub(crate) fn attribute(&self, name: &str) -> Option<&AttrValue> {
         self.attrs.get(name).or_else(|| {
             self.attrs
@@ -182,6 +196,26 @@ impl SourceData {
                 .map(|(_, v)| v)
         })
     }
+}
+
+/// `[("given", v), ("address.locality", w)]` as `{given: v, address: {locality: w}}`.
+fn dotted_tree(members: &[(&str, &AttrValue)]) -> Value {
+    let mut leaves: BTreeMap<String, Value> = BTreeMap::new();
+    let mut branches: BTreeMap<&str, Vec<(&str, &AttrValue)>> = BTreeMap::new();
+    for (name, value) in members {
+        match name.split_once('.') {
+            Some((head, rest)) => branches.entry(head).or_default().push((rest, value)),
+            None => {
+                leaves.insert((*name).to_owned(), attr_to_value(value));
+            }
+        }
+    }
+    for (head, nested) in branches {
+        leaves
+            .entry(head.to_owned())
+            .or_insert_with(|| dotted_tree(&nested));
+    }
+    Value::from(leaves)
 }
 
 /// The attributes as a minijinja map (for `source.attributes`).
@@ -252,7 +286,10 @@ impl Object for ContextHandle {
         if let Some(v) = self.data.extra.get(key) {
             return Some(v.clone());
         }
-        self.data.attribute(key).map(attr_to_value)
+        self.data
+            .attribute(key)
+            .map(attr_to_value)
+            .or_else(|| self.data.dotted(key))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {

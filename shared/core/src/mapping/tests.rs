@@ -131,6 +131,36 @@ fn maps_every_kind_of_expression() {
 }
 
 #[test]
+fn dotted_attributes_read_as_members_in_templates_and_whole_by_name() {
+    let mapper = Mapper::new(&spec(json!({
+        "attributes": {
+            "userPrincipalName": "{{ username }}@example.com",
+            "displayName": "{{ name.given }} {{ NAME.family }}",
+            "givenName": {"attribute": "name.given"},
+            "city": "{{ address.home.locality | default('none') }}",
+            "department": "{{ name.middle | default('-') }}",
+        },
+        "password": {"source": "generate"},
+    })))
+    .unwrap();
+    let pingone = user(
+        "b0000000-0000-4000-8000-000000000b0b",
+        json!({
+            "username": "bob",
+            "name.given": "Bob",
+            "name.family": "Baker",
+            "address.home.locality": "Lyon",
+        }),
+    );
+    let m = mapper.map_user(&pingone).unwrap();
+    let props = serde_json::to_value(&m.properties).unwrap();
+    assert_eq!(props["displayName"], "Bob Baker");
+    assert_eq!(props["givenName"], "Bob");
+    assert_eq!(props["city"], "Lyon");
+    assert_eq!(props["department"], "-");
+}
+
+#[test]
 fn single_expression_templates_keep_their_type() {
     let mapper = Mapper::new(&base_spec(json!({
         "otherMails": "{{ mails | split(';') }}",
