@@ -28,6 +28,7 @@
 
 pub mod file_source;
 pub mod ldap_source;
+pub mod pingone_source;
 
 use serde::{Deserialize, Serialize};
 
@@ -240,6 +241,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// An LDAP directory or Active Directory.
     Ldap(ldap_source::LdapSourceConfig),
+    /// A PingOne environment, through the PingOne Platform API.
+    Pingone(pingone_source::PingOneSourceConfig),
 }
 
 /// `[state]`: where the connection's links, checkpoints, errors and runs are kept, by `type`.
@@ -258,7 +261,7 @@ pub enum StateConfig {
 
 impl SourceConfig {
     /// The `type`s there are.
-    pub const TYPES: &[&str] = &["file", "ldap"];
+    pub const TYPES: &[&str] = &["file", "ldap", "pingone"];
 }
 
 impl StateConfig {
@@ -487,6 +490,11 @@ impl Config {
                     return fail("source", e.to_string());
                 }
             }
+            SourceConfig::Pingone(pingone) => {
+                if let Err(e) = pingone.validate() {
+                    return fail("source", e.to_string());
+                }
+            }
         }
         let mapping = &self.rule.mapping;
         if mapping.password.is_none() {
@@ -678,13 +686,13 @@ source = "generate"
         let cases = [
             (
                 "type = \"file\"",
-                "type = \"pingone\"",
-                "[source] type = \"pingone\" is not available in this build: use type = \"file\" or type = \"ldap\"",
+                "type = \"scim\"",
+                "[source] type = \"scim\" is not available in this build: use type = \"file\" or type = \"ldap\" or type = \"pingone\"",
             ),
             (
                 "type = \"file\"\n",
                 "",
-                "[source] has no type: write type = \"file\" or type = \"ldap\"",
+                "[source] has no type: write type = \"file\" or type = \"ldap\" or type = \"pingone\"",
             ),
             (
                 "location =",
