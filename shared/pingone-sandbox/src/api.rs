@@ -1,12 +1,14 @@
-//! The `/v1/environments/{envId}/...` reads: users, groups, a group's parents, populations.
+//! The `/v1/environments/{envId}/...` reads: users, a user's groups, groups, a group's parents,
+//! populations, audit activities.
 //!
 //! Collections page as PingOne does
 //! (<https://developer.pingidentity.com/pingone-api/platform/reference/paging-ordering-filtering-collections.html>):
 //! `limit` (1–1000, else 400) asks for a page size that is capped per resource (200 for users);
-//! without `limit` a page is as large as the cap allows. `size` is the number of items in the
-//! page, `count` the total, and `_links.next` — present only when more items follow — is an
-//! absolute URL carrying an opaque URL-safe `cursor` (with the same `limit` and `filter`) that a
-//! client follows verbatim.
+//! without `limit` a page is as large as the cap allows, except for activities (see
+//! [`ACTIVITIES_DEFAULT_LIMIT`]). `size` is the number of items in the page, `count` the total,
+//! and `_links.next` — present only when more items follow — is an absolute URL carrying an
+//! opaque URL-safe `cursor` (with the request's other parameters: `limit`, `filter`, `expand`)
+//! that a client follows verbatim.
 
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -25,14 +27,23 @@ const MAX_LIMIT: usize = 1000;
 pub(crate) const USERS_PAGE_CAP: usize = 200;
 /// The largest page `/groups` and `/populations` answer.
 pub(crate) const GROUPS_PAGE_CAP: usize = 1000;
+/// The largest page `/activities` answers: the `limit` range of the paging conventions; neither
+/// the Audit Activities page nor the SDK's OpenAPI states another cap.
+pub(crate) const ACTIVITIES_PAGE_CAP: usize = 1000;
+/// A page of `/activities` without `limit`. Neither the Audit Activities page nor the SDK's
+/// OpenAPI states a default; 100 is the stand-in's choice, so that a client relying on the
+/// default still sees paging.
+pub(crate) const ACTIVITIES_DEFAULT_LIMIT: usize = 100;
 
-/// A collection request's query: `limit`, `filter`, `cursor`.
+/// A request's query: `limit`, `filter`, `cursor`, and the `include` / `expand` lists.
 #[derive(Debug, Default)]
 pub(crate) struct ListQuery {
     limit: Option<usize>,
     filter: Option<String>,
     /// The sequence number of the last item of the previous page.
     after: Option<u64>,
+    include: Vec<String>,
+    expand: Vec<String>,
 }
 
 impl ListQuery {
@@ -52,6 +63,8 @@ impl ListQuery {
                 },
                 "filter" => q.filter = Some(v.into_owned()),
                 "cursor" => q.after = Some(decode_cursor(&v)?),
+                "include" => q.include.extend(v.split(',').map(|s| s.trim().to_owned())),
+                "expand" => q.expand.extend(v.split(',').map(|s| s.trim().to_owned())),
                 _ => {}
             }
         }
@@ -88,12 +101,14 @@ pub(crate) struct Listing<'a> {
     pub raw_query: Option<&'a str>,
     pub embedded: &'static str,
     pub cap: usize,
+    /// The page size without `limit`.
+    pub default: usize,
 }
 
 /// One page of `items` (sequence number and JSON, in order, already filtered).
 pub(crate) fn page(listing: &Listing<'_>, q: &ListQuery, items: Vec<(u64, Value)>) -> Response {
     let count = items.len();
-    let size = q.limit.unwrap_or(listing.cap).min(listing.cap);
+    let size = q.limit.unwrap_or(listing.default).min(listing.cap);
     let rest: Vec<(u64, Value)> = items
         .into_iter()
         .filter(|(seq, _)| q.after.is_none_or(|after| *seq > after))
@@ -107,11 +122,9 @@ pub(crate) fn page(listing: &Listing<'_>, q: &ListQuery, items: Vec<(u64, Value)
     let mut links = json!({"self": {"href": href(listing.raw_query)}});
     if let (true, Some((last, _))) = (more, page.last()) {
         let mut next = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(limit) = q.limit {
-            next.append_pair("limit", &limit.to_string());
-        }
-        if let Some(f) = &q.filter {
-            next.append_pair("filter", f);
+        let raw = listing.raw_query.unwrap_or("").as_bytes();
+        for (k, v) in url::form_urlencoded::parse(raw).filter(|(k, _)| k != "cursor") {
+            next.append_pair(&k, &v);
         }
         next.append_pair("cursor", &encode_cursor(*last));
         links["next"] = json!({"href": href(Some(&next.finish()))});
@@ -215,6 +228,25 @@ pub(crate) fn route(
     }
 }
 
+/// Whether `path` is under `/v1/environments/{envId}/activities`.
+pub(crate) fn is_activities(path: &str) -> bool {
+    let mut segments = path.trim_start_matches('/').split('/');
+    matches!(
+        (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next()
+        ),
+        (
+            Some("v1"),
+            Some("environments"),
+            Some(_),
+            Some("activities")
+        )
+    )
+}
+
 fn answer(inner: &Inner, path: &str, query: Option<&str>, base: &str) -> Result<Response, P1Error> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // ["v1", "environments", env, collection, id?, sub?]
@@ -224,25 +256,28 @@ fn answer(inner: &Inner, path: &str, query: Option<&str>, base: &str) -> Result<
     };
     let store = inner.lock_store();
     let q = ListQuery::parse(query)?;
-    let listing = |embedded, cap| Listing {
+    let listing = |embedded, cap, default| Listing {
         base,
         path,
         raw_query: query,
         embedded,
         cap,
+        default,
     };
     match (collection, rest) {
         ("users", []) => Ok(page(
-            &listing("users", USERS_PAGE_CAP),
+            &listing("users", USERS_PAGE_CAP, USERS_PAGE_CAP),
             &q,
             list_users(&store, &q)?,
         )),
-        ("users", [id]) => store
-            .user(id)
-            .map(|u| hal(&store.user_json(u)))
-            .ok_or_else(P1Error::not_found),
+        ("users", [id]) => read_user(&store, id, &q).map(|u| hal(&u)),
+        ("users", [id, "memberOfGroups"]) => Ok(page(
+            &listing("groupMemberships", GROUPS_PAGE_CAP, GROUPS_PAGE_CAP),
+            &q,
+            user_memberships(&store, id, &q)?,
+        )),
         ("groups", []) => Ok(page(
-            &listing("groups", GROUPS_PAGE_CAP),
+            &listing("groups", GROUPS_PAGE_CAP, GROUPS_PAGE_CAP),
             &q,
             list_groups(&store, &q)?,
         )),
@@ -253,13 +288,13 @@ fn answer(inner: &Inner, path: &str, query: Option<&str>, base: &str) -> Result<
         ("groups", [id, "memberOfGroups"]) => {
             let parents = group_parents(&store, id).ok_or_else(P1Error::not_found)?;
             Ok(page(
-                &listing("groupMemberships", GROUPS_PAGE_CAP),
+                &listing("groupMemberships", GROUPS_PAGE_CAP, GROUPS_PAGE_CAP),
                 &q,
                 parents,
             ))
         }
         ("populations", []) => Ok(page(
-            &listing("populations", GROUPS_PAGE_CAP),
+            &listing("populations", GROUPS_PAGE_CAP, GROUPS_PAGE_CAP),
             &q,
             list_populations(&store),
         )),
@@ -268,6 +303,112 @@ fn answer(inner: &Inner, path: &str, query: Option<&str>, base: &str) -> Result<
             .find(|(_, p)| p["id"] == *id)
             .map(|(_, p)| hal(&p))
             .ok_or_else(P1Error::not_found),
+        ("activities", []) => Ok(page(
+            &listing("activities", ACTIVITIES_PAGE_CAP, ACTIVITIES_DEFAULT_LIMIT),
+            &q,
+            list_activities(&store, &q, base)?,
+        )),
+        ("activities", [id]) => store
+            .audit
+            .records()
+            .iter()
+            .find(|r| r["id"] == *id)
+            .map(|r| hal(&with_self_link(r, base, &store.environment_id)))
+            .ok_or_else(P1Error::not_found),
         _ => Err(P1Error::not_found()),
     }
+}
+
+/// `GET /users/{id}`, with `memberOfGroupIDs` / `memberOfGroupNames` when `include` asks for
+/// them: every group the user is a member of, directly, through a dynamic group's filter or
+/// through nesting (the `User` schema of the SDK's OpenAPI; it does not say whether groups
+/// reached through nesting count, the stand-in counts them).
+fn read_user(store: &Store, id: &str, q: &ListQuery) -> Result<Value, P1Error> {
+    let user = store.user(id).ok_or_else(P1Error::not_found)?;
+    let mut json = store.user_json(user);
+    let groups = store.user_groups(user);
+    for (include, key) in [("memberOfGroupIDs", "id"), ("memberOfGroupNames", "name")] {
+        if q.include.iter().any(|i| i == include) {
+            let values: Vec<&str> = groups
+                .iter()
+                .map(|(g, _)| {
+                    if key == "id" {
+                        g.data.id.as_str()
+                    } else {
+                        g.data.name.as_str()
+                    }
+                })
+                .collect();
+            json[include] = json!(values);
+        }
+    }
+    Ok(json)
+}
+
+/// `GET /users/{id}/memberOfGroups`: the user's groups as `GroupMembership` entries (SDK OpenAPI
+/// schema `GroupMembership`: `{id, name, type, environment}`, `type` from
+/// `EnumGroupMembershipType`), `DIRECT` for a static membership or a dynamic group's filter,
+/// `INDIRECT` through nesting; `_embedded.group` with `expand=group`.
+fn user_memberships(store: &Store, id: &str, q: &ListQuery) -> Result<Vec<(u64, Value)>, P1Error> {
+    let user = store.user(id).ok_or_else(P1Error::not_found)?;
+    let expr = q.filter(&filter::MEMBERSHIPS)?;
+    let expand = q.expand.iter().any(|e| e == "group");
+    let no_groups = |_: &str, _: bool| false;
+    Ok(store
+        .user_groups(user)
+        .into_iter()
+        .filter_map(|(g, direct)| {
+            let mut entry = json!({
+                "id": g.data.id,
+                "name": g.data.name,
+                "type": if direct { "DIRECT" } else { "INDIRECT" },
+                "environment": {"id": store.environment_id},
+            });
+            if expr
+                .as_ref()
+                .is_some_and(|e| !e.matches(&entry, &no_groups))
+            {
+                return None;
+            }
+            if expand {
+                entry["_embedded"] = json!({"group": store.group_json(g)});
+            }
+            Some((g.seq, entry))
+        })
+        .collect())
+}
+
+/// `GET /activities`: the records the filter matches, oldest first. PingOne's Audit Activities
+/// API asks for a filter giving the time range
+/// (<https://apidocs.pingidentity.com/pingone/customer/v1/api/guide/p1_auditActivities/>): a
+/// request without a `recordedat` bound (`gt`, `ge`, `lt` or `le`) is refused with
+/// `INVALID_FILTER`. Records carry `_links.self` (`.../activities/{id}`).
+fn list_activities(store: &Store, q: &ListQuery, base: &str) -> Result<Vec<(u64, Value)>, P1Error> {
+    let expr = q.filter(&filter::ACTIVITIES)?;
+    let bounded = expr.as_ref().is_some_and(|e| e.bounds("recordedat"));
+    if !bounded {
+        return Err(P1Error::invalid_data(
+            "INVALID_FILTER",
+            "filter",
+            "the filter must bound recordedat with gt, ge, lt or le (e.g. recordedat gt \"2026-01-31T09:30:00.000Z\")",
+        ));
+    }
+    let no_groups = |_: &str, _: bool| false;
+    Ok(store
+        .audit
+        .records()
+        .iter()
+        .zip(1u64..)
+        .filter(|(r, _)| expr.as_ref().is_none_or(|e| e.matches(r, &no_groups)))
+        .map(|(r, seq)| (seq, with_self_link(r, base, &store.environment_id)))
+        .collect())
+}
+
+/// A record as the Audit Activities API answers it: with `_links.self`.
+fn with_self_link(record: &Value, base: &str, env: &str) -> Value {
+    let mut r = record.clone();
+    let id = record["id"].as_str().unwrap_or_default();
+    r["_links"] =
+        json!({"self": {"href": format!("{base}/v1/environments/{env}/activities/{id}")}});
+    r
 }

@@ -1,14 +1,20 @@
-//! The SCIM-like `filter` subset PingOne answers on `/users` and `/groups`
+//! The SCIM-like `filter` subset PingOne answers on `/users`, `/groups`, a user's
+//! `/memberOfGroups` and `/activities`
 //! (<https://developer.pingidentity.com/pingone-api/platform/reference/paging-ordering-filtering-collections.html>,
-//! <https://developer.pingidentity.com/pingone-api/platform/users/group-membership.html>):
-//! `attr eq "value"`, `attr sw "prefix"`, `enabled eq true`,
-//! `memberOfGroups[id eq "<gid>"]` (every member, nested groups included) and
+//! <https://developer.pingidentity.com/pingone-api/platform/users/group-membership.html>,
+//! <https://developer.pingidentity.com/pingone-api/platform/audit-activities.html>):
+//! `attr eq "value"`, `attr sw "prefix"`, `enabled eq true`, `recordedat gt "<timestamp>"` (and
+//! `ge`, `lt`, `le`), `memberOfGroups[id eq "<gid>"]` (every member, nested groups included) and
 //! `memberOfGroups[id eq "<gid>" and type eq "DIRECT"]`, joined with `and` / `or` and
 //! parentheses. Which attributes and operators are allowed depends on the resource
 //! ([`Grammar`]); anything else is refused with a [`FilterError`], which the API turns into a
 //! 400 `INVALID_DATA` with an `INVALID_FILTER` detail.
 //!
-//! String comparisons ignore ASCII case, as SCIM does for attributes that are not case-exact.
+//! Attribute names and operators ignore ASCII case, as SCIM's do (RFC 7644 §3.4.2.2,
+//! <https://www.rfc-editor.org/rfc/rfc7644#section-3.4.2.2>): PingOne's own examples write
+//! both `recordedat` and `recordedAt`. String comparisons ignore ASCII case too, as SCIM does for
+//! attributes that are not case-exact. An attribute path that crosses an array (`resources.id`)
+//! matches when any element matches. `gt`/`ge`/`lt`/`le` compare RFC 3339 timestamps as instants.
 
 use serde_json::Value;
 
@@ -25,6 +31,40 @@ fn err<T>(message: impl Into<String>) -> Result<T, FilterError> {
 pub(crate) enum Op {
     Eq,
     Sw,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    fn parse(word: &str) -> Option<Self> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "eq" => Self::Eq,
+            "sw" => Self::Sw,
+            "gt" => Self::Gt,
+            "ge" => Self::Ge,
+            "lt" => Self::Lt,
+            "le" => Self::Le,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Eq => "eq",
+            Self::Sw => "sw",
+            Self::Gt => "gt",
+            Self::Ge => "ge",
+            Self::Lt => "lt",
+            Self::Le => "le",
+        }
+    }
+
+    /// `gt`, `ge`, `lt`, `le`.
+    pub(crate) fn is_ordered(self) -> bool {
+        matches!(self, Self::Gt | Self::Ge | Self::Lt | Self::Le)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +88,8 @@ pub(crate) struct Grammar {
     pub eq: &'static [&'static str],
     /// Attributes allowed with `sw`.
     pub sw: &'static [&'static str],
+    /// Timestamp attributes allowed with `gt`, `ge`, `lt` and `le`.
+    pub ordered: &'static [&'static str],
     pub member_of: bool,
 }
 
@@ -67,6 +109,7 @@ const USER_ATTRS: &[&str] = &[
 pub(crate) const USERS: Grammar = Grammar {
     eq: USER_ATTRS,
     sw: USER_ATTRS,
+    ordered: &[],
     member_of: true,
 };
 
@@ -75,6 +118,7 @@ pub(crate) const USERS: Grammar = Grammar {
 pub(crate) const DYNAMIC_GROUP: Grammar = Grammar {
     eq: USER_ATTRS,
     sw: USER_ATTRS,
+    ordered: &[],
     member_of: false,
 };
 
@@ -82,10 +126,35 @@ pub(crate) const DYNAMIC_GROUP: Grammar = Grammar {
 pub(crate) const GROUPS: Grammar = Grammar {
     eq: &["id", "name", "population.id", "externalId"],
     sw: &[],
+    ordered: &[],
     member_of: true,
 };
 
-const UNSUPPORTED_OPS: &[&str] = &["ne", "gt", "ge", "lt", "le", "pr", "co", "ew", "not"];
+/// `/users/{id}/memberOfGroups` (over each `groupMemberships` entry).
+pub(crate) const MEMBERSHIPS: Grammar = Grammar {
+    eq: &["id", "name", "type"],
+    sw: &[],
+    ordered: &[],
+    member_of: false,
+};
+
+/// `/activities`: the subset of the attributes the Audit Activities page lists that the stand-in
+/// evaluates (<https://developer.pingidentity.com/pingone-api/platform/audit-activities.html>).
+pub(crate) const ACTIVITIES: Grammar = Grammar {
+    eq: &[
+        "action.type",
+        "resources.id",
+        "resources.type",
+        "resources.population.id",
+        "correlationid",
+        "actors.client.id",
+    ],
+    sw: &[],
+    ordered: &["recordedat"],
+    member_of: false,
+};
+
+const UNSUPPORTED_OPS: &[&str] = &["ne", "pr", "co", "ew", "in", "not"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
@@ -254,29 +323,39 @@ impl Parser<'_> {
         }
     }
 
+    fn operator(&mut self, attr: &str) -> Result<Op, FilterError> {
+        match self.next() {
+            Some(Tok::Word(word)) => match Op::parse(&word) {
+                Some(op) if op.is_ordered() && self.grammar.ordered.is_empty() => {
+                    err(format!("the operator '{word}' is not supported"))
+                }
+                Some(op) => Ok(op),
+                None if UNSUPPORTED_OPS.contains(&word.to_ascii_lowercase().as_str()) => {
+                    err(format!("the operator '{word}' is not supported"))
+                }
+                None => err(format!(
+                    "expected an operator such as 'eq' after '{attr}', found '{word}'"
+                )),
+            },
+            Some(t) => err(format!(
+                "expected an operator such as 'eq' after '{attr}', found {}",
+                show(&t)
+            )),
+            None => err(format!("expected an operator such as 'eq' after '{attr}'")),
+        }
+    }
+
     fn comparison(&mut self, attr: String) -> Result<Expr, FilterError> {
-        let op = match self.next() {
-            Some(Tok::Word(op)) if op.eq_ignore_ascii_case("eq") => Op::Eq,
-            Some(Tok::Word(op)) if op.eq_ignore_ascii_case("sw") => Op::Sw,
-            Some(Tok::Word(op)) if UNSUPPORTED_OPS.contains(&op.to_ascii_lowercase().as_str()) => {
-                return err(format!("the operator '{op}' is not supported"));
-            }
-            Some(t) => {
-                return err(format!(
-                    "expected 'eq' or 'sw' after '{attr}', found {}",
-                    show(&t)
-                ));
-            }
-            None => return err(format!("expected 'eq' or 'sw' after '{attr}'")),
-        };
+        let op = self.operator(&attr)?;
         let allowed = match op {
             Op::Eq => self.grammar.eq,
             Op::Sw => self.grammar.sw,
+            Op::Gt | Op::Ge | Op::Lt | Op::Le => self.grammar.ordered,
         };
-        if !allowed.contains(&attr.as_str()) {
-            let op_name = if op == Op::Eq { "eq" } else { "sw" };
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&attr)) {
             return err(format!(
-                "the attribute '{attr}' cannot be filtered with '{op_name}'"
+                "the attribute '{attr}' cannot be filtered with '{}'",
+                op.as_str()
             ));
         }
         let value = match self.next() {
@@ -293,6 +372,17 @@ impl Parser<'_> {
         };
         if op == Op::Sw && !matches!(value, Lit::Str(_)) {
             return err("'sw' needs a quoted string");
+        }
+        if op.is_ordered() {
+            match &value {
+                Lit::Str(s) if crate::wire::parse_rfc3339_millis(s).is_some() => {}
+                _ => {
+                    return err(format!(
+                        "'{}' needs a quoted ISO-8601 timestamp such as \"2026-01-31T09:30:00.000Z\"",
+                        op.as_str()
+                    ));
+                }
+            }
         }
         Ok(Expr::Cmp { attr, op, value })
     }
@@ -335,19 +425,75 @@ impl Expr {
             Expr::Or(a, b) => a.matches(subject, member_of) || b.matches(subject, member_of),
             Expr::MemberOf { group_id, direct } => member_of(group_id, *direct),
             Expr::Cmp { attr, op, value } => {
-                let found = attr.split('.').try_fold(subject, |v, key| v.get(key));
-                match (found, op, value) {
-                    (Some(Value::String(s)), Op::Eq, Lit::Str(want)) => {
-                        s.eq_ignore_ascii_case(want)
-                    }
-                    (Some(Value::String(s)), Op::Sw, Lit::Str(want)) => s
-                        .get(..want.len())
-                        .is_some_and(|head| head.eq_ignore_ascii_case(want)),
-                    (Some(Value::Bool(b)), Op::Eq, Lit::Bool(want)) => b == want,
-                    _ => false,
-                }
+                let mut found = Vec::new();
+                collect(subject, &attr.split('.').collect::<Vec<_>>(), &mut found);
+                found.into_iter().any(|v| compare(v, *op, value))
             }
         }
+    }
+
+    /// Whether every match of the expression has a `gt`/`ge`/`lt`/`le` bound on `attr`: a bound
+    /// on either side of an `and`, or on both sides of an `or`.
+    pub(crate) fn bounds(&self, attr: &str) -> bool {
+        match self {
+            Expr::Cmp { attr: a, op, .. } => op.is_ordered() && a.eq_ignore_ascii_case(attr),
+            Expr::And(a, b) => a.bounds(attr) || b.bounds(attr),
+            Expr::Or(a, b) => a.bounds(attr) && b.bounds(attr),
+            Expr::MemberOf { .. } => false,
+        }
+    }
+}
+
+/// `v.key`, with the key's case ignored when no key matches exactly.
+fn get_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.get(key).or_else(|| {
+        v.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+/// Every value at `path` under `v`; an array on the way contributes each of its elements.
+fn collect<'a>(v: &'a Value, path: &[&str], out: &mut Vec<&'a Value>) {
+    if let Value::Array(items) = v {
+        for item in items {
+            collect(item, path, out);
+        }
+        return;
+    }
+    match path.split_first() {
+        None => out.push(v),
+        Some((key, rest)) => {
+            if let Some(next) = get_key(v, key) {
+                collect(next, rest, out);
+            }
+        }
+    }
+}
+
+fn compare(found: &Value, op: Op, want: &Lit) -> bool {
+    match (found, op, want) {
+        (Value::String(s), Op::Eq, Lit::Str(want)) => s.eq_ignore_ascii_case(want),
+        (Value::String(s), Op::Sw, Lit::Str(want)) => s
+            .get(..want.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(want)),
+        (Value::Bool(b), Op::Eq, Lit::Bool(want)) => b == want,
+        (Value::String(s), op, Lit::Str(want)) if op.is_ordered() => {
+            let (Some(have), Some(want)) = (
+                crate::wire::parse_rfc3339_millis(s),
+                crate::wire::parse_rfc3339_millis(want),
+            ) else {
+                return false;
+            };
+            match op {
+                Op::Gt => have > want,
+                Op::Ge => have >= want,
+                Op::Lt => have < want,
+                _ => have <= want,
+            }
+        }
+        _ => false,
     }
 }
 
@@ -416,5 +562,46 @@ mod tests {
         }
         assert!(parse(r#"username sw "a""#, &GROUPS).is_err());
         assert!(parse(r#"memberOfGroups[id eq "g"]"#, &DYNAMIC_GROUP).is_err());
+        for f in [
+            r#"recordedat gt "yesterday""#,
+            r#"action.type gt "2026-01-01T00:00:00Z""#,
+            r#"recordedat eq "2026-01-01T00:00:00Z""#,
+            r#"action.type sw "USER""#,
+        ] {
+            assert!(parse(f, &ACTIVITIES).is_err(), "{f}");
+        }
+    }
+
+    #[test]
+    fn activity_filters() {
+        let record = json!({
+            "recordedAt": "2026-01-31T09:30:00.500Z",
+            "action": {"type": "USER.CREATED"},
+            "resources": [{"type": "USER", "id": "u1"}, {"type": "GROUP", "id": "g1"}],
+        });
+        let eval = |f: &str| {
+            parse(f, &ACTIVITIES)
+                .unwrap_or_else(|e| panic!("{f}: {e}"))
+                .matches(&record, &|_, _| false)
+        };
+        assert!(eval(r#"recordedat gt "2026-01-31T09:30:00.499Z""#));
+        assert!(!eval(r#"recordedat gt "2026-01-31T09:30:00.500Z""#));
+        assert!(eval(r#"recordedAt ge "2026-01-31T09:30:00.500Z""#));
+        assert!(eval(
+            r#"recordedat le "2026-01-31T10:30:00.500+01:00" or recordedat le "2000-01-01T00:00:00Z""#
+        ));
+        assert!(eval(
+            r#"resources.id eq "g1" AND action.type eq "USER.CREATED""#
+        ));
+        assert!(!eval(r#"resources.type eq "MEMBER_OF_GROUP""#));
+        let bounded = |f: &str| parse(f, &ACTIVITIES).map(|e| e.bounds("recordedat"));
+        assert_eq!(
+            bounded(r#"action.type eq "X" and recordedat gt "2026-01-01T00:00:00Z""#),
+            Ok(true)
+        );
+        assert_eq!(
+            bounded(r#"action.type eq "X" or recordedat gt "2026-01-01T00:00:00Z""#),
+            Ok(false)
+        );
     }
 }

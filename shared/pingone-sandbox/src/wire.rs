@@ -151,10 +151,32 @@ pub(crate) fn stamp(response: &mut Response, correlation: &CorrelationId) {
 /// Now as RFC 3339 UTC with milliseconds (`2026-01-31T09:30:00.123Z`), the form PingOne uses for
 /// `createdAt` and `updatedAt`.
 pub(crate) fn now_rfc3339() -> String {
+    rfc3339_from_millis(now_millis())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_millis() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    rfc3339_millis(since.as_secs(), since.subsec_millis())
+    since
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(since.subsec_millis()))
+}
+
+/// `unix_millis` as RFC 3339 UTC with milliseconds.
+pub(crate) fn rfc3339_from_millis(unix_millis: u64) -> String {
+    let millis = u32::try_from(unix_millis % 1000).unwrap_or(0);
+    rfc3339_millis(unix_millis / 1000, millis)
+}
+
+/// An RFC 3339 timestamp (any offset, any fraction) as milliseconds since the Unix epoch, or
+/// `None` if `text` is not one or lies before 1970.
+pub(crate) fn parse_rfc3339_millis(text: &str) -> Option<u64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 fn rfc3339_millis(unix_secs: u64, millis: u32) -> String {
@@ -187,6 +209,21 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_formats() {
+        let ms = 1_767_225_599_999;
+        assert_eq!(parse_rfc3339_millis(&rfc3339_from_millis(ms)), Some(ms));
+        assert_eq!(
+            parse_rfc3339_millis("2018-08-20T00:00:00Z"),
+            Some(1_534_723_200_000)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2018-08-20T02:00:00+02:00"),
+            Some(1_534_723_200_000)
+        );
+        assert_eq!(parse_rfc3339_millis("2018-08-20"), None);
+    }
 
     #[test]
     fn timestamps() {

@@ -278,7 +278,8 @@ async fn tokens_refused_with_the_wrong_method_secret_or_environment() {
         t.p1.counters(),
         Counters {
             v1_requests: 0,
-            token_requests: 8
+            token_requests: 8,
+            activities_requests: 0,
         }
     );
 }
@@ -667,7 +668,8 @@ async fn throttle_knob_answers_429_with_retry_after() {
         t.p1.counters(),
         Counters {
             v1_requests: 3,
-            token_requests: 1
+            token_requests: 1,
+            activities_requests: 0,
         }
     );
 }
