@@ -153,6 +153,8 @@ fn check_source(source: &SourceConfig) -> Result<(), String> {
         // The directory must be reachable from the function (VPC settings of the template);
         // its bind password is a field of the connection's secret.
         SourceConfig::Ldap(_) => return Ok(()),
+        // PingOne is on the internet; its client secret is a field of the connection's secret.
+        SourceConfig::Pingone(_) => return Ok(()),
     };
     let location = &settings.location;
     if !m365_aws::is_s3_location(location) {

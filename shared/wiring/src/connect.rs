@@ -10,6 +10,7 @@ use m365_core::{Directory, FailureKind, Source, TenantDomain};
 use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphError};
 use m365_source_file::{FileLoader, FileSource, FileSourceConfigError};
 use m365_source_ldap::LdapSource;
+use m365_source_pingone::{PingOneSource, PingOneSourceConfigError};
 
 /// Source records the engine reads per page.
 pub const PAGE_SIZE: usize = 1000;
@@ -36,6 +37,9 @@ pub fn open_source(
                 .map(|source| Box::new(source) as Box<dyn Source>)
                 .map_err(OpenSourceError::Ldap)
         }
+        SourceConfig::Pingone(settings) => PingOneSource::new(settings.clone(), secrets)
+            .map(|source| Box::new(source) as Box<dyn Source>)
+            .map_err(OpenSourceError::PingOne),
         SourceConfig::File(settings) => FileSource::new(settings.clone(), files)
             .map(|source| Box::new(source) as Box<dyn Source>)
             .map_err(OpenSourceError::File),
@@ -54,6 +58,8 @@ pub enum OpenSourceError {
     File(#[source] FileSourceConfigError),
     #[error("[source]: {0}")]
     Ldap(#[source] LdapSourceConfigError),
+    #[error("[source]: {0}")]
+    PingOne(#[source] PingOneSourceConfigError),
 }
 
 /// A tenant reached with a connection's credentials.
