@@ -4,6 +4,7 @@
 //!
 //! - [`scheduled`]: the scheduled-sync handler and its continuation (a Step Functions loop).
 //! - [`webhook`]: the webhook handler (`POST /events/{connection}`).
+//! - [`pingone_webhook`], [`pingone_batch`]: PingOne subscriptions (`POST /pingone/{connection}`).
 //! - [`signature`]: Standard Webhooks verification (`v1`, HMAC-SHA256, `whsec_` secrets).
 //! - [`events`]: the webhook event body (user and group upserts and deletes).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
@@ -14,6 +15,8 @@ pub use m365_wiring::{cloud_config, context};
 pub mod events;
 pub mod logging;
 pub mod metrics;
+pub mod pingone_batch;
+pub mod pingone_webhook;
 pub mod scheduled;
 pub mod signature;
 pub mod webhook;

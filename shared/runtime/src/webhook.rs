@@ -50,13 +50,13 @@ use crate::metrics;
 use crate::signature::{SignatureError, Verified, WebhookSecret, verify};
 
 /// Seconds a sender is asked to wait when the connection is busy or the event is in progress.
-const RETRY_AFTER_SECS: u32 = 30;
+pub(crate) const RETRY_AFTER_SECS: u32 = 30;
 
 /// The body of every 401: the same whatever the reason, which only the log has.
 const UNAUTHENTICATED: &str = "the request is not authenticated: sign it as Standard Webhooks \
                                specify, with a webhook secret of the connection it is posted to";
 
-fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+pub(crate) fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     if let Ok(value) = "application/json".parse() {
@@ -65,13 +65,13 @@ fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     response
 }
 
-fn reject(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn reject(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let message = message.into();
     tracing::info!(status = status.as_u16(), reason = %message, "webhook request rejected");
     respond(status, json!({ "error": message }))
 }
 
-fn with_retry_after(mut response: Response<Body>) -> Response<Body> {
+pub(crate) fn with_retry_after(mut response: Response<Body>) -> Response<Body> {
     if let Ok(value) = RETRY_AFTER_SECS.to_string().parse() {
         response.headers_mut().insert("retry-after", value);
     }
@@ -79,7 +79,7 @@ fn with_retry_after(mut response: Response<Body>) -> Response<Body> {
 }
 
 /// The 401 of every authentication failure; `reason` is logged only.
-fn unauthenticated(name: &str, reason: &str) -> Response<Body> {
+pub(crate) fn unauthenticated(name: &str, reason: &str) -> Response<Body> {
     tracing::warn!(
         connection = name,
         reason,
@@ -92,7 +92,7 @@ fn unauthenticated(name: &str, reason: &str) -> Response<Body> {
 }
 
 /// A 500 or 503 whose body names the request id only; the caller logged the details.
-fn failure(status: StatusCode, invocation: &Invocation) -> Response<Body> {
+pub(crate) fn failure(status: StatusCode, invocation: &Invocation) -> Response<Body> {
     let message = if status == StatusCode::SERVICE_UNAVAILABLE {
         "the event cannot be processed now; retry later"
     } else {
@@ -111,12 +111,12 @@ fn failure(status: StatusCode, invocation: &Invocation) -> Response<Body> {
 
 /// The invocation a request arrived in: Lambda's request id and deadline, when there is a
 /// Lambda context.
-struct Invocation {
-    request_id: String,
+pub(crate) struct Invocation {
+    pub(crate) request_id: String,
     /// When the run must stop: the invocation's deadline less the webhook's margin.
-    stop_at: Option<UnixMillis>,
+    pub(crate) stop_at: Option<UnixMillis>,
     /// The invocation's deadline itself.
-    deadline: Option<UnixMillis>,
+    pub(crate) deadline: Option<UnixMillis>,
 }
 
 impl Invocation {
@@ -172,20 +172,38 @@ fn webhook_secrets(extra: &BTreeMap<String, secrecy::SecretString>) -> Vec<Webho
         .collect()
 }
 
+/// The two kinds of delivery the function accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `POST /events/{connection}`: one Standard Webhooks signed event.
+    StandardWebhooks,
+    /// `POST /pingone/{connection}`: a PingOne subscription's batch of activities.
+    PingOne,
+}
+
 /// Handles one Function URL request.
 pub async fn handle(deployment: &Deployment, request: Request) -> Response<Body> {
     let invocation = Invocation::of(&request, deployment);
     if request.method() != Method::POST {
         return reject(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only POST /events/{connection} is served",
+            "only POST /events/{connection} and POST /pingone/{connection} are served",
         );
     }
-    let Some(name) = connection_of(request.uri().path()).map(str::to_owned) else {
-        return reject(
-            StatusCode::NOT_FOUND,
-            "not found: post events to /events/{connection}",
-        );
+    let path = request.uri().path();
+    let (name, route) = match (
+        connection_of(path),
+        crate::pingone_webhook::connection_of(path),
+    ) {
+        (Some(name), _) => (name.to_owned(), Route::StandardWebhooks),
+        (None, Some(name)) => (name.to_owned(), Route::PingOne),
+        (None, None) => {
+            return reject(
+                StatusCode::NOT_FOUND,
+                "not found: post Standard Webhooks events to /events/{connection}, PingOne \
+                 subscription batches to /pingone/{connection}",
+            );
+        }
     };
     let limit = deployment.settings.max_body_bytes;
     let declared = request
@@ -201,6 +219,9 @@ pub async fn handle(deployment: &Deployment, request: Request) -> Response<Body>
         );
     }
 
+    if route == Route::PingOne {
+        return crate::pingone_webhook::handle(deployment, &invocation, &name, &request).await;
+    }
     let (configured, verified) =
         match authenticate(deployment, &invocation, &name, request.headers(), body).await {
             Ok(authenticated) => authenticated,
@@ -229,26 +250,38 @@ async fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Configured, Verified), Response<Body>> {
-    let configured = match deployment.webhook_configuration(name).await {
-        Ok(configured) => configured,
+    let configured = webhook_configuration(deployment, invocation, name, unauthenticated).await?;
+    let verified = check_signature(deployment, name, &configured, headers, body).await?;
+    Ok((configured, verified))
+}
+
+/// The configuration of the connection a delivery names, or the response refusing it: the same
+/// 401 (`unauthenticated`) for a connection that does not exist as for one that cannot be used,
+/// and 503 only when the config index itself cannot be read.
+pub(crate) async fn webhook_configuration(
+    deployment: &Deployment,
+    invocation: &Invocation,
+    name: &str,
+    unauthenticated: impl Fn(&str, &str) -> Response<Body>,
+) -> Result<Configured, Response<Body>> {
+    match deployment.webhook_configuration(name).await {
+        Ok(configured) => Ok(configured),
         Err(error) if error.failure() == SetupFailure::NotConfigured => {
-            return Err(unauthenticated(name, "no such connection"));
+            Err(unauthenticated(name, "no such connection"))
         }
         Err(error) if error.failure() == SetupFailure::Unavailable => {
             // The config index could not be read: the same for every connection name.
             tracing::error!(connection = name, request_id = %invocation.request_id, error = %error, "cannot read the connection configurations");
-            return Err(failure(StatusCode::SERVICE_UNAVAILABLE, invocation));
+            Err(failure(StatusCode::SERVICE_UNAVAILABLE, invocation))
         }
         Err(error) => {
             tracing::error!(connection = name, error = %error, "the connection's configuration is unusable: every webhook is refused until it is fixed");
-            return Err(unauthenticated(
+            Err(unauthenticated(
                 name,
                 "the connection's configuration is unusable",
-            ));
+            ))
         }
-    };
-    let verified = check_signature(deployment, name, &configured, headers, body).await?;
-    Ok((configured, verified))
+    }
 }
 
 /// Claims the event id, runs the focused sync and answers with its outcome.
