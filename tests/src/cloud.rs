@@ -403,6 +403,34 @@ impl Cloud {
         (status, serde_json::from_slice(body).unwrap_or(Value::Null))
     }
 
+    /// Hands `request` to the webhook handler inside a Lambda invocation with this request id
+    /// and deadline (ms since the epoch); status, `Retry-After` and JSON answer.
+    pub async fn webhook_in_invocation(
+        &self,
+        request: lambda_http::Request,
+        request_id: &str,
+        deadline: i64,
+    ) -> (u16, Option<String>, Value) {
+        use lambda_http::RequestExt as _;
+        let mut context = lambda_http::Context::default();
+        context.request_id = request_id.to_owned();
+        context.deadline = u64::try_from(deadline).expect("a deadline after the epoch");
+        let response =
+            m365_runtime::webhook::handle(&self.deployment, request.with_lambda_context(context))
+                .await;
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: &[u8] = response.body().as_ref();
+        (
+            response.status().as_u16(),
+            retry_after,
+            serde_json::from_slice(body).unwrap_or(Value::Null),
+        )
+    }
+
     /// The tenant, without generated ids: users by UPN (properties, licenses, manager's UPN),
     /// groups by name (member UPNs).
     pub fn tenant_picture(&self) -> Value {

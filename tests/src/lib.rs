@@ -23,6 +23,37 @@ pub mod cloud;
 /// In-memory configurations, files and secrets for a deployment without AWS.
 pub mod memory_ports;
 
+/// PingOne stand-in environments for the PingOne source's tests (`tests/pingone_*.rs`).
+pub mod pingone {
+    use std::collections::BTreeSet;
+
+    use m365_pingone_sandbox::Seed;
+
+    /// [`Seed::generated`] with `users` users, where users whose manager is disabled have no
+    /// manager: a manager who is not provisioned is reported and retried every run, and the
+    /// scenarios that use this seed expect quiet runs after the first.
+    pub fn seed_with_enabled_managers(users: usize) -> Seed {
+        let mut seed = Seed::generated(users);
+        let disabled: BTreeSet<String> = seed
+            .users
+            .iter()
+            .filter(|u| !u.enabled)
+            .map(|u| u.id.clone())
+            .collect();
+        for user in &mut seed.users {
+            let reports_to_disabled = user
+                .custom
+                .get("managerId")
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| disabled.contains(m));
+            if reports_to_disabled {
+                user.custom.remove("managerId");
+            }
+        }
+        seed
+    }
+}
+
 /// Helpers for the Graph client tests against the sandbox tenant (`tests/graph_client_*.rs`).
 // A harness that cannot start the sandbox or build a client should fail the test loudly.
 #[allow(clippy::expect_used)]

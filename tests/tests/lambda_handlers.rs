@@ -711,33 +711,6 @@ async fn an_event_while_a_sync_holds_the_lease_is_answered_503_and_its_retry_is_
 // Webhook: authentication without enumeration, caching, event claims, deadline, failures
 // ---------------------------------------------------------------------------------------------
 
-/// Hands `request` to the webhook handler inside a Lambda invocation with this request id and
-/// deadline (ms since the epoch); status, `Retry-After` and JSON answer.
-async fn invoke_webhook(
-    cloud: &Cloud,
-    request: lambda_http::Request,
-    request_id: &str,
-    deadline: i64,
-) -> (u16, Option<String>, Value) {
-    use lambda_http::RequestExt as _;
-    let mut context = lambda_http::Context::default();
-    context.request_id = request_id.to_owned();
-    context.deadline = u64::try_from(deadline).unwrap();
-    let response =
-        m365_runtime::webhook::handle(&cloud.deployment, request.with_lambda_context(context))
-            .await;
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body: &[u8] = response.body().as_ref();
-    (
-        response.status().as_u16(),
-        retry_after,
-        serde_json::from_slice(body).unwrap_or(Value::Null),
-    )
-}
-
 /// A signed request for `connection` (signed with [`WEBHOOK_SECRET`]).
 fn signed_request(connection: &str, id: &str, event: &Value) -> lambda_http::Request {
     let body = event.to_string().into_bytes();
@@ -821,8 +794,9 @@ async fn unknown_connections_disabled_webhooks_and_bad_signatures_get_one_and_th
     ];
     let mut bodies = Vec::new();
     for (name, request) in cases {
-        let (status, retry_after, answer) =
-            invoke_webhook(&cloud, request, name, now_ms() + 30_000).await;
+        let (status, retry_after, answer) = cloud
+            .webhook_in_invocation(request, name, now_ms() + 30_000)
+            .await;
         assert_eq!(status, 401, "{name}: {answer}");
         assert_eq!(retry_after, None, "{name}");
         bodies.push((name, answer));
@@ -843,13 +817,13 @@ async fn unknown_connections_disabled_webhooks_and_bad_signatures_get_one_and_th
     }
     assert_eq!(cloud.tenant_writes(), 0);
     // The genuine delivery goes through.
-    let (status, _, answer) = invoke_webhook(
-        &cloud,
-        signed_request(CONNECTION, "msg_401", &event),
-        "ok",
-        now_ms() + 30_000,
-    )
-    .await;
+    let (status, _, answer) = cloud
+        .webhook_in_invocation(
+            signed_request(CONNECTION, "msg_401", &event),
+            "ok",
+            now_ms() + 30_000,
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["counts"]["created"], 1, "{answer}");
 }
@@ -932,21 +906,20 @@ async fn a_retry_while_the_first_attempt_runs_is_answered_409_and_the_event_is_a
     };
     let deadline = now_ms() + 30_000;
     let (first, retry) = tokio::join!(
-        invoke_webhook(
-            &cloud,
+        cloud.webhook_in_invocation(
             signed_request(CONNECTION, "msg_twice", &event),
             "req-1",
             deadline
         ),
         async {
             first_is_running.await;
-            invoke_webhook(
-                &cloud,
-                signed_request(CONNECTION, "msg_twice", &event),
-                "req-2",
-                deadline,
-            )
-            .await
+            cloud
+                .webhook_in_invocation(
+                    signed_request(CONNECTION, "msg_twice", &event),
+                    "req-2",
+                    deadline,
+                )
+                .await
         }
     );
     assert_eq!(retry.0, 409, "{}", retry.2);
@@ -955,13 +928,13 @@ async fn a_retry_while_the_first_attempt_runs_is_answered_409_and_the_event_is_a
     assert_eq!(first.2["counts"]["created"], 1, "{}", first.2);
     // Done: a later retry is a duplicate, not applied again.
     let writes = cloud.tenant_writes();
-    let (status, _, answer) = invoke_webhook(
-        &cloud,
-        signed_request(CONNECTION, "msg_twice", &event),
-        "req-3",
-        now_ms() + 30_000,
-    )
-    .await;
+    let (status, _, answer) = cloud
+        .webhook_in_invocation(
+            signed_request(CONNECTION, "msg_twice", &event),
+            "req-3",
+            now_ms() + 30_000,
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "duplicate", "{answer}");
     assert_eq!(cloud.tenant_writes(), writes);
@@ -984,13 +957,13 @@ async fn a_run_stopped_at_the_invocations_deadline_answers_503_and_the_retry_fin
     let users: Vec<String> = (0..300).map(|i| format!("u{i:04}")).collect();
     let event = json!({"type": "identities.changed", "data": {"users": users}});
     // The deadline is within the webhook's margin (5 s): the run does one chunk and stops.
-    let (status, retry_after, answer) = invoke_webhook(
-        &cloud,
-        signed_request(CONNECTION, "msg_deadline", &event),
-        "req-1",
-        now_ms() + 2_000,
-    )
-    .await;
+    let (status, retry_after, answer) = cloud
+        .webhook_in_invocation(
+            signed_request(CONNECTION, "msg_deadline", &event),
+            "req-1",
+            now_ms() + 2_000,
+        )
+        .await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(retry_after.as_deref(), Some("30"));
     assert!(
@@ -1002,13 +975,13 @@ async fn a_run_stopped_at_the_invocations_deadline_answers_503_and_the_retry_fin
     assert_eq!(cloud.sandbox.sandbox().users().len(), seeded + 200);
 
     // The event id was forgotten: the sender's retry applies the rest.
-    let (status, _, answer) = invoke_webhook(
-        &cloud,
-        signed_request(CONNECTION, "msg_deadline", &event),
-        "req-2",
-        now_ms() + 60_000,
-    )
-    .await;
+    let (status, _, answer) = cloud
+        .webhook_in_invocation(
+            signed_request(CONNECTION, "msg_deadline", &event),
+            "req-2",
+            now_ms() + 60_000,
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "succeeded", "{answer}");
     assert_eq!(answer["counts"]["created"], 100, "{answer}");
@@ -1029,13 +1002,13 @@ async fn a_failed_run_answers_500_with_the_request_id_only_and_its_retry_is_appl
         .await
         .unwrap();
     let event = new_user_event("d23f0824-128b-2f33-0c5c-7fd0a6a3a450");
-    let (status, _, answer) = invoke_webhook(
-        &cloud,
-        signed_request(CONNECTION, "msg_500", &event),
-        "3f1c2a7e-req",
-        now_ms() + 30_000,
-    )
-    .await;
+    let (status, _, answer) = cloud
+        .webhook_in_invocation(
+            signed_request(CONNECTION, "msg_500", &event),
+            "3f1c2a7e-req",
+            now_ms() + 30_000,
+        )
+        .await;
     assert_eq!(status, 500, "{answer}");
     assert_eq!(
         answer,

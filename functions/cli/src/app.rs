@@ -218,6 +218,7 @@ impl App {
                 settings.ca_file = settings.ca_file.map(|file| relative_to(base, &file));
                 (SourceConfig::Ldap(settings), None)
             }
+            SourceConfig::Pingone(settings) => (SourceConfig::Pingone(settings.clone()), None),
         };
         open_source(&source, file_loader(s3), secrets, &config.rule)
             .map_err(|e| SetupError::config(e.to_string()))

@@ -1,9 +1,11 @@
-//! `m365-provisioner sandbox`: serve the sandbox tenant on 127.0.0.1.
+//! `m365-provisioner sandbox`: serve the sandbox tenant on 127.0.0.1, and with `--pingone-port`
+//! a PingOne stand-in beside it (a PingOne environment's token endpoint and Platform API).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use m365_pingone_sandbox::{PingOneSandbox, Seed};
 use m365_sandbox::{Sandbox, SandboxConfig, demo};
 
 use crate::exit::Code;
@@ -15,9 +17,16 @@ The sandbox listens on 127.0.0.1 only. Point the client at it with
 and the demo app's credentials (printed at start). Admin endpoints live under /_sandbox/
 (state, reset, knobs, faults, requests, stats).
 
+With --pingone-port, a PingOne stand-in runs beside it: one environment's token endpoint
+(POST /ENV/as/token, client credentials) and Platform API (/v1/environments/ENV/users, groups,
+populations, activities), as a PingOne source's auth_url and api_url
+(examples/pingone/m365-provisioner.toml).
+
 Examples:
   m365-provisioner sandbox --port 8750
   m365-provisioner sandbox --port 8750 --state .state/tenant.json
+  m365-provisioner sandbox --pingone-port 8760                    # and the PingOne demo environment
+  m365-provisioner sandbox --pingone-port 8760 --pingone-users 5000
   curl -s -X POST http://127.0.0.1:8750/contoso.onmicrosoft.com/oauth2/v2.0/token \\
        -d grant_type=client_credentials -d scope=https://graph.microsoft.com/.default \\
        -d client_id=3c9d7a52-6b1f-4e2a-8d4c-7f0b5e9a1c23 \\
@@ -32,6 +41,14 @@ pub struct Args {
     /// Start-up configuration (seed data and knobs) as JSON; defaults to the demo tenant.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Also serve a PingOne stand-in on this port of 127.0.0.1; 0 picks a free one (its URL is
+    /// printed on a line of its own).
+    #[arg(long, value_name = "PORT")]
+    pingone_port: Option<u16>,
+    /// The stand-in's environment: absent, the demo (2 populations, 5 users, 3 groups); N, N
+    /// generated users in 3 populations and 10 groups (2 nested, 1 dynamic).
+    #[arg(long, value_name = "N", requires = "pingone_port")]
+    pingone_users: Option<usize>,
 }
 
 pub async fn run(args: Args) -> Code {
@@ -63,16 +80,55 @@ pub async fn run(args: Args) -> Code {
             return Code::Config;
         }
     };
+    let pingone = match args.pingone_port {
+        None => None,
+        Some(port) => {
+            let seed = args.pingone_users.map_or_else(Seed::demo, Seed::generated);
+            match PingOneSandbox::start_on(seed, port).await {
+                Ok(pingone) => Some(pingone),
+                Err(error) => {
+                    tracing::error!(port, error = %error, "cannot serve the PingOne stand-in; is the port in use? choose another with --pingone-port");
+                    running.stop().await;
+                    return Code::Config;
+                }
+            }
+        }
+    };
+    let mut text = banner(running.base_url(), running.sandbox(), args.state.as_deref());
+    if let Some(pingone) = &pingone {
+        let stop = "press Ctrl-C to stop\n";
+        text = text.replace(stop, &format!("{}{stop}", pingone_banner(pingone)));
+    }
     let mut out = std::io::stdout().lock();
-    let _ = out
-        .write_all(banner(running.base_url(), running.sandbox(), args.state.as_deref()).as_bytes());
+    let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
     drop(out);
     if let Err(error) = tokio::signal::ctrl_c().await {
         tracing::error!(error = %error, "cannot wait for Ctrl-C");
     }
+    if let Some(pingone) = pingone {
+        pingone.stop().await;
+    }
     running.stop().await;
     Code::Success
+}
+
+/// The stand-in's lines, printed after the tenant's: the first is machine-readable.
+fn pingone_banner(pingone: &PingOneSandbox) -> String {
+    use m365_pingone_sandbox::demo as p1;
+    format!(
+        "pingone stand-in listening on {url}\n\
+         \x20 environment  {env}\n\
+         \x20 worker app   {client} (client_secret_basic)\n\
+         \x20 secret       {secret} (stand-in only; M365_SECRET_PINGONE_CLIENT_SECRET)\n\
+         \x20 token        POST {token}\n\
+         \x20 api          {url}/v1/environments/{env}/users\n",
+        url = pingone.url(),
+        env = pingone.environment_id(),
+        client = p1::BASIC_CLIENT_ID,
+        secret = p1::BASIC_CLIENT_SECRET,
+        token = pingone.token_url(),
+    )
 }
 
 /// What the command prints at start. The first line is machine-readable: tests and scripts
