@@ -175,18 +175,22 @@ pub(crate) async fn run(inner: &Arc<Inner>, envelope: GraphRequest) -> GraphResp
     };
     let mut status: Vec<Option<u16>> = vec![None; items.len()];
     let mut responses: Vec<Value> = Vec::new();
+    // Graph runs the items whose dependencies are answered side by side, in no set order
+    // (https://learn.microsoft.com/graph/json-batching#sequencing-requests-with-the-dependson-property):
+    // a round at a time, so the envelope takes as long as its slowest chain, not the sum.
     loop {
-        // The next item whose dependencies are all done.
-        let next = (0..items.len()).find(|&i| {
-            status[i].is_none()
-                && items[i].depends_on.iter().all(|d| {
-                    items
-                        .iter()
-                        .position(|x| x.id.eq_ignore_ascii_case(d))
-                        .is_some_and(|j| status[j].is_some())
-                })
-        });
-        let Some(i) = next else {
+        let ready: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                status[i].is_none()
+                    && items[i].depends_on.iter().all(|d| {
+                        items
+                            .iter()
+                            .position(|x| x.id.eq_ignore_ascii_case(d))
+                            .is_some_and(|j| status[j].is_some())
+                    })
+            })
+            .collect();
+        if ready.is_empty() {
             // Anything left waits on a cycle: fail it as a failed dependency.
             for (i, item) in items.iter().enumerate() {
                 if status[i].is_none() {
@@ -195,28 +199,39 @@ pub(crate) async fn run(inner: &Arc<Inner>, envelope: GraphRequest) -> GraphResp
                 }
             }
             break;
-        };
-        let item = &items[i];
-        let dep_failed = item.depends_on.iter().any(|d| {
-            items
-                .iter()
-                .position(|x| x.id.eq_ignore_ascii_case(d))
-                .and_then(|j| status[j])
-                .is_some_and(|s| s >= 400)
-        });
-        if dep_failed {
-            status[i] = Some(424);
-            responses.push(failed_dependency(&item.id));
-            continue;
         }
-        let resp = execute_single(inner, item_request(&envelope, item)).await;
-        status[i] = Some(resp.status.as_u16());
-        responses.push(json!({
-            "id": item.id,
-            "status": resp.status.as_u16(),
-            "headers": headers_json(&resp.headers, resp.body.is_some()),
-            "body": resp.body.unwrap_or(Value::Null),
-        }));
+        let mut running = Vec::new();
+        for &i in &ready {
+            let item = &items[i];
+            let dep_failed = item.depends_on.iter().any(|d| {
+                items
+                    .iter()
+                    .position(|x| x.id.eq_ignore_ascii_case(d))
+                    .and_then(|j| status[j])
+                    .is_some_and(|s| s >= 400)
+            });
+            if dep_failed {
+                status[i] = Some(424);
+                responses.push(failed_dependency(&item.id));
+            } else {
+                running.push(i);
+            }
+        }
+        let answers = futures::future::join_all(
+            running
+                .iter()
+                .map(|&i| execute_single(inner, item_request(&envelope, &items[i]))),
+        )
+        .await;
+        for (i, resp) in running.into_iter().zip(answers) {
+            status[i] = Some(resp.status.as_u16());
+            responses.push(json!({
+                "id": items[i].id,
+                "status": resp.status.as_u16(),
+                "headers": headers_json(&resp.headers, resp.body.is_some()),
+                "body": resp.body.unwrap_or(Value::Null),
+            }));
+        }
     }
     if inner.knobs().shuffle_batch_responses {
         let mut rng = inner.lock_rng();

@@ -141,6 +141,8 @@ pub struct Stats {
     pub batches: u64,
     pub batch_items: u64,
     pub faults_injected: u64,
+    /// Of those, the 429s (the rest of [`Stats::throttled`] is the throttling model's).
+    pub faults_injected_429: u64,
     pub resource_units: u64,
     /// Token requests answered with a token, and refused (any AADSTS error).
     pub tokens_issued: u64,
@@ -198,8 +200,12 @@ impl Inner {
         lock(&self.knobs).clone()
     }
 
-    pub(crate) fn count_fault(&self) {
-        lock(&self.stats).faults_injected += 1;
+    pub(crate) fn count_fault(&self, status: Option<u16>) {
+        let mut stats = lock(&self.stats);
+        stats.faults_injected += 1;
+        if status == Some(429) {
+            stats.faults_injected_429 += 1;
+        }
     }
 
     pub(crate) fn record(&self, entry: LoggedRequest) {

@@ -145,7 +145,7 @@ async fn pipeline(inner: &Arc<Inner>, req: &GraphRequest) -> Outcome {
         throttled: false,
     };
     if let Fault::Before(status, retry) = fault {
-        inner.count_fault();
+        inner.count_fault(Some(status));
         outcome.throttled = status == 429;
         outcome.response = fault_error(status, retry).into_resp("", "");
         return outcome;
@@ -230,11 +230,11 @@ async fn apply_late_fault(
 ) -> GraphResponse {
     match fault {
         Fault::After(status, retry) => {
-            inner.count_fault();
+            inner.count_fault(Some(status));
             fault_error(status, retry).into_resp("", "")
         }
         Fault::Timeout => {
-            inner.count_fault();
+            inner.count_fault(None);
             tokio::time::sleep(Duration::from_millis(knobs.faults.timeout_ms)).await;
             response
         }
