@@ -97,6 +97,23 @@ pub fn request_cost(method: &str, path: &str, query: &str) -> Cost {
     }
 }
 
+/// What a 429 said about its cause (docs/graph-behaviour.md#throttling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleSignal {
+    /// `x-ms-throttle-scope` named the quota that ran dry: the whole (app, tenant) is over it.
+    Quota,
+    /// No scope: Graph under load, or an over-quota answer without the header. One such answer
+    /// among many successes is sporadic; many in a row are an episode.
+    Unscoped,
+}
+
+/// Weight of the newest answer in the running share of 429s.
+const THROTTLED_SHARE_WEIGHT: f64 = 1.0 / 32.0;
+/// An unscoped 429 is part of an episode once the running share of 429s reaches this: about six
+/// in a row, or one in ten answers for a while. Below it, the 429 costs only its own request
+/// (which waits its Retry-After), so sporadic 429s far below the quota do not slow the run.
+const EPISODE_SHARE: f64 = 0.15;
+
 /// Lowest rate multiplier after repeated 429s.
 const MIN_FACTOR: f64 = 0.05;
 /// Multiplicative decrease on a 429.
@@ -147,6 +164,8 @@ struct PacerState {
     paused_until: Option<Instant>,
     last: Instant,
     last_decrease: Option<Instant>,
+    /// Running share of 429s among the answers (exponentially weighted).
+    throttled_share: f64,
 }
 
 /// Adaptive pacer for one (app, tenant). Shared by `Arc`.
@@ -175,6 +194,7 @@ impl Pacer {
                 paused_until: None,
                 last: Instant::now(),
                 last_decrease: None,
+                throttled_share: 0.0,
             }),
         }
     }
@@ -220,11 +240,17 @@ impl Pacer {
         }
     }
 
-    /// A 429: everyone on this (app, tenant) waits `retry_after`, and the rate halves.
-    pub fn on_throttled(&self, retry_after: Option<Duration>) {
+    /// A 429. A quota 429, or one of an episode: everyone on this (app, tenant) waits
+    /// `retry_after`, and the rate halves. A sporadic one changes nothing here (its request
+    /// waits `retry_after` on its own); it returns whether the pacer reacted.
+    pub fn on_throttled(&self, retry_after: Option<Duration>, signal: ThrottleSignal) -> bool {
         let Ok(mut s) = self.state.lock() else {
-            return;
+            return false;
         };
+        s.throttled_share += (1.0 - s.throttled_share) * THROTTLED_SHARE_WEIGHT;
+        if signal == ThrottleSignal::Unscoped && s.throttled_share < EPISODE_SHARE {
+            return false;
+        }
         let now = Instant::now();
         let pause = retry_after.unwrap_or(Duration::from_secs(1));
         let until = now + pause;
@@ -243,6 +269,7 @@ impl Pacer {
         // What Graph charged us is gone; start the buckets empty-ish so we do not burst again.
         s.ru.tokens = s.ru.tokens.min(0.0);
         s.writes.tokens = s.writes.tokens.min(0.0);
+        true
     }
 
     /// A successful response, with `x-ms-throttle-limit-percentage` when Graph sent it.
@@ -250,6 +277,7 @@ impl Pacer {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
+        s.throttled_share *= 1.0 - THROTTLED_SHARE_WEIGHT;
         match limit_percentage {
             Some(p) if p >= 0.8 => {
                 // 0.8 → no change … 1.8 → floor: slow down in proportion to the excess.
@@ -370,9 +398,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn throttle_pauses_and_halves_then_recovers() {
         let p = Pacer::new(&PacingConfig::default());
-        p.on_throttled(Some(Duration::from_millis(2128)));
+        assert!(p.on_throttled(Some(Duration::from_millis(2128)), ThrottleSignal::Quota));
         // A second 429 of the same episode does not halve again.
-        p.on_throttled(Some(Duration::from_millis(2128)));
+        p.on_throttled(Some(Duration::from_millis(2128)), ThrottleSignal::Quota);
         assert!((p.rate_factor() - 0.5).abs() < 1e-9);
         let start = Instant::now();
         p.acquire(c(1, 0)).await;
@@ -385,6 +413,35 @@ mod tests {
         assert!((p.rate_factor() - 0.5).abs() < 1e-9);
         p.on_success(Some(0.8));
         assert!((p.rate_factor() - 0.5).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sporadic_unscoped_429s_cost_only_their_own_request() {
+        let p = Pacer::new(&PacingConfig::default());
+        // One 429 in every 25 answers, without a scope: never an episode.
+        for round in 0..40 {
+            for _ in 0..24 {
+                p.on_success(None);
+            }
+            assert!(
+                !p.on_throttled(Some(Duration::from_secs(1)), ThrottleSignal::Unscoped),
+                "round {round}"
+            );
+        }
+        assert!((p.rate_factor() - 1.0).abs() < 1e-9);
+        let start = Instant::now();
+        p.acquire(c(1, 1)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "nobody else waits");
+        // Unscoped 429s in a row are an episode: the pacer pauses and slows down.
+        let reacted = (0..10)
+            .map(|_| p.on_throttled(Some(Duration::from_secs(1)), ThrottleSignal::Unscoped))
+            .position(|r| r)
+            .expect("an episode");
+        assert!((3..8).contains(&reacted), "reacted at the {reacted}th");
+        assert!((p.rate_factor() - 0.5).abs() < 1e-9);
+        let start = Instant::now();
+        p.acquire(c(1, 1)).await;
+        assert!(start.elapsed() >= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
