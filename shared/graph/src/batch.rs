@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::client::{GraphClient, decode};
+use crate::answer_times::WhenLate;
+use crate::client::{GraphClient, decode, throttle_signal};
 use crate::error::{ErrorContext, GraphError, classify, parse_retry_after};
 use crate::odata::MAX_BATCH;
 use crate::pacing::{Cost, request_cost};
@@ -72,6 +73,14 @@ impl BatchRequest {
     pub fn depending_on(mut self, id: impl Into<String>) -> Self {
         self.depends_on.push(id.into());
         self
+    }
+
+    /// Whether the request converges when Graph applies it twice (a re-send after an uncertain
+    /// answer): every method but POST, and the POST of assignLicense
+    /// (<https://learn.microsoft.com/graph/api/user-assignlicense>: assigning what is assigned
+    /// changes nothing). A create would make a second object; a restore would fail.
+    fn may_apply_twice(&self) -> bool {
+        self.method != Method::POST || self.path_and_query().0.ends_with("/assignLicense")
     }
 
     fn path_and_query(&self) -> (&str, &str) {
@@ -192,8 +201,8 @@ fn key(id: &str) -> String {
 
 impl GraphClient {
     /// Runs `requests` through `$batch` in chunks of ≤ 20 and returns one response per
-    /// request, in input order. Items answered 429 (and 500/502/503/504 for non-POST
-    /// items) are re-sent in a follow-up batch after the largest `Retry-After`, together with
+    /// request, in input order. Items answered 429 (and 500/502/503/504 for items safe to apply
+    /// twice: not a create or a restore) are re-sent in a follow-up batch after the largest `Retry-After`, together with
     /// the items that failed 424 only because of them. Each item is paced at its own cost.
     /// Item failures are in the responses (`BatchResponse::error`), not in the `Err` of this
     /// call, which reports invalid input or a failure of the envelope itself.
@@ -356,7 +365,15 @@ impl GraphClient {
         let items = envelope_items(pending);
         let mut call = self.call(Method::POST, "/$batch", Some(json!({ "requests": items })));
         // Re-sending an envelope whose fate is unknown could repeat creates.
-        call.retry_transient = pending.iter().all(|r| r.method != Method::POST);
+        // A late envelope is sent again beside the first, and a failed one re-sent, only when
+        // every item may be applied twice.
+        let twice_is_safe = pending.iter().all(BatchRequest::may_apply_twice);
+        call.retry_transient = twice_is_safe;
+        call.when_late = if twice_is_safe {
+            WhenLate::Hedge
+        } else {
+            WhenLate::Wait
+        };
         let raw = self.send(&call).await?;
         let wire: WireBatch = decode(&call, &raw.body)?;
         let mut by_id: HashMap<String, BatchResponse> = HashMap::new();
@@ -391,7 +408,7 @@ impl GraphClient {
         Ok(by_id)
     }
 
-    /// Items to send again (throttled, or unavailable and not a POST, or failed 424 behind one
+    /// Items to send again (throttled, or unavailable and safe to apply twice, or failed 424 behind one
     /// of those), and the longest Retry-After among them; the pacer learns from every answer.
     fn to_retry(
         &self,
@@ -410,13 +427,15 @@ impl GraphClient {
             let retryable = match resp.status {
                 429 => {
                     self.inner.stats.count_throttled();
-                    self.inner.pacer.on_throttled(ra);
+                    self.inner
+                        .pacer
+                        .on_throttled(ra, throttle_signal(resp.header("x-ms-throttle-scope")));
                     true
                 }
                 // A POST answered 5xx may have been applied
                 // (docs/graph-behaviour.md#uncertain-creates): it is never re-sent blindly; the
                 // caller looks the object up instead.
-                500 | 502 | 503 | 504 => r.method != Method::POST,
+                500 | 502 | 503 | 504 => r.may_apply_twice(),
                 s if (200..300).contains(&s) => {
                     self.inner.pacer.on_success(
                         resp.header("x-ms-throttle-limit-percentage")

@@ -16,13 +16,21 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::answer_times::{AnswerClass, AnswerTimes, WhenLate};
 use crate::error::{ErrorContext, GraphError, classify, parse_retry_after};
-use crate::pacing::{Cost, Pacer, PacerRegistry, request_cost};
+use crate::limiter::{Limiter, Load};
+use crate::pacing::{Cost, Pacer, PacerRegistry, ThrottleSignal, request_cost};
 use crate::settings::{Credentials, Endpoints, GraphSettings};
 use crate::token::{
     IssuedToken, TokenCache, TokenClaims, TokenFetcher, decode_claims, redirect_target,
     transport_kind,
 };
+
+/// A late idempotent request is sent at most this many times in all: a `$batch` envelope of 20
+/// items is late when any item is, so a hedge of it may be late too.
+const MAX_SENDS: usize = 6;
+/// How often a waiting request judges again whether its answer is late.
+const RECHECK_LATE: Duration = Duration::from_millis(250);
 
 /// `User-Agent` sent on every request.
 pub const USER_AGENT: &str = concat!("m365-provisioner/", env!("CARGO_PKG_VERSION"));
@@ -136,8 +144,9 @@ pub(crate) struct Inner {
     http: reqwest::Client,
     tokens: Arc<TokenCache>,
     pub(crate) pacer: Arc<Pacer>,
-    semaphore: tokio::sync::Semaphore,
+    limiter: Limiter,
     pub(crate) stats: Stats,
+    answer_times: AnswerTimes,
 }
 
 /// One request to send: absolute URL plus what errors, logs and pacing need. Its `Debug` shows
@@ -153,6 +162,8 @@ pub(crate) struct Call {
     /// Re-send after a transient failure. Off for creates, whose retry is an explicit
     /// look-up-then-create in the operation (docs/graph-behaviour.md#uncertain-creates).
     pub(crate) retry_transient: bool,
+    /// What a late answer makes of the call.
+    pub(crate) when_late: WhenLate,
 }
 
 impl std::fmt::Debug for Call {
@@ -162,8 +173,19 @@ impl std::fmt::Debug for Call {
             .field("path", &self.path)
             .field("body", &self.body.as_ref().map(|_| "[REDACTED]"))
             .field("retry_transient", &self.retry_transient)
+            .field("when_late", &self.when_late)
             .finish_non_exhaustive()
     }
+}
+
+/// What Graph answered to one exchange.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+    ctx: ErrorContext,
+    /// Its class's recent answer time over the long-run one (see [`AnswerTimes::record`]).
+    ratio: f64,
 }
 
 /// A successful response.
@@ -228,7 +250,7 @@ impl GraphClient {
         );
         Ok(GraphClient {
             inner: Arc::new(Inner {
-                semaphore: tokio::sync::Semaphore::new(settings.concurrency),
+                limiter: Limiter::new(settings.concurrency, settings.adaptive_concurrency),
                 settings,
                 endpoints,
                 credentials,
@@ -236,6 +258,7 @@ impl GraphClient {
                 tokens: shared.tokens,
                 pacer,
                 stats: Stats::default(),
+                answer_times: AnswerTimes::default(),
             }),
         })
     }
@@ -263,6 +286,16 @@ impl GraphClient {
     }
 
     /// The pacer's current rate multiplier (1.0 = full configured quota).
+    /// Requests the client lets in flight now (adaptive concurrency moves it).
+    pub fn concurrency_limit(&self) -> usize {
+        self.inner.limiter.limit()
+    }
+
+    /// Late answers hedged by a second request so far.
+    pub fn hedges(&self) -> u64 {
+        self.inner.answer_times.hedges()
+    }
+
     pub fn pacing_factor(&self) -> f64 {
         self.inner.pacer.rate_factor()
     }
@@ -313,6 +346,7 @@ impl GraphClient {
         };
         Call {
             retry_transient: true,
+            when_late: WhenLate::Hedge,
             url: format!("{}{}", self.inner.endpoints.graph_base, path_and_query),
             method,
             path,
@@ -357,6 +391,7 @@ impl GraphClient {
             query,
             body: None,
             retry_transient: true,
+            when_late: WhenLate::Hedge,
         })
     }
 
@@ -421,103 +456,199 @@ impl GraphClient {
         );
         async {
             self.inner.pacer.acquire(self.cost(call)).await;
-            let _permit = self
+            let slot = self
                 .inner
-                .semaphore
+                .limiter
                 .acquire()
                 .await
                 .map_err(|_| GraphError::Config("the client was shut down".into()))?;
             let mut token = self.token(None).await?;
             let mut renewed = false;
             loop {
-                let client_request_id = uuid::Uuid::new_v4().to_string();
-                let ctx = ErrorContext {
-                    method: call.method.to_string(),
-                    path: call.path.clone(),
-                    client_request_id: Some(client_request_id.clone()),
-                    ..ErrorContext::default()
-                };
-                let mut req = self
-                    .inner
-                    .http
-                    .request(call.method.clone(), &call.url)
-                    .bearer_auth(token.value.expose_secret())
-                    .header("client-request-id", &client_request_id)
-                    .header("Accept", "application/json");
-                if self.inner.settings.background_priority {
-                    req = req.header("x-ms-throttle-priority", "Low");
-                }
-                if let Some(body) = &call.body {
-                    req = req.json(body);
-                } else if is_write(&call.method) {
-                    req = req.header("Content-Length", "0");
-                }
-                self.inner
-                    .stats
-                    .http_requests
-                    .fetch_add(1, Ordering::Relaxed);
-                if call.path != "/$batch" {
-                    self.inner.stats.count_request(&call.method);
-                }
-                let resp = match req.send().await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let mut ctx = ctx;
-                        ctx.message = if e.is_timeout() {
-                            format!(
-                                "request timed out after {:.1} s",
-                                self.inner.settings.request_timeout.as_secs_f64()
-                            )
-                        } else {
-                            transport_kind(&e).to_string()
-                        };
-                        return Err(GraphError::transport(ctx));
-                    }
-                };
-                let status = resp.status().as_u16();
+                let answer = self.exchange_in_time(call, &token).await?;
+                let status = answer.status;
                 tracing::Span::current().record("status", status);
-                let headers = resp.headers().clone();
-                let body = match resp.bytes().await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let mut ctx = ctx;
-                        ctx.status = Some(status);
-                        ctx.message = transport_kind(&e).to_string();
-                        return Err(GraphError::transport(ctx));
-                    }
-                };
                 if status == 401 && !renewed {
                     // The token may have been revoked or expired early: renew once.
                     renewed = true;
                     token = self.token(Some(&token)).await?;
                     continue;
                 }
-                let retry_after = header_str(&headers, "retry-after").and_then(parse_retry_after);
-                if status == 429 {
-                    self.inner.stats.count_throttled();
-                    self.inner.pacer.on_throttled(retry_after);
-                } else if (200..300).contains(&status) {
-                    self.inner.pacer.on_success(
-                        header_str(&headers, "x-ms-throttle-limit-percentage")
-                            .and_then(|v| v.trim().parse::<f64>().ok()),
-                    );
-                }
-                if (200..300).contains(&status) {
-                    tracing::debug!(status, "Graph request done");
-                    return Ok(RawResponse { body });
-                }
-                let mut ctx = ctx;
-                ctx.request_id = header_str(&headers, "request-id").map(str::to_string);
-                if (300..400).contains(&status) {
-                    return Err(self.redirected(ctx, status, &headers));
-                }
-                let err = classify(ctx, status, &body, retry_after);
-                tracing::debug!(status, error = %err, "Graph request failed");
-                return Err(err);
+                let ratio = answer.ratio;
+                let (judged, episode) = self.judge(answer);
+                let load = if episode {
+                    Load::ThrottleEpisode
+                } else {
+                    Load::Answered { ratio }
+                };
+                self.inner.limiter.learn(load, slot.saturated);
+                return judged;
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// What an answer means: the body of a success, or the error it carries; the pacer learns
+    /// from it. True with it when the answer began a throttling episode.
+    fn judge(&self, answer: Answer) -> (Result<RawResponse, GraphError>, bool) {
+        let Answer {
+            status,
+            headers,
+            body,
+            mut ctx,
+            ratio: _,
+        } = answer;
+        let retry_after = header_str(&headers, "retry-after").and_then(parse_retry_after);
+        let mut episode = false;
+        if status == 429 {
+            self.inner.stats.count_throttled();
+            episode = self.inner.pacer.on_throttled(
+                retry_after,
+                throttle_signal(header_str(&headers, "x-ms-throttle-scope")),
+            );
+        } else if (200..300).contains(&status) {
+            self.inner.pacer.on_success(
+                header_str(&headers, "x-ms-throttle-limit-percentage")
+                    .and_then(|v| v.trim().parse::<f64>().ok()),
+            );
+            tracing::debug!(status, "Graph request done");
+            return (Ok(RawResponse { body }), false);
+        }
+        ctx.request_id = header_str(&headers, "request-id").map(str::to_string);
+        if (300..400).contains(&status) {
+            return (Err(self.redirected(ctx, status, &headers)), episode);
+        }
+        let err = classify(ctx, status, &body, retry_after);
+        tracing::debug!(status, error = %err, "Graph request failed");
+        (Err(err), episode)
+    }
+
+    /// One exchange, with a late answer handled as the call says ([`WhenLate`]): hedged by a
+    /// further exchange each time it is late again, given up as a timeout, or waited for. Lateness is judged
+    /// again as answers come in, so a request sent before enough answers were known is not
+    /// left waiting for the request timeout.
+    async fn exchange_in_time(
+        &self,
+        call: &Call,
+        token: &IssuedToken,
+    ) -> Result<Answer, GraphError> {
+        if call.when_late == WhenLate::Wait {
+            return self.exchange(call, token).await;
+        }
+        let class = AnswerClass::of(&call.method, &call.path);
+        let timeout = self.inner.settings.request_timeout;
+        let started = tokio::time::Instant::now();
+        let mut sent = futures::stream::FuturesUnordered::new();
+        sent.push(self.exchange(call, token));
+        loop {
+            let late = self.inner.answer_times.late_after(class, timeout);
+            let due = late.saturating_mul(sent.len() as u32);
+            let elapsed = started.elapsed();
+            let is_late = late < timeout && elapsed >= due;
+            if is_late && call.when_late == WhenLate::GiveUp {
+                tracing::info!(
+                    late_ms = late.as_millis() as u64,
+                    "Graph's answer is late; giving the request up and looking its outcome up"
+                );
+                return Err(GraphError::transport(ErrorContext {
+                    method: call.method.to_string(),
+                    path: call.path.clone(),
+                    message: format!(
+                        "no answer within {:.1} s (4 times the slowest recent answer)",
+                        late.as_secs_f64()
+                    ),
+                    ..ErrorContext::default()
+                }));
+            }
+            if is_late && sent.len() < MAX_SENDS && self.inner.answer_times.take_hedge() {
+                tracing::info!(
+                    late_ms = late.as_millis() as u64,
+                    sent = sent.len(),
+                    "Graph's answer is late; sending the request again beside it"
+                );
+                sent.push(self.exchange(call, token));
+                continue;
+            }
+            let wait = if late < timeout && elapsed < due {
+                (due - elapsed).min(RECHECK_LATE)
+            } else {
+                RECHECK_LATE
+            };
+            tokio::select! {
+                Some(answer) = futures::StreamExt::next(&mut sent) => return answer,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sends `call` once and reads the whole answer; its time is remembered when it comes.
+    async fn exchange(&self, call: &Call, token: &IssuedToken) -> Result<Answer, GraphError> {
+        let started = tokio::time::Instant::now();
+        let client_request_id = uuid::Uuid::new_v4().to_string();
+        let mut ctx = ErrorContext {
+            method: call.method.to_string(),
+            path: call.path.clone(),
+            client_request_id: Some(client_request_id.clone()),
+            ..ErrorContext::default()
+        };
+        let mut req = self
+            .inner
+            .http
+            .request(call.method.clone(), &call.url)
+            .bearer_auth(token.value.expose_secret())
+            .header("client-request-id", &client_request_id)
+            .header("Accept", "application/json");
+        if self.inner.settings.background_priority {
+            req = req.header("x-ms-throttle-priority", "Low");
+        }
+        if let Some(body) = &call.body {
+            req = req.json(body);
+        } else if is_write(&call.method) {
+            req = req.header("Content-Length", "0");
+        }
+        self.inner
+            .stats
+            .http_requests
+            .fetch_add(1, Ordering::Relaxed);
+        if call.path != "/$batch" {
+            self.inner.stats.count_request(&call.method);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.message = if e.is_timeout() {
+                    format!(
+                        "request timed out after {:.1} s",
+                        self.inner.settings.request_timeout.as_secs_f64()
+                    )
+                } else {
+                    transport_kind(&e).to_string()
+                };
+                return Err(GraphError::transport(ctx));
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                ctx.status = Some(status);
+                ctx.message = transport_kind(&e).to_string();
+                return Err(GraphError::transport(ctx));
+            }
+        };
+        let ratio = self
+            .inner
+            .answer_times
+            .record(AnswerClass::of(&call.method, &call.path), started.elapsed());
+        Ok(Answer {
+            status,
+            headers,
+            body,
+            ctx,
+            ratio,
+        })
     }
 
     /// The error for a 3xx answer, which is never followed: it names the Graph host that
@@ -608,6 +739,15 @@ pub(crate) fn decode<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T,
             e.to_string(),
         )
     })
+}
+
+/// A 429's `x-ms-throttle-scope` names the quota that ran dry
+/// (<https://learn.microsoft.com/graph/throttling-limits>); without it the cause is unknown.
+pub(crate) fn throttle_signal(scope: Option<&str>) -> ThrottleSignal {
+    match scope {
+        Some(s) if !s.trim().is_empty() => ThrottleSignal::Quota,
+        _ => ThrottleSignal::Unscoped,
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -716,6 +856,7 @@ mod tests {
                 "passwordProfile": {"password": "C4ll-body-secret!"}
             })),
             retry_transient: false,
+            when_late: WhenLate::GiveUp,
         };
         let shown = format!("{call:?} {call:#?}");
         assert!(!shown.contains("C4ll-body-secret!"), "{shown}");

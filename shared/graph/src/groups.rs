@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::adopt::{CREATED_DATE_TIME, CreateStarted, Found, not_ours};
+use crate::answer_times::WhenLate;
 use crate::client::{GraphClient, Pager};
 use crate::error::GraphError;
 use crate::models::{
@@ -109,6 +110,8 @@ impl GraphClient {
         let created = loop {
             let mut call = self.call(Method::POST, "/groups", Some(body.clone()));
             call.retry_transient = false;
+            // A late answer is an uncertain create: looked up below.
+            call.when_late = WhenLate::GiveUp;
             match self.send_json::<Group>(call).await {
                 Ok(g) => break g,
                 Err(e @ GraphError::Transient { .. }) => {

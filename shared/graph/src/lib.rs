@@ -15,12 +15,14 @@
 //! `docs/graph-behaviour.md`; comments link its sections.
 
 mod adopt;
+mod answer_times;
 mod batch;
 mod client;
 mod directory;
 mod directory_adapter;
 pub mod error;
 mod groups;
+mod limiter;
 pub mod models;
 pub mod odata;
 pub mod pacing;
@@ -33,7 +35,7 @@ pub use client::{GraphClient, Pager, RequestStats, SharedState, USER_AGENT};
 pub use directory_adapter::GraphDirectory;
 pub use error::{AuthError, ErrorContext, ErrorKind, GraphError};
 pub use models::*;
-pub use pacing::{Cost, Pacer, PacerRegistry};
+pub use pacing::{Cost, Pacer, PacerRegistry, ThrottleSignal};
 pub use reqwest::Method;
 pub use settings::{
     Cloud, Credentials, EndpointPolicy, Endpoints, GraphSettings, PacingConfig, RetryPolicy,

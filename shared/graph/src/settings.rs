@@ -227,8 +227,12 @@ pub struct GraphSettings {
     pub request_timeout: Duration,
     /// Hard cap on attempts for one request, throttling included.
     pub max_attempts: u32,
-    /// Requests in flight at once per client (and its clones).
+    /// Requests in flight at once per client (and its clones): at most this many when
+    /// `adaptive_concurrency`, else exactly this many.
     pub concurrency: usize,
+    /// Start at a few requests in flight and adapt to Graph's answer times, up to
+    /// `concurrency` (see `shared/graph/src/limiter.rs`).
+    pub adaptive_concurrency: bool,
     /// Send `x-ms-throttle-priority: Low` (background sync); `false` sends nothing.
     pub background_priority: bool,
     pub pacing: PacingConfig,
@@ -251,7 +255,8 @@ impl Default for GraphSettings {
             scope: None,
             request_timeout: Duration::from_secs(60),
             max_attempts: 10,
-            concurrency: 8,
+            concurrency: 64,
+            adaptive_concurrency: true,
             background_priority: true,
             pacing: PacingConfig::default(),
             replication_retry: RetryPolicy::replication_default(),
@@ -281,6 +286,7 @@ impl GraphSettings {
             login_url: connection.login_url.clone(),
             graph_url: connection.graph_url.clone(),
             concurrency: connection.concurrency,
+            adaptive_concurrency: connection.adaptive_concurrency,
             ..GraphSettings::default()
         };
         if let Some(size) = connection.tenant_size {

@@ -6,6 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::adopt::{CREATED_DATE_TIME, CreateStarted, Found, not_ours};
+use crate::answer_times::WhenLate;
 use crate::client::{GraphClient, Pager};
 use crate::error::{ErrorContext, GraphError};
 use crate::models::{
@@ -146,6 +147,8 @@ impl GraphClient {
         loop {
             let mut call = self.call(Method::POST, "/users", Some(body.clone()));
             call.retry_transient = false;
+            // A late answer is an uncertain create: looked up below.
+            call.when_late = WhenLate::GiveUp;
             match self.send_json::<User>(call).await {
                 Ok(u) => return Ok(u),
                 Err(e @ GraphError::Transient { .. }) => {

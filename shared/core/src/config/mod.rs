@@ -220,9 +220,14 @@ pub struct ConnectionConfig {
     /// File where the embedded sandbox keeps its tenant between runs.
     #[serde(default)]
     pub sandbox_state: Option<String>,
-    /// Graph requests in flight at once.
+    /// Graph requests in flight at once: at most this many when `adaptive_concurrency`, else
+    /// exactly this many.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Start with a few requests in flight and grow while Graph answers in its usual time,
+    /// shrinking when answers slow down or throttling begins; `false` keeps `concurrency` fixed.
+    #[serde(default = "default_true")]
+    pub adaptive_concurrency: bool,
     /// Tenant size class for the resource-unit quota: `small` (< 50 users), `medium`
     /// (50–500), `large` (> 500).
     #[serde(default)]
@@ -230,7 +235,11 @@ pub struct ConnectionConfig {
 }
 
 fn default_concurrency() -> usize {
-    8
+    64
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[source]`: where the identities come from, by `type`.
@@ -565,7 +574,8 @@ source = "generate"
     fn minimal_config_gets_the_documented_defaults() {
         let config = Config::from_toml(MINIMAL, "test.toml").unwrap();
         assert_eq!(config.connection.cloud, Cloud::Global);
-        assert_eq!(config.connection.concurrency, 8);
+        assert_eq!(config.connection.concurrency, 64);
+        assert!(config.connection.adaptive_concurrency);
         assert_eq!(config.state, None);
         assert_eq!(config.secrets, None);
         let SourceConfig::File(file) = &config.source else {

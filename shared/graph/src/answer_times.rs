@@ -1,0 +1,232 @@
+//! How long Graph takes to answer, and when an answer is late enough to act on.
+//!
+//! Graph now and then holds an answer back far longer than its usual time (the request may well
+//! have been carried out: docs/graph-behaviour.md#uncertain-creates). Waiting the full request
+//! timeout for it stalls everything that depends on the request. So each client keeps the times
+//! of its recent answers per class of request, and an answer still missing after
+//! [`AnswerTimes::slow_after`] is *late*: an idempotent request is then sent a second time and
+//! the first answer of the two is taken (a hedged request); a create is given up and its outcome
+//! looked up, as after any uncertain create. Hedges are budgeted so that a Graph that is slow
+//! for everyone is not sent twice the load.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::Method;
+
+/// Answers remembered per class.
+const WINDOW: usize = 64;
+/// Until this many answers of a class are known, nothing is late before the request timeout.
+const MIN_SAMPLES: usize = 16;
+/// Late means slower than this many times the slowest recent answer of the class …
+const LATE_FACTOR: u32 = 4;
+/// … and never sooner than this.
+const LATE_FLOOR: Duration = Duration::from_secs(2);
+/// At most one hedge per this many answers, plus a few.
+const HEDGE_SHARE: u64 = 10;
+const HEDGE_ALLOWANCE: u64 = 8;
+
+/// Requests whose answer times are comparable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerClass {
+    Read,
+    Write,
+    /// A `$batch` envelope: up to 20 requests in one.
+    Batch,
+}
+
+impl AnswerClass {
+    pub(crate) fn of(method: &Method, path: &str) -> AnswerClass {
+        if path == "/$batch" {
+            AnswerClass::Batch
+        } else if *method == Method::GET {
+            AnswerClass::Read
+        } else {
+            AnswerClass::Write
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            AnswerClass::Read => 0,
+            AnswerClass::Write => 1,
+            AnswerClass::Batch => 2,
+        }
+    }
+}
+
+/// What to do when a request's answer is late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenLate {
+    /// Send the request again beside the first and take the first answer (idempotent
+    /// requests).
+    Hedge,
+    /// Give the request up as a timeout: its caller looks the outcome up (creates).
+    GiveUp,
+    /// Wait up to the request timeout (a `$batch` holding creates: neither safe to re-send nor
+    /// to look up as a whole).
+    Wait,
+}
+
+/// Weights of the newest answer in the recent and the long-run answer time of a class.
+const RECENT_WEIGHT: f64 = 1.0 / 16.0;
+const LONG_RUN_WEIGHT: f64 = 1.0 / 512.0;
+
+/// The answers of one class.
+#[derive(Debug, Default)]
+struct ClassTimes {
+    window: VecDeque<Duration>,
+    /// Exponentially weighted answer times (seconds); 0 before the first answer.
+    recent: f64,
+    long_run: f64,
+}
+
+/// Recent answer times of one client and its clones.
+#[derive(Debug, Default)]
+pub(crate) struct AnswerTimes {
+    classes: [Mutex<ClassTimes>; 3],
+    answers: AtomicU64,
+    hedges: AtomicU64,
+}
+
+impl AnswerTimes {
+    /// Remembers an answer; returns its class's recent answer time over the long-run one
+    /// (about 1 while Graph answers as usual; higher when it starts queueing).
+    pub(crate) fn record(&self, class: AnswerClass, took: Duration) -> f64 {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut times) = self.classes[class.index()].lock() else {
+            return 1.0;
+        };
+        if times.window.len() == WINDOW {
+            times.window.pop_front();
+        }
+        times.window.push_back(took);
+        let secs = took.as_secs_f64();
+        if times.long_run <= 0.0 {
+            times.recent = secs;
+            times.long_run = secs;
+        } else {
+            times.recent += (secs - times.recent) * RECENT_WEIGHT;
+            times.long_run += (secs - times.long_run) * LONG_RUN_WEIGHT;
+        }
+        if times.long_run > 0.0 {
+            times.recent / times.long_run
+        } else {
+            1.0
+        }
+    }
+
+    /// After how long an answer of `class` is late: [`LATE_FACTOR`] times the slowest of the
+    /// last [`WINDOW`] answers, at least [`LATE_FLOOR`], at most `timeout` (also until
+    /// [`MIN_SAMPLES`] answers are known).
+    pub(crate) fn late_after(&self, class: AnswerClass, timeout: Duration) -> Duration {
+        let Ok(times) = self.classes[class.index()].lock() else {
+            return timeout;
+        };
+        if times.window.len() < MIN_SAMPLES {
+            return timeout;
+        }
+        let slowest = times.window.iter().max().copied().unwrap_or_default();
+        slowest
+            .saturating_mul(LATE_FACTOR)
+            .max(LATE_FLOOR)
+            .min(timeout)
+    }
+
+    /// Takes a hedge from the budget, if one is left.
+    pub(crate) fn take_hedge(&self) -> bool {
+        let answers = self.answers.load(Ordering::Relaxed);
+        let budget = answers / HEDGE_SHARE + HEDGE_ALLOWANCE;
+        self.hedges
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                (h < budget).then_some(h + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn hedges(&self) -> u64 {
+        self.hedges.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_late_before_enough_answers_are_known() {
+        let t = AnswerTimes::default();
+        let timeout = Duration::from_secs(60);
+        for _ in 0..MIN_SAMPLES - 1 {
+            t.record(AnswerClass::Write, Duration::from_millis(100));
+        }
+        assert_eq!(t.late_after(AnswerClass::Write, timeout), timeout);
+        t.record(AnswerClass::Write, Duration::from_millis(100));
+        assert_eq!(t.late_after(AnswerClass::Write, timeout), LATE_FLOOR);
+        // Classes are apart.
+        assert_eq!(t.late_after(AnswerClass::Read, timeout), timeout);
+    }
+
+    #[test]
+    fn late_follows_the_slowest_recent_answer_within_bounds() {
+        let t = AnswerTimes::default();
+        for i in 0..WINDOW as u64 {
+            t.record(AnswerClass::Batch, Duration::from_millis(500 + i));
+        }
+        t.record(AnswerClass::Batch, Duration::from_secs(3));
+        assert_eq!(
+            t.late_after(AnswerClass::Batch, Duration::from_secs(60)),
+            Duration::from_secs(12)
+        );
+        assert_eq!(
+            t.late_after(AnswerClass::Batch, Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        // The slow answer leaves the window after WINDOW more.
+        for _ in 0..WINDOW {
+            t.record(AnswerClass::Batch, Duration::from_millis(100));
+        }
+        assert_eq!(
+            t.late_after(AnswerClass::Batch, Duration::from_secs(60)),
+            LATE_FLOOR
+        );
+    }
+
+    #[test]
+    fn hedges_are_budgeted() {
+        let t = AnswerTimes::default();
+        let granted = (0..100).filter(|_| t.take_hedge()).count() as u64;
+        assert_eq!(granted, HEDGE_ALLOWANCE);
+        for _ in 0..100 {
+            t.record(AnswerClass::Read, Duration::from_millis(1));
+        }
+        let more = (0..100).filter(|_| t.take_hedge()).count() as u64;
+        assert_eq!(more, 100 / HEDGE_SHARE);
+        assert_eq!(t.hedges(), HEDGE_ALLOWANCE + 100 / HEDGE_SHARE);
+        assert_eq!(
+            AnswerClass::of(&Method::POST, "/$batch"),
+            AnswerClass::Batch
+        );
+        assert_eq!(AnswerClass::of(&Method::GET, "/users"), AnswerClass::Read);
+        assert_eq!(
+            AnswerClass::of(&Method::PATCH, "/users/a"),
+            AnswerClass::Write
+        );
+    }
+
+    #[test]
+    fn the_ratio_rises_when_answers_slow_down() {
+        let t = AnswerTimes::default();
+        let mut ratio = 0.0;
+        for _ in 0..1000 {
+            ratio = t.record(AnswerClass::Write, Duration::from_millis(100));
+        }
+        assert!((ratio - 1.0).abs() < 1e-6, "{ratio}");
+        for _ in 0..32 {
+            ratio = t.record(AnswerClass::Write, Duration::from_millis(400));
+        }
+        assert!(ratio > 2.0, "{ratio}");
+    }
+}
