@@ -59,8 +59,9 @@ impl DeprovisionReason {
     }
 }
 
-/// Where a step runs in an execution: stages run in this order, each after the one before has
-/// finished, so a step finds the objects it refers to (a manager, a member) already there.
+/// What a step does, in dependency order: a step finds the objects it refers to (a manager, a
+/// member) made by an earlier stage. The executor runs stages with no dependency between them
+/// together (its waves: `shared/core/src/executor/mod.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
     /// Groups matched or created.

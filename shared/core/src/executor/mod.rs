@@ -1,5 +1,5 @@
-//! Execution: carries a [`Plan`] out through the [`Directory`] port, stage by stage in dependency
-//! order, and records every result in the [`StateStore`] before the next chunk starts.
+//! Execution: carries a [`Plan`] out through the [`Directory`] port, wave by wave in dependency
+//! order ([`Wave`]), and records every result in the [`StateStore`] before the next chunk starts.
 //!
 //! Crash safety: a result is durable (link written, or error recorded) right after its chunk. A
 //! crash between a tenant write and its record loses nothing: the next plan sees the identity as
@@ -74,6 +74,36 @@ pub fn retry_delay_ms(attempts: u32) -> i64 {
     (minutes * 60_000).min(6 * 3_600_000)
 }
 
+/// Steps that run together, a chunk at a time; each wave needs only what earlier waves made.
+/// The stages of a wave have no order among them, so its chunks mix them and Graph's quota is
+/// not left idle while one stage's last requests finish before the next stage begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wave {
+    /// Groups and users matched, linked, restored or created.
+    Objects,
+    /// Updates, enables, managers (the manager exists after [`Wave::Objects`]), memberships
+    /// (their group and members too), and the licenses of users not updated by this plan.
+    Attributes,
+    /// Licenses of users this plan also updates: a license needs the `usageLocation` an update
+    /// may set (docs/graph-behaviour.md#licenses).
+    LicensesAfterUpdates,
+    /// Disables and deprovisions: the destructive wave, last.
+    Removals,
+}
+
+impl Wave {
+    fn of(step: &Step, updated: &HashSet<String>) -> Wave {
+        match step.stage() {
+            Stage::Groups | Stage::Users => Wave::Objects,
+            Stage::Licenses if updated.contains(step.subject().1) => Wave::LicensesAfterUpdates,
+            Stage::Updates | Stage::Licenses | Stage::Managers | Stage::Memberships => {
+                Wave::Attributes
+            }
+            Stage::Removals => Wave::Removals,
+        }
+    }
+}
+
 /// What an execution carries from chunk to chunk.
 struct RunContext {
     /// Links this plan gives up because another source id took their object over (the old id
@@ -106,19 +136,31 @@ impl Executor<'_> {
             extras,
             resolved: HashMap::new(),
         };
-        let mut stages: BTreeMap<Stage, Vec<Step>> = BTreeMap::new();
-        for step in plan.steps {
+        let updated: HashSet<String> = plan
+            .steps
+            .iter()
+            .filter(|step| step.stage() == Stage::Updates)
+            .map(|step| step.subject().1.to_owned())
+            .collect();
+        let mut waves: BTreeMap<Wave, Vec<Step>> = BTreeMap::new();
+        let mut steps = plan.steps;
+        // Within a wave, stage order: a chunk spans stages, never waves.
+        steps.sort_by_key(Step::stage);
+        for step in steps {
             // A tripped breaker holds every destructive step, in whichever stage it sits.
             if !self.allow_destructive && step.is_destructive() {
                 report.destructive_held = true;
                 report.counts.held += 1;
                 continue;
             }
-            stages.entry(step.stage()).or_default().push(step);
+            waves
+                .entry(Wave::of(&step, &updated))
+                .or_default()
+                .push(step);
         }
         let mut done = 0u64;
-        for (stage, steps) in stages {
-            if stage == Stage::Removals && !self.allow_destructive {
+        for (wave, steps) in waves {
+            if wave == Wave::Removals && !self.allow_destructive {
                 report.destructive_held = true;
                 report.counts.held += steps.len() as u64;
                 continue;
