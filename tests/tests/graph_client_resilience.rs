@@ -338,3 +338,117 @@ async fn throttle_limit_percentage_slows_the_pacer_before_any_429() {
         c.pacing_factor()
     );
 }
+
+/// A client whose answer times are known: `n` reads answered as usual.
+async fn warmed_up(sb: &m365_sandbox::RunningSandbox, n: usize) -> m365_graph::GraphClient {
+    let mut s = settings(sb);
+    s.request_timeout = Duration::from_secs(60);
+    let c = client_with(s, demo_credentials());
+    for _ in 0..n {
+        let read = c.domains().await;
+        assert!(read.is_ok(), "{read:?}");
+    }
+    c
+}
+
+#[tokio::test]
+async fn a_late_answer_to_a_read_is_hedged_and_the_first_answer_taken() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.faults.timeout_ms = 45_000;
+    sb.sandbox().set_knobs(knobs);
+    let c = warmed_up(&sb, 20).await;
+    sb.sandbox()
+        .add_fault(FaultRule::new("GET", "/organization", FaultStatus::TIMEOUT));
+    // Without the hedge the answer would come after 45 s.
+    let before = c.stats().http_requests;
+    let org = tokio::time::timeout(Duration::from_secs(30), c.organization())
+        .await
+        .expect("the late answer was not waited for")
+        .unwrap();
+    assert_eq!(org.len(), 1);
+    assert_eq!(c.hedges(), 1);
+    assert_eq!(
+        c.stats().http_requests - before,
+        2,
+        "the request and its hedge"
+    );
+}
+
+#[tokio::test]
+async fn a_late_answer_to_a_create_is_given_up_and_the_user_it_made_adopted() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.faults.timeout_ms = 45_000;
+    sb.sandbox().set_knobs(knobs);
+    let mut s = settings(&sb);
+    s.request_timeout = Duration::from_secs(60);
+    let c = client_with(s, demo_credentials());
+    for i in 0..20 {
+        c.create_user(&new_user(&format!("early{i}")))
+            .await
+            .unwrap();
+    }
+    sb.sandbox()
+        .add_fault(FaultRule::new("POST", "/users", FaultStatus::TIMEOUT));
+    let u = tokio::time::timeout(
+        Duration::from_secs(30),
+        c.create_user(&new_user("latecomer")),
+    )
+    .await
+    .expect("the late create was not waited for")
+    .unwrap();
+    let stored = users_with_upn(&sb, "latecomer@example.com");
+    assert_eq!(stored.len(), 1, "exactly one user");
+    assert_eq!(stored[0]["id"], u.id.as_str());
+    assert_eq!(c.hedges(), 0, "a create is never sent twice blindly");
+}
+
+#[tokio::test]
+async fn a_sporadic_429_without_a_scope_leaves_the_pace_alone() {
+    let sb = start_demo().await;
+    let mut s = settings(&sb);
+    s.pacing = PacingConfig::default();
+    let c = client_with(s, demo_credentials());
+    for _ in 0..30 {
+        c.domains().await.unwrap();
+    }
+    sb.sandbox().add_fault(FaultRule {
+        retry_after: Some(0.05),
+        ..FaultRule::new("GET", "/organization", FaultStatus::Status(429))
+    });
+    assert_eq!(c.organization().await.unwrap().len(), 1);
+    assert_eq!(c.stats().throttled, 1);
+    assert!(
+        (c.pacing_factor() - 1.0).abs() < 1e-9,
+        "one 429 among many answers: {}",
+        c.pacing_factor()
+    );
+    assert_eq!(c.concurrency_limit(), 8, "nor the concurrency");
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_grows_while_answers_keep_their_time() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.read_latency_ms = 20;
+    sb.sandbox().set_knobs(knobs);
+    let mut s = settings(&sb);
+    s.concurrency = 32;
+    let adaptive = client_with(s.clone(), demo_credentials());
+    s.adaptive_concurrency = false;
+    s.concurrency = 6;
+    let fixed = client_with(s, demo_credentials());
+    for c in [&adaptive, &fixed] {
+        let reads = (0..300).map(|_| c.domains());
+        for r in futures::future::join_all(reads).await {
+            r.unwrap();
+        }
+    }
+    assert!(
+        adaptive.concurrency_limit() > 16,
+        "answers kept their time, so the limit grew from 8 toward the ceiling: {}",
+        adaptive.concurrency_limit()
+    );
+    assert_eq!(fixed.concurrency_limit(), 6);
+}
