@@ -33,18 +33,28 @@ const HEDGE_ALLOWANCE: u64 = 8;
 pub(crate) enum AnswerClass {
     Read,
     Write,
-    /// A `$batch` envelope: up to 20 requests in one.
-    Batch,
+    /// A `$batch` envelope of reads only.
+    BatchOfReads,
+    /// A `$batch` envelope holding a write: as slow as its slowest write.
+    BatchOfWrites,
 }
 
 impl AnswerClass {
-    pub(crate) fn of(method: &Method, path: &str) -> AnswerClass {
-        if path == "/$batch" {
-            AnswerClass::Batch
-        } else if *method == Method::GET {
+    /// The class of a single request (a `$batch` envelope is classed by its items: see
+    /// [`AnswerClass::of_batch`]).
+    pub(crate) fn of(method: &Method) -> AnswerClass {
+        if *method == Method::GET {
             AnswerClass::Read
         } else {
             AnswerClass::Write
+        }
+    }
+
+    pub(crate) fn of_batch(any_write: bool) -> AnswerClass {
+        if any_write {
+            AnswerClass::BatchOfWrites
+        } else {
+            AnswerClass::BatchOfReads
         }
     }
 
@@ -52,7 +62,8 @@ impl AnswerClass {
         match self {
             AnswerClass::Read => 0,
             AnswerClass::Write => 1,
-            AnswerClass::Batch => 2,
+            AnswerClass::BatchOfReads => 2,
+            AnswerClass::BatchOfWrites => 3,
         }
     }
 }
@@ -86,7 +97,7 @@ struct ClassTimes {
 /// Recent answer times of one client and its clones.
 #[derive(Debug, Default)]
 pub(crate) struct AnswerTimes {
-    classes: [Mutex<ClassTimes>; 3],
+    classes: [Mutex<ClassTimes>; 4],
     answers: AtomicU64,
     hedges: AtomicU64,
 }
@@ -173,23 +184,23 @@ mod tests {
     fn late_follows_the_slowest_recent_answer_within_bounds() {
         let t = AnswerTimes::default();
         for i in 0..WINDOW as u64 {
-            t.record(AnswerClass::Batch, Duration::from_millis(500 + i));
+            t.record(AnswerClass::BatchOfWrites, Duration::from_millis(500 + i));
         }
-        t.record(AnswerClass::Batch, Duration::from_secs(3));
+        t.record(AnswerClass::BatchOfWrites, Duration::from_secs(3));
         assert_eq!(
-            t.late_after(AnswerClass::Batch, Duration::from_secs(60)),
+            t.late_after(AnswerClass::BatchOfWrites, Duration::from_secs(60)),
             Duration::from_secs(12)
         );
         assert_eq!(
-            t.late_after(AnswerClass::Batch, Duration::from_secs(10)),
+            t.late_after(AnswerClass::BatchOfWrites, Duration::from_secs(10)),
             Duration::from_secs(10)
         );
         // The slow answer leaves the window after WINDOW more.
         for _ in 0..WINDOW {
-            t.record(AnswerClass::Batch, Duration::from_millis(100));
+            t.record(AnswerClass::BatchOfWrites, Duration::from_millis(100));
         }
         assert_eq!(
-            t.late_after(AnswerClass::Batch, Duration::from_secs(60)),
+            t.late_after(AnswerClass::BatchOfWrites, Duration::from_secs(60)),
             LATE_FLOOR
         );
     }
@@ -205,15 +216,9 @@ mod tests {
         let more = (0..100).filter(|_| t.take_hedge()).count() as u64;
         assert_eq!(more, 100 / HEDGE_SHARE);
         assert_eq!(t.hedges(), HEDGE_ALLOWANCE + 100 / HEDGE_SHARE);
-        assert_eq!(
-            AnswerClass::of(&Method::POST, "/$batch"),
-            AnswerClass::Batch
-        );
-        assert_eq!(AnswerClass::of(&Method::GET, "/users"), AnswerClass::Read);
-        assert_eq!(
-            AnswerClass::of(&Method::PATCH, "/users/a"),
-            AnswerClass::Write
-        );
+        assert_eq!(AnswerClass::of_batch(false), AnswerClass::BatchOfReads);
+        assert_eq!(AnswerClass::of(&Method::GET), AnswerClass::Read);
+        assert_eq!(AnswerClass::of(&Method::PATCH), AnswerClass::Write);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::answer_times::WhenLate;
-use crate::client::{GraphClient, decode, throttle_signal};
+use crate::answer_times::{AnswerClass, WhenLate};
+use crate::client::{GraphClient, decode, is_write, throttle_signal};
 use crate::error::{ErrorContext, GraphError, classify, parse_retry_after};
 use crate::odata::MAX_BATCH;
 use crate::pacing::{Cost, request_cost};
@@ -369,6 +369,7 @@ impl GraphClient {
         // every item may be applied twice.
         let twice_is_safe = pending.iter().all(BatchRequest::may_apply_twice);
         call.retry_transient = twice_is_safe;
+        call.class = AnswerClass::of_batch(pending.iter().any(|r| is_write(&r.method)));
         call.when_late = if twice_is_safe {
             WhenLate::Hedge
         } else {

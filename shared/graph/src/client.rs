@@ -164,6 +164,8 @@ pub(crate) struct Call {
     pub(crate) retry_transient: bool,
     /// What a late answer makes of the call.
     pub(crate) when_late: WhenLate,
+    /// Whose answer times its own are compared with.
+    pub(crate) class: AnswerClass,
 }
 
 impl std::fmt::Debug for Call {
@@ -347,6 +349,7 @@ impl GraphClient {
         Call {
             retry_transient: true,
             when_late: WhenLate::Hedge,
+            class: AnswerClass::of(&method),
             url: format!("{}{}", self.inner.endpoints.graph_base, path_and_query),
             method,
             path,
@@ -392,6 +395,7 @@ impl GraphClient {
             body: None,
             retry_transient: true,
             when_late: WhenLate::Hedge,
+            class: AnswerClass::Read,
         })
     }
 
@@ -536,7 +540,7 @@ impl GraphClient {
         if call.when_late == WhenLate::Wait {
             return self.exchange(call, token).await;
         }
-        let class = AnswerClass::of(&call.method, &call.path);
+        let class = call.class;
         let timeout = self.inner.settings.request_timeout;
         let started = tokio::time::Instant::now();
         let mut sent = futures::stream::FuturesUnordered::new();
@@ -641,7 +645,7 @@ impl GraphClient {
         let ratio = self
             .inner
             .answer_times
-            .record(AnswerClass::of(&call.method, &call.path), started.elapsed());
+            .record(call.class, started.elapsed());
         Ok(Answer {
             status,
             headers,
@@ -857,6 +861,7 @@ mod tests {
             })),
             retry_transient: false,
             when_late: WhenLate::GiveUp,
+            class: AnswerClass::Write,
         };
         let shown = format!("{call:?} {call:#?}");
         assert!(!shown.contains("C4ll-body-secret!"), "{shown}");

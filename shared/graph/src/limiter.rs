@@ -132,6 +132,7 @@ impl Limiter {
                 s.since_shrink = 0;
                 let forgotten = self.semaphore.forget_permits(cut);
                 s.debt += cut - forgotten;
+                tracing::debug!(limit = new_limit, ?load, "fewer Graph requests in flight");
             }
             Some(_) => {}
             None if saturated && s.limit < self.ceiling => {

@@ -49,6 +49,11 @@ pub fn request_cost(method: &str, path: &str, query: &str) -> Cost {
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let is_write = matches!(method.as_str(), "POST" | "PATCH" | "PUT" | "DELETE");
+    if s.as_slice() == ["$batch"] {
+        // The envelope costs nothing of its own: each item is charged as if sent alone
+        // (https://learn.microsoft.com/graph/throttling#throttling-and-batching).
+        return Cost::default();
+    }
     let (base, writes): (i64, u32) = match (method.as_str(), s.as_slice()) {
         ("GET", ["users"]) => (2, 0),
         ("GET", ["groups", _, "members"]) => (3, 0),
@@ -120,6 +125,9 @@ const MIN_FACTOR: f64 = 0.05;
 const DECREASE: f64 = 0.5;
 /// At most one multiplicative decrease per this period.
 const DECREASE_COOLDOWN: Duration = Duration::from_secs(1);
+/// How far `x-ms-throttle-limit-percentage` may exceed the pacer's own use of its buckets
+/// before it slows down.
+const LIMIT_PERCENTAGE_SLACK: f64 = 0.1;
 /// Additive recovery per successful response.
 const RECOVERY_STEP: f64 = 0.02;
 
@@ -278,14 +286,28 @@ impl Pacer {
             return;
         };
         s.throttled_share *= 1.0 - THROTTLED_SHARE_WEIGHT;
-        match limit_percentage {
-            Some(p) if p >= 0.8 => {
-                // 0.8 → no change … 1.8 → floor: slow down in proportion to the excess.
-                let target = (1.0 - (p - 0.8)).clamp(MIN_FACTOR, 1.0);
-                s.factor = s.factor.min(target).max(MIN_FACTOR);
-            }
-            _ => s.factor = (s.factor + RECOVERY_STEP).min(1.0),
+        // Pacing at the quota shows as a limit percentage close to the pacer's own use of its
+        // buckets; only what Graph reports beyond that (another app on the tenant, a quota
+        // smaller than configured) slows the pace, in proportion.
+        let excess = limit_percentage
+            .filter(|p| *p >= 0.8)
+            .map(|p| p - s.own_usage() - LIMIT_PERCENTAGE_SLACK)
+            .unwrap_or(0.0);
+        if excess > 0.0 {
+            let target = (1.0 - excess).clamp(MIN_FACTOR, 1.0);
+            s.factor = s.factor.min(target).max(MIN_FACTOR);
+        } else {
+            s.factor = (s.factor + RECOVERY_STEP).min(1.0);
         }
+    }
+}
+
+impl PacerState {
+    /// How much of its buckets the pacer has spent, 0 to 1: its own estimate of the share of
+    /// the quota in use.
+    fn own_usage(&self) -> f64 {
+        let used = |b: &Bucket| (1.0 - b.tokens / b.capacity).clamp(0.0, 1.0);
+        used(&self.ru).max(used(&self.writes))
     }
 }
 
@@ -369,6 +391,7 @@ mod tests {
             ("POST", "/groups/g/members/$ref", "", c(1, 1)),
             ("POST", "/users/u/assignLicense", "", c(1, 1)),
             ("GET", "/organization", "", c(1, 0)),
+            ("POST", "/$batch", "", c(0, 0)),
         ];
         for (m, p, q, want) in cases {
             assert_eq!(request_cost(m, p, q), want, "{m} {p}?{q}");
@@ -409,10 +432,21 @@ mod tests {
             p.on_success(None);
         }
         assert!((p.rate_factor() - 1.0).abs() < 1e-9);
-        p.on_success(Some(1.3));
-        assert!((p.rate_factor() - 0.5).abs() < 1e-9);
-        p.on_success(Some(0.8));
-        assert!((p.rate_factor() - 0.5).abs() < 1e-9);
+        // Nothing spent: a limit percentage of 0.9 is 0.8 beyond the slack; someone else uses
+        // the quota.
+        let fresh = Pacer::new(&PacingConfig::default());
+        fresh.on_success(Some(0.9));
+        assert!((fresh.rate_factor() - 0.2).abs() < 1e-9);
+        fresh.on_success(Some(1.3));
+        assert!((fresh.rate_factor() - MIN_FACTOR).abs() < 1e-9);
+        // A pacer that has spent its buckets expects a high limit percentage: no slow-down.
+        let spent = Pacer::new(&PacingConfig::default());
+        {
+            let mut s = spent.state.lock().unwrap();
+            s.writes.tokens = 0.0;
+        }
+        spent.on_success(Some(1.05));
+        assert!((spent.rate_factor() - 1.0).abs() < 1e-9);
     }
 
     #[tokio::test(start_paused = true)]
