@@ -15,7 +15,7 @@
 //! busy file is waited on for up to [`BUSY_TIMEOUT`] before the call fails as
 //! [`StateError::Unavailable`] (retryable). WAL needs a local file system (not NFS/EFS).
 //!
-//! # Schema (version 2, `PRAGMA user_version`; `PRAGMA application_id` = `0x4D333635`, "M365")
+//! # Schema (version 4, `PRAGMA user_version`; `PRAGMA application_id` = `0x4D333635`, "M365")
 //!
 //! Every table is keyed by `connection` first, so a connection is one key range and
 //! `clear_connection` is one range delete per table. Scalars are columns; lists and maps are JSON
@@ -23,7 +23,7 @@
 //!
 //! | table | key | columns | serves |
 //! |---|---|---|---|
-//! | `links` | (connection, kind, source_id); index (connection, kind, object_id) | object_id, origin, hash, applied (JSON), enabled, licenses (JSON), manager, members (JSON), seen_generation, updated_at, deleted_at (NULL: live) | get/list/put/mark_seen/delete/count links (count: live ones); `list_links` walks the primary key in source-id (byte) order; `find_link_by_object` the index |
+//! | `links` | (connection, kind, source_id); index (connection, kind, object_id, source_id) | object_id, origin, hash, applied (JSON), enabled, licenses (JSON), manager, members (JSON), seen_generation, updated_at, deleted_at (NULL: live) | get/list/put/mark_seen/delete/count links (count: live ones); `list_links` walks the primary key in source-id (byte) order; `find_link_by_object` the index |
 //! | `checkpoints` | connection | body (JSON [`Checkpoint`]), updated_at | get/put checkpoint |
 //! | `object_errors` | (connection, kind, source_id) | operation, message, attempts, first/last_failed_at, next_retry_at; index (connection, next_retry_at) | per-object errors, soonest retry first |
 //! | `runs` | (connection, id) | started_at, body (JSON [`RunRecord`]); index (connection, started_at) | run records, newest first |

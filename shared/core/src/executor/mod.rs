@@ -194,22 +194,35 @@ impl Executor<'_> {
         run: &mut RunContext,
         report: &mut ExecutionReport,
     ) -> Result<(), StateError> {
+        let started = std::time::Instant::now();
         let links = self.gather(chunk, &mut run.resolved).await?;
         let in_flight = self.groups_in_flight(chunk).await?;
         let mut batch = Batch::of(self.prepare(chunk, run, &in_flight).await?);
         // No tenant write without the lease: a run that lost it stops here.
         self.lease.confirm().await?;
         self.mark_groups_in_flight(chunk, &in_flight).await?;
+        let prepared = started.elapsed();
         let ops = std::mem::take(&mut batch.ops);
         let results = if ops.is_empty() {
             Vec::new()
         } else {
             self.directory.apply(ops).await
         };
+        let applied = started.elapsed();
         let outcome = self
             .record(chunk, batch, &results, &links, run, report)
             .await?;
-        self.persist(outcome, report).await
+        let recorded = started.elapsed();
+        self.persist(outcome, report).await?;
+        tracing::debug!(
+            steps = chunk.len(),
+            prepare_ms = prepared.as_millis() as u64,
+            apply_ms = (applied - prepared).as_millis() as u64,
+            record_ms = (recorded - applied).as_millis() as u64,
+            persist_ms = (started.elapsed() - recorded).as_millis() as u64,
+            "chunk done"
+        );
+        Ok(())
     }
 
     /// Links of every object the chunk touches, and of the members and managers it refers to;
