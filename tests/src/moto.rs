@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
-use tokio::net::TcpStream;
 
 /// The region every moto-backed test uses.
 pub const REGION: &str = "us-east-1";
@@ -95,6 +94,15 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
 }
 
+/// Whether moto answers on `addr`: its dashboard data (`/moto-api/data.json`) is moto's alone.
+async fn is_moto(probe: &reqwest::Client, addr: &SocketAddr) -> bool {
+    probe
+        .get(format!("http://{addr}/moto-api/data.json"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 fn log_tail(log: &tempfile::NamedTempFile) -> String {
     let text = std::fs::read_to_string(log.path()).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -132,6 +140,10 @@ impl Moto {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -140,9 +152,10 @@ impl Moto {
                     log_tail(&log)
                 ));
             }
-            let connect =
-                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr));
-            if matches!(connect.await, Ok(Ok(_))) {
+            // An HTTP answer from moto itself, not a bare TCP accept: until moto binds the port
+            // (or when it fails to, the port being taken since it was picked), another test's
+            // server may be listening there.
+            if is_moto(&probe, &addr).await {
                 return Ok(Moto {
                     child,
                     endpoint: format!("http://{addr}"),

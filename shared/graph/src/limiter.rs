@@ -4,7 +4,8 @@
 //! (too low) or queues requests inside Graph (too high). The adaptive limit starts low and grows
 //! by one for each answer that came back in the usual time while every slot was in use (so it
 //! doubles per round trip, as TCP's slow start); when answers slow down against their long-run
-//! time, or a throttling episode begins, it shrinks by a tenth at most once per round of answers.
+//! time while every slot is in use, it shrinks by a tenth, and when a throttling episode begins by
+//! a quarter, at most once per round of answers.
 //! Sporadic 429s (see `crate::pacing`) and late answers handled by hedging do not count.
 
 use std::sync::Mutex;
@@ -121,7 +122,9 @@ impl Limiter {
         s.since_shrink += 1;
         let shrink_to = match load {
             Load::ThrottleEpisode => Some(THROTTLED_DECREASE),
-            Load::Answered { ratio } if ratio > SLOWED_RATIO => Some(SLOWED_DECREASE),
+            // Slower answers while slots were free are not ours to fix: fewer requests in flight
+            // would not make them faster (and on a quiet client they are noise).
+            Load::Answered { ratio } if ratio > SLOWED_RATIO && saturated => Some(SLOWED_DECREASE),
             Load::Answered { .. } => None,
         };
         match shrink_to {
@@ -200,6 +203,17 @@ mod tests {
         drop(slots);
         // The 22 slots cut while in use were forgotten as they came back.
         assert_eq!(l.semaphore.available_permits(), 42);
+    }
+
+    #[tokio::test]
+    async fn slow_answers_with_slots_free_do_not_shrink_it() {
+        let l = Limiter::new(64, true);
+        for _ in 0..100 {
+            l.learn(Load::Answered { ratio: 3.0 }, false);
+        }
+        assert_eq!(l.limit(), ADAPTIVE_START);
+        l.learn(Load::ThrottleEpisode, false);
+        assert_eq!(l.limit(), 6, "a throttling episode shrinks it all the same");
     }
 
     #[tokio::test]
