@@ -34,6 +34,29 @@ pub fn same_value(a: Option<&serde_json::Value>, b: Option<&serde_json::Value>) 
     a == b
 }
 
+/// The text a state hash is taken of, in this order: `{"p":{…},"e":…,"l":[…]}`.
+#[derive(serde::Serialize)]
+struct HashedState<'a> {
+    p: BTreeMap<&'a String, &'a serde_json::Value>,
+    e: bool,
+    l: Vec<LicenseAssignment>,
+}
+
+/// FNV-1a over whatever is written to it: the canonical text is hashed as it is produced, never
+/// held whole.
+struct FnvWriter(u64);
+
+impl std::io::Write for FnvWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = fnv1a(buf, self.0);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Hash of applied (or desired) user state: mapped properties, accountEnabled and the licenses
 /// this rule manages. Managers and memberships are compared directly and are not part of it.
 pub fn user_state_hash(
@@ -47,13 +70,20 @@ pub fn user_state_hash(
     }
     licenses.sort();
     // Empty and absent are the same state (a mapped-but-empty property is `null` or `[]`).
-    let properties: BTreeMap<&String, &serde_json::Value> = properties
-        .iter()
-        .filter(|(_, v)| !is_empty_value(v))
-        .collect();
-    // serde_json writes BTreeMap keys in order: the text is canonical for equal states.
-    let text = serde_json::json!({ "p": properties, "e": enabled, "l": licenses }).to_string();
-    format!("v1:{:016x}", fnv1a(text.as_bytes(), 0xcbf2_9ce4_8422_2325))
+    // A BTreeMap serializes its keys in order: the text is canonical for equal states.
+    let state = HashedState {
+        p: properties
+            .iter()
+            .filter(|(_, v)| !is_empty_value(v))
+            .collect(),
+        e: enabled,
+        l: licenses,
+    };
+    let mut writer = FnvWriter(0xcbf2_9ce4_8422_2325);
+    // Writing to the hasher cannot fail, and neither can serializing strings, numbers and maps
+    // with string keys.
+    let _ = serde_json::to_writer(&mut writer, &state);
+    format!("v1:{:016x}", writer.0)
 }
 
 #[cfg(test)]
@@ -131,5 +161,38 @@ mod tests {
         assert!(!same_value(Some(&json!("a")), None));
         // The stored format is versioned.
         assert!(h.starts_with("v1:"));
+    }
+
+    /// Hashes stored by earlier versions stay valid: the text hashed is exactly what the first
+    /// version built through a `serde_json::Value` (`{"p":…,"e":…,"l":…}`, in that order).
+    #[test]
+    fn the_hashed_text_is_the_stored_format() {
+        let properties = props(&[
+            ("userPrincipalName", json!("ann.lee@example.com")),
+            ("otherMails", json!(["a@example.org", "é\"quoted\""])),
+            (
+                "employeeOrgData",
+                json!({"division": "R&D", "costCenter": "42"}),
+            ),
+            ("department", json!(null)),
+            (
+                "onPremisesExtensionAttributes",
+                json!({"extensionAttribute1": 1.5}),
+            ),
+        ]);
+        let licenses = [LicenseAssignment {
+            sku_id: "c7df2760-2c81-4ef7-b578-5b5392b571df".into(),
+            disabled_plans: vec!["b".into(), "a".into()],
+        }];
+        let filtered: BTreeMap<&String, &serde_json::Value> = properties
+            .iter()
+            .filter(|(_, v)| !is_empty_value(v))
+            .collect();
+        let mut sorted = licenses.to_vec();
+        sorted[0].disabled_plans.sort();
+        let text = json!({ "p": filtered, "e": false, "l": sorted }).to_string();
+        let expected = format!("v1:{:016x}", fnv1a(text.as_bytes(), 0xcbf2_9ce4_8422_2325));
+        assert_eq!(user_state_hash(&properties, false, &licenses), expected);
+        assert_eq!(expected, "v1:3dc255174fd8d61b");
     }
 }

@@ -327,8 +327,26 @@ pub const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX 
 
 /// usageLocation: an upper-case ISO 3166-1 alpha-2 code
 /// (docs/graph-behaviour.md#user-property-rules, docs/design.md#licenses-and-manager).
+/// [`ISO_3166_ALPHA2`] as a table indexed by `26 × first letter + second letter`: a lookup per
+/// user, not a scan of the list.
+const ISO_3166_TABLE: [bool; 26 * 26] = {
+    let codes = ISO_3166_ALPHA2.as_bytes();
+    let mut table = [false; 26 * 26];
+    let mut i = 0;
+    while i + 1 < codes.len() {
+        table[(codes[i] - b'A') as usize * 26 + (codes[i + 1] - b'A') as usize] = true;
+        i += 3;
+    }
+    table
+};
+
 pub fn usage_location(code: &str) -> Check {
-    let known = |c: &str| c.len() == 2 && ISO_3166_ALPHA2.split(' ').any(|k| k == c);
+    let known = |c: &str| match c.as_bytes() {
+        [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            ISO_3166_TABLE[usize::from(a - b'A') * 26 + usize::from(b - b'A')]
+        }
+        _ => false,
+    };
     if known(code) {
         return Ok(());
     }
@@ -878,6 +896,7 @@ mod tests {
         let v = usage_location("us").unwrap_err();
         assert!(v.message.contains("\"US\""), "{v}");
         assert_eq!(ISO_3166_ALPHA2.split(' ').count(), 249);
+        assert_eq!(ISO_3166_TABLE.iter().filter(|known| **known).count(), 249);
     }
 
     #[test]
