@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::draft::Draft;
 use super::licenses::{desired_licenses, license_step};
-use super::{DesiredUser, Kept, PlanError, Planner, applied_upn};
+use super::{DesiredUser, Kept, PlanError, Planner, RuleMapping, applied_upn};
 use crate::directory::TenantUser;
 use crate::hash::{same_value, user_state_hash};
 use crate::model::{LicenseAssignment, ObjectKind, SourceUser};
@@ -18,23 +18,46 @@ use crate::rule::ManagerReference;
 use crate::state::{Link, UnixMillis};
 
 impl Planner<'_> {
-    /// Plans one page of source users.
+    /// Plans one page of source users. The page's links are read while its users are mapped:
+    /// the store's read and the mapping are the two halves of a run where little changed.
     pub(super) async fn plan_user_page(
         &self,
         draft: &mut Draft,
         users: Vec<SourceUser>,
         scope_members: Option<&HashSet<String>>,
     ) -> Result<(), PlanError> {
-        let mapped = self.map_page(draft, users, scope_members);
+        let candidates = self.page_candidates(draft, users, scope_members);
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let candidate_ids: Vec<String> = candidates.iter().map(|u| u.id.clone()).collect();
+        let reading = self
+            .state
+            .get_links(self.connection, ObjectKind::User, &candidate_ids);
+        tokio::pin!(reading);
+        // One poll hands the read to the store (its thread, or the network) before mapping.
+        let mut early = None;
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(read) = reading.as_mut().poll(cx) {
+                early = Some(read);
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let outcomes = map_in_parallel(self.rule.mapping.as_ref(), &candidates);
+        let mapped = record_mapping(draft, candidates, outcomes);
+        let read = match early {
+            Some(read) => read,
+            None => reading.await,
+        }?;
         if mapped.is_empty() {
             return Ok(());
         }
         let ids: Vec<String> = mapped.iter().map(|(u, _)| u.id.clone()).collect();
-        let links: HashMap<String, Link> = self
-            .state
-            .get_links(self.connection, ObjectKind::User, &ids)
-            .await?
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let links: HashMap<String, Link> = read
             .into_iter()
+            .filter(|l| wanted.contains(l.source_id.as_str()))
             .map(|l| (l.source_id.clone(), l))
             .collect();
         // Objects in backoff after a failure wait for their retry time.
@@ -71,16 +94,16 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// The page's users in scope, mapped. A user whose scope or mapping fails is an issue and
-    /// left alone; every user's DN is indexed for managers referenced by DN.
-    fn map_page(
+    /// The page's users that may be in scope: not protected, and members of the scope groups
+    /// when there are some. Every user's DN is indexed for managers referenced by DN.
+    fn page_candidates(
         &self,
         draft: &mut Draft,
         users: Vec<SourceUser>,
         scope_members: Option<&HashSet<String>>,
-    ) -> Vec<(SourceUser, DesiredUser)> {
+    ) -> Vec<SourceUser> {
         let rule = self.rule;
-        let mut mapped = Vec::with_capacity(users.len());
+        let mut candidates = Vec::with_capacity(users.len());
         for user in users {
             if rule.manager.reference == ManagerReference::Dn
                 && let Some(dn) = user
@@ -97,26 +120,9 @@ impl Planner<'_> {
             {
                 continue;
             }
-            match rule.mapping.in_scope(&user) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(message) => {
-                    draft.protected.insert(user.id.clone());
-                    draft.user_issue(&user.id, "scope", message);
-                    continue;
-                }
-            }
-            match rule.mapping.map_user(&user) {
-                Ok(desired) => mapped.push((user, desired)),
-                Err(errors) => {
-                    draft.protected.insert(user.id.clone());
-                    for error in errors {
-                        draft.user_issue(&user.id, "mapping", error.to_string());
-                    }
-                }
-            }
+            candidates.push(user);
         }
-        mapped
+        candidates
     }
 
     /// A linked user: restored first when this connection deleted it, then its changes when its
@@ -572,4 +578,90 @@ fn matched_link(
         enabled,
         now,
     )
+}
+
+/// The candidates in scope, mapped. A user whose scope or mapping fails is an issue and left
+/// alone.
+fn record_mapping(
+    draft: &mut Draft,
+    candidates: Vec<SourceUser>,
+    outcomes: Vec<Mapped>,
+) -> Vec<(SourceUser, DesiredUser)> {
+    let mut mapped = Vec::with_capacity(candidates.len());
+    for (user, outcome) in candidates.into_iter().zip(outcomes) {
+        match outcome {
+            Mapped::OutOfScope => {}
+            Mapped::User(desired) => mapped.push((user, *desired)),
+            Mapped::ScopeFailed(message) => {
+                draft.protected.insert(user.id.clone());
+                draft.user_issue(&user.id, "scope", message);
+            }
+            Mapped::Failed(errors) => {
+                draft.protected.insert(user.id.clone());
+                for error in errors {
+                    draft.user_issue(&user.id, "mapping", error.to_string());
+                }
+            }
+        }
+    }
+    mapped
+}
+
+/// What the scope filter and the mapping made of one user.
+enum Mapped {
+    OutOfScope,
+    User(Box<DesiredUser>),
+    ScopeFailed(String),
+    Failed(Vec<crate::mapping::MappingError>),
+}
+
+fn map_one(mapping: &dyn RuleMapping, user: &SourceUser) -> Mapped {
+    match mapping.in_scope(user) {
+        Ok(true) => {}
+        Ok(false) => return Mapped::OutOfScope,
+        Err(message) => return Mapped::ScopeFailed(message),
+    }
+    match mapping.map_user(user) {
+        Ok(desired) => Mapped::User(Box::new(desired)),
+        Err(errors) => Mapped::Failed(errors),
+    }
+}
+
+/// Below this many users a page is mapped on the calling thread: threads would cost more than
+/// they save.
+const PARALLEL_MAPPING_FROM: usize = 256;
+
+/// Maps `users` in order, spread over the machine's cores: mapping is the bulk of a run's CPU when
+/// few users changed (every user is mapped to find out whether it changed).
+fn map_in_parallel(mapping: &dyn RuleMapping, users: &[SourceUser]) -> Vec<Mapped> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if threads < 2 || users.len() < PARALLEL_MAPPING_FROM {
+        return users.iter().map(|u| map_one(mapping, u)).collect();
+    }
+    let per_thread = users.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = users.chunks(per_thread);
+        // The calling thread maps the first chunk itself.
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|u| map_one(mapping, u))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out: Vec<Mapped> = first.iter().map(|u| map_one(mapping, u)).collect();
+        for (handle, chunk) in others.into_iter().zip(users.chunks(per_thread).skip(1)) {
+            // A mapping that panicked on its thread is mapped again here, so that the panic
+            // surfaces as it would have without threads.
+            match handle.join() {
+                Ok(mapped) => out.extend(mapped),
+                Err(_) => out.extend(chunk.iter().map(|u| map_one(mapping, u))),
+            }
+        }
+        out
+    })
 }
