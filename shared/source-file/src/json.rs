@@ -19,11 +19,112 @@ fn type_name(value: &Value) -> &'static str {
 
 /// Parses the whole file. Only a file whose shape cannot be trusted (bad JSON, no `users` array,
 /// an unknown top-level key) fails as a whole; a broken record is a per-record error.
+///
+/// A well-formed file is read record by record, each record converted as soon as it is read, so
+/// that the file is never held as one JSON tree beside its users (at 100k users, the tree alone
+/// is several times the file). Anything else is read again as a tree by [`parse_tree`], which
+/// says precisely what is wrong.
 pub(crate) fn parse(
     file: &str,
     bytes: &[u8],
     config: &FileSourceConfig,
 ) -> Result<RawFile, SourceError> {
+    match parse_streamed(bytes, config) {
+        Ok(raw) => Ok(raw),
+        Err(_) => parse_tree(file, bytes, config),
+    }
+}
+
+/// Reads a well-formed file record by record; anything unexpected is an error without detail.
+fn parse_streamed(bytes: &[u8], config: &FileSourceConfig) -> Result<RawFile, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let raw = serde::Deserializer::deserialize_map(&mut deserializer, RootVisitor { config })?;
+    deserializer.end()?;
+    Ok(raw)
+}
+
+/// The top-level object, streamed: `users` and `groups` only, each at most once; anything else
+/// is an error, and the file is then read again by [`parse_tree`] for the message.
+struct RootVisitor<'c> {
+    config: &'c FileSourceConfig,
+}
+
+impl<'de> serde::de::Visitor<'de> for RootVisitor<'_> {
+    type Value = RawFile;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with \"users\" and \"groups\"")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawFile, A::Error> {
+        use serde::de::Error;
+        let config = self.config;
+        let mut users = None;
+        let mut groups = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "users" if users.is_none() => {
+                    users = Some(map.next_value_seed(Records {
+                        prefix: "users",
+                        convert: |v| user(v, config),
+                    })?);
+                }
+                "groups" if groups.is_none() && config.groups => {
+                    groups = Some(map.next_value_seed(Records {
+                        prefix: "groups",
+                        convert: group,
+                    })?);
+                }
+                _ => return Err(A::Error::custom("read as a tree")),
+            }
+        }
+        let users = users.ok_or_else(|| A::Error::custom("read as a tree"))?;
+        let groups = match groups {
+            Some(groups) => Some(groups),
+            // Not "no groups": every linked group would look deleted.
+            None if config.groups => None,
+            None => Some(Vec::new()),
+        };
+        Ok(RawFile { users, groups })
+    }
+}
+
+/// A list of records, each converted as it is read: `users[3]`, `groups[0]`.
+struct Records<F> {
+    prefix: &'static str,
+    convert: F,
+}
+
+impl<'de, T, F: Fn(Value) -> Result<T, RawError>> serde::de::DeserializeSeed<'de> for Records<F> {
+    type Value = Vec<Raw<T>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Raw<T>>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T, F: Fn(Value) -> Result<T, RawError>> serde::de::Visitor<'de> for Records<F> {
+    type Value = Vec<Raw<T>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a list of {}", self.prefix)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Raw<T>>, A::Error> {
+        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(value) = seq.next_element::<Value>()? {
+            records.push(Raw {
+                location: format!("{}[{}]", self.prefix, records.len()),
+                outcome: (self.convert)(value),
+            });
+        }
+        Ok(records)
+    }
+}
+
+/// Parses the whole file as one JSON tree: the reference reading, and the one that explains a
+/// file whose shape is wrong.
+fn parse_tree(file: &str, bytes: &[u8], config: &FileSourceConfig) -> Result<RawFile, SourceError> {
     let root: Value = serde_json::from_slice(bytes)
         .map_err(|e| SourceError::Unreadable(format!("{file}: invalid JSON: {e}")))?;
     let Value::Object(mut root) = root else {
@@ -296,4 +397,95 @@ fn attribute(name: &str, value: Value) -> Result<Option<AttrValue>, String> {
             ));
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each record as text: where it sits and what became of it.
+    fn described<T: std::fmt::Debug>(records: &[Raw<T>]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match &r.outcome {
+                Ok(item) => format!("{}: {item:?}", r.location),
+                Err(e) => format!("{}: error {:?} {}", r.location, e.id, e.message),
+            })
+            .collect()
+    }
+
+    fn config(groups: bool) -> FileSourceConfig {
+        let mut config = FileSourceConfig::new("people.json");
+        config.groups = groups;
+        config
+    }
+
+    #[test]
+    fn the_streamed_reading_is_the_tree_reading() {
+        let file = br#"{
+          "groups": [
+            {"id": "g1", "name": "Sales", "members": ["u1", "u2"], "attributes": {"mail": "s@x"}},
+            {"id": "g2", "name": "", "members": []},
+            {"id": "g3", "name": "Ops", "members": ["u1", 7]},
+            "not a group"
+          ],
+          "users": [
+            {"id": "u1", "enabled": true, "attributes": {"givenName": "Ann", "n": 3, "f": 1.5,
+              "tags": ["a", "b"], "guid": {"base64": "AAEC"}, "gone": null, "esc": "\u00e9\"q"}},
+            {"id": "u2", "enabled": "yes"},
+            {"id": "u3"},
+            {"id": "u4", "enabled": true, "attributes": {"big": 18446744073709551615}},
+            {"id": "", "enabled": true},
+            {"id": "u5", "enabled": true, "colour": "red"},
+            42
+          ]
+        }"#;
+        for groups in [true, false] {
+            let config = config(groups);
+            let tree = parse_tree("people.json", file, &config);
+            let streamed = parse("people.json", file, &config);
+            // A well-formed file is read without the tree.
+            assert_eq!(parse_streamed(file, &config).is_ok(), groups);
+            match (tree, streamed) {
+                (Ok(tree), Ok(streamed)) => {
+                    assert_eq!(described(&streamed.users), described(&tree.users));
+                    assert_eq!(
+                        streamed.groups.as_deref().map(described),
+                        tree.groups.as_deref().map(described)
+                    );
+                    assert_eq!(streamed.users.len(), 7);
+                }
+                (Err(tree), Err(streamed)) => {
+                    assert!(!groups, "a file with groups is refused only without groups");
+                    assert_eq!(streamed.to_string(), tree.to_string());
+                }
+                (tree, streamed) => panic!(
+                    "the readings differ: tree ok {}, streamed ok {}",
+                    tree.is_ok(),
+                    streamed.is_ok()
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_of_the_wrong_shape_is_explained_as_before() {
+        let config = config(true);
+        for (file, message) in [
+            (&b"[1, 2]"[..], "expected an object"),
+            (b"{\"users\": {}}", "\"users\" must be a list, found object"),
+            (
+                b"{\"users\": [], \"user\": []}",
+                "unknown top-level key \"user\"",
+            ),
+            (b"{\"groups\": []}", "no \"users\" list"),
+            (b"{\"users\": [}", "invalid JSON"),
+            (b"{\"users\": []} trailing", "invalid JSON"),
+        ] {
+            let error = parse("people.json", file, &config)
+                .err()
+                .unwrap_or_else(|| panic!("{} was accepted", String::from_utf8_lossy(file)));
+            assert!(error.to_string().contains(message), "{error}");
+        }
+    }
 }

@@ -92,24 +92,37 @@ fn record_error(kind: ObjectKind, location: String, error: RawError) -> RecordEr
     }
 }
 
-/// Locations of every record carrying each id.
-fn locations_by_id<T>(
+/// The locations of every record carrying an id that more than one record carries. Only the
+/// duplicates are kept: at 100k records, a map of every id's locations would be built for nothing.
+fn duplicate_locations<T>(
     records: &[Raw<T>],
     id_of: impl Fn(&T) -> &str,
 ) -> HashMap<String, Vec<String>> {
-    let mut map: HashMap<String, Vec<String>> = HashMap::new();
-    for record in records {
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+    let mut repeated: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, record) in records.iter().enumerate() {
         let id = match &record.outcome {
             Ok(item) => Some(id_of(item)),
             Err(e) => e.id.as_deref(),
         };
         if let Some(id) = id {
-            map.entry(id.to_owned())
-                .or_default()
-                .push(record.location.clone());
+            match first.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    repeated.entry(id).or_insert_with(|| vec![*e.get()]).push(i);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+            }
         }
     }
-    map
+    repeated
+        .into_iter()
+        .map(|(id, at)| {
+            let locations = at.iter().map(|&i| records[i].location.clone()).collect();
+            (id.to_owned(), locations)
+        })
+        .collect()
 }
 
 fn duplicate_message(id: &str, here: &str, all: &[String]) -> String {
@@ -136,12 +149,8 @@ impl Parsed {
             Ok(groups) => (groups, None),
             Err(missing) => (Vec::new(), Some(missing)),
         };
-        let user_locations = locations_by_id(&users, |u| u.id.as_str());
-        let group_locations = locations_by_id(&groups, |g| g.id.as_str());
-        // A member is known when any user record carries its id, even one in error: that user is
-        // left unchanged, and so is its membership.
-        let known_users: HashSet<&String> = user_locations.keys().collect();
-
+        let user_duplicates = duplicate_locations(&users, |u| u.id.as_str());
+        let group_duplicates = duplicate_locations(&groups, |g| g.id.as_str());
         let mut parsed = Parsed {
             version,
             users: Vec::with_capacity(users.len()),
@@ -156,8 +165,19 @@ impl Parsed {
             anonymous_group_errors: 0,
         };
 
-        parsed.add_users(users, &user_locations);
-        parsed.add_groups(groups, &group_locations, &known_users);
+        {
+            // A member is known when any user record carries its id, even one in error: that
+            // user is left unchanged, and so is its membership.
+            let known_users: HashSet<&str> = users
+                .iter()
+                .filter_map(|r| match &r.outcome {
+                    Ok(user) => Some(user.id.as_str()),
+                    Err(e) => e.id.as_deref(),
+                })
+                .collect();
+            parsed.add_groups(groups, &group_duplicates, &known_users);
+        }
+        parsed.add_users(users, &user_duplicates);
         if let Some(missing) = missing_groups {
             // No id: the planner reads it as "some group may be missing", so nothing of the
             // groups is swept.
@@ -209,7 +229,7 @@ impl Parsed {
         &mut self,
         groups: Vec<Raw<SourceGroup>>,
         locations: &HashMap<String, Vec<String>>,
-        known_users: &HashSet<&String>,
+        known_users: &HashSet<&str>,
     ) {
         for Raw { location, outcome } in groups {
             let error = match outcome {
@@ -247,7 +267,7 @@ impl Parsed {
         &mut self,
         group: &mut SourceGroup,
         location: &str,
-        known_users: &HashSet<&String>,
+        known_users: &HashSet<&str>,
     ) {
         let mut seen = HashSet::new();
         let mut members = Vec::with_capacity(group.members.len());
@@ -255,7 +275,7 @@ impl Parsed {
             if !seen.insert(member.clone()) {
                 continue;
             }
-            if known_users.contains(&member) {
+            if known_users.contains(member.as_str()) {
                 members.push(member);
             } else {
                 self.group_errors.push(RecordError {
