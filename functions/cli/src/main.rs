@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: a sync maps, hashes and compares every user, allocating small values by the million;
+/// glibc's allocator spent a third of a no-op run's CPU on them (`cargo bench -p
+/// m365-integration-tests --bench provisioning -- c`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod app;
 mod cloud;
 mod commands;

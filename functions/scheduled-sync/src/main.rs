@@ -5,6 +5,12 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use m365_runtime::context::Deployment;
 use m365_runtime::{logging, scheduled};
 
+/// mimalloc: a sync maps, hashes and compares every user, allocating small values by the million;
+/// glibc's allocator spent a third of a no-op run's CPU on them (`cargo bench -p
+/// m365-integration-tests --bench provisioning -- c`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     logging::init("scheduled-sync");
