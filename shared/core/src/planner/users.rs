@@ -654,13 +654,13 @@ fn map_in_parallel(mapping: &dyn RuleMapping, users: &[SourceUser]) -> Vec<Mappe
             })
             .collect();
         let mut out: Vec<Mapped> = first.iter().map(|u| map_one(mapping, u)).collect();
-        for (handle, chunk) in others.into_iter().zip(users.chunks(per_thread).skip(1)) {
-            // A mapping that panicked on its thread is mapped again here, so that the panic
-            // surfaces as it would have without threads.
-            match handle.join() {
-                Ok(mapped) => out.extend(mapped),
-                Err(_) => out.extend(chunk.iter().map(|u| map_one(mapping, u))),
-            }
+        for handle in others {
+            // A panic on a mapping thread surfaces here, as it would have without threads.
+            out.extend(
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
         }
         out
     })
