@@ -415,6 +415,39 @@ impl TenantState {
         found
     }
 
+    /// Positions (ascending, so in creation order) of the users a `$filter` can match when it
+    /// only matches users by id or UPN (`userPrincipalName eq 'x'`, `id in ('a', 'b')`): a
+    /// superset, which the caller still filters. `None`: the filter needs a scan.
+    pub(crate) fn user_candidates(&self, expr: &crate::filter::Expr) -> Option<Vec<usize>> {
+        use crate::filter::{Expr, Lit};
+        if !self.idx.built {
+            return None;
+        }
+        let keyed = |prop: &str| prop == "id" || prop.eq_ignore_ascii_case("userPrincipalName");
+        let key = |lit: &Lit| match lit {
+            Lit::Str(s) | Lit::Raw(s) => Some(s.to_ascii_lowercase()),
+            Lit::Bool(_) | Lit::Null => None,
+        };
+        let keys: Vec<String> = match expr {
+            Expr::Cmp { prop, op, val } if keyed(prop) && op.eq_ignore_ascii_case("eq") => {
+                vec![key(val)?]
+            }
+            Expr::In { prop, vals } if keyed(prop) => {
+                vals.iter().map(key).collect::<Option<Vec<_>>>()?
+            }
+            _ => return None,
+        };
+        let mut positions: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| self.idx.user_keys.get(k))
+            .flatten()
+            .copied()
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        Some(positions)
+    }
+
     /// The first group matching `pred`, which only matches groups whose id (or, with `by_nick`,
     /// mailNickname) equals `key` ignoring ASCII case.
     fn first_group(&self, key: &str, by_nick: bool, pred: impl Fn(&Obj) -> bool) -> Option<usize> {

@@ -251,6 +251,55 @@ async fn filters_select_and_top() {
     assert_eq!(r.body["value"][0]["id"], demo::ADMIN_ID);
 }
 
+/// Filters on id or UPN are answered from the tenant's index: the answer must be the scan's —
+/// a renamed user found by its new UPN only, any case, creation order, deleted users left out.
+#[tokio::test]
+async fn filters_on_id_or_upn_answer_as_a_scan_would() {
+    let t = start().await;
+    let domain = demo::VERIFIED_DOMAIN;
+    let a = t.create_user("idx.a", json!({})).await;
+    let b = t.create_user("idx.b", json!({})).await;
+    let c = t.create_user("idx.c", json!({})).await;
+    let r = t
+        .patch(
+            &format!("/users/{a}"),
+            json!({"userPrincipalName": format!("idx.renamed@{domain}")}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(t.delete(&format!("/users/{b}")).await.status, 204);
+    let ids = |r: &Resp| -> Vec<String> {
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let r = t
+        .get(&format!(
+            "/users?$filter=userPrincipalName in ('IDX.C@{domain}','idx.a@{domain}','idx.b@{domain}','idx.renamed@{domain}')"
+        ))
+        .await;
+    assert_eq!(ids(&r), vec![a.clone(), c.clone()]);
+    let r = t
+        .get(&format!(
+            "/users?$filter=userPrincipalName eq 'idx.a@{domain}'"
+        ))
+        .await;
+    assert!(ids(&r).is_empty());
+    let r = t.get(&format!("/users?$filter=id in ('{c}','{b}')")).await;
+    assert_eq!(ids(&r), vec![c.clone()]);
+    let r = t
+        .get(&format!(
+            "/users?$filter=id eq '{}'",
+            c.to_ascii_uppercase()
+        ))
+        .await;
+    assert_eq!(ids(&r), vec![c]);
+}
+
 #[tokio::test]
 async fn paging_over_250_users() {
     let t = start().await;

@@ -111,8 +111,18 @@ pub(super) fn list(
     let select = select_list(&context.query, entity)?;
     let top = page_size(&context.query)?;
     let after = skip_cursor(&context.query)?;
-    let matching: Vec<&Obj> = objects(tenant, entity)
-        .iter()
+    let all = objects(tenant, entity);
+    // A filter on id or UPN reads the index, not every object: the same answer (the candidates
+    // still pass the filter below, in creation order), without a scan per request.
+    let candidates = match (entity, &expr) {
+        (Entity::User, Some(e)) => tenant.user_candidates(e),
+        _ => None,
+    };
+    let scanned: Box<dyn Iterator<Item = &Obj>> = match &candidates {
+        Some(positions) => Box::new(positions.iter().filter_map(|&i| all.get(i))),
+        None => Box::new(all.iter()),
+    };
+    let matching: Vec<&Obj> = scanned
         .filter(|o| !o.deleted && o.visible(context.now))
         .filter(|o| expr.as_ref().is_none_or(|e| filter::eval(e, &o.props)))
         .collect();
