@@ -1,7 +1,7 @@
 //! Provisioning benchmark: the engine against the in-process sandbox tenant.
 //!
 //! ```text
-//! cargo bench -p m365-integration-tests --bench provisioning            # a b c d e, full sizes
+//! cargo bench -p m365-integration-tests --bench provisioning            # a to g, full sizes
 //! cargo bench -p m365-integration-tests --bench provisioning -- a c     # some scenarios
 //! cargo bench -p m365-integration-tests --bench provisioning -- --quick # smaller sizes
 //! ```
@@ -18,6 +18,11 @@
 //! - **d** engine headroom: zero latency, no throttling, no pacing: Graph operations per second.
 //! - **e** sporadic faults (429, 500, 503, held answers, replication lag) far below the quota: the
 //!   same first load faulted and clean, their ratio, and the faulted end state checked.
+//! - **f** the 100k first load (licenses, managers, 500 groups, 200k memberships) at Graph's
+//!   quota and latency scaled in time, projected to real time next to the physical floor; then
+//!   the same load as chained 15-minute Lambda invocations: how many, and nothing redone.
+//! - **g** the no-op run of c with the state in DynamoDB (moto on loopback; `moto_server` from
+//!   the test venv, or `MOTO_SERVER`): DynamoDB requests, items read and written, seconds.
 //!
 //! Speed and memory are measured here, never asserted in tests. A missed target is printed with
 //! the measured figure and a reason computed from the figures it rests on, which are printed with
@@ -43,8 +48,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "provisioning/dynamo_noop.rs"]
+mod dynamo_noop;
 #[path = "provisioning/faults.rs"]
 mod faults;
+#[path = "provisioning/projected.rs"]
+mod projected;
 
 use m365_core::config::Config;
 use m365_core::engine::{Engine, SyncOptions, SyncOutcome};
@@ -96,7 +105,7 @@ const PAGE_SIZE: usize = 1_000;
 const USAGE: &str = "\
 provisioning benchmark: the engine against the in-process sandbox tenant
 
-usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [a] [b] [c] [d] [e]
+usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [a] [b] [c] [d] [e] [f] [g]
 
   a        first load: sustained writes against the paced write quota, 429 share, writes per
            minimal write
@@ -106,12 +115,16 @@ usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [
   d        engine headroom: Graph operations per second without latency, quota or pacing
   e        sporadic faults: a first load clean and under 429/500/503/held answers/replication
            lag, their ratio and the faulted end state
+  f        the 100k first load projected to Graph's real quota next to the physical floor, and
+           the same load as 15-minute Lambda invocations (how many; nothing redone)
+  g        the no-op run of c with the state in DynamoDB on moto: requests, items read and
+           written, seconds (moto_server from .venv/bin, or MOTO_SERVER=<path>)
   --quick  smaller sizes (a few minutes in all)
   --help   this text
 
 M365_BENCH_LOG=<tracing filter> (m365_graph=info, say) writes the engine's log to stderr.
 
-No scenario named: all five. One JSON line per scenario on stdout, then a summary; progress on
+No scenario named: all seven. One JSON line per scenario on stdout, then a summary; progress on
 stderr. A missed target comes with a reason computed from the figures it rests on; the targets of
 a scenario whose engine run failed read `failed`.";
 
@@ -142,10 +155,10 @@ fn main() {
         .iter()
         .filter(|a| !a.starts_with('-'))
         .flat_map(|a| a.chars())
-        .filter(|c| matches!(c, 'a' | 'b' | 'c' | 'd' | 'e'))
+        .filter(|c| matches!(c, 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g'))
         .collect();
     if which.is_empty() {
-        which = vec!['a', 'b', 'c', 'd', 'e'];
+        which = vec!['a', 'b', 'c', 'd', 'e', 'f', 'g'];
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,7 +178,9 @@ fn main() {
                 'b' => naive_vs_engine(quick).await,
                 'c' => noop_run(quick).await,
                 'd' => headroom(quick).await,
-                _ => faults::sporadic_faults(quick).await,
+                'e' => faults::sporadic_faults(quick).await,
+                'f' => projected::projected_first_load(quick).await,
+                _ => dynamo_noop::dynamo_noop(quick).await,
             }
         });
         let mut line = report.json.clone();
@@ -1260,7 +1275,7 @@ async fn naive_vs_engine(quick: bool) -> Report {
 async fn link_everything(
     rule: &Rule,
     source: &FileSource,
-    state: &SqliteStateStore,
+    state: &dyn StateStore,
     shape: Shape,
 ) -> usize {
     let now = 1_700_000_000_000;

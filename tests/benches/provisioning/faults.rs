@@ -90,7 +90,7 @@ async fn load(config: SandboxConfig, shape: Shape) -> Run {
 
 /// What the tenant should hold after the load and does not: each bench user once, with its
 /// license, its manager and its groups, as the source says.
-fn end_state_mismatches(sandbox: &RunningSandbox, shape: Shape) -> Vec<String> {
+pub(super) fn end_state_mismatches(sandbox: &RunningSandbox, shape: Shape) -> Vec<String> {
     let tenant = sandbox.sandbox();
     let users = tenant.users();
     let upn_of_id: HashMap<String, String> = users
