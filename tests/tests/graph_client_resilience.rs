@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use m365_graph::{GraphError, NewGroup, PacingConfig};
 use m365_integration_tests::graph_client::*;
-use m365_sandbox::{FaultRule, FaultStatus};
+use m365_sandbox::{FaultRule, FaultStatus, demo};
 
 #[tokio::test]
 async fn throttling_is_honoured_and_every_write_lands_once() {
@@ -451,4 +451,191 @@ async fn the_concurrency_limit_grows_while_answers_keep_their_time() {
         adaptive.concurrency_limit()
     );
     assert_eq!(fixed.concurrency_limit(), 6);
+}
+
+/// A sandbox with two more read-write apps of the demo tenant, whose per-app write quota is
+/// `app_quota` and whose tenant write quota across apps is `tenant_quota`, both per 2 s.
+async fn start_with_three_apps(app_quota: u32, tenant_quota: u32) -> m365_sandbox::RunningSandbox {
+    let mut config = m365_sandbox::SandboxConfig::demo();
+    let writer = config.seed.apps[0].clone();
+    for n in 2..=3 {
+        config.seed.apps.push(m365_sandbox::AppSeed {
+            client_id: format!("0000000{n}-0000-4000-8000-00000000000{n}"),
+            client_secret: format!("second-app-secret~{n}"),
+            display_name: format!("writer {n}"),
+            ..writer.clone()
+        });
+    }
+    config.knobs.throttle.app_tenant_write_quota = app_quota;
+    config.knobs.throttle.app_tenant_write_window_secs = 2.0;
+    config.knobs.throttle.tenant_write_quota = tenant_quota;
+    config.knobs.throttle.tenant_write_window_secs = 2.0;
+    start(config).await
+}
+
+/// Writes per app id in the sandbox's request log (batch items counted one by one).
+fn writes_by_app(sb: &m365_sandbox::RunningSandbox) -> std::collections::BTreeMap<String, u64> {
+    let mut by_app = std::collections::BTreeMap::new();
+    for r in sb.sandbox().request_log() {
+        if r.write {
+            *by_app.entry(r.app_id.unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    by_app
+}
+
+fn paced_at(
+    sb: &m365_sandbox::RunningSandbox,
+    app_quota: u32,
+    tenant_quota: u32,
+) -> m365_graph::GraphSettings {
+    let mut s = settings(sb);
+    s.pacing = PacingConfig {
+        write_quota: app_quota,
+        write_window: Duration::from_secs(2),
+        tenant_write_quota: tenant_quota,
+        tenant_write_window: Duration::from_secs(2),
+        safety_factor: 0.9,
+        ..PacingConfig::default()
+    };
+    s
+}
+
+#[tokio::test]
+async fn writes_spread_over_three_apps_stay_under_the_tenants_cap() {
+    // Three apps of 20 writes / 2 s each could send 60; the tenant allows 30 across them. (An
+    // envelope of 20 items is charged to one app, so an app's quota holds 20.)
+    let sb = start_with_three_apps(20, 30).await;
+    let apps = vec![
+        demo_credentials(),
+        credentials(
+            "00000002-0000-4000-8000-000000000002",
+            "second-app-secret~2",
+        ),
+        credentials(
+            "00000003-0000-4000-8000-000000000003",
+            "second-app-secret~3",
+        ),
+    ];
+    let c = m365_graph::GraphClient::with_apps(
+        paced_at(&sb, 20, 30),
+        apps,
+        m365_graph::SharedState::isolated(),
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.create_user(&new_user(&format!("lane{i}"))).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // And a batch of 20 updates, paced item by item through whichever app admits it.
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            users_with_upn(&sb, &format!("lane{i}@example.com"))[0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let requests = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            m365_graph::BatchRequest::new(
+                i.to_string(),
+                m365_graph::Method::PATCH,
+                format!("/users/{id}"),
+            )
+            .with_body(serde_json::json!({"jobTitle": "Paced"}))
+        })
+        .collect();
+    for answer in c.batch(requests).await.unwrap() {
+        assert_eq!(answer.status, 204, "{answer:?}");
+    }
+    for i in 0..60 {
+        assert_eq!(
+            users_with_upn(&sb, &format!("lane{i}@example.com")).len(),
+            1
+        );
+    }
+    let by_app = writes_by_app(&sb);
+    assert_eq!(by_app.len(), 3, "every app wrote: {by_app:?}");
+    assert_eq!(by_app.values().sum::<u64>(), 80, "{by_app:?}");
+    assert!(by_app.values().all(|&n| n >= 15), "{by_app:?}");
+    // Without the tenant's own pacer the three apps would overrun the tenant's 30.
+    assert_eq!(sb.sandbox().stats().throttled, 0, "no 429: {:?}", c.stats());
+    let usage = c.app_usage();
+    assert_eq!(usage.iter().map(|a| a.writes).sum::<u64>(), 80, "{usage:?}");
+    assert!(usage.iter().all(|a| !a.refused), "{usage:?}");
+}
+
+#[tokio::test]
+async fn an_app_whose_secret_is_refused_is_reported_and_its_share_moves_to_the_others() {
+    let sb = start_with_three_apps(10, 30).await;
+    let refused = "00000002-0000-4000-8000-000000000002";
+    let apps = vec![
+        demo_credentials(),
+        credentials(refused, "not-its-secret"),
+        credentials(
+            "00000003-0000-4000-8000-000000000003",
+            "second-app-secret~3",
+        ),
+    ];
+    let c = m365_graph::GraphClient::with_apps(
+        paced_at(&sb, 10, 30),
+        apps,
+        m365_graph::SharedState::isolated(),
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.create_user(&new_user(&format!("share{i}"))).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for i in 0..30 {
+        assert_eq!(
+            users_with_upn(&sb, &format!("share{i}@example.com")).len(),
+            1
+        );
+    }
+    let by_app = writes_by_app(&sb);
+    assert_eq!(by_app.get(refused), None, "{by_app:?}");
+    assert_eq!(by_app.values().sum::<u64>(), 30, "{by_app:?}");
+    let usage = c.app_usage();
+    assert!(usage[1].refused && usage[1].writes == 0, "{usage:?}");
+    assert!(!usage[0].refused && !usage[2].refused, "{usage:?}");
+    // The connection test names the refused app.
+    let err = c.authenticate().await.unwrap_err().to_string();
+    assert!(
+        err.contains(refused) && err.contains("AADSTS7000215"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_last_app_left_reports_its_refusal_as_the_error() {
+    let sb = start_with_three_apps(10, 30).await;
+    let c = m365_graph::GraphClient::with_apps(
+        paced_at(&sb, 10, 30),
+        vec![
+            credentials(demo::CLIENT_ID, "wrong"),
+            credentials("00000002-0000-4000-8000-000000000002", "also-wrong"),
+        ],
+        m365_graph::SharedState::isolated(),
+    )
+    .unwrap();
+    let err = c.create_user(&new_user("nobody")).await.unwrap_err();
+    assert!(matches!(err, GraphError::Auth(_)), "{err}");
+    assert!(users_with_upn(&sb, "nobody@example.com").is_empty());
+    assert_eq!(writes_by_app(&sb).values().sum::<u64>(), 0);
 }

@@ -306,8 +306,8 @@ impl GraphClient {
         let mut round: u32 = 0;
         while !pending.is_empty() {
             round += 1;
-            let mut by_id = self.send_round(&pending).await?;
-            let (retry, wait) = self.to_retry(&pending, &by_id);
+            let (mut by_id, lane) = self.send_round(&pending).await?;
+            let (retry, wait) = self.to_retry(&pending, &by_id, lane);
             let exhausted = round >= self.settings().max_attempts;
             let delay = if retry.is_empty() || exhausted {
                 None
@@ -350,20 +350,23 @@ impl GraphClient {
         Ok(final_results)
     }
 
-    /// One envelope of `pending`, paced: the answers by item id.
+    /// One envelope of `pending`, paced: the answers by item id, and the lane (app
+    /// registration) the envelope went through.
     async fn send_round(
         &self,
         pending: &[BatchRequest],
-    ) -> Result<HashMap<String, BatchResponse>, GraphError> {
+    ) -> Result<(HashMap<String, BatchResponse>, usize), GraphError> {
         let cost = pending
             .iter()
             .fold(Cost::default(), |acc, r| acc.plus(r.cost()));
-        self.inner.pacer.acquire(cost).await;
         for r in pending {
             self.inner.stats.count_request(&r.method);
         }
         let items = envelope_items(pending);
         let mut call = self.call(Method::POST, "/$batch", Some(json!({ "requests": items })));
+        // Graph charges the items as if each were sent alone, to the app the envelope came
+        // through (https://learn.microsoft.com/graph/throttling#throttling-and-batching).
+        call.charge = Some(cost);
         // Re-sending an envelope whose fate is unknown could repeat creates.
         // A late envelope is sent again beside the first, and a failed one re-sent, only when
         // every item may be applied twice.
@@ -406,7 +409,7 @@ impl GraphClient {
                 },
             );
         }
-        Ok(by_id)
+        Ok((by_id, raw.lane))
     }
 
     /// Items to send again (throttled, or unavailable and safe to apply twice, or failed 424 behind one
@@ -415,6 +418,7 @@ impl GraphClient {
         &self,
         pending: &[BatchRequest],
         by_id: &HashMap<String, BatchResponse>,
+        lane: usize,
     ) -> (HashSet<String>, Option<Duration>) {
         let mut retry: HashSet<String> = HashSet::new();
         let mut wait: Option<Duration> = None;
@@ -428,9 +432,9 @@ impl GraphClient {
             let retryable = match resp.status {
                 429 => {
                     self.inner.stats.count_throttled();
-                    self.inner
-                        .pacer
-                        .on_throttled(ra, throttle_signal(resp.header("x-ms-throttle-scope")));
+                    let scope = resp.header("x-ms-throttle-scope");
+                    self.throttled_pacer(lane, scope)
+                        .on_throttled(ra, throttle_signal(scope));
                     true
                 }
                 // A POST answered 5xx may have been applied
@@ -438,7 +442,7 @@ impl GraphClient {
                 // caller looks the object up instead.
                 500 | 502 | 503 | 504 => r.may_apply_twice(),
                 s if (200..300).contains(&s) => {
-                    self.inner.pacer.on_success(
+                    self.inner.lanes.get(lane).pacer.on_success(
                         resp.header("x-ms-throttle-limit-percentage")
                             .and_then(|v| v.trim().parse::<f64>().ok()),
                     );

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::answer_times::{AnswerClass, AnswerTimes, WhenLate};
+use crate::apps::{AppUsage, Lane, Lanes};
 use crate::error::{ErrorContext, GraphError, classify, parse_retry_after};
 use crate::limiter::{Limiter, Load};
 use crate::pacing::{Cost, Pacer, PacerRegistry, ThrottleSignal, request_cost};
@@ -131,8 +132,17 @@ impl std::fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GraphClient")
             .field("graph", &self.inner.endpoints.graph_base)
-            .field("tenant", &self.inner.credentials.tenant)
-            .field("client_id", &self.inner.credentials.client_id)
+            .field("tenant", &self.inner.lanes.primary().credentials.tenant)
+            .field(
+                "client_ids",
+                &self
+                    .inner
+                    .lanes
+                    .usage()
+                    .into_iter()
+                    .map(|a| a.client_id)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -140,10 +150,10 @@ impl std::fmt::Debug for GraphClient {
 pub(crate) struct Inner {
     pub(crate) settings: GraphSettings,
     pub(crate) endpoints: Endpoints,
-    pub(crate) credentials: Credentials,
+    /// The app registrations requests go through, each with its credentials and pacer.
+    pub(crate) lanes: Lanes,
     http: reqwest::Client,
     tokens: Arc<TokenCache>,
-    pub(crate) pacer: Arc<Pacer>,
     limiter: Limiter,
     pub(crate) stats: Stats,
     answer_times: AnswerTimes,
@@ -166,6 +176,9 @@ pub(crate) struct Call {
     pub(crate) when_late: WhenLate,
     /// Whose answer times its own are compared with.
     pub(crate) class: AnswerClass,
+    /// What the quota is charged for it, when not its own cost: a `$batch` envelope is
+    /// charged its items'.
+    pub(crate) charge: Option<Cost>,
 }
 
 impl std::fmt::Debug for Call {
@@ -194,6 +207,8 @@ struct Answer {
 #[derive(Debug)]
 pub(crate) struct RawResponse {
     pub(crate) body: Bytes,
+    /// The lane (app registration) it came through.
+    pub(crate) lane: usize,
 }
 
 #[derive(Deserialize)]
@@ -216,22 +231,20 @@ impl GraphClient {
         credentials: Credentials,
         shared: SharedState,
     ) -> Result<Self, GraphError> {
+        GraphClient::with_apps(settings, vec![credentials], shared)
+    }
+
+    /// A client writing through several app registrations of one tenant (the first names the
+    /// connection), each paced at its own quota and all together at the tenant's (see
+    /// [`crate::apps`]).
+    pub fn with_apps(
+        settings: GraphSettings,
+        apps: Vec<Credentials>,
+        shared: SharedState,
+    ) -> Result<Self, GraphError> {
         settings.validate()?;
-        if credentials.tenant.trim().is_empty() {
-            return Err(GraphError::Config(
-                "tenant is empty; set the directory (tenant) ID or its domain name".into(),
-            ));
-        }
-        if credentials.client_id.trim().is_empty() {
-            return Err(GraphError::Config(
-                "client_id is empty; set the application (client) ID of the app registration"
-                    .into(),
-            ));
-        }
-        if credentials.client_secret.expose_secret().is_empty() {
-            return Err(GraphError::Config(
-                "client_secret is empty; set the client secret's Value".into(),
-            ));
+        for credentials in &apps {
+            check_credentials(credentials)?;
         }
         let endpoints = settings.endpoints()?;
         let http = reqwest::Client::builder()
@@ -244,21 +257,20 @@ impl GraphClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let pacer = shared.pacers.pacer(
+        let lanes = Lanes::new(
+            apps,
             &endpoints.graph_host,
-            &credentials.client_id,
-            &credentials.tenant,
             &settings.pacing,
-        );
+            &shared.pacers,
+        )?;
         Ok(GraphClient {
             inner: Arc::new(Inner {
                 limiter: Limiter::new(settings.concurrency, settings.adaptive_concurrency),
                 settings,
                 endpoints,
-                credentials,
+                lanes,
                 http,
                 tokens: shared.tokens,
-                pacer,
                 stats: Stats::default(),
                 answer_times: AnswerTimes::default(),
             }),
@@ -274,7 +286,12 @@ impl GraphClient {
     }
 
     pub fn tenant(&self) -> &str {
-        &self.inner.credentials.tenant
+        &self.inner.lanes.primary().credentials.tenant
+    }
+
+    /// What each app registration sent, and whether the tenant refused it.
+    pub fn app_usage(&self) -> Vec<AppUsage> {
+        self.inner.lanes.usage()
     }
 
     /// Counters since this client was built (shared with clones).
@@ -298,21 +315,27 @@ impl GraphClient {
         self.inner.answer_times.hedges()
     }
 
+    /// The first app's pacing factor.
     pub fn pacing_factor(&self) -> f64 {
-        self.inner.pacer.rate_factor()
+        self.inner.lanes.primary().pacer.rate_factor()
     }
 
-    fn fetcher(&self) -> TokenFetcher<'_> {
+    fn fetcher<'a>(&'a self, lane: &'a Lane) -> TokenFetcher<'a> {
         TokenFetcher {
             http: &self.inner.http,
             endpoints: &self.inner.endpoints,
-            credentials: &self.inner.credentials,
+            credentials: &lane.credentials,
             policy: &self.inner.settings.transient_retry,
         }
     }
 
-    async fn token(&self, rejected: Option<&IssuedToken>) -> Result<IssuedToken, GraphError> {
-        let (token, fetched) = self.inner.tokens.get(&self.fetcher(), rejected).await?;
+    async fn token(
+        &self,
+        lane: usize,
+        rejected: Option<&IssuedToken>,
+    ) -> Result<IssuedToken, GraphError> {
+        let lane = self.inner.lanes.get(lane);
+        let (token, fetched) = self.inner.tokens.get(&self.fetcher(lane), rejected).await?;
         if fetched {
             self.inner
                 .stats
@@ -322,14 +345,18 @@ impl GraphClient {
         Ok(token)
     }
 
-    /// Obtains a token now (fetching it if needed): the first step of a connection test.
+    /// Obtains a token for every app registration now (fetching them if needed): the first
+    /// step of a connection test. The first refusal is the error; it names its app.
     pub async fn authenticate(&self) -> Result<(), GraphError> {
-        self.token(None).await.map(|_| ())
+        for lane in 0..self.inner.lanes.len() {
+            self.token(lane, None).await?;
+        }
+        Ok(())
     }
 
-    /// Claims of the current access token (fetching one if needed).
+    /// Claims of the first app's current access token (fetching one if needed).
     pub async fn token_claims(&self) -> Result<TokenClaims, GraphError> {
-        let t = self.token(None).await?;
+        let t = self.token(0, None).await?;
         Ok(decode_claims(t.value.expose_secret()).unwrap_or_default())
     }
 
@@ -350,6 +377,7 @@ impl GraphClient {
             retry_transient: true,
             when_late: WhenLate::Hedge,
             class: AnswerClass::of(&method),
+            charge: None,
             url: format!("{}{}", self.inner.endpoints.graph_base, path_and_query),
             method,
             path,
@@ -396,11 +424,13 @@ impl GraphClient {
             retry_transient: true,
             when_late: WhenLate::Hedge,
             class: AnswerClass::Read,
+            charge: None,
         })
     }
 
     pub(crate) fn cost(&self, call: &Call) -> Cost {
-        request_cost(call.method.as_str(), &call.path, &call.query)
+        call.charge
+            .unwrap_or_else(|| request_cost(call.method.as_str(), &call.path, &call.query))
     }
 
     pub(crate) fn graph_base(&self) -> &str {
@@ -459,14 +489,28 @@ impl GraphClient {
             status = tracing::field::Empty,
         );
         async {
-            self.inner.pacer.acquire(self.cost(call)).await;
-            let slot = self
-                .inner
-                .limiter
-                .acquire()
-                .await
-                .map_err(|_| GraphError::Config("the client was shut down".into()))?;
-            let mut token = self.token(None).await?;
+            let (lane, slot, mut token) = loop {
+                let cost = self.cost(call);
+                let lane = self.inner.lanes.acquire(cost).await;
+                let slot = self
+                    .inner
+                    .limiter
+                    .acquire()
+                    .await
+                    .map_err(|_| GraphError::Config("the client was shut down".into()))?;
+                match self.token(lane, None).await {
+                    Ok(token) => {
+                        self.inner
+                            .lanes
+                            .get(lane)
+                            .count_writes(u64::from(cost.writes));
+                        break (lane, slot, token);
+                    }
+                    // Another app takes the request.
+                    Err(e) if self.inner.lanes.refuse(lane, &e) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
             let mut renewed = false;
             loop {
                 let answer = self.exchange_in_time(call, &token).await?;
@@ -475,11 +519,11 @@ impl GraphClient {
                 if status == 401 && !renewed {
                     // The token may have been revoked or expired early: renew once.
                     renewed = true;
-                    token = self.token(Some(&token)).await?;
+                    token = self.token(lane, Some(&token)).await?;
                     continue;
                 }
                 let ratio = answer.ratio;
-                let (judged, episode) = self.judge(answer);
+                let (judged, episode) = self.judge(answer, lane);
                 let load = if episode {
                     Load::ThrottleEpisode
                 } else {
@@ -495,7 +539,7 @@ impl GraphClient {
 
     /// What an answer means: the body of a success, or the error it carries; the pacer learns
     /// from it. True with it when the answer began a throttling episode.
-    fn judge(&self, answer: Answer) -> (Result<RawResponse, GraphError>, bool) {
+    fn judge(&self, answer: Answer, lane: usize) -> (Result<RawResponse, GraphError>, bool) {
         let Answer {
             status,
             headers,
@@ -507,17 +551,17 @@ impl GraphClient {
         let mut episode = false;
         if status == 429 {
             self.inner.stats.count_throttled();
-            episode = self.inner.pacer.on_throttled(
-                retry_after,
-                throttle_signal(header_str(&headers, "x-ms-throttle-scope")),
-            );
+            let scope = header_str(&headers, "x-ms-throttle-scope");
+            episode = self
+                .throttled_pacer(lane, scope)
+                .on_throttled(retry_after, throttle_signal(scope));
         } else if (200..300).contains(&status) {
-            self.inner.pacer.on_success(
+            self.inner.lanes.get(lane).pacer.on_success(
                 header_str(&headers, "x-ms-throttle-limit-percentage")
                     .and_then(|v| v.trim().parse::<f64>().ok()),
             );
             tracing::debug!(status, "Graph request done");
-            return (Ok(RawResponse { body }), false);
+            return (Ok(RawResponse { body, lane }), false);
         }
         ctx.request_id = header_str(&headers, "request-id").map(str::to_string);
         if (300..400).contains(&status) {
@@ -526,6 +570,21 @@ impl GraphClient {
         let err = classify(ctx, status, &body, retry_after);
         tracing::debug!(status, error = %err, "Graph request failed");
         (Err(err), episode)
+    }
+
+    /// The pacer a 429 through `lane` speaks of: the tenant's when its `x-ms-throttle-scope`
+    /// names the tenant's own quota (`Tenant/…`, not `Tenant_Application/…`), else the app's.
+    pub(crate) fn throttled_pacer(&self, lane: usize, scope: Option<&str>) -> &Pacer {
+        let tenant_wide = scope.is_some_and(|s| {
+            s.trim()
+                .split('/')
+                .next()
+                .is_some_and(|first| first.eq_ignore_ascii_case("Tenant"))
+        });
+        match self.inner.lanes.tenant_pacer() {
+            Some(tenant) if tenant_wide => tenant,
+            _ => &self.inner.lanes.get(lane).pacer,
+        }
     }
 
     /// One exchange, with a late answer handled as the call says ([`WhenLate`]): hedged by a
@@ -754,6 +813,27 @@ pub(crate) fn throttle_signal(scope: Option<&str>) -> ThrottleSignal {
     }
 }
 
+/// A clear error for credentials that cannot work, before any request is made.
+fn check_credentials(credentials: &Credentials) -> Result<(), GraphError> {
+    if credentials.tenant.trim().is_empty() {
+        return Err(GraphError::Config(
+            "tenant is empty; set the directory (tenant) ID or its domain name".into(),
+        ));
+    }
+    if credentials.client_id.trim().is_empty() {
+        return Err(GraphError::Config(
+            "client_id is empty; set the application (client) ID of the app registration".into(),
+        ));
+    }
+    if credentials.client_secret.expose_secret().is_empty() {
+        return Err(GraphError::Config(format!(
+            "client_secret of app {} is empty; set the client secret's Value",
+            credentials.client_id
+        )));
+    }
+    Ok(())
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -862,6 +942,7 @@ mod tests {
             retry_transient: false,
             when_late: WhenLate::GiveUp,
             class: AnswerClass::Write,
+            charge: None,
         };
         let shown = format!("{call:?} {call:#?}");
         assert!(!shown.contains("C4ll-body-secret!"), "{shown}");

@@ -16,6 +16,7 @@
 
 mod adopt;
 mod answer_times;
+mod apps;
 mod batch;
 mod client;
 mod directory;
@@ -30,6 +31,7 @@ mod settings;
 pub mod token;
 mod users;
 
+pub use apps::AppUsage;
 pub use batch::{BatchRequest, BatchResponse};
 pub use client::{GraphClient, Pager, RequestStats, SharedState, USER_AGENT};
 pub use directory_adapter::GraphDirectory;

@@ -214,37 +214,40 @@ impl Pacer {
 
     /// Waits until `cost` fits in both buckets (and any global pause is over), then takes it.
     pub async fn acquire(&self, cost: Cost) {
-        loop {
-            let wait = {
-                let Ok(mut s) = self.state.lock() else {
-                    return;
-                };
-                let now = Instant::now();
-                let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
-                s.last = now;
-                let factor = s.factor;
-                s.ru.refill(elapsed, factor);
-                s.writes.refill(elapsed, factor);
-                match s.paused_until {
-                    Some(until) if until > now => until - now,
-                    _ => {
-                        s.paused_until = None;
-                        if !self.enabled {
-                            return;
-                        }
-                        let ru = f64::from(cost.resource_units);
-                        let wr = f64::from(cost.writes);
-                        let w = s.ru.wait_for(ru, factor).max(s.writes.wait_for(wr, factor));
-                        if w <= 0.0 {
-                            s.ru.tokens -= ru.min(s.ru.capacity);
-                            s.writes.tokens -= wr.min(s.writes.capacity);
-                            return;
-                        }
-                        Duration::from_secs_f64(w.min(60.0))
-                    }
-                }
-            };
+        while let Some(wait) = self.try_acquire(cost) {
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes `cost` when it fits in both buckets now (and no pause is on): `None`. Otherwise
+    /// takes nothing and says how long until it might fit.
+    pub fn try_acquire(&self, cost: Cost) -> Option<Duration> {
+        let Ok(mut s) = self.state.lock() else {
+            return None;
+        };
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
+        s.last = now;
+        let factor = s.factor;
+        s.ru.refill(elapsed, factor);
+        s.writes.refill(elapsed, factor);
+        match s.paused_until {
+            Some(until) if until > now => Some(until - now),
+            _ => {
+                s.paused_until = None;
+                if !self.enabled {
+                    return None;
+                }
+                let ru = f64::from(cost.resource_units);
+                let wr = f64::from(cost.writes);
+                let w = s.ru.wait_for(ru, factor).max(s.writes.wait_for(wr, factor));
+                if w <= 0.0 {
+                    s.ru.tokens -= ru.min(s.ru.capacity);
+                    s.writes.tokens -= wr.min(s.writes.capacity);
+                    return None;
+                }
+                Some(Duration::from_secs_f64(w.min(60.0)))
+            }
         }
     }
 
@@ -352,6 +355,25 @@ impl PacerRegistry {
             Err(_) => Arc::new(Pacer::new(config)),
         }
     }
+
+    /// The pacer of the tenant's own write quota, shared by all its apps (Graph: 18,000 writes
+    /// per 5 min across apps); it has no resource-unit quota of its own.
+    pub fn tenant_pacer(
+        &self,
+        graph_host: &str,
+        tenant: &str,
+        config: &PacingConfig,
+    ) -> Arc<Pacer> {
+        let tenant_only = PacingConfig {
+            write_quota: config.tenant_write_quota,
+            write_window: config.tenant_write_window,
+            resource_unit_quota: u32::MAX,
+            ru_window: Duration::from_secs(1),
+            ..config.clone()
+        };
+        // No app id is empty, so this key is no app's.
+        self.pacer(graph_host, "", tenant, &tenant_only)
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +429,7 @@ mod tests {
             ru_window: Duration::from_secs(10),
             safety_factor: 1.0,
             enabled: true,
+            ..PacingConfig::default()
         };
         let p = Pacer::new(&cfg);
         let start = Instant::now();

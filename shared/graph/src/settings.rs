@@ -175,6 +175,10 @@ pub struct PacingConfig {
     /// Resource units per `ru_window` per app + tenant (Graph: S 3,500, M 5,000, L 8,000 per 10 s).
     pub resource_unit_quota: u32,
     pub ru_window: Duration,
+    /// Writes allowed per `tenant_write_window` per tenant, across all its apps (Graph: 18,000
+    /// per 5 min). It binds only when a connection writes through several app registrations.
+    pub tenant_write_quota: u32,
+    pub tenant_write_window: Duration,
     /// Fraction of the quota the client aims at (leaves room for other callers and clock skew).
     pub safety_factor: f64,
     /// `false` turns client-side pacing off (429s are still honoured).
@@ -207,6 +211,8 @@ impl Default for PacingConfig {
             write_window: Duration::from_secs(150),
             resource_unit_quota: TenantSize::Small.resource_unit_quota(),
             ru_window: Duration::from_secs(10),
+            tenant_write_quota: 18_000,
+            tenant_write_window: Duration::from_secs(300),
             safety_factor: 0.97,
             enabled: true,
         }
@@ -370,6 +376,8 @@ impl GraphSettings {
         if p.enabled
             && (p.write_quota == 0
                 || p.resource_unit_quota == 0
+                || p.tenant_write_quota == 0
+                || p.tenant_write_window.is_zero()
                 || p.write_window.is_zero()
                 || p.ru_window.is_zero()
                 || !(p.safety_factor > 0.0 && p.safety_factor <= 1.0))
