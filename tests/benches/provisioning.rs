@@ -538,6 +538,7 @@ async fn compile(directory: &GraphDirectory, config_path: &Path) -> Rule {
     let config = Config::from_toml(&text, "bench.toml").expect("bench config is valid");
     let domains = directory.domains().await.expect("domains");
     let secrets = ConnectionSecrets {
+        additional_apps: Vec::new(),
         tenant: demo::TENANT_ID.to_owned(),
         client_id: demo::CLIENT_ID.to_owned(),
         client_secret: SecretString::from(demo::CLIENT_SECRET),

@@ -373,6 +373,7 @@ impl Slapd {
         section.remove("type");
         let config: m365_core::config::ldap_source::LdapSourceConfig = section.try_into().unwrap();
         let secrets = m365_core::ConnectionSecrets {
+            additional_apps: Vec::new(),
             tenant: m365_sandbox::demo::TENANT_ID.to_owned(),
             client_id: m365_sandbox::demo::CLIENT_ID.to_owned(),
             client_secret: secrecy::SecretString::from(m365_sandbox::demo::CLIENT_SECRET),

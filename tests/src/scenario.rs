@@ -173,6 +173,7 @@ impl Scenario {
         let config = Config::from_toml(&text, "scenario.toml").expect("scenario config is valid");
         let domains = directory.domains().await.expect("domains");
         let secrets = ConnectionSecrets {
+            additional_apps: Vec::new(),
             tenant: demo::TENANT_ID.to_owned(),
             client_id: demo::CLIENT_ID.to_owned(),
             client_secret: SecretString::from(demo::CLIENT_SECRET),

@@ -58,6 +58,7 @@ manager = { attribute = "manager" }
 
 fn secrets(password: &str) -> ConnectionSecrets {
     ConnectionSecrets {
+        additional_apps: Vec::new(),
         tenant: demo::TENANT_ID.to_owned(),
         client_id: demo::CLIENT_ID.to_owned(),
         client_secret: SecretString::from(demo::CLIENT_SECRET),

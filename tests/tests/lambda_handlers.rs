@@ -473,6 +473,89 @@ async fn a_signed_event_provisions_the_named_user_and_a_duplicate_is_applied_onc
     );
 }
 
+/// The demo tenant with two more read-write app registrations, `writer-2` and `writer-3`.
+fn tenant_of_three_apps() -> SandboxConfig {
+    let mut config = SandboxConfig::demo();
+    let writer = config.seed.apps[0].clone();
+    for n in 2..=3 {
+        config.seed.apps.push(m365_sandbox::AppSeed {
+            client_id: format!("0000000{n}-0000-4000-8000-00000000000{n}"),
+            client_secret: format!("writer-secret~{n}"),
+            display_name: format!("writer-{n}"),
+            ..writer.clone()
+        });
+    }
+    config
+}
+
+/// The secret's JSON with the demo app and two further apps, the third with `third_secret`.
+fn secret_of_three_apps(third_secret: &str) -> String {
+    let mut secret: Value =
+        serde_json::from_str(&secret_json(demo::CLIENT_SECRET, &[WEBHOOK_SECRET])).unwrap();
+    secret["additional_apps"] = json!([
+        {"client_id": "00000002-0000-4000-8000-000000000002", "client_secret": "writer-secret~2"},
+        {"client_id": "00000003-0000-4000-8000-000000000003", "client_secret": third_secret},
+    ]);
+    secret.to_string()
+}
+
+/// Graph requests (batch items one by one) per app id in the sandbox's log.
+fn requests_by_app(cloud: &Cloud) -> std::collections::BTreeMap<String, u64> {
+    let mut by_app = std::collections::BTreeMap::new();
+    for r in cloud.sandbox.sandbox().request_log() {
+        if r.path != "/v1.0/$batch" {
+            *by_app.entry(r.app_id.unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    by_app
+}
+
+#[tokio::test]
+async fn a_scheduled_sync_goes_through_every_app_registration_of_the_secret() {
+    let cloud = Cloud::start_with(tenant_of_three_apps(), |_| {}).await;
+    cloud
+        .put_secret(&secret_of_three_apps("writer-secret~3"))
+        .await;
+    cloud.put_example_source().await;
+    let outcome = cloud
+        .scheduled(scheduler_event(), "req-1", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, "succeeded", "{outcome:?}");
+    assert!(outcome.counts.created > 0, "{outcome:?}");
+    let by_app = requests_by_app(&cloud);
+    assert_eq!(by_app.len(), 3, "every app sent requests: {by_app:?}");
+    assert_eq!(cloud.sandbox.sandbox().stats().tokens_refused, 0);
+}
+
+#[tokio::test]
+async fn a_refused_app_registration_does_not_stop_the_sync() {
+    let cloud = Cloud::start_with(tenant_of_three_apps(), |_| {}).await;
+    cloud
+        .put_secret(&secret_of_three_apps("not-its-secret"))
+        .await;
+    cloud.put_example_source().await;
+    let outcome = cloud
+        .scheduled(scheduler_event(), "req-1", HOUR)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, "succeeded", "{outcome:?}");
+    assert!(outcome.counts.created > 0, "{outcome:?}");
+    assert_eq!(outcome.counts.failed, 0, "{outcome:?}");
+    let by_app = requests_by_app(&cloud);
+    assert!(
+        !by_app.contains_key("00000003-0000-4000-8000-000000000003"),
+        "{by_app:?}"
+    );
+    assert_eq!(by_app.len(), 2, "the other two carried the run: {by_app:?}");
+    assert!(cloud.sandbox.sandbox().stats().tokens_refused >= 1);
+    // The end state is what a run through one app gives.
+    assert_eq!(
+        cloud.tenant_picture()["users"]["abaker@example.com"]["accountEnabled"],
+        true
+    );
+}
+
 on_moto_and_in_memory!(every_rejection_applies_nothing_and_remembers_nothing);
 async fn every_rejection_applies_nothing_and_remembers_nothing(on: On) {
     let cloud = on.cloud_with(|s| s.max_body_bytes = 4096).await;

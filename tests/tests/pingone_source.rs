@@ -70,6 +70,7 @@ fn source(pingone: &PingOneSandbox) -> PingOneSource {
     ))
     .unwrap();
     let secrets = ConnectionSecrets {
+        additional_apps: Vec::new(),
         tenant: "unused".into(),
         client_id: "unused".into(),
         client_secret: SecretString::from("unused"),

@@ -8,7 +8,7 @@ use m365_core::planner::Rule;
 use m365_core::rule_mapping::compile_rule;
 use m365_core::secrets::{ConnectionSecrets, SecretStore};
 use m365_core::{Source, SystemClock};
-use m365_graph::{GraphClient, GraphDirectory, GraphSettings};
+use m365_graph::{GraphClient, GraphDirectory, GraphSettings, SharedState};
 use m365_sandbox::{RunningSandbox, Sandbox, demo};
 use m365_state_sqlite::SqliteStateStore;
 pub use m365_wiring::connect::state_key;
@@ -137,6 +137,7 @@ impl App {
             graph.graph_url = Some(running.base_url().to_owned());
             sandbox = Some(running);
             Arc::new(StaticSecretStore(ConnectionSecrets {
+                additional_apps: Vec::new(),
                 tenant: demo::INITIAL_DOMAIN.to_owned(),
                 client_id: demo::CLIENT_ID.to_owned(),
                 client_secret: SecretString::from(demo::CLIENT_SECRET),
@@ -161,7 +162,9 @@ impl App {
         let tenant = connect_tenant(
             &config.connection.name,
             secret_store.as_ref(),
-            |credentials| GraphClient::new(graph.clone(), credentials),
+            |credentials| {
+                GraphClient::with_apps(graph.clone(), credentials, SharedState::default())
+            },
         )
         .await
         .map_err(|e| match e {

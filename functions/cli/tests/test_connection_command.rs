@@ -116,3 +116,51 @@ fn missing_credentials_are_a_configuration_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("M365_TENANT"));
 }
+
+#[tokio::test]
+async fn every_further_app_gets_a_token_and_its_permissions_checked() {
+    let sandbox = Sandbox::demo().start().await.unwrap();
+    let with_second = |secret: &'static str| {
+        let url = sandbox.base_url().to_owned();
+        async move {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_m365-provisioner"));
+            command
+                .args(["test-connection", "--json"])
+                .env("M365_TENANT", demo::INITIAL_DOMAIN)
+                .env("M365_CLIENT_ID", demo::CLIENT_ID)
+                .env("M365_CLIENT_SECRET", demo::CLIENT_SECRET)
+                .env("M365_CLIENT_ID_2", demo::READONLY_CLIENT_ID)
+                .env("M365_CLIENT_SECRET_2", secret)
+                .env("M365_LOGIN_URL", &url)
+                .env("M365_GRAPH_URL", &url)
+                .env_remove("M365_CLIENT_SECRET_FILE")
+                .env_remove("M365_CLIENT_ID_3");
+            tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    // The second app's token works but it may only read: its missing permissions are named.
+    let output = with_second(demo::READONLY_CLIENT_SECRET).await;
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["permissions"]["missing"], serde_json::json!([]));
+    assert_eq!(
+        report["additionalApps"],
+        serde_json::json!([{"clientId": demo::READONLY_CLIENT_ID,
+            "missing": ["User.ReadWrite.All", "Group.ReadWrite.All"]}])
+    );
+    // Its secret refused: the error names that app, never the secret.
+    let output = with_second("not-its-secret").await;
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["failedStep"], "token", "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(demo::READONLY_CLIENT_ID) && error.contains("7000215"),
+        "{error}"
+    );
+    let everything = format!("{report}{}", text(&output.stderr));
+    assert!(!everything.contains("not-its-secret"), "{everything}");
+}

@@ -9,13 +9,16 @@
 //!  "client_id": "00000000-0000-0000-0000-000000000000",
 //!  "client_secret": "…",
 //!  "webhook_secrets": ["whsec_…", "whsec_…"],
+//!  "additional_apps": [{"client_id": "11111111-…", "client_secret": "…"}],
 //!  "extra": {"default_password": "…"}}
 //! ```
 //!
 //! `tenant`, `client_id` and `client_secret` are required, non-empty strings. `webhook_secrets`
 //! (optional) is one string or an array of them: several while a signing secret is rotated. They
 //! land in [`ConnectionSecrets::extra`] under `webhook_secret.0`, `webhook_secret.1`, … (see
-//! [`WEBHOOK_SECRET_PREFIX`]), next to the entries of `extra` (optional, strings only). Any other
+//! [`WEBHOOK_SECRET_PREFIX`]), next to the entries of `extra` (optional, strings only).
+//! `additional_apps` (optional) lists further app registrations of the same tenant, each with its
+//! `client_id` and `client_secret`, to write past one app's quota. Any other
 //! field is refused by name, so that a typo (`clientsecret`) does not pass unnoticed.
 //!
 //! # Caching
@@ -48,7 +51,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
+use m365_core::secrets::{AppSecret, ConnectionSecrets, SecretError, SecretStore};
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -60,11 +63,12 @@ use tracing::instrument;
 pub const WEBHOOK_SECRET_PREFIX: &str = "webhook_secret.";
 
 /// The fields a secret may have.
-const FIELDS: [&str; 5] = [
+const FIELDS: [&str; 6] = [
     "tenant",
     "client_id",
     "client_secret",
     "webhook_secrets",
+    "additional_apps",
     "extra",
 ];
 
@@ -205,7 +209,8 @@ pub fn parse_secret(text: &str, id: &str) -> Result<ConnectionSecrets, SecretErr
         SecretError::Malformed(format!(
             "Secrets Manager secret {id}: {detail}; the secret must be a JSON object with \
              tenant, client_id and client_secret (strings), and optionally webhook_secrets \
-             (a string or an array of strings) and extra (an object of strings)"
+             (a string or an array of strings), additional_apps (an array of objects with \
+             client_id and client_secret) and extra (an object of strings)"
         ))
     };
     // serde_json's own messages may quote the text (`invalid type: string "…"`): only its
@@ -306,12 +311,66 @@ pub fn parse_secret(text: &str, id: &str) -> Result<ConnectionSecrets, SecretErr
             }
         }
     }
+    let additional_apps = additional_apps(fields.get("additional_apps"), &malformed)?;
     Ok(ConnectionSecrets {
+        additional_apps,
         tenant,
         client_id,
         client_secret,
         extra,
     })
+}
+
+/// The secret's `additional_apps`: objects of exactly `client_id` and `client_secret`, both
+/// non-empty strings. Messages name the entry and field, never a value.
+fn additional_apps(
+    value: Option<&Value>,
+    malformed: &dyn Fn(String) -> SecretError,
+) -> Result<Vec<AppSecret>, SecretError> {
+    let entries = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(entries)) => entries,
+        Some(other) => {
+            return Err(malformed(format!(
+                "field additional_apps is {}, not an array",
+                kind(other)
+            )));
+        }
+    };
+    let mut apps = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let Value::Object(fields) = entry else {
+            return Err(malformed(format!(
+                "additional_apps[{i}] is {}, not an object with client_id and client_secret",
+                kind(entry)
+            )));
+        };
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !matches!(k.as_str(), "client_id" | "client_secret"))
+        {
+            return Err(malformed(format!(
+                "additional_apps[{i}]: unknown field {:?} (known: client_id, client_secret)",
+                shorten(unknown)
+            )));
+        }
+        let field = |name: &str| match fields.get(name) {
+            Some(Value::String(v)) if !v.trim().is_empty() => Ok(v.clone()),
+            Some(Value::String(_)) => {
+                Err(malformed(format!("additional_apps[{i}].{name} is empty")))
+            }
+            None => Err(malformed(format!("additional_apps[{i}].{name} is missing"))),
+            Some(other) => Err(malformed(format!(
+                "additional_apps[{i}].{name} is {}, not a string",
+                kind(other)
+            ))),
+        };
+        apps.push(AppSecret {
+            client_id: field("client_id")?,
+            client_secret: SecretString::from(field("client_secret")?),
+        });
+    }
+    Ok(apps)
 }
 
 /// A JSON value's type with its article, for messages (never the value).
@@ -369,6 +428,23 @@ mod tests {
     }
 
     #[test]
+    fn additional_apps_are_read_in_order() {
+        let secrets = parse_secret(
+            r#"{"tenant": "t", "client_id": "c", "client_secret": "s",
+                "additional_apps": [{"client_id": "c2", "client_secret": "s2"},
+                                    {"client_id": "c3", "client_secret": "s3"}]}"#,
+            "id",
+        )
+        .unwrap();
+        let apps: Vec<(&str, &str)> = secrets
+            .additional_apps
+            .iter()
+            .map(|a| (a.client_id.as_str(), a.client_secret.expose_secret()))
+            .collect();
+        assert_eq!(apps, [("c2", "s2"), ("c3", "s3")]);
+    }
+
+    #[test]
     fn one_webhook_secret_may_be_a_plain_string() {
         let secrets = parse_secret(
             r#"{"tenant": "t", "client_id": "c", "client_secret": "s", "webhook_secrets": "whsec_x"}"#,
@@ -411,6 +487,18 @@ mod tests {
                 "reserved",
             ),
             (r#"{"tenant": "t", "client_secret": "LEAK" junk"#, "line 1"),
+            (
+                r#"{"tenant": "t", "client_id": "c", "client_secret": "s", "additional_apps": {"client_id": "LEAK"}}"#,
+                "additional_apps is an object, not an array",
+            ),
+            (
+                r#"{"tenant": "t", "client_id": "c", "client_secret": "s", "additional_apps": [{"client_id": "c2"}]}"#,
+                "additional_apps[0].client_secret is missing",
+            ),
+            (
+                r#"{"tenant": "t", "client_id": "c", "client_secret": "s", "additional_apps": [{"client_id": "c2", "secret": "LEAK"}]}"#,
+                "additional_apps[0]: unknown field \"secret\"",
+            ),
             (r#"["LEAK"]"#, "value is an array, not a JSON object"),
         ];
         for (text, expected) in cases {

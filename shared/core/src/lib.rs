@@ -33,7 +33,7 @@ pub use directory::{
 pub use model::{
     AttrValue, Attributes, LicenseAssignment, ObjectKind, RecordError, SourceGroup, SourceUser,
 };
-pub use secrets::{ConnectionSecrets, SecretError, SecretStore};
+pub use secrets::{AppSecret, ConnectionSecrets, SecretError, SecretStore};
 pub use source::{
     Change, ChangePage, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError,
 };

@@ -175,6 +175,7 @@ source = "generate"
         )
         .unwrap();
         let secrets = crate::secrets::ConnectionSecrets {
+            additional_apps: Vec::new(),
             tenant: "t".into(),
             client_id: "c".into(),
             client_secret: SecretString::from("s"),

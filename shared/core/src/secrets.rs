@@ -10,6 +10,9 @@ pub struct ConnectionSecrets {
     pub tenant: String,
     pub client_id: String,
     pub client_secret: SecretString,
+    /// Further app registrations of the same tenant to write through, past one app's write
+    /// quota (see `m365_graph::GraphClient::with_apps`).
+    pub additional_apps: Vec<AppSecret>,
     /// Further named secrets (a default password, webhook signing secrets), never logged.
     pub extra: std::collections::BTreeMap<String, SecretString>,
 }
@@ -20,7 +23,24 @@ impl std::fmt::Debug for ConnectionSecrets {
             .field("tenant", &self.tenant)
             .field("client_id", &self.client_id)
             .field("client_secret", &"[REDACTED]")
+            .field("additional_apps", &self.additional_apps)
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One further app registration: its client id and secret.
+#[derive(Clone)]
+pub struct AppSecret {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+impl std::fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSecret")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
             .finish()
     }
 }

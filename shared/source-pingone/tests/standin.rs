@@ -38,6 +38,7 @@ fn config(sandbox: &PingOneSandbox) -> PingOneSourceConfig {
 
 fn secrets(secret: &str) -> ConnectionSecrets {
     ConnectionSecrets {
+        additional_apps: Vec::new(),
         tenant: "t".into(),
         client_id: "c".into(),
         client_secret: SecretString::from("s"),
@@ -220,6 +221,7 @@ async fn refused_credentials_and_filters_name_the_setting_to_fix() {
     let missing = PingOneSource::new(
         config(&sandbox),
         &ConnectionSecrets {
+            additional_apps: Vec::new(),
             extra: BTreeMap::new(),
             ..secrets("x")
         },

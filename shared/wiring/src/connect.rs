@@ -89,23 +89,29 @@ pub enum ConnectError {
     Unreachable { connection: String, message: String },
 }
 
-/// Reads `connection`'s credentials from `store`, builds its Graph client with `client` and
-/// reads the tenant's domains. When the tenant refuses the credentials they are read again (the
+/// Reads `connection`'s credentials from `store`, builds its Graph client with `client` (given
+/// every app registration of the connection, its own first) and reads the tenant's domains. When the tenant refuses the credentials they are read again (the
 /// client secret may have been rotated under a cached copy) and tried once more.
 pub async fn connect_tenant(
     connection: &str,
     store: &dyn SecretStore,
-    client: impl Fn(Credentials) -> Result<GraphClient, GraphError>,
+    client: impl Fn(Vec<Credentials>) -> Result<GraphClient, GraphError>,
 ) -> Result<Tenant, ConnectError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let secrets = store.connection_secrets(connection).await?;
-        let credentials = Credentials {
+        let credentials = std::iter::once(Credentials {
             tenant: secrets.tenant.clone(),
             client_id: secrets.client_id.clone(),
             client_secret: secrets.client_secret.clone(),
-        };
+        })
+        .chain(secrets.additional_apps.iter().map(|app| Credentials {
+            tenant: secrets.tenant.clone(),
+            client_id: app.client_id.clone(),
+            client_secret: app.client_secret.clone(),
+        }))
+        .collect();
         let directory =
             GraphDirectory::new(client(credentials).map_err(|source| ConnectError::Client {
                 connection: connection.to_owned(),

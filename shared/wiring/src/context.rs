@@ -556,7 +556,7 @@ impl Deployment {
         secret_store: Arc<dyn SecretStore>,
     ) -> Result<Connection, SetupError> {
         let tenant = connect_tenant(name, secret_store.as_ref(), |credentials| {
-            GraphClient::with_shared(
+            GraphClient::with_apps(
                 self.graph_settings(&config),
                 credentials,
                 self.graph.clone(),

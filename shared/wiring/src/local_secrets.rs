@@ -2,13 +2,15 @@
 //! (the embedded sandbox tenant). The cloud's is AWS Secrets Manager (`m365-aws`).
 
 use async_trait::async_trait;
-use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
+use m365_core::secrets::{AppSecret, ConnectionSecrets, SecretError, SecretStore};
 use secrecy::SecretString;
 
 /// Credentials from environment variables: `M365_TENANT`, `M365_CLIENT_ID`,
 /// `M365_CLIENT_SECRET`, and `M365_SECRET_<NAME>` for further named secrets (the name
-/// lower-cased: `M365_SECRET_DEFAULT_PASSWORD` → `default_password`). The same variables serve
-/// every connection.
+/// lower-cased: `M365_SECRET_DEFAULT_PASSWORD` → `default_password`). Further app registrations
+/// of the tenant, to write past one app's quota: `M365_CLIENT_ID_2` and `M365_CLIENT_SECRET_2`,
+/// then `_3`, … up to the first number without a client id. The same variables serve every
+/// connection.
 #[derive(Debug, Clone, Default)]
 pub struct EnvSecretStore;
 
@@ -33,6 +35,7 @@ impl SecretStore for EnvSecretStore {
     ) -> Result<ConnectionSecrets, SecretError> {
         let extra = env_extra_secrets();
         Ok(ConnectionSecrets {
+            additional_apps: env_additional_apps()?,
             tenant: Self::read("M365_TENANT")?,
             client_id: Self::read("M365_CLIENT_ID")?,
             client_secret: SecretString::from(Self::read("M365_CLIENT_SECRET")?),
@@ -41,6 +44,25 @@ impl SecretStore for EnvSecretStore {
     }
 
     async fn invalidate(&self, _connection: &str) {}
+}
+
+/// Further app registrations of the environment: `M365_CLIENT_ID_<n>` with
+/// `M365_CLIENT_SECRET_<n>`, from n = 2 up to the first number without a client id.
+pub fn env_additional_apps() -> Result<Vec<AppSecret>, SecretError> {
+    let mut apps = Vec::new();
+    for n in 2.. {
+        let id = format!("M365_CLIENT_ID_{n}");
+        if std::env::var(&id).map_or(true, |v| v.trim().is_empty()) {
+            break;
+        }
+        apps.push(AppSecret {
+            client_id: EnvSecretStore::read(&id)?,
+            client_secret: SecretString::from(EnvSecretStore::read(&format!(
+                "M365_CLIENT_SECRET_{n}"
+            ))?),
+        });
+    }
+    Ok(apps)
 }
 
 /// The named secrets of the environment: `M365_SECRET_<NAME>` as `<name>` (lower-cased).
@@ -61,6 +83,11 @@ pub fn env_extra_secrets() -> std::collections::BTreeMap<String, SecretString> {
 /// client_secret = "…"
 /// [extra]
 /// default_password = "…"
+///
+/// # further app registrations of the tenant, to write past one app's quota (optional)
+/// [[additional_apps]]
+/// client_id = "11111111-1111-1111-1111-111111111111"
+/// client_secret = "…"
 /// ```
 #[derive(Debug, Clone)]
 pub struct FileSecretStore {
@@ -74,7 +101,16 @@ struct SecretFile {
     client_id: String,
     client_secret: SecretString,
     #[serde(default)]
+    additional_apps: Vec<AppSecretEntry>,
+    #[serde(default)]
     extra: std::collections::BTreeMap<String, SecretString>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppSecretEntry {
+    client_id: String,
+    client_secret: SecretString,
 }
 
 #[async_trait]
@@ -98,10 +134,18 @@ impl SecretStore for FileSecretStore {
                 })
                 .unwrap_or_default();
             SecretError::Malformed(format!(
-                "the secrets file {shown} is not valid{at}: it needs tenant, client_id and client_secret, and optionally an [extra] table"
+                "the secrets file {shown} is not valid{at}: it needs tenant, client_id and client_secret, and optionally an [extra] table and [[additional_apps]] tables of client_id and client_secret"
             ))
         })?;
         Ok(ConnectionSecrets {
+            additional_apps: file
+                .additional_apps
+                .into_iter()
+                .map(|a| AppSecret {
+                    client_id: a.client_id,
+                    client_secret: a.client_secret,
+                })
+                .collect(),
             tenant: file.tenant,
             client_id: file.client_id,
             client_secret: file.client_secret,
@@ -141,7 +185,9 @@ mod tests {
         let path = dir.join("ok.toml");
         std::fs::write(
             &path,
-            "tenant = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t\"\n[extra]\ndefault_password = \"pw\"\n",
+            "tenant = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t\"\n[extra]\ndefault_password = \"pw\"\n\
+             [[additional_apps]]\nclient_id = \"c2\"\nclient_secret = \"s3cr3t-2\"\n\
+             [[additional_apps]]\nclient_id = \"c3\"\nclient_secret = \"s3cr3t-3\"\n",
         )
         .unwrap();
         let secrets = FileSecretStore { path }
@@ -151,6 +197,12 @@ mod tests {
         assert_eq!(secrets.tenant, "t");
         assert_eq!(secrets.client_secret.expose_secret(), "s3cr3t");
         assert_eq!(secrets.extra["default_password"].expose_secret(), "pw");
+        let apps: Vec<(&str, &str)> = secrets
+            .additional_apps
+            .iter()
+            .map(|a| (a.client_id.as_str(), a.client_secret.expose_secret()))
+            .collect();
+        assert_eq!(apps, [("c2", "s3cr3t-2"), ("c3", "s3cr3t-3")]);
         assert!(!format!("{secrets:?}").contains("s3cr3t"));
     }
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use m365_graph::{Cloud, Credentials, GraphClient, GraphError, GraphSettings};
+use m365_graph::{Cloud, Credentials, GraphClient, GraphError, GraphSettings, SharedState};
 use m365_sandbox::{Sandbox, demo};
 use secrecy::SecretString;
 use serde_json::json;
@@ -37,6 +37,10 @@ where other users of the machine could read them:
   M365_CLIENT_ID           application (client) ID of the app registration
   M365_CLIENT_SECRET       the client secret's Value (not its ID)
   M365_CLIENT_SECRET_FILE  or: a file holding the secret
+  M365_CLIENT_ID_2, M365_CLIENT_SECRET_2, _3, ...
+                           further app registrations of the tenant, to write past one
+                           app's quota (3,000 writes / 150 s); each gets a token and its
+                           permissions are checked
 
 Examples:
   m365-provisioner test-connection --sandbox
@@ -84,7 +88,7 @@ pub async fn run(args: Args) -> Code {
             client_id: demo::CLIENT_ID.to_owned(),
             client_secret: SecretString::from(demo::CLIENT_SECRET),
         };
-        let code = check(settings, credentials, args.json).await;
+        let code = check(settings, vec![credentials], args.json).await;
         running.stop().await;
         return code;
     }
@@ -98,7 +102,7 @@ pub async fn run(args: Args) -> Code {
     check(settings, credentials, args.json).await
 }
 
-fn settings_from(args: &Args) -> Result<(GraphSettings, Credentials), String> {
+fn settings_from(args: &Args) -> Result<(GraphSettings, Vec<Credentials>), String> {
     let cloud: Cloud = args.cloud.parse()?;
     let tenant = args.tenant.clone().ok_or(
         "no tenant: set M365_TENANT (or --tenant) to the tenant GUID or a domain such as contoso.onmicrosoft.com",
@@ -123,11 +127,18 @@ fn settings_from(args: &Args) -> Result<(GraphSettings, Credentials), String> {
         graph_url: args.graph_url.clone(),
         ..GraphSettings::default()
     };
-    let credentials = Credentials {
-        tenant,
+    let more = m365_wiring::local_secrets::env_additional_apps().map_err(|e| e.to_string())?;
+    let credentials = std::iter::once(Credentials {
+        tenant: tenant.clone(),
         client_id,
         client_secret: SecretString::from(secret),
-    };
+    })
+    .chain(more.into_iter().map(|app| Credentials {
+        tenant: tenant.clone(),
+        client_id: app.client_id,
+        client_secret: app.client_secret,
+    }))
+    .collect();
     Ok((settings, credentials))
 }
 
@@ -143,16 +154,33 @@ fn assess(roles: &[String]) -> (Vec<&'static str>, Vec<&'static str>) {
     (missing, unneeded)
 }
 
-async fn check(settings: GraphSettings, credentials: Credentials, json: bool) -> Code {
-    let tenant = credentials.tenant.clone();
-    let client = match GraphClient::new(settings, credentials) {
-        Ok(client) => client,
-        Err(error) => return fail(json, "settings", &error, Code::Config),
-    };
-    let roles = match client.token_roles().await {
-        Ok(roles) => roles,
-        Err(error) => return fail(json, "token", &error, Code::Connection),
-    };
+async fn check(settings: GraphSettings, apps: Vec<Credentials>, json: bool) -> Code {
+    let tenant = apps.first().map(|a| a.tenant.clone()).unwrap_or_default();
+    let client_ids: Vec<String> = apps.iter().map(|a| a.client_id.clone()).collect();
+    let client =
+        match GraphClient::with_apps(settings.clone(), apps.clone(), SharedState::default()) {
+            Ok(client) => client,
+            Err(error) => return fail(json, "settings", &error, Code::Config),
+        };
+    // Every app gets a token; the first refusal names its app.
+    if let Err(error) = client.authenticate().await {
+        return fail(json, "token", &error, Code::Connection);
+    }
+    let mut roles_by_app = Vec::new();
+    for app in apps {
+        match app_roles(&settings, app).await {
+            Ok(roles) => roles_by_app.push(roles),
+            Err(error) => return fail(json, "token", &error, Code::Connection),
+        }
+    }
+    let roles = roles_by_app.first().cloned().unwrap_or_default();
+    // What each further app lacks: (client id, missing permissions).
+    let more_missing: Vec<(&str, Vec<&str>)> = client_ids
+        .iter()
+        .zip(&roles_by_app)
+        .skip(1)
+        .map(|(id, roles)| (id.as_str(), assess(roles).0))
+        .collect();
     let organization = match client.organization().await {
         Ok(mut orgs) if !orgs.is_empty() => orgs.swap_remove(0),
         Ok(_) => {
@@ -166,7 +194,8 @@ async fn check(settings: GraphSettings, credentials: Credentials, json: bool) ->
         Err(error) => return fail(json, "domains", &error, Code::Connection),
     };
     let (missing, unneeded) = assess(&roles);
-    let code = if missing.is_empty() {
+    let all_granted = missing.is_empty() && more_missing.iter().all(|(_, m)| m.is_empty());
+    let code = if all_granted {
         Code::Success
     } else {
         Code::Connection
@@ -175,18 +204,29 @@ async fn check(settings: GraphSettings, credentials: Credentials, json: bool) ->
     let mut out = std::io::stdout().lock();
     if json {
         let value = json!({
-            "ok": missing.is_empty(),
+            "ok": all_granted,
             "tenant": {"id": organization.id, "displayName": organization.display_name},
             "domains": domains.iter().map(|d| json!({
                 "name": d.id, "verified": d.is_verified, "default": d.is_default,
                 "initial": d.is_initial, "authenticationType": d.authentication_type,
             })).collect::<Vec<_>>(),
             "permissions": {"granted": roles, "missing": missing, "unneeded": unneeded},
+            "additionalApps": more_missing.iter().map(|(id, missing)| json!({
+                "clientId": id, "missing": missing,
+            })).collect::<Vec<_>>(),
         });
         let _ = writeln!(out, "{value:#}");
         return code;
     }
-    let _ = writeln!(out, "token          ok (client credentials)");
+    if client_ids.len() > 1 {
+        let _ = writeln!(
+            out,
+            "token          ok (client credentials, {} app registrations)",
+            client_ids.len()
+        );
+    } else {
+        let _ = writeln!(out, "token          ok (client credentials)");
+    }
     let _ = writeln!(
         out,
         "organization   {} ({})",
@@ -229,16 +269,34 @@ async fn check(settings: GraphSettings, credentials: Credentials, json: bool) ->
             "note           {name} is granted but not needed: remove it (least privilege)"
         );
     }
+    for (id, missing) in &more_missing {
+        if missing.is_empty() {
+            let _ = writeln!(out, "app            {id}: every permission granted");
+        } else {
+            let _ = writeln!(
+                out,
+                "app            {id}: MISSING {}; grant them in that app registration too",
+                missing.join(", ")
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "{}",
-        if missing.is_empty() {
+        if all_granted {
             "result         ready to provision"
         } else {
             "result         NOT ready: grant the missing permissions"
         }
     );
     code
+}
+
+/// The application permissions one app's token carries.
+async fn app_roles(settings: &GraphSettings, app: Credentials) -> Result<Vec<String>, GraphError> {
+    GraphClient::with_apps(settings.clone(), vec![app], SharedState::default())?
+        .token_roles()
+        .await
 }
 
 fn paren(notes: &[&str]) -> String {
