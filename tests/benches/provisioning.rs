@@ -1,7 +1,7 @@
 //! Provisioning benchmark: the engine against the in-process sandbox tenant.
 //!
 //! ```text
-//! cargo bench -p m365-integration-tests --bench provisioning            # a to g, full sizes
+//! cargo bench -p m365-integration-tests --bench provisioning            # a to h, full sizes
 //! cargo bench -p m365-integration-tests --bench provisioning -- a c     # some scenarios
 //! cargo bench -p m365-integration-tests --bench provisioning -- --quick # smaller sizes
 //! ```
@@ -23,6 +23,8 @@
 //!   the same load as chained 15-minute Lambda invocations: how many, and nothing redone.
 //! - **g** the no-op run of c with the state in DynamoDB (moto on loopback; `moto_server` from
 //!   the test venv, or `MOTO_SERVER`): DynamoDB requests, items read and written, seconds.
+//! - **h** the first load of f written through three app registrations, paced together at the
+//!   tenant's write quota (18,000 / 5 min): projected to real time next to its floor.
 //!
 //! Speed and memory are measured here, never asserted in tests. A missed target is printed with
 //! the measured figure and a reason computed from the figures it rests on, which are printed with
@@ -54,6 +56,8 @@ mod dynamo_noop;
 mod faults;
 #[path = "provisioning/projected.rs"]
 mod projected;
+#[path = "provisioning/several_apps.rs"]
+mod several_apps;
 
 use m365_core::config::Config;
 use m365_core::engine::{Engine, SyncOptions, SyncOutcome};
@@ -105,7 +109,7 @@ const PAGE_SIZE: usize = 1_000;
 const USAGE: &str = "\
 provisioning benchmark: the engine against the in-process sandbox tenant
 
-usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [a] [b] [c] [d] [e] [f] [g]
+usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [a] [b] [c] [d] [e] [f] [g] [h]
 
   a        first load: sustained writes against the paced write quota, 429 share, writes per
            minimal write
@@ -119,12 +123,14 @@ usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [
            the same load as 15-minute Lambda invocations (how many; nothing redone)
   g        the no-op run of c with the state in DynamoDB on moto: requests, items read and
            written, seconds (moto_server from .venv/bin, or MOTO_SERVER=<path>)
+  h        the first load of f through three app registrations, paced together at the
+           tenant's write quota: projected to real time next to its floor
   --quick  smaller sizes (a few minutes in all)
   --help   this text
 
 M365_BENCH_LOG=<tracing filter> (m365_graph=info, say) writes the engine's log to stderr.
 
-No scenario named: all seven. One JSON line per scenario on stdout, then a summary; progress on
+No scenario named: all eight. One JSON line per scenario on stdout, then a summary; progress on
 stderr. A missed target comes with a reason computed from the figures it rests on; the targets of
 a scenario whose engine run failed read `failed`.";
 
@@ -155,10 +161,10 @@ fn main() {
         .iter()
         .filter(|a| !a.starts_with('-'))
         .flat_map(|a| a.chars())
-        .filter(|c| matches!(c, 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g'))
+        .filter(|c| matches!(c, 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h'))
         .collect();
     if which.is_empty() {
-        which = vec!['a', 'b', 'c', 'd', 'e', 'f', 'g'];
+        which = vec!['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,7 +186,8 @@ fn main() {
                 'd' => headroom(quick).await,
                 'e' => faults::sporadic_faults(quick).await,
                 'f' => projected::projected_first_load(quick).await,
-                _ => dynamo_noop::dynamo_noop(quick).await,
+                'g' => dynamo_noop::dynamo_noop(quick).await,
+                _ => several_apps::several_apps_first_load(quick).await,
             }
         });
         let mut line = report.json.clone();
@@ -493,6 +500,9 @@ fn scaled_pacing(time_scale: f64) -> PacingConfig {
         write_window: Duration::from_secs_f64(WRITE_WINDOW_SECS / time_scale),
         resource_unit_quota: defaults.resource_unit_quota,
         ru_window: Duration::from_secs_f64(defaults.ru_window.as_secs_f64() / time_scale),
+        tenant_write_window: Duration::from_secs_f64(
+            defaults.tenant_write_window.as_secs_f64() / time_scale,
+        ),
         ..defaults
     }
 }
