@@ -195,101 +195,150 @@ async fn check(settings: GraphSettings, apps: Vec<Credentials>, json: bool) -> C
     };
     let (missing, unneeded) = assess(&roles);
     let all_granted = missing.is_empty() && more_missing.iter().all(|(_, m)| m.is_empty());
-    let code = if all_granted {
+    let findings = Findings {
+        apps: client_ids.len(),
+        organization,
+        domains,
+        roles,
+        missing,
+        unneeded,
+        more_missing,
+        all_granted,
+    };
+    if json {
+        findings.print_json();
+    } else {
+        findings.print_text();
+    }
+    if all_granted {
         Code::Success
     } else {
         Code::Connection
-    };
+    }
+}
 
-    let mut out = std::io::stdout().lock();
-    if json {
+/// What the connection test found.
+struct Findings<'a> {
+    apps: usize,
+    organization: m365_graph::Organization,
+    domains: Vec<m365_graph::Domain>,
+    /// The first app's permissions.
+    roles: Vec<String>,
+    missing: Vec<&'static str>,
+    unneeded: Vec<&'static str>,
+    /// What each further app lacks: (client id, missing permissions).
+    more_missing: Vec<(&'a str, Vec<&'static str>)>,
+    all_granted: bool,
+}
+
+impl Findings<'_> {
+    fn print_json(&self) {
         let value = json!({
-            "ok": all_granted,
-            "tenant": {"id": organization.id, "displayName": organization.display_name},
-            "domains": domains.iter().map(|d| json!({
+            "ok": self.all_granted,
+            "tenant": {"id": self.organization.id, "displayName": self.organization.display_name},
+            "domains": self.domains.iter().map(|d| json!({
                 "name": d.id, "verified": d.is_verified, "default": d.is_default,
                 "initial": d.is_initial, "authenticationType": d.authentication_type,
             })).collect::<Vec<_>>(),
-            "permissions": {"granted": roles, "missing": missing, "unneeded": unneeded},
-            "additionalApps": more_missing.iter().map(|(id, missing)| json!({
+            "permissions": {"granted": self.roles, "missing": self.missing, "unneeded": self.unneeded},
+            "additionalApps": self.more_missing.iter().map(|(id, missing)| json!({
                 "clientId": id, "missing": missing,
             })).collect::<Vec<_>>(),
         });
-        let _ = writeln!(out, "{value:#}");
-        return code;
+        let _ = writeln!(std::io::stdout().lock(), "{value:#}");
     }
-    if client_ids.len() > 1 {
-        let _ = writeln!(
-            out,
-            "token          ok (client credentials, {} app registrations)",
-            client_ids.len()
-        );
-    } else {
-        let _ = writeln!(out, "token          ok (client credentials)");
-    }
-    let _ = writeln!(
-        out,
-        "organization   {} ({})",
-        organization.display_name.as_deref().unwrap_or("(no name)"),
-        organization.id
-    );
-    for domain in &domains {
-        let mut notes = Vec::new();
-        if domain.is_initial {
-            notes.push("initial");
-        }
-        if domain.is_default {
-            notes.push("default");
-        }
-        if domain.authentication_type.as_deref() == Some("Federated") {
-            notes.push("federated: users need onPremisesImmutableId");
-        }
-        if !domain.is_verified {
-            notes.push("NOT verified: no user can be created in it");
-        }
-        let _ = writeln!(out, "domain         {} {}", domain.id, paren(&notes));
-    }
-    for (name, _) in REQUIRED {
-        let state = if missing.contains(name) {
-            "MISSING"
-        } else {
-            "granted"
-        };
-        let _ = writeln!(out, "permission     {name:<24} {state}");
-    }
-    for name in &missing {
-        let _ = writeln!(
-            out,
-            "  fix: in the app registration, API permissions → Add → Microsoft Graph → Application permissions → {name}, then \"Grant admin consent\""
-        );
-    }
-    for name in &unneeded {
-        let _ = writeln!(
-            out,
-            "note           {name} is granted but not needed: remove it (least privilege)"
-        );
-    }
-    for (id, missing) in &more_missing {
-        if missing.is_empty() {
-            let _ = writeln!(out, "app            {id}: every permission granted");
-        } else {
+
+    fn print_text(&self) {
+        let mut out = std::io::stdout().lock();
+        if self.apps > 1 {
             let _ = writeln!(
                 out,
-                "app            {id}: MISSING {}; grant them in that app registration too",
-                missing.join(", ")
+                "token          ok (client credentials, {} app registrations)",
+                self.apps
+            );
+        } else {
+            let _ = writeln!(out, "token          ok (client credentials)");
+        }
+        let _ = writeln!(
+            out,
+            "organization   {} ({})",
+            self.organization
+                .display_name
+                .as_deref()
+                .unwrap_or("(no name)"),
+            self.organization.id
+        );
+        for domain in &self.domains {
+            let _ = writeln!(
+                out,
+                "domain         {} {}",
+                domain.id,
+                paren(&domain_notes(domain))
             );
         }
+        self.print_permissions(&mut out);
+        let _ = writeln!(
+            out,
+            "{}",
+            if self.all_granted {
+                "result         ready to provision"
+            } else {
+                "result         NOT ready: grant the missing permissions"
+            }
+        );
     }
-    let _ = writeln!(
-        out,
-        "{}",
-        if all_granted {
-            "result         ready to provision"
-        } else {
-            "result         NOT ready: grant the missing permissions"
+
+    fn print_permissions(&self, out: &mut impl Write) {
+        for (name, _) in REQUIRED {
+            let state = if self.missing.contains(name) {
+                "MISSING"
+            } else {
+                "granted"
+            };
+            let _ = writeln!(out, "permission     {name:<24} {state}");
         }
-    );
-    code
+        for name in &self.missing {
+            let _ = writeln!(
+                out,
+                "  fix: in the app registration, API permissions → Add → Microsoft Graph → Application permissions → {name}, then \"Grant admin consent\""
+            );
+        }
+        for name in &self.unneeded {
+            let _ = writeln!(
+                out,
+                "note           {name} is granted but not needed: remove it (least privilege)"
+            );
+        }
+        for (id, missing) in &self.more_missing {
+            if missing.is_empty() {
+                let _ = writeln!(out, "app            {id}: every permission granted");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "app            {id}: MISSING {}; grant them in that app registration too",
+                    missing.join(", ")
+                );
+            }
+        }
+    }
+}
+
+/// What an operator should know of a domain.
+fn domain_notes(domain: &m365_graph::Domain) -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    if domain.is_initial {
+        notes.push("initial");
+    }
+    if domain.is_default {
+        notes.push("default");
+    }
+    if domain.authentication_type.as_deref() == Some("Federated") {
+        notes.push("federated: users need onPremisesImmutableId");
+    }
+    if !domain.is_verified {
+        notes.push("NOT verified: no user can be created in it");
+    }
+    notes
 }
 
 /// The application permissions one app's token carries.
