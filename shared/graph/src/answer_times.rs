@@ -20,8 +20,11 @@ use reqwest::Method;
 const WINDOW: usize = 64;
 /// Until this many answers of a class are known, nothing is late before the request timeout.
 const MIN_SAMPLES: usize = 16;
-/// Late means slower than this many times the slowest recent answer of the class …
+/// Late means slower than this many times a slow recent answer of the class, the slowest few
+/// set aside (see [`AnswerTimes::late_after`]), so that one answer Graph held back and that was
+/// waited for does not make every answer of the class wait as long …
 const LATE_FACTOR: u32 = 4;
+const OUTLIER_SHARE: usize = 16;
 /// … and never sooner than this.
 const LATE_FLOOR: Duration = Duration::from_secs(2);
 /// At most one hedge per this many answers, plus a few.
@@ -55,6 +58,17 @@ impl AnswerClass {
             AnswerClass::BatchOfWrites
         } else {
             AnswerClass::BatchOfReads
+        }
+    }
+
+    /// The class whose answers stand in while too few of this one's are known: an envelope
+    /// of writes is answered about when its slowest write is, since Graph may run a batch's
+    /// independent items side by side (https://learn.microsoft.com/graph/json-batching).
+    fn stand_in(self) -> Option<AnswerClass> {
+        match self {
+            AnswerClass::BatchOfWrites => Some(AnswerClass::Write),
+            AnswerClass::BatchOfReads => Some(AnswerClass::Read),
+            AnswerClass::Read | AnswerClass::Write => None,
         }
     }
 
@@ -130,20 +144,39 @@ impl AnswerTimes {
     }
 
     /// After how long an answer of `class` is late: [`LATE_FACTOR`] times the slowest of the
-    /// last [`WINDOW`] answers, at least [`LATE_FLOOR`], at most `timeout` (also until
+    /// last [`WINDOW`] answers once the slowest few are set aside (one fewer than 1 in
+    /// [`OUTLIER_SHARE`]: 3 of 64), at least [`LATE_FLOOR`], at most `timeout` (also until
     /// [`MIN_SAMPLES`] answers are known).
     pub(crate) fn late_after(&self, class: AnswerClass, timeout: Duration) -> Duration {
+        match self.late_after_of(class, timeout) {
+            Some(late) => late,
+            None => class
+                .stand_in()
+                .and_then(|other| self.late_after_of(other, timeout))
+                .unwrap_or(timeout),
+        }
+    }
+
+    /// [`Self::late_after`] from `class`'s own answers; `None` while too few are known.
+    fn late_after_of(&self, class: AnswerClass, timeout: Duration) -> Option<Duration> {
         let Ok(times) = self.classes[class.index()].lock() else {
-            return timeout;
+            return Some(timeout);
         };
         if times.window.len() < MIN_SAMPLES {
-            return timeout;
+            return None;
         }
-        let slowest = times.window.iter().max().copied().unwrap_or_default();
-        slowest
-            .saturating_mul(LATE_FACTOR)
-            .max(LATE_FLOOR)
-            .min(timeout)
+        let mut sorted: Vec<Duration> = times.window.iter().copied().collect();
+        sorted.sort_unstable();
+        let set_aside = (times.window.len() / OUTLIER_SHARE).saturating_sub(1);
+        let slow = sorted
+            .get(sorted.len().saturating_sub(1 + set_aside))
+            .copied()
+            .unwrap_or_default();
+        Some(
+            slow.saturating_mul(LATE_FACTOR)
+                .max(LATE_FLOOR)
+                .min(timeout),
+        )
     }
 
     /// Takes a hedge from the budget, if one is left.
@@ -178,6 +211,19 @@ mod tests {
         assert_eq!(t.late_after(AnswerClass::Write, timeout), LATE_FLOOR);
         // Classes are apart.
         assert_eq!(t.late_after(AnswerClass::Read, timeout), timeout);
+        assert_eq!(t.late_after(AnswerClass::BatchOfReads, timeout), timeout);
+        // An envelope of writes borrows from the writes until its own answers are known.
+        assert_eq!(
+            t.late_after(AnswerClass::BatchOfWrites, timeout),
+            LATE_FLOOR
+        );
+        for _ in 0..MIN_SAMPLES {
+            t.record(AnswerClass::BatchOfWrites, Duration::from_secs(1));
+        }
+        assert_eq!(
+            t.late_after(AnswerClass::BatchOfWrites, timeout),
+            Duration::from_secs(4)
+        );
     }
 
     #[test]
@@ -186,7 +232,15 @@ mod tests {
         for i in 0..WINDOW as u64 {
             t.record(AnswerClass::BatchOfWrites, Duration::from_millis(500 + i));
         }
-        t.record(AnswerClass::BatchOfWrites, Duration::from_secs(3));
+        // One answer held back does not move it; a few in the window do.
+        t.record(AnswerClass::BatchOfWrites, Duration::from_secs(30));
+        assert_eq!(
+            t.late_after(AnswerClass::BatchOfWrites, Duration::from_secs(60)),
+            Duration::from_millis(4 * 561)
+        );
+        for _ in 0..3 {
+            t.record(AnswerClass::BatchOfWrites, Duration::from_secs(3));
+        }
         assert_eq!(
             t.late_after(AnswerClass::BatchOfWrites, Duration::from_secs(60)),
             Duration::from_secs(12)

@@ -601,13 +601,15 @@ impl GraphClient {
         }
         let class = call.class;
         let timeout = self.inner.settings.request_timeout;
-        let started = tokio::time::Instant::now();
+        // Each send is late `late` after the one before it: when `late` drops while a request
+        // waits, one more send goes out, not one for every multiple of `late` already past.
+        let mut last_sent = tokio::time::Instant::now();
         let mut sent = futures::stream::FuturesUnordered::new();
         sent.push(self.exchange(call, token));
         loop {
             let late = self.inner.answer_times.late_after(class, timeout);
-            let due = late.saturating_mul(sent.len() as u32);
-            let elapsed = started.elapsed();
+            let due = late;
+            let elapsed = last_sent.elapsed();
             let is_late = late < timeout && elapsed >= due;
             if is_late && call.when_late == WhenLate::GiveUp {
                 tracing::info!(
@@ -631,6 +633,7 @@ impl GraphClient {
                     "Graph's answer is late; sending the request again beside it"
                 );
                 sent.push(self.exchange(call, token));
+                last_sent = tokio::time::Instant::now();
                 continue;
             }
             let wait = if late < timeout && elapsed < due {

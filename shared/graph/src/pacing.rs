@@ -246,7 +246,9 @@ impl Pacer {
                     s.writes.tokens -= wr.min(s.writes.capacity);
                     return None;
                 }
-                Some(Duration::from_secs_f64(w.min(60.0)))
+                // At least a millisecond: a shorter sleep may end before the clock moves, and
+                // the bucket would not have refilled when it is asked again.
+                Some(Duration::from_secs_f64(w.min(60.0)).max(Duration::from_millis(1)))
             }
         }
     }
@@ -276,10 +278,23 @@ impl Pacer {
         if !recent {
             s.factor = (s.factor * DECREASE).max(MIN_FACTOR);
             s.last_decrease = Some(now);
+            tracing::debug!(
+                factor = s.factor,
+                throttled_share = s.throttled_share,
+                pause_ms = pause.as_millis() as u64,
+                ?signal,
+                "throttling episode: everyone pauses and the rate drops"
+            );
         }
-        // What Graph charged us is gone; start the buckets empty-ish so we do not burst again.
-        s.ru.tokens = s.ru.tokens.min(0.0);
-        s.writes.tokens = s.writes.tokens.min(0.0);
+        // A quota 429 says the (app, tenant) has spent what the buckets model: start them
+        // empty so the pace does not burst again. An episode of unscoped 429s says Graph is
+        // under load, not that our quota is spent: the pause and the lower rate answer it, and
+        // the burst the quota still allows is kept (emptying it would pace the rest of the run
+        // at the sustained rate).
+        if signal == ThrottleSignal::Quota {
+            s.ru.tokens = s.ru.tokens.min(0.0);
+            s.writes.tokens = s.writes.tokens.min(0.0);
+        }
         true
     }
 
@@ -499,6 +514,24 @@ mod tests {
         let start = Instant::now();
         p.acquire(c(1, 1)).await;
         assert!(start.elapsed() >= Duration::from_secs(1));
+        // The quota's burst is kept: after the pause, writes go out at once.
+        let start = Instant::now();
+        for _ in 0..1_000 {
+            p.acquire(c(1, 1)).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst is still there");
+        // A quota 429 empties the buckets: the next write waits for the refill.
+        p.on_throttled(Some(Duration::from_secs(1)), ThrottleSignal::Quota);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let start = Instant::now();
+        for _ in 0..100 {
+            p.acquire(c(1, 1)).await;
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
