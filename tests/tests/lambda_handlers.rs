@@ -510,17 +510,24 @@ fn requests_by_app(cloud: &Cloud) -> std::collections::BTreeMap<String, u64> {
     by_app
 }
 
-#[tokio::test]
-async fn a_scheduled_sync_goes_through_every_app_registration_of_the_secret() {
+/// A scheduled sync of the example source through the demo app and two further apps, the
+/// third with `third_secret`.
+async fn sync_through_three_apps(
+    third_secret: &str,
+) -> (Cloud, m365_runtime::scheduled::SyncResponse) {
     let cloud = Cloud::start_with(tenant_of_three_apps(), |_| {}).await;
-    cloud
-        .put_secret(&secret_of_three_apps("writer-secret~3"))
-        .await;
+    cloud.put_secret(&secret_of_three_apps(third_secret)).await;
     cloud.put_example_source().await;
     let outcome = cloud
         .scheduled(scheduler_event(), "req-1", HOUR)
         .await
         .unwrap();
+    (cloud, outcome)
+}
+
+#[tokio::test]
+async fn a_scheduled_sync_goes_through_every_app_registration_of_the_secret() {
+    let (cloud, outcome) = sync_through_three_apps("writer-secret~3").await;
     assert_eq!(outcome.status, "succeeded", "{outcome:?}");
     assert!(outcome.counts.created > 0, "{outcome:?}");
     let by_app = requests_by_app(&cloud);
@@ -530,15 +537,7 @@ async fn a_scheduled_sync_goes_through_every_app_registration_of_the_secret() {
 
 #[tokio::test]
 async fn a_refused_app_registration_does_not_stop_the_sync() {
-    let cloud = Cloud::start_with(tenant_of_three_apps(), |_| {}).await;
-    cloud
-        .put_secret(&secret_of_three_apps("not-its-secret"))
-        .await;
-    cloud.put_example_source().await;
-    let outcome = cloud
-        .scheduled(scheduler_event(), "req-1", HOUR)
-        .await
-        .unwrap();
+    let (cloud, outcome) = sync_through_three_apps("not-its-secret").await;
     assert_eq!(outcome.status, "succeeded", "{outcome:?}");
     assert!(outcome.counts.created > 0, "{outcome:?}");
     assert_eq!(outcome.counts.failed, 0, "{outcome:?}");

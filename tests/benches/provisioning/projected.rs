@@ -331,20 +331,18 @@ async fn as_lambda(shape: Shape) -> AsLambda {
     }
 }
 
+/// The 100k first load (10k with `--quick`): licenses, managers, two memberships per user.
+pub(super) fn first_load_shape(quick: bool) -> Shape {
+    let (users, groups) = if quick { (10_000, 50) } else { (100_000, 500) };
+    Shape {
+        users,
+        groups,
+        memberships: 2,
+    }
+}
+
 pub(super) async fn projected_first_load(quick: bool) -> Report {
-    let shape = if quick {
-        Shape {
-            users: 10_000,
-            groups: 50,
-            memberships: 2,
-        }
-    } else {
-        Shape {
-            users: 100_000,
-            groups: 500,
-            memberships: 2,
-        }
-    };
+    let shape = first_load_shape(quick);
     eprintln!(
         "f: projected first load of {} users (licenses, managers), {} groups, {} memberships; Graph's write quota and {REAL_WRITE_LATENCY_MS} ms writes ×{TIME_SCALE}; then the same as Lambda invocations of {} s",
         shape.users,

@@ -20,9 +20,9 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::faults::end_state_mismatches;
-use super::projected::{hours, project, scaled_world, timed_sync};
+use super::projected::{first_load_shape, hours, project, scaled_world, timed_sync};
 use super::{
-    Report, Shape, Target, WRITE_QUOTA, WRITE_WINDOW_SECS, cpu_seconds, fail_targets, failures_of,
+    Report, Target, WRITE_QUOTA, WRITE_WINDOW_SECS, cpu_seconds, fail_targets, failures_of,
     progress, run_failure, vm_hwm_kb,
 };
 
@@ -66,19 +66,7 @@ impl Limits {
 }
 
 pub(super) async fn several_apps_first_load(quick: bool) -> Report {
-    let shape = if quick {
-        Shape {
-            users: 10_000,
-            groups: 50,
-            memberships: 2,
-        }
-    } else {
-        Shape {
-            users: 100_000,
-            groups: 500,
-            memberships: 2,
-        }
-    };
+    let shape = first_load_shape(quick);
     eprintln!(
         "h: first load of {} users (licenses, managers), {} groups, {} memberships through {APPS} app registrations; Graph's quotas ×{TIME_SCALE}",
         shape.users,
