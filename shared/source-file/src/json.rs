@@ -1,10 +1,13 @@
 //! The JSON format: `{"users": [...], "groups": [...]}` (docs/design.md#file-source-format).
 
+use std::borrow::Cow;
+
 use m365_core::{AttrValue, Attributes, SourceError, SourceGroup, SourceUser};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::FileSourceConfig;
-use crate::parsed::{Raw, RawError, RawFile};
+use crate::parsed::{Raw, RawError, RawFile, RawUser};
 
 fn type_name(value: &Value) -> &'static str {
     match value {
@@ -20,10 +23,11 @@ fn type_name(value: &Value) -> &'static str {
 /// Parses the whole file. Only a file whose shape cannot be trusted (bad JSON, no `users` array,
 /// an unknown top-level key) fails as a whole; a broken record is a per-record error.
 ///
-/// A well-formed file is read record by record, each record converted as soon as it is read, so
-/// that the file is never held as one JSON tree beside its users (at 100k users, the tree alone
-/// is several times the file). Anything else is read again as a tree by [`parse_tree`], which
-/// says precisely what is wrong.
+/// A well-formed file is read record by record, so that it is never held as one JSON tree (at
+/// 100k users, the tree alone is several times the file). A user record with a valid id is only
+/// located ([`RawUser::Deferred`]) and converted by [`user_record`] when its page is read; a
+/// group, or a user record without a valid id, is converted at once. Anything else is read again
+/// as a tree by [`parse_tree`], which says precisely what is wrong.
 pub(crate) fn parse(
     file: &str,
     bytes: &[u8],
@@ -38,7 +42,13 @@ pub(crate) fn parse(
 /// Reads a well-formed file record by record; anything unexpected is an error without detail.
 fn parse_streamed(bytes: &[u8], config: &FileSourceConfig) -> Result<RawFile, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let raw = serde::Deserializer::deserialize_map(&mut deserializer, RootVisitor { config })?;
+    let raw = serde::Deserializer::deserialize_map(
+        &mut deserializer,
+        RootVisitor {
+            config,
+            file: bytes,
+        },
+    )?;
     deserializer.end()?;
     Ok(raw)
 }
@@ -47,6 +57,8 @@ fn parse_streamed(bytes: &[u8], config: &FileSourceConfig) -> Result<RawFile, se
 /// is an error, and the file is then read again by [`parse_tree`] for the message.
 struct RootVisitor<'c> {
     config: &'c FileSourceConfig,
+    /// The whole file, which deferred records are ranges of.
+    file: &'c [u8],
 }
 
 impl<'de> serde::de::Visitor<'de> for RootVisitor<'_> {
@@ -64,9 +76,9 @@ impl<'de> serde::de::Visitor<'de> for RootVisitor<'_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "users" if users.is_none() => {
-                    users = Some(map.next_value_seed(Records {
-                        prefix: "users",
-                        convert: |v| user(v, config),
+                    users = Some(map.next_value_seed(UserRecords {
+                        config,
+                        file: self.file,
                     })?);
                 }
                 "groups" if groups.is_none() && config.groups => {
@@ -120,6 +132,100 @@ impl<'de, T, F: Fn(Value) -> Result<T, RawError>> serde::de::Visitor<'de> for Re
         }
         Ok(records)
     }
+}
+
+/// The user list, each record located: deferred when its id is valid, else converted at once
+/// (its error needs the whole record).
+struct UserRecords<'c> {
+    config: &'c FileSourceConfig,
+    file: &'c [u8],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UserRecords<'_> {
+    type Value = Vec<Raw<RawUser>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UserRecords<'_> {
+    type Value = Vec<Raw<RawUser>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of users")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let base = self.file.as_ptr() as usize;
+        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            let text = raw.get();
+            // The record's place in the file: its text is a slice of the file.
+            let start = (text.as_ptr() as usize).wrapping_sub(base);
+            let range = start..start + text.len();
+            if self.file.get(range.clone()).map(|b| b.as_ptr()) != Some(text.as_ptr()) {
+                return Err(A::Error::custom("read as a tree"));
+            }
+            let outcome = match probe_id(text) {
+                Some(id) => Ok(RawUser::Deferred { id, range }),
+                None => serde_json::from_str::<Value>(text)
+                    .map_err(A::Error::custom)
+                    .map(|v| user(v, self.config).map(RawUser::Read))?,
+            };
+            records.push(Raw {
+                location: format!("users[{}]", records.len()),
+                outcome,
+            });
+        }
+        Ok(records)
+    }
+}
+
+/// A record's id as [`id_of`] reads it, when the record is an object with a valid id: the last
+/// `"id"` key wins, as in a parsed object. `None` for anything else.
+fn probe_id(text: &str) -> Option<String> {
+    struct Probe;
+    impl<'de> serde::de::Visitor<'de> for Probe {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a record")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut id = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == "id" {
+                    id = Some(map.next_value::<Value>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(match id {
+                Some(Value::String(id)) if !id.trim().is_empty() => Some(id),
+                _ => None,
+            })
+        }
+    }
+    if !text.starts_with('{') {
+        return None;
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut deserializer, Probe)
+        .ok()
+        .flatten()
+}
+
+/// A deferred user record ([`RawUser::Deferred`]), converted as the streamed reading would have.
+pub(crate) fn user_record(bytes: &[u8], config: &FileSourceConfig) -> Result<SourceUser, RawError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| RawError::new(None, format!("unreadable record: {e}")))?;
+    user(value, config)
 }
 
 /// Parses the whole file as one JSON tree: the reference reading, and the one that explains a
@@ -178,7 +284,7 @@ fn parse_tree(file: &str, bytes: &[u8], config: &FileSourceConfig) -> Result<Raw
         .enumerate()
         .map(|(i, v)| Raw {
             location: format!("users[{i}]"),
-            outcome: user(v, config),
+            outcome: user(v, config).map(RawUser::Read),
         })
         .collect();
     let groups = groups.map(|groups| {
@@ -414,6 +520,34 @@ mod tests {
             .collect()
     }
 
+    /// Each user record as text, a deferred one converted as its page would convert it.
+    fn described_users(
+        records: &[Raw<RawUser>],
+        file: &[u8],
+        config: &FileSourceConfig,
+    ) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match &r.outcome {
+                Ok(RawUser::Read(user)) => format!("{}: {user:?}", r.location),
+                Ok(RawUser::Deferred { id, range }) => {
+                    match user_record(&file[range.clone()], config) {
+                        Ok(user) => {
+                            assert_eq!(
+                                &user.id, id,
+                                "{}: the located id is the read id",
+                                r.location
+                            );
+                            format!("{}: {user:?}", r.location)
+                        }
+                        Err(e) => format!("{}: error {:?} {}", r.location, e.id, e.message),
+                    }
+                }
+                Err(e) => format!("{}: error {:?} {}", r.location, e.id, e.message),
+            })
+            .collect()
+    }
+
     fn config(groups: bool) -> FileSourceConfig {
         let mut config = FileSourceConfig::new("people.json");
         config.groups = groups;
@@ -437,6 +571,8 @@ mod tests {
             {"id": "u4", "enabled": true, "attributes": {"big": 18446744073709551615}},
             {"id": "", "enabled": true},
             {"id": "u5", "enabled": true, "colour": "red"},
+            {"id": ["u6"], "enabled": true},
+            {"enabled": true, "id": "first", "id": 7},
             42
           ]
         }"#;
@@ -448,12 +584,22 @@ mod tests {
             assert_eq!(parse_streamed(file, &config).is_ok(), groups);
             match (tree, streamed) {
                 (Ok(tree), Ok(streamed)) => {
-                    assert_eq!(described(&streamed.users), described(&tree.users));
+                    assert_eq!(
+                        described_users(&streamed.users, file, &config),
+                        described_users(&tree.users, file, &config)
+                    );
+                    // Records with a valid id are only located; the others are read at once.
+                    let deferred = streamed
+                        .users
+                        .iter()
+                        .filter(|r| matches!(r.outcome, Ok(RawUser::Deferred { .. })))
+                        .count();
+                    assert_eq!(deferred, 5, "u1 to u5 are located, \"\" and 42 are read");
                     assert_eq!(
                         streamed.groups.as_deref().map(described),
                         tree.groups.as_deref().map(described)
                     );
-                    assert_eq!(streamed.users.len(), 7);
+                    assert_eq!(streamed.users.len(), 9);
                 }
                 (Err(tree), Err(streamed)) => {
                     assert!(!groups, "a file with groups is refused only without groups");

@@ -2,8 +2,11 @@
 //! cross-record checks (duplicate ids, unknown members) that need the whole file.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use m365_core::{ObjectKind, RecordError, SourceGroup, SourceUser};
+
+use crate::{FileSourceConfig, json};
 
 /// One record as a format parser read it, before the cross-record checks.
 pub(crate) struct Raw<T> {
@@ -12,9 +15,30 @@ pub(crate) struct Raw<T> {
     pub outcome: Result<T, RawError>,
 }
 
+/// A user record as the format parser left it.
+pub(crate) enum RawUser {
+    Read(SourceUser),
+    /// A JSON record located but not converted yet: its id and its bytes in the file. It is
+    /// converted when its page is asked for, so a large file is held as its bytes rather than
+    /// as its users (at 100k users, the users take four times the file).
+    Deferred {
+        id: String,
+        range: Range<usize>,
+    },
+}
+
+impl RawUser {
+    fn id(&self) -> &str {
+        match self {
+            RawUser::Read(user) => &user.id,
+            RawUser::Deferred { id, .. } => id,
+        }
+    }
+}
+
 /// Every record of a file, as the format parser read it.
 pub(crate) struct RawFile {
-    pub users: Vec<Raw<SourceUser>>,
+    pub users: Vec<Raw<RawUser>>,
     /// `None`: the file says nothing about groups (no `groups` list, no `groups.csv`) although
     /// the source is configured to have them.
     pub groups: Option<Vec<Raw<SourceGroup>>>,
@@ -48,12 +72,17 @@ impl RawError {
 pub(crate) enum UserSlot {
     User(SourceUser),
     Error(RecordError),
+    /// A JSON record converted when it is read ([`RawUser::Deferred`]): its bytes in
+    /// [`Parsed::text`]. Its id is valid and unique.
+    Deferred(Range<usize>),
 }
 
 /// The whole file, ready to page through.
 #[derive(Debug)]
 pub(crate) struct Parsed {
     pub version: String,
+    /// The JSON file's bytes when some of its records are [`UserSlot::Deferred`]; else empty.
+    text: Vec<u8>,
     pub users: Vec<UserSlot>,
     pub groups: Vec<SourceGroup>,
     pub group_errors: Vec<RecordError>,
@@ -73,15 +102,18 @@ pub(crate) struct Parsed {
 }
 
 /// The answer of a lookup by id.
-pub(crate) enum Lookup<'a, T> {
-    Found(&'a T),
+pub(crate) enum Lookup<T> {
+    Found(T),
     /// The record exists but is in error (`location: message`).
-    InError(&'a str),
+    InError(String),
     /// Not in the file, and no id-less error record could be it.
     Absent,
     /// Not found, but this many records have no readable id.
     Unprovable(usize),
 }
+
+/// From this many records a page's deferred records are converted on every core.
+const PARALLEL_PAGE: usize = 256;
 
 fn record_error(kind: ObjectKind, location: String, error: RawError) -> RecordError {
     RecordError {
@@ -139,20 +171,23 @@ fn duplicate_message(id: &str, here: &str, all: &[String]) -> String {
 }
 
 impl Parsed {
-    /// `groups` is `Err` when the file has none although the source should (see [`RawFile`]).
+    /// `groups` is `Err` when the file has none although the source should (see [`RawFile`]);
+    /// `text` is the file the deferred user records are ranges of.
     pub fn build(
         version: String,
-        users: Vec<Raw<SourceUser>>,
+        users: Vec<Raw<RawUser>>,
         groups: Result<Vec<Raw<SourceGroup>>, MissingGroups>,
+        text: Vec<u8>,
     ) -> Self {
         let (groups, missing_groups) = match groups {
             Ok(groups) => (groups, None),
             Err(missing) => (Vec::new(), Some(missing)),
         };
-        let user_duplicates = duplicate_locations(&users, |u| u.id.as_str());
+        let user_duplicates = duplicate_locations(&users, RawUser::id);
         let group_duplicates = duplicate_locations(&groups, |g| g.id.as_str());
         let mut parsed = Parsed {
             version,
+            text,
             users: Vec::with_capacity(users.len()),
             groups: Vec::new(),
             group_errors: Vec::new(),
@@ -171,7 +206,7 @@ impl Parsed {
             let known_users: HashSet<&str> = users
                 .iter()
                 .filter_map(|r| match &r.outcome {
-                    Ok(user) => Some(user.id.as_str()),
+                    Ok(user) => Some(user.id()),
                     Err(e) => e.id.as_deref(),
                 })
                 .collect();
@@ -194,19 +229,28 @@ impl Parsed {
 
     /// The user records: each by its id, or its error (a duplicate id is an error of every
     /// record carrying it).
-    fn add_users(&mut self, users: Vec<Raw<SourceUser>>, locations: &HashMap<String, Vec<String>>) {
+    fn add_users(&mut self, users: Vec<Raw<RawUser>>, locations: &HashMap<String, Vec<String>>) {
         for Raw { location, outcome } in users {
             let error = match outcome {
-                Ok(user) => match locations.get(user.id.as_str()) {
+                Ok(user) => match locations.get(user.id()) {
                     Some(all) if all.len() > 1 => RecordError {
                         kind: ObjectKind::User,
-                        message: duplicate_message(&user.id, &location, all),
-                        source_id: Some(user.id),
+                        message: duplicate_message(user.id(), &location, all),
+                        source_id: Some(user.id().to_owned()),
                         location,
                     },
                     _ => {
-                        self.user_index.insert(user.id.clone(), self.users.len());
-                        self.users.push(UserSlot::User(user));
+                        let slot = match user {
+                            RawUser::Read(user) => {
+                                self.user_index.insert(user.id.clone(), self.users.len());
+                                UserSlot::User(user)
+                            }
+                            RawUser::Deferred { id, range } => {
+                                self.user_index.insert(id, self.users.len());
+                                UserSlot::Deferred(range)
+                            }
+                        };
+                        self.users.push(slot);
                         continue;
                     }
                 },
@@ -293,28 +337,87 @@ impl Parsed {
         group.members = members;
     }
 
-    pub fn user(&self, id: &str) -> Lookup<'_, SourceUser> {
+    pub fn user(&self, id: &str, config: &FileSourceConfig) -> Lookup<SourceUser> {
         if let Some(message) = self.user_errors_by_id.get(id) {
-            return Lookup::InError(message);
+            return Lookup::InError(message.clone());
         }
-        match self.user_index.get(id).and_then(|i| self.users.get(*i)) {
-            Some(UserSlot::User(user)) => Lookup::Found(user),
-            _ if self.anonymous_user_errors > 0 => Lookup::Unprovable(self.anonymous_user_errors),
-            _ => Lookup::Absent,
+        match self.user_index.get(id) {
+            Some(&i) => match self.read_user(i, config) {
+                Ok(user) => Lookup::Found(user),
+                Err(error) => Lookup::InError(format!("{}: {}", error.location, error.message)),
+            },
+            None if self.anonymous_user_errors > 0 => {
+                Lookup::Unprovable(self.anonymous_user_errors)
+            }
+            None => Lookup::Absent,
         }
     }
 
-    pub fn group(&self, id: &str) -> Lookup<'_, SourceGroup> {
+    /// The user record at `index`, converted when it was deferred.
+    fn read_user(
+        &self,
+        index: usize,
+        config: &FileSourceConfig,
+    ) -> Result<SourceUser, RecordError> {
+        match self.users.get(index) {
+            Some(UserSlot::User(user)) => Ok(user.clone()),
+            Some(UserSlot::Error(error)) => Err(error.clone()),
+            Some(UserSlot::Deferred(range)) => {
+                let bytes = self.text.get(range.clone()).unwrap_or_default();
+                json::user_record(bytes, config)
+                    .map_err(|e| record_error(ObjectKind::User, format!("users[{index}]"), e))
+            }
+            None => Err(RecordError {
+                kind: ObjectKind::User,
+                location: format!("users[{index}]"),
+                source_id: None,
+                message: "no such record".into(),
+            }),
+        }
+    }
+
+    /// The user records `range`, each a user or its error. Deferred records are converted on
+    /// every core when there are many (the conversion is most of a large page's reading).
+    pub fn user_page(
+        &self,
+        range: Range<usize>,
+        config: &FileSourceConfig,
+    ) -> Vec<Result<SourceUser, RecordError>> {
+        let indices: Vec<usize> = range.collect();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        if threads < 2 || indices.len() < PARALLEL_PAGE {
+            return indices.iter().map(|&i| self.read_user(i, config)).collect();
+        }
+        let chunk = indices.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = indices
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|&i| self.read_user(i, config))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    pub fn group(&self, id: &str) -> Lookup<SourceGroup> {
         // Without groups in the file, "not found" would read as "deleted at the source".
         if let Some(missing) = &self.missing_groups {
-            return Lookup::InError(&missing.message);
+            return Lookup::InError(missing.message.clone());
         }
         // Unknown-member errors are not in this map: such a group is still found.
         if let Some(message) = self.group_errors_by_id.get(id) {
-            return Lookup::InError(message);
+            return Lookup::InError(message.clone());
         }
         match self.group_index.get(id).and_then(|i| self.groups.get(*i)) {
-            Some(group) => Lookup::Found(group),
+            Some(group) => Lookup::Found(group.clone()),
             None if self.anonymous_group_errors > 0 => {
                 Lookup::Unprovable(self.anonymous_group_errors)
             }
@@ -322,6 +425,8 @@ impl Parsed {
         }
     }
 
+    /// Records known to be in error. A deferred record's own errors are found when its page is
+    /// read, and are not counted here.
     pub fn error_count(&self) -> usize {
         self.group_errors.len()
             + self

@@ -9,7 +9,7 @@ use m365_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::loader::{FileLoader, LocalFileLoader};
-use crate::parsed::{Lookup, MissingGroups, Parsed, RawFile, UserSlot};
+use crate::parsed::{Lookup, MissingGroups, Parsed, Raw, RawFile, RawUser};
 use crate::{FileFormat, FileSourceConfig, FileSourceConfigError};
 use crate::{csv_format, json};
 
@@ -63,7 +63,10 @@ fn csv_paths(location: &str) -> (String, String) {
 /// two pages the next call fails with [`SourceError::CursorExpired`], so one snapshot never mixes
 /// two versions of the file.
 ///
-/// The parsed file is cached, keyed by its version tag, so a snapshot of many pages is parsed once.
+/// The read file is cached, keyed by its version tag, so a snapshot of many pages reads it once.
+/// A JSON file is kept as its bytes with each user record's place and id; a page's records are
+/// converted when the page is asked for (on every core for a large page), so memory holds the
+/// file and one page of users rather than every user.
 pub struct FileSource {
     config: FileSourceConfig,
     files: Files,
@@ -138,13 +141,13 @@ impl FileSource {
 
     /// Reads and parses the files once; `None` when they changed while being read.
     async fn read(&self, version: String) -> Result<Option<Parsed>, SourceError> {
-        let RawFile { users, groups } = match &self.files {
+        let (RawFile { users, groups }, text) = match &self.files {
             Files::Json { path } => {
                 let bytes = self.loader.load(path).await?;
                 if self.version().await? != version {
                     return Ok(None);
                 }
-                json::parse(path, &bytes, &self.config)?
+                (json::parse(path, &bytes, &self.config)?, bytes)
             }
             Files::Csv { users, groups } => {
                 let users_bytes = self.loader.load(users).await?;
@@ -169,14 +172,22 @@ impl FileSource {
                     (None, false) => Some(Vec::new()),
                     (None, true) => None,
                 };
-                RawFile {
-                    users: parsed_users,
+                let users = parsed_users
+                    .into_iter()
+                    .map(|Raw { location, outcome }| Raw {
+                        location,
+                        outcome: outcome.map(RawUser::Read),
+                    })
+                    .collect();
+                let raw = RawFile {
+                    users,
                     groups: parsed_groups,
-                }
+                };
+                (raw, Vec::new())
             }
         };
         let groups = groups.ok_or_else(|| self.missing_groups());
-        Ok(Some(Parsed::build(version, users, groups)))
+        Ok(Some(Parsed::build(version, users, groups, text)))
     }
 
     /// What is said when the file has no groups although the source should.
@@ -300,10 +311,10 @@ impl Source for FileSource {
             page.groups = parsed.groups.clone();
             page.errors = parsed.group_errors.clone();
         }
-        for slot in parsed.users.get(offset..end).unwrap_or_default() {
-            match slot {
-                UserSlot::User(user) => page.users.push(user.clone()),
-                UserSlot::Error(error) => page.errors.push(error.clone()),
+        for record in parsed.user_page(offset..end, &self.config) {
+            match record {
+                Ok(user) => page.users.push(user),
+                Err(error) => page.errors.push(error),
             }
         }
         if end < parsed.users.len() {
@@ -314,8 +325,8 @@ impl Source for FileSource {
 
     async fn fetch_user(&self, id: &str) -> Result<Option<SourceUser>, SourceError> {
         let parsed = self.current().await?;
-        match parsed.user(id) {
-            Lookup::Found(user) => Ok(Some(user.clone())),
+        match parsed.user(id, &self.config) {
+            Lookup::Found(user) => Ok(Some(user)),
             Lookup::Absent => Ok(None),
             Lookup::InError(message) => Err(SourceError::Unreadable(format!(
                 "user \"{id}\" in {}: {message}",
@@ -333,7 +344,7 @@ impl Source for FileSource {
     async fn fetch_group(&self, id: &str) -> Result<Option<SourceGroup>, SourceError> {
         let parsed = self.current().await?;
         match parsed.group(id) {
-            Lookup::Found(group) => Ok(Some(group.clone())),
+            Lookup::Found(group) => Ok(Some(group)),
             Lookup::Absent => Ok(None),
             Lookup::InError(message) => Err(SourceError::Unreadable(format!(
                 "group \"{id}\" in {}: {message}",

@@ -279,3 +279,36 @@ async fn a_file_that_keeps_changing_while_read_is_unavailable() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_large_page_holds_what_small_pages_hold_in_file_order() {
+    // Large enough to be read on every core; broken records spread through it.
+    let users: Vec<serde_json::Value> = (0..700)
+        .map(|i| match i % 97 {
+            5 => json!({"id": format!("u{i:03}"), "enabled": "perhaps"}),
+            11 => json!({"id": format!("u{i:03}"), "enabled": true, "colour": "red"}),
+            13 => json!(i),
+            _ => json!({"id": format!("u{i:03}"), "enabled": i % 2 == 0, "attributes": {"n": i}}),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("source.json");
+    std::fs::write(&path, json!({"users": users, "groups": []}).to_string()).unwrap();
+
+    let whole = source(path.to_str().unwrap())
+        .snapshot_page(None, 1_000)
+        .await
+        .unwrap();
+    let singles = snapshot(&source(path.to_str().unwrap()), 1).await;
+    let users: Vec<_> = singles.iter().flat_map(|p| p.users.clone()).collect();
+    let errors: Vec<_> = singles.iter().flat_map(|p| p.errors.clone()).collect();
+    assert_eq!(whole.users, users);
+    assert_eq!(whole.errors, errors);
+    assert_eq!(whole.users.len(), 700 - 3 * 8);
+    assert_eq!(whole.errors.len(), 3 * 8);
+    assert_eq!(whole.errors[0].location, "users[5]");
+    assert_eq!(whole.errors[2].location, "users[13]");
+    assert_eq!(whole.errors[2].source_id, None);
+    assert_eq!(whole.users[1].id, "u001");
+    assert!(!whole.users[1].enabled);
+}
