@@ -395,6 +395,15 @@ pub async fn list_links_paging<S: StateStore + ?Sized>(store: &S) {
             .await
             .unwrap();
         assert_eq!(got, expected, "list_links after {after:?} limit {limit}");
+        let ids = store
+            .list_link_ids(c, ObjectKind::User, after.as_deref(), limit)
+            .await
+            .unwrap();
+        let expected_ids: Vec<String> = expected.iter().map(|l| l.source_id.clone()).collect();
+        assert_eq!(
+            ids, expected_ids,
+            "list_link_ids after {after:?} limit {limit}"
+        );
     }
 
     // Walk the whole set in pages of 7: more than one page, last one short.

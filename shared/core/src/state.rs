@@ -314,6 +314,21 @@ pub trait StateStore: Send + Sync {
         limit: usize,
     ) -> StateResult<Vec<Link>>;
 
+    /// The source ids of the links [`StateStore::list_links`] lists with the same arguments, in
+    /// the same order: for a caller that needs whole links for only a few of them (the sweep,
+    /// which looks for links the snapshot did not keep). A store that reads ids more cheaply
+    /// than whole links overrides it.
+    async fn list_link_ids(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StateResult<Vec<String>> {
+        let links = self.list_links(connection, kind, after, limit).await?;
+        Ok(links.into_iter().map(|l| l.source_id).collect())
+    }
+
     /// The link of a tenant object, if any source id of this connection is linked to it: a tenant
     /// object is linked to at most one source identity, and the engine asks before it
     /// links a matched or adopted object.

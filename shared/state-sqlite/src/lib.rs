@@ -465,6 +465,43 @@ impl StateStore for SqliteStateStore {
         .await
     }
 
+    async fn list_link_ids(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StateResult<Vec<String>> {
+        let (connection, after) = (connection.to_owned(), after.map(str::to_owned));
+        let limit = limit_i64(limit);
+        self.read(move |tx| {
+            let base = "SELECT source_id FROM links WHERE connection = ?1 AND kind = ?2";
+            let mut out = Vec::new();
+            let mut push = |mut rows: rusqlite::Rows<'_>| -> Result<(), Fail> {
+                while let Some(row) = rows.next()? {
+                    out.push(row.get(0)?);
+                }
+                Ok(())
+            };
+            // Two statements, as in `list_links`, to keep the range scan on the primary key.
+            match &after {
+                Some(after) => {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "{base} AND source_id > ?3 ORDER BY source_id LIMIT ?4"
+                    ))?;
+                    push(stmt.query((&connection, kind.as_str(), after, limit))?)?;
+                }
+                None => {
+                    let mut stmt =
+                        tx.prepare_cached(&format!("{base} ORDER BY source_id LIMIT ?3"))?;
+                    push(stmt.query((&connection, kind.as_str(), limit))?)?;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, object_id = %object_id))]
     async fn find_link_by_object(
         &self,

@@ -90,17 +90,40 @@ impl Planner<'_> {
     /// Linked users not in the complete snapshot (or out of scope now): deprovisioned. A user
     /// deleted by an earlier deprovision keeps its link while Graph can restore it, and the link
     /// is forgotten after.
+    ///
+    /// The sweep lists ids and reads whole links only for the ids the snapshot did not keep: in
+    /// a run where little changed, that is almost none of them.
     async fn sweep_users(&self, draft: &mut Draft) -> Result<(), PlanError> {
         let action = self.rule.preferences.remove_action;
         let held = held_objects(draft);
-        let mut pages = LinkPages::new(self.state, self.connection, ObjectKind::User, SWEEP_PAGE);
-        while let Some(page) = pages.next_page().await? {
-            for link in &page {
-                if draft.kept.contains_key(&link.source_id)
-                    || draft.protected.contains(&link.source_id)
-                {
-                    continue;
-                }
+        let mut after: Option<String> = None;
+        loop {
+            let ids = self
+                .state
+                .list_link_ids(
+                    self.connection,
+                    ObjectKind::User,
+                    after.as_deref(),
+                    SWEEP_PAGE,
+                )
+                .await?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            after = Some(last);
+            let departed: Vec<String> = ids
+                .into_iter()
+                .filter(|id| !draft.kept.contains_key(id) && !draft.protected.contains(id))
+                .collect();
+            if departed.is_empty() {
+                continue;
+            }
+            let mut links = self
+                .state
+                .get_links(self.connection, ObjectKind::User, &departed)
+                .await?;
+            links.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+            for link in &links {
                 let step = if link.is_deleted() {
                     (!link.restorable_at(self.now)).then(|| {
                         deprovision_step(link, action, DeprovisionReason::RestoreWindowPassed)
