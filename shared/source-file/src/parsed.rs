@@ -112,9 +112,6 @@ pub(crate) enum Lookup<T> {
     Unprovable(usize),
 }
 
-/// From this many records a page's deferred records are converted on every core.
-const PARALLEL_PAGE: usize = 256;
-
 fn record_error(kind: ObjectKind, location: String, error: RawError) -> RecordError {
     RecordError {
         kind,
@@ -171,6 +168,9 @@ fn duplicate_message(id: &str, here: &str, all: &[String]) -> String {
 }
 
 impl Parsed {
+    /// From this many records a page's deferred records are converted on every core.
+    pub const PARALLEL_PAGE: usize = 256;
+
     /// `groups` is `Err` when the file has none although the source should (see [`RawFile`]);
     /// `text` is the file the deferred user records are ranges of.
     pub fn build(
@@ -385,7 +385,7 @@ impl Parsed {
     ) -> Vec<Result<SourceUser, RecordError>> {
         let indices: Vec<usize> = range.collect();
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        if threads < 2 || indices.len() < PARALLEL_PAGE {
+        if threads < 2 || indices.len() < Self::PARALLEL_PAGE {
             return indices.iter().map(|&i| self.read_user(i, config)).collect();
         }
         let chunk = indices.len().div_ceil(threads);

@@ -215,6 +215,28 @@ impl FileSource {
         }
     }
 
+    /// The user records `range`, each a user or its error. A large page is converted on the
+    /// blocking pool, so that a caller reading ahead maps one page while the next is converted.
+    async fn user_page(
+        &self,
+        parsed: &Arc<Parsed>,
+        range: std::ops::Range<usize>,
+    ) -> Vec<Result<SourceUser, m365_core::RecordError>> {
+        if range.len() < Parsed::PARALLEL_PAGE || tokio::runtime::Handle::try_current().is_err() {
+            return parsed.user_page(range, &self.config);
+        }
+        let (shared, config, records) = (Arc::clone(parsed), self.config.clone(), range.clone());
+        match tokio::task::spawn_blocking(move || shared.user_page(records, &config)).await {
+            Ok(records) => records,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Cancelled: the runtime is shutting down. The page is read here instead, never
+                // left short (a missing user would read as gone from the source).
+                Err(_) => parsed.user_page(range, &self.config),
+            },
+        }
+    }
+
     /// The current content, parsed once per version.
     async fn current(&self) -> Result<Arc<Parsed>, SourceError> {
         for _ in 0..READ_ATTEMPTS {
@@ -311,7 +333,7 @@ impl Source for FileSource {
             page.groups = parsed.groups.clone();
             page.errors = parsed.group_errors.clone();
         }
-        for record in parsed.user_page(offset..end, &self.config) {
+        for record in self.user_page(&parsed, offset..end).await {
             match record {
                 Ok(user) => page.users.push(user),
                 Err(error) => page.errors.push(error),

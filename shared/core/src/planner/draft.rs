@@ -1,7 +1,7 @@
 //! The plan while it is being built: its steps by stage, its issues, and what one part of the
 //! planning leaves for the next (the users kept after their page, those not to touch).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use super::{Kept, PlanExtras};
 use crate::model::{ObjectKind, SourceGroup};
@@ -61,7 +61,7 @@ pub(super) struct Draft {
     pub issues: Vec<PlanIssue>,
     pub extras: PlanExtras,
     /// Users planned (or, in a focused plan, linked ones read as context), by source id.
-    pub kept: BTreeMap<String, Kept>,
+    pub kept: HashMap<String, Kept>,
     /// Users present but not to be touched (record errors, mapping errors, backoff).
     pub protected: HashSet<String>,
     /// Groups whose source record had a problem: never deprovisioned on that basis.
@@ -87,7 +87,7 @@ impl Draft {
             steps: StepLists::default(),
             issues: Vec::new(),
             extras: PlanExtras::default(),
-            kept: BTreeMap::new(),
+            kept: HashMap::new(),
             protected: HashSet::new(),
             protected_groups: HashSet::new(),
             dn_index: HashMap::new(),

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::draft::Draft;
-use super::{DesiredGroup, PlanError, Planner};
+use super::{DesiredGroup, Kept, PlanError, Planner};
 use crate::model::{ObjectKind, SourceGroup};
 use crate::plan::Step;
 use crate::state::Link;
@@ -117,34 +117,7 @@ fn membership_steps(
     managed: Vec<String>,
     draft: &mut Draft,
 ) {
-    let managed: HashSet<String> = managed.into_iter().collect();
-    let mut desired_object_ids: HashSet<String> = HashSet::new();
-    let mut add: Vec<String> = Vec::new();
-    for member in &group.members {
-        let Some(kept) = draft.kept.get(member) else {
-            continue;
-        };
-        match kept.object_id.as_deref() {
-            Some(object_id) => {
-                desired_object_ids.insert(object_id.to_owned());
-                // A member the tenant group already has stays in the step: the executor sends
-                // no write for it but records it as managed.
-                if !managed.contains(object_id) {
-                    add.push(member.clone());
-                }
-            }
-            // Created or linked by this plan: its id is known once that step ran.
-            None => add.push(member.clone()),
-        }
-    }
-    add.sort();
-    add.dedup();
-    let mut remove: Vec<String> = managed
-        .iter()
-        .filter(|m| !desired_object_ids.contains(*m))
-        .cloned()
-        .collect();
-    remove.sort();
+    let (add, remove) = membership_changes(group, managed, &draft.kept);
     if !add.is_empty() {
         draft.steps.members.push(Step::AddMembers {
             group_source_id: group.id.clone(),
@@ -158,5 +131,83 @@ fn membership_steps(
             display_name: desired.display_name.clone(),
             member_object_ids: remove,
         });
+    }
+}
+
+/// The members to add (source ids, sorted) and to remove (tenant ids, sorted). The managed ids
+/// are searched sorted rather than hashed: a large group's run where nothing changed looks
+/// every member up once and copies nothing.
+fn membership_changes(
+    group: &SourceGroup,
+    mut managed: Vec<String>,
+    kept: &HashMap<String, Kept>,
+) -> (Vec<String>, Vec<String>) {
+    managed.sort_unstable();
+    managed.dedup();
+    let mut wanted = vec![false; managed.len()];
+    let mut add: Vec<String> = Vec::new();
+    for member in &group.members {
+        let Some(kept) = kept.get(member) else {
+            continue;
+        };
+        match kept.object_id.as_deref() {
+            // A member the tenant group already has stays in the step: the executor sends
+            // no write for it but records it as managed.
+            Some(object_id) => match managed.binary_search_by(|m| m.as_str().cmp(object_id)) {
+                Ok(at) => wanted[at] = true,
+                Err(_) => add.push(member.clone()),
+            },
+            // Created or linked by this plan: its id is known once that step ran.
+            None => add.push(member.clone()),
+        }
+    }
+    add.sort();
+    add.dedup();
+    let remove = managed
+        .into_iter()
+        .zip(wanted)
+        .filter_map(|(m, wanted)| (!wanted).then_some(m))
+        .collect();
+    (add, remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Attributes;
+
+    fn kept(object_id: Option<&str>) -> Kept {
+        Kept {
+            upn: String::new(),
+            linked_manager: None,
+            manager_ref: None,
+            provisioned: true,
+            object_id: object_id.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn members_are_added_and_removed_against_the_managed_ones() {
+        let kept: HashMap<String, Kept> = [
+            ("u1", kept(Some("o1"))),
+            ("u2", kept(Some("o2"))),
+            ("u3", kept(None)),
+            ("u4", kept(Some("o4"))),
+        ]
+        .into_iter()
+        .map(|(id, k)| (id.to_owned(), k))
+        .collect();
+        let group = SourceGroup {
+            id: "g".into(),
+            name: "G".into(),
+            // u9 is not kept (out of scope, in error): neither added nor a reason to keep o9.
+            members: ["u4", "u1", "u3", "u9", "u1"].map(String::from).to_vec(),
+            attributes: Attributes::new(),
+        };
+        // Managed: o1 stays, o2 and o9 leave (listed unsorted and twice, as a store might).
+        let managed = ["o9", "o1", "o2", "o9"].map(String::from).to_vec();
+        let (add, remove) = membership_changes(&group, managed, &kept);
+        assert_eq!(add, ["u3", "u4"]);
+        assert_eq!(remove, ["o2", "o9"]);
     }
 }

@@ -257,25 +257,29 @@ impl Planner<'_> {
             }
             None => None,
         };
-        let mut cursor = None;
+        // The next page is read while this one is planned: a source that converts its records
+        // (the file source) does so beside the mapping rather than between pages.
+        let mut read_ahead: Option<Result<SnapshotPage, SourceError>> = None;
         loop {
-            let page = match focused_page.take() {
-                Some(page) => page,
-                None if self.focus.is_some() => break,
-                None => {
-                    self.source
-                        .snapshot_page(cursor.as_ref(), self.page_size)
-                        .await?
-                }
+            let page = match (focused_page.take(), read_ahead.take()) {
+                (Some(page), _) => page,
+                (None, Some(read)) => read?,
+                (None, None) if self.focus.is_some() => break,
+                (None, None) => self.source.snapshot_page(None, self.page_size).await?,
             };
             record_read_errors(draft, &page);
             draft.source_groups.extend(page.groups);
-            self.plan_user_page(draft, page.users, scope_members)
-                .await?;
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
+            let Some(next) = page.next else {
+                self.plan_user_page(draft, page.users, scope_members)
+                    .await?;
+                break;
+            };
+            let (planned, read) = tokio::join!(
+                self.plan_user_page(draft, page.users, scope_members),
+                self.source.snapshot_page(Some(&next), self.page_size)
+            );
+            planned?;
+            read_ahead = Some(read);
         }
         Ok(())
     }

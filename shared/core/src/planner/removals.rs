@@ -95,7 +95,8 @@ impl Planner<'_> {
     /// a run where little changed, that is almost none of them.
     async fn sweep_users(&self, draft: &mut Draft) -> Result<(), PlanError> {
         let action = self.rule.preferences.remove_action;
-        let held = held_objects(draft);
+        // Built when the first departure is found: most runs have none.
+        let mut held: Option<HashSet<String>> = None;
         let mut after: Option<String> = None;
         loop {
             let ids = self
@@ -123,13 +124,14 @@ impl Planner<'_> {
                 .get_links(self.connection, ObjectKind::User, &departed)
                 .await?;
             links.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+            let held = held.get_or_insert_with(|| held_objects(draft));
             for link in &links {
                 let step = if link.is_deleted() {
                     (!link.restorable_at(self.now)).then(|| {
                         deprovision_step(link, action, DeprovisionReason::RestoreWindowPassed)
                     })
                 } else {
-                    user_departure(link, action, &held)
+                    user_departure(link, action, held)
                 };
                 draft.steps.removals.extend(step);
             }

@@ -14,7 +14,7 @@ use crate::directory::TenantUser;
 use crate::hash::{same_value, user_state_hash};
 use crate::model::{LicenseAssignment, ObjectKind, SourceUser};
 use crate::plan::{AttributeChange, Step};
-use crate::rule::ManagerReference;
+use crate::rule::{ManagerReference, Preferences};
 use crate::state::{Link, UnixMillis};
 
 impl Planner<'_> {
@@ -44,7 +44,11 @@ impl Planner<'_> {
             std::task::Poll::Ready(())
         })
         .await;
-        let outcomes = map_in_parallel(self.rule.mapping.as_ref(), &candidates);
+        let outcomes = map_in_parallel(
+            self.rule.mapping.as_ref(),
+            &self.rule.preferences,
+            &candidates,
+        );
         let mapped = record_mapping(draft, candidates, outcomes);
         let read = match early {
             Some(read) => read,
@@ -53,7 +57,7 @@ impl Planner<'_> {
         if mapped.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = mapped.iter().map(|(u, _)| u.id.clone()).collect();
+        let ids: Vec<String> = mapped.iter().map(|m| m.user.id.clone()).collect();
         let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let links: HashMap<String, Link> = read
             .into_iter()
@@ -74,7 +78,12 @@ impl Planner<'_> {
 
         let prefs = &self.rule.preferences;
         let mut unlinked: Vec<(SourceUser, DesiredUser)> = Vec::new();
-        for (user, desired) in mapped {
+        for InScope {
+            user,
+            desired,
+            hash,
+        } in mapped
+        {
             if waiting.contains(&user.id) {
                 draft.protected.insert(user.id.clone());
                 continue;
@@ -82,7 +91,7 @@ impl Planner<'_> {
             match links.get(&user.id) {
                 Some(link) => {
                     let restore = restorable.contains(&user.id);
-                    self.plan_linked_user(draft, &user, &desired, link, restore);
+                    self.plan_linked_user(draft, &user, &desired, hash, link, restore);
                 }
                 None if !user.enabled && !prefs.provision_disabled_users => {}
                 None => unlinked.push((user, desired)),
@@ -126,12 +135,14 @@ impl Planner<'_> {
     }
 
     /// A linked user: restored first when this connection deleted it, then its changes when its
-    /// desired state hashes differently from the last applied one.
+    /// desired state hashes differently from the last applied one (`hash`: that hash when it was
+    /// computed beside the mapping).
     fn plan_linked_user(
         &self,
         draft: &mut Draft,
         user: &SourceUser,
         desired: &DesiredUser,
+        hash: Option<String>,
         link: &Link,
         restore: bool,
     ) {
@@ -144,9 +155,13 @@ impl Planner<'_> {
                 deleted_at,
             });
         }
-        let wanted = desired_licenses(&self.rule.preferences, desired, &link.licenses);
-        let hash = user_state_hash(&desired.properties, user.enabled, &wanted);
+        let prefs = &self.rule.preferences;
+        let hash = hash.unwrap_or_else(|| {
+            let wanted = desired_licenses(prefs, desired, &link.licenses);
+            user_state_hash(&desired.properties, user.enabled, &wanted)
+        });
         if hash != link.hash {
+            let wanted = desired_licenses(prefs, desired, &link.licenses);
             self.plan_linked_changes(draft, user, desired, link, &upn, &wanted);
         }
         draft
@@ -445,17 +460,16 @@ impl Planner<'_> {
     async fn settle_deleted_links(
         &self,
         mut links: HashMap<String, Link>,
-        mapped: &[(SourceUser, DesiredUser)],
+        mapped: &[InScope],
         waiting: &HashSet<String>,
     ) -> Result<(HashMap<String, Link>, HashSet<String>), PlanError> {
         let prefs = &self.rule.preferences;
         let candidates: HashMap<String, String> = mapped
             .iter()
-            .filter(|(user, _)| !waiting.contains(&user.id))
-            .filter(|(user, _)| {
-                prefs.allow_create && (user.enabled || prefs.provision_disabled_users)
-            })
-            .filter_map(|(user, _)| links.get(&user.id))
+            .map(|m| &m.user)
+            .filter(|user| !waiting.contains(&user.id))
+            .filter(|user| prefs.allow_create && (user.enabled || prefs.provision_disabled_users))
+            .filter_map(|user| links.get(&user.id))
             .filter(|link| link.restorable_at(self.now))
             .map(|link| (link.object_id.clone(), link.source_id.clone()))
             .collect();
@@ -477,7 +491,7 @@ impl Planner<'_> {
     /// Manager steps of the users planned, once every page is read (a manager may sit on a
     /// later page than its report).
     pub(super) fn plan_managers(&self, draft: &mut Draft) {
-        let mut steps = Vec::new();
+        let mut steps: Vec<(&str, Step)> = Vec::new();
         let mut issues = Vec::new();
         for (id, user) in &draft.kept {
             let Some(reference) = &user.manager_ref else {
@@ -499,7 +513,7 @@ impl Planner<'_> {
             if desired == user.linked_manager {
                 continue;
             }
-            steps.push(match desired {
+            let step = match desired {
                 Some(manager_source_id) => Step::SetManager {
                     source_id: id.clone(),
                     user_principal_name: user.upn.clone(),
@@ -509,8 +523,13 @@ impl Planner<'_> {
                     source_id: id.clone(),
                     user_principal_name: user.upn.clone(),
                 },
-            });
+            };
+            steps.push((id, step));
         }
+        // In source-id order, whatever the order `kept` is held in.
+        steps.sort_by(|a, b| a.0.cmp(b.0));
+        issues.sort();
+        let steps: Vec<Step> = steps.into_iter().map(|(_, step)| step).collect();
         draft.steps.managers.extend(steps);
         for (id, message) in issues {
             draft.user_issue(&id, "manager", message);
@@ -586,12 +605,16 @@ fn record_mapping(
     draft: &mut Draft,
     candidates: Vec<SourceUser>,
     outcomes: Vec<Mapped>,
-) -> Vec<(SourceUser, DesiredUser)> {
+) -> Vec<InScope> {
     let mut mapped = Vec::with_capacity(candidates.len());
     for (user, outcome) in candidates.into_iter().zip(outcomes) {
         match outcome {
             Mapped::OutOfScope => {}
-            Mapped::User(desired) => mapped.push((user, *desired)),
+            Mapped::User(desired, hash) => mapped.push(InScope {
+                user,
+                desired: *desired,
+                hash,
+            }),
             Mapped::ScopeFailed(message) => {
                 draft.protected.insert(user.id.clone());
                 draft.user_issue(&user.id, "scope", message);
@@ -607,24 +630,47 @@ fn record_mapping(
     mapped
 }
 
+/// A user in scope, mapped.
+struct InScope {
+    user: SourceUser,
+    desired: DesiredUser,
+    /// The desired state's hash, when it was computed beside the mapping ([`link_free_hash`]).
+    hash: Option<String>,
+}
+
 /// What the scope filter and the mapping made of one user.
 enum Mapped {
     OutOfScope,
-    User(Box<DesiredUser>),
+    /// Mapped, with the desired state's hash when it does not depend on the user's link.
+    User(Box<DesiredUser>, Option<String>),
     ScopeFailed(String),
     Failed(Vec<crate::mapping::MappingError>),
 }
 
-fn map_one(mapping: &dyn RuleMapping, user: &SourceUser) -> Mapped {
+fn map_one(mapping: &dyn RuleMapping, prefs: &Preferences, user: &SourceUser) -> Mapped {
     match mapping.in_scope(user) {
         Ok(true) => {}
         Ok(false) => return Mapped::OutOfScope,
         Err(message) => return Mapped::ScopeFailed(message),
     }
     match mapping.map_user(user) {
-        Ok(desired) => Mapped::User(Box::new(desired)),
+        Ok(desired) => {
+            let hash = link_free_hash(prefs, user, &desired);
+            Mapped::User(Box::new(desired), hash)
+        }
         Err(errors) => Mapped::Failed(errors),
     }
+}
+
+/// The state hash of a mapped user when it does not depend on the user's link: when the
+/// licenses it covers are the mapped ones, or none ([`desired_licenses`] reads the link's
+/// licenses only when licenses are not mapped and are kept). Computed beside the mapping, on
+/// every core, rather than on the planning thread.
+fn link_free_hash(prefs: &Preferences, user: &SourceUser, desired: &DesiredUser) -> Option<String> {
+    (desired.licenses.is_some() || prefs.remove_licenses_when_sku_empty).then(|| {
+        let licenses = desired_licenses(prefs, desired, &[]);
+        user_state_hash(&desired.properties, user.enabled, &licenses)
+    })
 }
 
 /// Below this many users a page is mapped on the calling thread: threads would cost more than
@@ -633,10 +679,14 @@ const PARALLEL_MAPPING_FROM: usize = 256;
 
 /// Maps `users` in order, spread over the machine's cores: mapping is the bulk of a run's CPU when
 /// few users changed (every user is mapped to find out whether it changed).
-fn map_in_parallel(mapping: &dyn RuleMapping, users: &[SourceUser]) -> Vec<Mapped> {
+fn map_in_parallel(
+    mapping: &dyn RuleMapping,
+    prefs: &Preferences,
+    users: &[SourceUser],
+) -> Vec<Mapped> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     if threads < 2 || users.len() < PARALLEL_MAPPING_FROM {
-        return users.iter().map(|u| map_one(mapping, u)).collect();
+        return users.iter().map(|u| map_one(mapping, prefs, u)).collect();
     }
     let per_thread = users.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -648,12 +698,12 @@ fn map_in_parallel(mapping: &dyn RuleMapping, users: &[SourceUser]) -> Vec<Mappe
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|u| map_one(mapping, u))
+                        .map(|u| map_one(mapping, prefs, u))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut out: Vec<Mapped> = first.iter().map(|u| map_one(mapping, u)).collect();
+        let mut out: Vec<Mapped> = first.iter().map(|u| map_one(mapping, prefs, u)).collect();
         for handle in others {
             // A panic on a mapping thread surfaces here, as it would have without threads.
             out.extend(
