@@ -78,7 +78,6 @@ pub(crate) enum UserSlot {
 }
 
 /// The whole file, ready to page through.
-#[derive(Debug)]
 pub(crate) struct Parsed {
     pub version: String,
     /// The JSON file's bytes when some of its records are [`UserSlot::Deferred`]; else empty.

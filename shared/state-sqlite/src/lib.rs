@@ -204,6 +204,42 @@ fn lock<'a>(
     Ok(guard)
 }
 
+/// One page of a connection's links of `kind` in source-id order after `after`, at most `limit`,
+/// each row's `columns` read by `row`. Two statements rather than `(?3 IS NULL OR source_id >
+/// ?3)`, which would defeat the range scan on the primary key.
+fn links_page<T>(
+    tx: &Transaction<'_>,
+    columns: &str,
+    connection: &str,
+    kind: ObjectKind,
+    after: Option<&str>,
+    limit: usize,
+    row: impl Fn(&rusqlite::Row<'_>) -> Result<T, Fail>,
+) -> Result<Vec<T>, Fail> {
+    let base = format!("SELECT {columns} FROM links WHERE connection = ?1 AND kind = ?2");
+    let limit = limit_i64(limit);
+    let mut out = Vec::new();
+    let mut push = |mut rows: rusqlite::Rows<'_>| -> Result<(), Fail> {
+        while let Some(r) = rows.next()? {
+            out.push(row(r)?);
+        }
+        Ok(())
+    };
+    match after {
+        Some(after) => {
+            let mut stmt = tx.prepare_cached(&format!(
+                "{base} AND source_id > ?3 ORDER BY source_id LIMIT ?4"
+            ))?;
+            push(stmt.query((connection, kind.as_str(), after, limit))?)?;
+        }
+        None => {
+            let mut stmt = tx.prepare_cached(&format!("{base} ORDER BY source_id LIMIT ?3"))?;
+            push(stmt.query((connection, kind.as_str(), limit))?)?;
+        }
+    }
+    Ok(out)
+}
+
 /// Why a call failed inside the blocking task; turned into a [`StateError`] naming the file.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Fail {
@@ -434,33 +470,16 @@ impl StateStore for SqliteStateStore {
         limit: usize,
     ) -> StateResult<Vec<Link>> {
         let (connection, after) = (connection.to_owned(), after.map(str::to_owned));
-        let limit = limit_i64(limit);
         self.read(move |tx| {
-            let base =
-                format!("SELECT {LINK_COLUMNS} FROM links WHERE connection = ?1 AND kind = ?2");
-            let mut out = Vec::new();
-            // Two statements rather than `(?3 IS NULL OR source_id > ?3)`, which would defeat the
-            // range scan on the primary key.
-            let mut push = |mut rows: rusqlite::Rows<'_>| -> Result<(), Fail> {
-                while let Some(row) = rows.next()? {
-                    out.push(link_from_row(row)?);
-                }
-                Ok(())
-            };
-            match &after {
-                Some(after) => {
-                    let mut stmt = tx.prepare_cached(&format!(
-                        "{base} AND source_id > ?3 ORDER BY source_id LIMIT ?4"
-                    ))?;
-                    push(stmt.query((&connection, kind.as_str(), after, limit))?)?;
-                }
-                None => {
-                    let mut stmt =
-                        tx.prepare_cached(&format!("{base} ORDER BY source_id LIMIT ?3"))?;
-                    push(stmt.query((&connection, kind.as_str(), limit))?)?;
-                }
-            }
-            Ok(out)
+            links_page(
+                tx,
+                LINK_COLUMNS,
+                &connection,
+                kind,
+                after.as_deref(),
+                limit,
+                link_from_row,
+            )
         })
         .await
     }
@@ -473,31 +492,16 @@ impl StateStore for SqliteStateStore {
         limit: usize,
     ) -> StateResult<Vec<String>> {
         let (connection, after) = (connection.to_owned(), after.map(str::to_owned));
-        let limit = limit_i64(limit);
         self.read(move |tx| {
-            let base = "SELECT source_id FROM links WHERE connection = ?1 AND kind = ?2";
-            let mut out = Vec::new();
-            let mut push = |mut rows: rusqlite::Rows<'_>| -> Result<(), Fail> {
-                while let Some(row) = rows.next()? {
-                    out.push(row.get(0)?);
-                }
-                Ok(())
-            };
-            // Two statements, as in `list_links`, to keep the range scan on the primary key.
-            match &after {
-                Some(after) => {
-                    let mut stmt = tx.prepare_cached(&format!(
-                        "{base} AND source_id > ?3 ORDER BY source_id LIMIT ?4"
-                    ))?;
-                    push(stmt.query((&connection, kind.as_str(), after, limit))?)?;
-                }
-                None => {
-                    let mut stmt =
-                        tx.prepare_cached(&format!("{base} ORDER BY source_id LIMIT ?3"))?;
-                    push(stmt.query((&connection, kind.as_str(), limit))?)?;
-                }
-            }
-            Ok(out)
+            links_page(
+                tx,
+                "source_id",
+                &connection,
+                kind,
+                after.as_deref(),
+                limit,
+                |row| Ok(row.get(0)?),
+            )
         })
         .await
     }
