@@ -376,6 +376,45 @@ async fn a_late_answer_to_a_read_is_hedged_and_the_first_answer_taken() {
 }
 
 #[tokio::test]
+async fn a_late_batch_envelope_is_given_up_and_its_items_sent_again_in_two_halves() {
+    let sb = start_demo().await;
+    let mut knobs = sb.sandbox().knobs();
+    knobs.faults.timeout_ms = 45_000;
+    sb.sandbox().set_knobs(knobs);
+    let c = warmed_up(&sb, 20).await;
+    // One held item holds its whole envelope.
+    sb.sandbox()
+        .add_fault(FaultRule::new("GET", "/organization", FaultStatus::TIMEOUT));
+    let requests: Vec<m365_graph::BatchRequest> = (0..8)
+        .map(|i| {
+            let url = if i == 5 { "/organization" } else { "/domains" };
+            m365_graph::BatchRequest::get(i.to_string(), url)
+        })
+        .collect();
+    let before = c.stats().http_requests;
+    let answers = tokio::time::timeout(Duration::from_secs(30), c.batch(requests))
+        .await
+        .expect("the late envelope was waited for")
+        .unwrap();
+    assert_eq!(answers.len(), 8);
+    for a in &answers {
+        assert!(a.is_success(), "item {} answered {}", a.id, a.status);
+    }
+    assert_eq!(
+        answers[5].json::<serde_json::Value>().unwrap()["value"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(c.hedges(), 1, "one split, taken from the hedge budget");
+    assert_eq!(
+        c.stats().http_requests - before,
+        3,
+        "the late envelope of eight, then two of four"
+    );
+}
+
+#[tokio::test]
 async fn a_late_answer_to_a_create_is_given_up_and_the_user_it_made_adopted() {
     let sb = start_demo().await;
     let mut knobs = sb.sandbox().knobs();

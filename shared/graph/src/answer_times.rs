@@ -26,7 +26,7 @@ const MIN_SAMPLES: usize = 16;
 const LATE_FACTOR: u32 = 4;
 const OUTLIER_SHARE: usize = 16;
 /// … and never sooner than this.
-const LATE_FLOOR: Duration = Duration::from_secs(2);
+const LATE_FLOOR: Duration = Duration::from_secs(1);
 /// At most one hedge per this many answers, plus a few.
 const HEDGE_SHARE: u64 = 10;
 const HEDGE_ALLOWANCE: u64 = 8;
@@ -90,6 +90,11 @@ pub(crate) enum WhenLate {
     Hedge,
     /// Give the request up as a timeout: its caller looks the outcome up (creates).
     GiveUp,
+    /// Give a `$batch` envelope of idempotent items up, when a hedge is left in the budget: its
+    /// caller sends the items again in smaller envelopes, since Graph answers an envelope only
+    /// once its slowest item is done and one held item holds them all. Without a hedge left,
+    /// wait as [`WhenLate::Hedge`] does.
+    Split,
     /// Wait up to the request timeout (a `$batch` holding creates: neither safe to re-send nor
     /// to look up as a whole).
     Wait,

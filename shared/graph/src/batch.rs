@@ -2,6 +2,7 @@
 //! results correlated by id, per-item throttling retried in follow-up batches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -306,7 +307,18 @@ impl GraphClient {
         let mut round: u32 = 0;
         while !pending.is_empty() {
             round += 1;
-            let (mut by_id, lane) = self.send_round(&pending).await?;
+            let Some((mut by_id, lane)) = self.send_round(&pending).await? else {
+                // The envelope was late: its items go again in two envelopes of half its size,
+                // each with its own rounds.
+                let second = pending.split_off(pending.len().div_ceil(2));
+                let (first, second) = tokio::join!(
+                    Box::pin(self.run_chunk(pending, earlier)),
+                    Box::pin(self.run_chunk(second, earlier))
+                );
+                final_results.extend(first?);
+                final_results.extend(second?);
+                return Ok(final_results);
+            };
             let (retry, wait) = self.to_retry(&pending, &by_id, lane);
             let exhausted = round >= self.settings().max_attempts;
             let delay = if retry.is_empty() || exhausted {
@@ -351,11 +363,12 @@ impl GraphClient {
     }
 
     /// One envelope of `pending`, paced: the answers by item id, and the lane (app
-    /// registration) the envelope went through.
+    /// registration) the envelope went through; `None` when the envelope was given up as late
+    /// ([`WhenLate::Split`]) and its items are to be sent again in smaller envelopes.
     async fn send_round(
         &self,
         pending: &[BatchRequest],
-    ) -> Result<(HashMap<String, BatchResponse>, usize), GraphError> {
+    ) -> Result<Option<(HashMap<String, BatchResponse>, usize)>, GraphError> {
         let cost = pending
             .iter()
             .fold(Cost::default(), |acc, r| acc.plus(r.cost()));
@@ -373,12 +386,16 @@ impl GraphClient {
         let twice_is_safe = pending.iter().all(BatchRequest::may_apply_twice);
         call.retry_transient = twice_is_safe;
         call.class = AnswerClass::of_batch(pending.iter().any(|r| is_write(&r.method)));
-        call.when_late = if twice_is_safe {
-            WhenLate::Hedge
-        } else {
-            WhenLate::Wait
+        call.when_late = match (twice_is_safe, can_split(pending)) {
+            (true, true) => WhenLate::Split,
+            (true, false) => WhenLate::Hedge,
+            (false, _) => WhenLate::Wait,
         };
-        let raw = self.send(&call).await?;
+        let raw = match self.send(&call).await {
+            Ok(raw) => raw,
+            Err(_) if call.given_up_late.load(Ordering::Relaxed) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let wire: WireBatch = decode(&call, &raw.body)?;
         let mut by_id: HashMap<String, BatchResponse> = HashMap::new();
         for item in wire.responses {
@@ -409,7 +426,7 @@ impl GraphClient {
                 },
             );
         }
-        Ok((by_id, raw.lane))
+        Ok(Some((by_id, raw.lane)))
     }
 
     /// Items to send again (throttled, or unavailable and safe to apply twice, or failed 424 behind one
@@ -510,6 +527,16 @@ fn settle_dependencies(
         }
     }
     (pending, settled)
+}
+
+/// Whether `pending` may go in two envelopes: more than one item, none depending on another
+/// of them (a `dependsOn` names only items of its own envelope).
+fn can_split(pending: &[BatchRequest]) -> bool {
+    let ids: HashSet<String> = pending.iter().map(|r| key(&r.id)).collect();
+    pending.len() > 1
+        && pending
+            .iter()
+            .all(|r| r.depends_on.iter().all(|d| !ids.contains(&key(d))))
 }
 
 /// The `requests` of a `$batch` envelope (https://learn.microsoft.com/graph/json-batching):

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
@@ -174,6 +174,9 @@ pub(crate) struct Call {
     pub(crate) retry_transient: bool,
     /// What a late answer makes of the call.
     pub(crate) when_late: WhenLate,
+    /// Set when the call was given up because its answer was late ([`WhenLate::Split`]): such
+    /// a call is not retried as it stands; its caller sends its items again.
+    pub(crate) given_up_late: Arc<AtomicBool>,
     /// Whose answer times its own are compared with.
     pub(crate) class: AnswerClass,
     /// What the quota is charged for it, when not its own cost: a `$batch` envelope is
@@ -376,6 +379,7 @@ impl GraphClient {
         Call {
             retry_transient: true,
             when_late: WhenLate::Hedge,
+            given_up_late: Arc::default(),
             class: AnswerClass::of(&method),
             charge: None,
             url: format!("{}{}", self.inner.endpoints.graph_base, path_and_query),
@@ -423,6 +427,7 @@ impl GraphClient {
             body: None,
             retry_transient: true,
             when_late: WhenLate::Hedge,
+            given_up_late: Arc::default(),
             class: AnswerClass::Read,
             charge: None,
         })
@@ -456,7 +461,9 @@ impl GraphClient {
             .sleep(tokio::time::sleep)
             .when(|e: &GraphError| match e {
                 GraphError::Throttled { .. } => true,
-                GraphError::Transient { .. } => call.retry_transient,
+                GraphError::Transient { .. } => {
+                    call.retry_transient && !call.given_up_late.load(Ordering::Relaxed)
+                }
                 _ => false,
             })
             .adjust(|e, next| {
@@ -616,15 +623,16 @@ impl GraphClient {
                     late_ms = late.as_millis() as u64,
                     "Graph's answer is late; giving the request up and looking its outcome up"
                 );
-                return Err(GraphError::transport(ErrorContext {
-                    method: call.method.to_string(),
-                    path: call.path.clone(),
-                    message: format!(
-                        "no answer within {:.1} s (4 times the slowest recent answer)",
-                        late.as_secs_f64()
-                    ),
-                    ..ErrorContext::default()
-                }));
+                return Err(late_error(call, late));
+            }
+            if is_late && call.when_late == WhenLate::Split && self.inner.answer_times.take_hedge()
+            {
+                tracing::info!(
+                    late_ms = late.as_millis() as u64,
+                    "Graph's answer to a batch is late; sending its items again in smaller envelopes"
+                );
+                call.given_up_late.store(true, Ordering::Relaxed);
+                return Err(late_error(call, late));
             }
             if is_late && sent.len() < MAX_SENDS && self.inner.answer_times.take_hedge() {
                 tracing::info!(
@@ -927,6 +935,18 @@ fn query_of(url: &str) -> &str {
     url.find('?').map(|i| &url[i..]).unwrap_or("")
 }
 
+/// The error of a call given up because no answer came within `late`.
+fn late_error(call: &Call, late: Duration) -> GraphError {
+    GraphError::transport(ErrorContext {
+        method: call.method.to_string(),
+        path: call.path.clone(),
+        message: format!(
+            "no answer within {:.1} s (4 times the slowest recent answer)",
+            late.as_secs_f64()
+        ),
+        ..ErrorContext::default()
+    })
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -944,6 +964,7 @@ mod tests {
             })),
             retry_transient: false,
             when_late: WhenLate::GiveUp,
+            given_up_late: Arc::default(),
             class: AnswerClass::Write,
             charge: None,
         };

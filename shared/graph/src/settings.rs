@@ -117,25 +117,29 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Replication-lag default (docs/graph-behaviour.md#replication-lag): 6 attempts, 1 s, ×2,
-    /// jitter (~30 s in total).
+    /// Replication-lag default (docs/graph-behaviour.md#replication-lag): 12 attempts from
+    /// 250 ms, ×1.5 up to 4 s, jitter (24–48 s in total). A new object usually shows within a
+    /// few seconds, so the first looks come soon after one another rather than a second apart.
     pub fn replication_default() -> Self {
         RetryPolicy {
-            max_attempts: 6,
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(16),
-            factor: 2.0,
+            max_attempts: 12,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(4),
+            factor: 1.5,
             jitter: true,
         }
     }
 
-    /// Transient-failure default (5xx, timeouts, connection errors): 5 attempts, 1 s, ×2, jitter.
+    /// Transient-failure default (5xx, timeouts, connection errors): 6 attempts from 250 ms,
+    /// ×2.5, jitter (16–32 s in all). A sporadic 5xx is tried again soon; an outage is ridden
+    /// out about as long as a few 1 s-based doublings would. A `Retry-After` Graph sends takes
+    /// the place of the computed delay.
     pub fn transient_default() -> Self {
         RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_secs(1),
+            max_attempts: 6,
+            base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
-            factor: 2.0,
+            factor: 2.5,
             jitter: true,
         }
     }
