@@ -1039,3 +1039,46 @@ async fn throttled_batch_items_are_applied_exactly_once() {
     assert_eq!(c.writes, 56);
     assert_counters_match(&dir, &sb);
 }
+
+#[tokio::test]
+async fn operations_waiting_out_a_retry_after_do_not_hold_the_others_back() {
+    let sb = start_demo().await;
+    // Two requests in flight at most; the two group creates are answered 429 with 2 s to wait.
+    let settings = GraphSettings {
+        concurrency: 2,
+        adaptive_concurrency: false,
+        ..settings(&sb)
+    };
+    let dir = GraphDirectory::new(client_with(settings, demo_credentials()));
+    sb.sandbox().add_fault(FaultRule {
+        count: 2,
+        retry_after: Some(2.0),
+        ..FaultRule::new("POST", "/groups", FaultStatus::Status(429))
+    });
+    let from = sb.sandbox().request_log().len();
+    let mut ops: Vec<DirectoryOp> = (0..2)
+        .map(|i| DirectoryOp::CreateGroup {
+            display_name: format!("Waiting {i}"),
+            mail_nickname: format!("waiting{i}"),
+            kind: GroupKind::Security,
+            description: None,
+            earlier_attempt: None,
+        })
+        .collect();
+    ops.extend((0..8).map(|i| create_op(&format!("wait{i}"))));
+    let out = dir.apply(ops).await;
+    for r in &out {
+        created_id(r);
+    }
+    let creates: Vec<String> = log_since(&sb, from)
+        .iter()
+        .filter(|r| r.method == "POST" && matches!(r.path.as_str(), "/v1.0/users" | "/v1.0/groups"))
+        .map(|r| format!("{} {}", r.path.trim_start_matches("/v1.0/"), r.status))
+        .collect();
+    // The throttled group creates wait their Retry-After without a request slot: the user
+    // creates behind them are answered before either is sent again.
+    let mut want = vec!["groups 429".to_owned(); 2];
+    want.extend(vec!["users 201".to_owned(); 8]);
+    want.extend(vec!["groups 201".to_owned(); 2]);
+    assert_eq!(creates, want);
+}

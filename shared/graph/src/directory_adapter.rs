@@ -784,7 +784,10 @@ impl Directory for GraphDirectory {
                 envelopes.push(list.by_ref().take(MAX_BATCH).collect());
             }
         }
-        let width = self.width();
+        // Every envelope and dedicated operation is started at once: the client's limiter and
+        // pacer bound the requests in flight, so an operation waiting out a Retry-After or a
+        // replication delay holds no request slot and does not hold the others back.
+        let width = envelopes.len().max(dedicated.len()).max(1);
         let batched = futures::stream::iter(envelopes)
             .map(|env| self.run_batch(env))
             .buffer_unordered(width)

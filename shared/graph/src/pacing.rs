@@ -112,11 +112,14 @@ pub enum ThrottleSignal {
     Unscoped,
 }
 
-/// Weight of the newest answer in the running share of 429s.
-const THROTTLED_SHARE_WEIGHT: f64 = 1.0 / 32.0;
-/// An unscoped 429 is part of an episode once the running share of 429s reaches this: about six
-/// in a row, or one in ten answers for a while. Below it, the 429 costs only its own request
-/// (which waits its Retry-After), so sporadic 429s far below the quota do not slow the run.
+/// Weight of the newest answer in the running share of 429s: about the last 64 answers count,
+/// so a few sporadic 429s close together (one in 25 answers leaves five in some window of 32
+/// every few thousand answers) do not read as an episode.
+const THROTTLED_SHARE_WEIGHT: f64 = 1.0 / 64.0;
+/// An unscoped 429 is part of an episode once the running share of 429s reaches this: about
+/// eight in a row, or one answer in seven for a while. Below it, the 429 costs only its own
+/// request (which waits its Retry-After), so sporadic 429s far below the quota do not slow the
+/// run.
 const EPISODE_SHARE: f64 = 0.15;
 
 /// Lowest rate multiplier after repeated 429s.
@@ -487,6 +490,28 @@ mod tests {
         assert!((spent.rate_factor() - 1.0).abs() < 1e-9);
     }
 
+    #[test]
+    fn a_cluster_of_sporadic_429s_is_not_an_episode() {
+        let p = Pacer::new(&PacingConfig::default());
+        // One 429 in every 25 answers for a while …
+        for _ in 0..40 {
+            for _ in 0..24 {
+                p.on_success(None);
+            }
+            p.on_throttled(Some(Duration::from_secs(1)), ThrottleSignal::Unscoped);
+        }
+        // … then, by chance, five close together: one in every three answers.
+        for i in 0..5 {
+            p.on_success(None);
+            p.on_success(None);
+            assert!(
+                !p.on_throttled(Some(Duration::from_secs(1)), ThrottleSignal::Unscoped),
+                "429 {i} of the cluster was read as an episode"
+            );
+        }
+        assert!((p.rate_factor() - 1.0).abs() < 1e-9);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn sporadic_unscoped_429s_cost_only_their_own_request() {
         let p = Pacer::new(&PacingConfig::default());
@@ -509,7 +534,7 @@ mod tests {
             .map(|_| p.on_throttled(Some(Duration::from_secs(1)), ThrottleSignal::Unscoped))
             .position(|r| r)
             .expect("an episode");
-        assert!((3..8).contains(&reacted), "reacted at the {reacted}th");
+        assert!((5..10).contains(&reacted), "reacted at the {reacted}th");
         assert!((p.rate_factor() - 0.5).abs() < 1e-9);
         let start = Instant::now();
         p.acquire(c(1, 1)).await;
