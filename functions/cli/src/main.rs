@@ -21,7 +21,8 @@ mod exit;
 ///
 /// Exit codes: 0 success · 1 unexpected failure · 2 configuration or usage error · 3 finished
 /// with per-object failures · 4 deletion circuit breaker tripped · 5 connection or authentication
-/// failure · 6 another run holds the connection.
+/// failure · 6 another run holds the connection. `plan --detailed-exitcode`: 0 no changes · 2
+/// changes pending · 1 any error.
 #[derive(Debug, Parser)]
 #[command(name = "m365-provisioner", version, about, long_about)]
 struct Cli {
@@ -71,19 +72,19 @@ fn main() -> ExitCode {
             return exit::Code::Failure.into();
         }
     };
-    let code = runtime.block_on(async {
+    runtime.block_on(async {
         match cli.command {
-            Command::Sandbox(args) => commands::sandbox::run(args).await,
-            Command::TestConnection(args) => commands::test_connection::run(args).await,
+            Command::Sandbox(args) => commands::sandbox::run(args).await.into(),
+            Command::TestConnection(args) => commands::test_connection::run(args).await.into(),
+            // `--detailed-exitcode` has codes of its own.
             Command::Plan(args) => commands::plan::run(args).await,
-            Command::Sync(args) => commands::sync::run(args).await,
-            Command::Status(args) => commands::status::run(args).await,
-            Command::Rule(args) => commands::rule::run(args).await,
-            Command::Unlock(args) => commands::unlock::run(args).await,
-            Command::Cloud(args) => cloud::run(args).await,
+            Command::Sync(args) => commands::sync::run(args).await.into(),
+            Command::Status(args) => commands::status::run(args).await.into(),
+            Command::Rule(args) => commands::rule::run(args).await.into(),
+            Command::Unlock(args) => commands::unlock::run(args).await.into(),
+            Command::Cloud(args) => cloud::run(args).await.into(),
         }
-    });
-    code.into()
+    })
 }
 
 fn init_logging(filter: &str) {

@@ -218,3 +218,34 @@ fn rule_delete_with_deprovision_forgets_the_rule() {
     assert_eq!(status["linked"]["users"], 0);
     assert_eq!(status["linked"]["groups"], 0);
 }
+
+#[test]
+fn plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_error() {
+    let (_dir, config) = examples_copy();
+    let pending = run(&["plan", "--detailed-exitcode"], &config);
+    assert_eq!(pending.status.code(), Some(2), "{}", stderr(&pending));
+    assert!(
+        stdout(&pending).contains("create user"),
+        "{}",
+        stdout(&pending)
+    );
+    // Without the flag, the same plan is a success.
+    assert_eq!(run(&["plan"], &config).status.code(), Some(0));
+
+    let synced = run(&["sync"], &config);
+    assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
+    let settled = run(&["plan", "--detailed-exitcode"], &config);
+    assert_eq!(settled.status.code(), Some(0), "{}", stderr(&settled));
+    assert!(
+        stdout(&settled).contains("no changes"),
+        "{}",
+        stdout(&settled)
+    );
+
+    // A configuration error is 1 under the flag (2 without it).
+    let missing = Path::new("/nonexistent/m365-provisioner.toml");
+    let broken = run(&["plan", "--detailed-exitcode"], missing);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(stderr(&broken).contains("/nonexistent/m365-provisioner.toml"));
+    assert_eq!(run(&["plan"], missing).status.code(), Some(2));
+}

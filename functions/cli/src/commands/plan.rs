@@ -1,6 +1,7 @@
 //! `m365-provisioner plan`: what a sync would do, changing nothing.
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use serde_json::json;
 
@@ -13,21 +14,52 @@ Reads the source, the stored state and the tenant (lookups only) and prints ever
 sync would carry out: creates, links of existing users and groups, updates with old → new
 values, license, manager and membership changes, disables and deletes. Nothing is written.
 
+With --detailed-exitcode the exit code says whether there is anything to do, as
+`terraform plan -detailed-exitcode` does: 0 no changes, 2 changes pending, 1 an error of any
+kind (the message names it). Without it, the documented codes apply (0 success, 2 configuration
+error, 5 connection failure, …).
+
 Examples:
   m365-provisioner plan --config examples/m365-provisioner.toml
-  m365-provisioner plan --json | jq '.steps[] | select(.op == \"create_user\")'")]
+  m365-provisioner plan --json | jq '.steps[] | select(.op == \"create_user\")'
+  m365-provisioner plan --detailed-exitcode > plan.txt; [ $? -eq 2 ] && echo \"changes pending\"")]
 pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Exit 0 when there are no changes, 2 when changes are pending, 1 on any error (for
+    /// pipelines).
+    #[arg(long)]
+    detailed_exitcode: bool,
 }
 
-pub async fn run(args: Args) -> Code {
+/// Whether the plan holds steps, as `--detailed-exitcode` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Nothing,
+    Changes,
+}
+
+pub async fn run(args: Args) -> ExitCode {
+    let detailed = args.detailed_exitcode;
+    let (code, pending) = plan(args).await;
+    if !detailed {
+        return code.into();
+    }
+    match (code, pending) {
+        (Code::Success, Some(Pending::Nothing)) => ExitCode::SUCCESS,
+        (Code::Success, Some(Pending::Changes)) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Plans and prints; the exit code and, when planning succeeded, whether changes are pending.
+async fn plan(args: Args) -> (Code, Option<Pending>) {
     let app = match build(&args.config, args.json).await {
         Ok(app) => app,
-        Err(code) => return code,
+        Err(code) => return (code, None),
     };
     let planned = match app.engine().plan().await {
         Ok(planned) => planned,
@@ -42,7 +74,7 @@ pub async fn run(args: Args) -> Code {
             } else {
                 let _ = writeln!(std::io::stderr(), "error: {message}");
             }
-            return Code::Connection;
+            return (Code::Connection, None);
         }
     };
     let plan = &planned.plan;
@@ -63,7 +95,12 @@ pub async fn run(args: Args) -> Code {
         let _ = write!(out, "{}", plan.render_table());
         let _ = writeln!(out, "{}", summary(plan));
     }
-    Code::Success
+    let pending = if plan.steps.is_empty() {
+        Pending::Nothing
+    } else {
+        Pending::Changes
+    };
+    (Code::Success, Some(pending))
 }
 
 /// One line: counts per operation.
