@@ -1,6 +1,7 @@
 //! `m365-provisioner`: the command line of the provisioner. Each subcommand is a thin wrapper
 //! around the shared libraries; exit codes are part of the interface (see [`exit`]).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,12 +27,52 @@ mod exit;
 #[derive(Debug, Parser)]
 #[command(name = "m365-provisioner", version, about, long_about)]
 struct Cli {
-    /// Log filter (tracing syntax), e.g. `info`, `debug`, `m365_graph=debug`.
-    #[arg(long, global = true, env = "M365_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter (tracing syntax), e.g. `info`, `debug`, `m365_graph=debug`. Wins over
+    /// RUST_LOG, which wins over -v and -q; without any of them, warnings and errors.
+    #[arg(long, global = true, env = "M365_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Errors only on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// How log lines are written on stderr: `text`, or `json` (one object per line, for a log
+    /// collector).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// The log filter: `--log` (or `M365_LOG`), else `RUST_LOG`, else the level -q / -v pick.
+    fn log_filter(&self) -> String {
+        if let Some(filter) = &self.log {
+            return filter.clone();
+        }
+        if let Ok(filter) = std::env::var("RUST_LOG")
+            && !filter.trim().is_empty()
+        {
+            return filter;
+        }
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            (false, 2) => "debug",
+            (false, _) => "trace",
+        };
+        level.to_owned()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +102,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    init_logging(&cli.log_filter(), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,12 +128,26 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = match tracing_subscriber::EnvFilter::try_new(filter) {
+        Ok(filter) => filter,
+        Err(error) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: the log filter {filter:?} is not valid ({error}); logging warnings"
+            );
+            tracing_subscriber::EnvFilter::new("warn")
+        }
+    };
+    // Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_ansi(colour)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_target(false).init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
 }

@@ -249,3 +249,59 @@ fn plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_error() {
     assert!(stderr(&broken).contains("/nonexistent/m365-provisioner.toml"));
     assert_eq!(run(&["plan"], missing).status.code(), Some(2));
 }
+
+/// `plan` with extra arguments and environment, against a private copy of examples/.
+fn plan_logging(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_m365-provisioner"));
+    command
+        .arg("plan")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("M365_CONFIG")
+        .env_remove("M365_LOG")
+        .env_remove("RUST_LOG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    output
+}
+
+#[test]
+fn verbosity_rust_log_and_json_log_lines() {
+    let (_dir, config) = examples_copy();
+    let read = "file source read";
+    // Warnings and errors only by default, and with -q.
+    assert!(!stderr(&plan_logging(&config, &[], &[])).contains(read));
+    assert!(!stderr(&plan_logging(&config, &["-q"], &[])).contains(read));
+    // -v shows info lines, as RUST_LOG=info does; --log wins over RUST_LOG.
+    let verbose = stderr(&plan_logging(&config, &["-v"], &[]));
+    assert!(verbose.contains(read), "{verbose}");
+    assert!(verbose.contains("INFO"), "{verbose}");
+    assert!(
+        !verbose.contains('\u{1b}'),
+        "no colour when stderr is not a terminal"
+    );
+    let rust_log = stderr(&plan_logging(&config, &[], &[("RUST_LOG", "info")]));
+    assert!(rust_log.contains(read), "{rust_log}");
+    let explicit = stderr(&plan_logging(
+        &config,
+        &["--log", "warn"],
+        &[("RUST_LOG", "info")],
+    ));
+    assert!(!explicit.contains(read), "{explicit}");
+    // --log-format json: one JSON object per line, the message among its fields.
+    let json = stderr(&plan_logging(&config, &["-v", "--log-format", "json"], &[]));
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let found = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == read)
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(found["level"], "INFO");
+    assert_eq!(found["fields"]["users"], 50);
+}
