@@ -4,10 +4,16 @@
 //! `;` is a list, split on `;` with each item trimmed and empty items dropped; an empty cell is an
 //! absent attribute. Standard CSV quoting applies, so a DN such as `"cn=Ann,ou=People,dc=x"`
 //! keeps its commas.
+//!
+//! The cell delimiter (`,` by default, `;` or a tab as Excel writes them in some locales) and the
+//! encoding (UTF-8 with or without a byte-order mark, or Windows-1252) are settings of the
+//! source; whatever the encoding, the text is read as UTF-8 once decoded.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use csv::{ErrorKind, ReaderBuilder, StringRecord};
+use m365_core::config::file_source::CsvEncoding;
 use m365_core::{AttrValue, Attributes, SourceError, SourceGroup, SourceUser};
 
 use crate::FileSourceConfig;
@@ -53,8 +59,16 @@ fn column(
     file: &str,
 ) -> Result<usize, SourceError> {
     headers.iter().position(|h| h == wanted).ok_or_else(|| {
+        // One column whose name holds another likely delimiter: the file is split on another one.
+        let hint = match headers.iter().collect::<Vec<_>>().as_slice() {
+            [only] if only.contains(';') => "; the header is one column: set `delimiter = \";\"`",
+            [only] if only.contains('\t') => {
+                "; the header is one column: set `delimiter = \"\\t\"`"
+            }
+            _ => "",
+        };
         SourceError::Unreadable(format!(
-            "{name} ({file}): no \"{wanted}\" column in the header (columns: {}){key}",
+            "{name} ({file}): no \"{wanted}\" column in the header (columns: {}){key}{hint}",
             headers.iter().collect::<Vec<_>>().join(", ")
         ))
     })
@@ -101,10 +115,30 @@ fn rows(
     Ok(rows)
 }
 
-fn reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
+/// The file's bytes as UTF-8: a UTF-8 byte-order mark dropped, Windows-1252 decoded (every byte
+/// has a character there, so decoding cannot fail).
+fn decoded(bytes: &[u8], encoding: CsvEncoding) -> Cow<'_, [u8]> {
+    match encoding {
+        CsvEncoding::Utf8 => Cow::Borrowed(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)),
+        CsvEncoding::Windows1252 => {
+            match encoding_rs::WINDOWS_1252
+                .decode_without_bom_handling(bytes)
+                .0
+            {
+                Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+                Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+            }
+        }
+    }
+}
+
+fn reader<'a>(bytes: &'a [u8], config: &FileSourceConfig) -> csv::Reader<&'a [u8]> {
+    // `FileSourceConfig::validate` keeps the delimiter ASCII.
+    let delimiter = u8::try_from(config.delimiter).unwrap_or(b',');
     ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
+        .delimiter(delimiter)
         .from_reader(bytes)
 }
 
@@ -143,7 +177,8 @@ pub(crate) fn parse_users(
     config: &FileSourceConfig,
 ) -> Result<Vec<Raw<SourceUser>>, SourceError> {
     const NAME: &str = "users.csv";
-    let mut reader = reader(bytes);
+    let text = decoded(bytes, config.encoding);
+    let mut reader = reader(&text, config);
     let headers = header(NAME, file, &mut reader)?;
     let id_index = column(
         &headers,
@@ -197,9 +232,14 @@ pub(crate) fn parse_users(
         .collect())
 }
 
-pub(crate) fn parse_groups(file: &str, bytes: &[u8]) -> Result<Vec<Raw<SourceGroup>>, SourceError> {
+pub(crate) fn parse_groups(
+    file: &str,
+    bytes: &[u8],
+    config: &FileSourceConfig,
+) -> Result<Vec<Raw<SourceGroup>>, SourceError> {
     const NAME: &str = "groups.csv";
-    let mut reader = reader(bytes);
+    let text = decoded(bytes, config.encoding);
+    let mut reader = reader(&text, config);
     let headers = header(NAME, file, &mut reader)?;
     let id_index = column(&headers, "id", "", NAME, file)?;
     let name_index = column(&headers, "name", "", NAME, file)?;

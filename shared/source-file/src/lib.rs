@@ -34,5 +34,7 @@ mod parsed;
 mod source;
 
 pub use loader::{FileLoader, LocalFileLoader};
-pub use m365_core::config::file_source::{FileFormat, FileSourceConfig, FileSourceConfigError};
+pub use m365_core::config::file_source::{
+    CsvEncoding, FileFormat, FileSourceConfig, FileSourceConfigError,
+};
 pub use source::FileSource;

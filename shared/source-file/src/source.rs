@@ -168,7 +168,9 @@ impl FileSource {
                              groups, or the file"
                         )));
                     }
-                    (Some(bytes), true) => Some(csv_format::parse_groups(groups, &bytes)?),
+                    (Some(bytes), true) => {
+                        Some(csv_format::parse_groups(groups, &bytes, &self.config)?)
+                    }
                     (None, false) => Some(Vec::new()),
                     (None, true) => None,
                 };

@@ -432,3 +432,68 @@ async fn format_csv_forces_csv_even_for_a_json_looking_location() {
         )
     );
 }
+
+#[tokio::test]
+async fn an_excel_export_with_semicolons_in_windows_1252_reads_with_its_delimiter_and_encoding() {
+    let dir = fixture("csv/excel");
+    let config = FileSourceConfig {
+        delimiter: ';',
+        encoding: m365_source_file::CsvEncoding::Windows1252,
+        ..FileSourceConfig::new(dir.clone())
+    };
+    config.validate().unwrap();
+    let page = whole(&FileSource::local(config).unwrap()).await;
+    assert_eq!(page.errors, vec![]);
+    assert_eq!(
+        page.users,
+        vec![
+            user(
+                "u1",
+                true,
+                attrs(&[
+                    ("displayName", text("Zoë Müller")),
+                    ("department", text("Ventes")),
+                    // A quoted cell holding ';' is still a list.
+                    ("costCentre", list(&["FR-12", "FR-13"])),
+                ])
+            ),
+            user(
+                "u2",
+                false,
+                attrs(&[
+                    ("displayName", text("José Núñez")),
+                    ("department", text("Finanzas")),
+                    ("costCentre", text("€ 4")),
+                ])
+            ),
+        ]
+    );
+    assert_eq!(
+        page.groups,
+        vec![group("g1", "Équipe Paris", &["u1", "u2"], attrs(&[]))]
+    );
+
+    // Read with the defaults, the header is one column, and the error says which setting to set.
+    let message = unreadable(source(&dir).snapshot_page(None, 10).await);
+    assert!(message.contains("no \"id\" column"), "{message}");
+    assert!(message.contains("delimiter = \";\""), "{message}");
+}
+
+#[test]
+fn a_delimiter_that_cannot_separate_cells_is_refused_naming_the_key() {
+    for bad in ['"', '\n', 'é'] {
+        let config = FileSourceConfig {
+            delimiter: bad,
+            ..FileSourceConfig::new("exports/")
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("`delimiter`"), "{message}");
+    }
+    for good in [',', ';', '\t', '|'] {
+        let config = FileSourceConfig {
+            delimiter: good,
+            ..FileSourceConfig::new("exports/")
+        };
+        assert_eq!(config.validate(), Ok(()));
+    }
+}

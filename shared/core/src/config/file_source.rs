@@ -13,6 +13,24 @@ pub enum FileFormat {
     Csv,
 }
 
+/// How a CSV file's bytes are text (`encoding = "…"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CsvEncoding {
+    /// UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one).
+    #[default]
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    /// Windows-1252, what Excel's plain "CSV" writes on Western-European Windows; ISO-8859-1
+    /// files read the same (https://encoding.spec.whatwg.org/#names-and-labels).
+    #[serde(
+        rename = "windows-1252",
+        alias = "cp1252",
+        alias = "iso-8859-1",
+        alias = "latin1"
+    )]
+    Windows1252,
+}
+
 /// Settings of the file source. Unknown keys are rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +62,17 @@ pub struct FileSourceConfig {
     /// file is unreadable.
     #[serde(default = "default_groups")]
     pub groups: bool,
+    /// CSV only: the character between cells. `,` by default; Excel writes `;` where the
+    /// decimal separator is a comma, and "Unicode text" exports use a tab (`"\t"`).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// CSV only: the files' character encoding, `utf-8` (the default) or `windows-1252`.
+    #[serde(default)]
+    pub encoding: CsvEncoding,
+}
+
+fn default_delimiter() -> char {
+    ','
 }
 
 fn default_groups() -> bool {
@@ -85,6 +114,10 @@ pub enum FileSourceConfigError {
         "file source: \"{0}\" is in both `enabled_values` and `disabled_values`; remove it from one"
     )]
     AmbiguousValue(String),
+    #[error(
+        "file source: `delimiter` is {0:?}; use one ASCII character other than a quote or a line break, such as \",\", \";\" or \"\\t\""
+    )]
+    InvalidDelimiter(char),
 }
 
 impl FileSourceConfig {
@@ -98,6 +131,8 @@ impl FileSourceConfig {
             enabled_values: default_enabled_values(),
             disabled_values: default_disabled_values(),
             groups: default_groups(),
+            delimiter: default_delimiter(),
+            encoding: CsvEncoding::Utf8,
         }
     }
 
@@ -120,6 +155,9 @@ impl FileSourceConfig {
         }
         if self.disabled_values.iter().all(|v| v.trim().is_empty()) {
             return Err(FileSourceConfigError::EmptyValues("disabled_values"));
+        }
+        if !self.delimiter.is_ascii() || matches!(self.delimiter, '"' | '\r' | '\n') {
+            return Err(FileSourceConfigError::InvalidDelimiter(self.delimiter));
         }
         for value in &self.enabled_values {
             if self

@@ -601,6 +601,35 @@ source = "generate"
     }
 
     #[test]
+    fn csv_delimiter_and_encoding_are_read_and_a_bad_one_is_named() {
+        let excel = MINIMAL.replace(
+            "location = \"users.json\"",
+            "location = \"exports/\"\ndelimiter = \";\"\nencoding = \"windows-1252\"",
+        );
+        assert_ne!(excel, MINIMAL, "the replacement applies");
+        let config = Config::from_toml(&excel, "test.toml").unwrap();
+        let SourceConfig::File(file) = &config.source else {
+            panic!("a file source: {:?}", config.source);
+        };
+        assert_eq!(file.delimiter, ';');
+        assert_eq!(file.encoding, file_source::CsvEncoding::Windows1252);
+        let tab = excel.replace("delimiter = \";\"", "delimiter = \"\\t\"");
+        let config = Config::from_toml(&tab, "test.toml").unwrap();
+        let SourceConfig::File(file) = &config.source else {
+            panic!("a file source: {:?}", config.source);
+        };
+        assert_eq!(file.delimiter, '\t');
+        let unknown = excel.replace("windows-1252", "ebcdic");
+        let error = Config::from_toml(&unknown, "test.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("ebcdic") && error.contains("windows-1252"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn an_ldap_source_is_read_and_its_errors_name_the_key() {
         let ldap = MINIMAL.replace(
             "type = \"file\"\nlocation = \"users.json\"",
