@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc: a sync maps, hashes and compares every user, allocating small values by the million;
 /// glibc's allocator spent a third of a no-op run's CPU on them (`cargo bench -p
@@ -98,6 +98,10 @@ enum Command {
     /// The deployed product (AWS Lambda): upload and inspect the connection configs its
     /// functions read from the deployment's DynamoDB table (`cloud config upload|list|show|history`).
     Cloud(cloud::Args),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(commands::shell::CompletionsArgs),
+    /// Print the man page (or write every page into a directory with --dir).
+    Man(commands::shell::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +128,10 @@ fn main() -> ExitCode {
             Command::Rule(args) => commands::rule::run(args).await.into(),
             Command::Unlock(args) => commands::unlock::run(args).await.into(),
             Command::Cloud(args) => cloud::run(args).await.into(),
+            Command::Completions(args) => {
+                commands::shell::completions(&args, Cli::command()).into()
+            }
+            Command::Man(args) => commands::shell::man(&args, Cli::command()).into(),
         }
     })
 }

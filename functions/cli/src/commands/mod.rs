@@ -2,6 +2,7 @@ pub mod common;
 pub mod plan;
 pub mod rule;
 pub mod sandbox;
+pub mod shell;
 pub mod status;
 pub mod sync;
 pub mod test_connection;
