@@ -83,3 +83,20 @@ fn the_man_page_and_one_page_per_command() {
         assert!(text.contains(".TH"), "{name}");
     }
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    for args in [&["man"][..], &["completions", "bash"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first line is printed, as with `| head -0`.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{args:?}");
+    }
+}

@@ -947,6 +947,7 @@ fn late_error(call: &Call, late: Duration) -> GraphError {
         ..ErrorContext::default()
     })
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,31 +35,39 @@ pub struct ManArgs {
 
 pub fn completions(args: &CompletionsArgs, mut command: clap::Command) -> Code {
     let name = command.get_name().to_owned();
-    let mut out = std::io::stdout().lock();
-    clap_complete::generate(args.shell, &mut command, name, &mut out);
-    match out.flush() {
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, name, &mut script);
+    printed(std::io::stdout().lock().write_all(&script))
+}
+
+/// What a write to stdout ended with: a reader that stopped early (`| head`) is not an error.
+fn printed(result: std::io::Result<()>) -> Code {
+    match result {
         Ok(()) => Code::Success,
-        Err(_) => Code::Failure,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Code::Success,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot print: {e}");
+            Code::Failure
+        }
     }
 }
 
 pub fn man(args: &ManArgs, command: clap::Command) -> Code {
-    let written = match &args.dir {
-        Some(dir) => std::fs::create_dir_all(dir)
-            .and_then(|()| clap_mangen::generate_to(command, dir))
-            .map_err(|e| format!("cannot write the man pages into {}: {e}", dir.display())),
-        None => {
-            let mut out = std::io::stdout().lock();
-            clap_mangen::Man::new(command)
-                .render(&mut out)
-                .and_then(|()| out.flush())
-                .map_err(|e| format!("cannot print the man page: {e}"))
-        }
+    let Some(dir) = &args.dir else {
+        let mut page = Vec::new();
+        return match clap_mangen::Man::new(command).render(&mut page) {
+            Ok(()) => printed(std::io::stdout().lock().write_all(&page)),
+            Err(e) => printed(Err(e)),
+        };
     };
-    match written {
+    match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(command, dir)) {
         Ok(()) => Code::Success,
-        Err(message) => {
-            let _ = writeln!(std::io::stderr(), "error: {message}");
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot write the man pages into {}: {e}",
+                dir.display()
+            );
             Code::Failure
         }
     }
