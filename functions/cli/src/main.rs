@@ -83,6 +83,9 @@ enum Command {
     /// Check credentials and permissions against a tenant: obtains a token, reads the
     /// organization, and names every missing Graph permission.
     TestConnection(commands::test_connection::Args),
+    /// Check the configuration offline (keys, adapters, templates, scope filter) and try the
+    /// mapping on one source user.
+    Validate(commands::validate::Args),
     /// Show what a sync would do (creates, links, updates old → new, licenses, managers,
     /// memberships, disables, deletes), changing nothing.
     Plan(commands::plan::Args),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(args) => commands::sandbox::run(args).await.into(),
             Command::TestConnection(args) => commands::test_connection::run(args).await.into(),
+            Command::Validate(args) => commands::validate::run(args).await.into(),
             // `--detailed-exitcode` has codes of its own.
             Command::Plan(args) => commands::plan::run(args).await,
             Command::Sync(args) => commands::sync::run(args).await.into(),

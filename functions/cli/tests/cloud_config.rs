@@ -259,6 +259,37 @@ async fn an_invalid_config_is_refused_with_exit_code_2_and_nothing_is_written() 
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("[state]"), "{}", text(&output));
 
+    // A template that does not compile is refused as `validate` refuses it.
+    let template = write(
+        dir.path(),
+        "template.toml",
+        &VALID.replace("\"{{ mail }}\"", "\"{{ mail \""),
+    );
+    assert_ne!(std::fs::read_to_string(&template).unwrap(), VALID);
+    let output = run(
+        &[
+            "cloud",
+            "config",
+            "upload",
+            "--table",
+            TABLE,
+            "--file",
+            template.to_str().unwrap(),
+        ],
+        &moto,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("userPrincipalName"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("nothing was uploaded"),
+        "{}",
+        text(&output)
+    );
+
     let missing = run(
         &[
             "cloud",

@@ -305,3 +305,49 @@ fn verbosity_rust_log_and_json_log_lines() {
     assert_eq!(found["level"], "INFO");
     assert_eq!(found["fields"]["users"], 50);
 }
+
+#[test]
+fn validate_maps_the_first_source_user_and_names_each_problem() {
+    let (dir, config) = examples_copy();
+    let valid = run(&["validate"], &config);
+    assert_eq!(valid.status.code(), Some(0), "{}", stderr(&valid));
+    let report = stdout(&valid);
+    assert!(report.starts_with("valid: "), "{report}");
+    assert!(
+        report.contains("userPrincipalName = \"bjensen@example.com\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("licenses = [\"6fd2c87f-b296-42f0-b197-1e91e994b900\"]"),
+        "{report}"
+    );
+    // validate reads nothing but the files: no state, no tenant.
+    assert!(!dir.path().join(".state").exists());
+
+    // A sample user without the attribute the UPN template needs.
+    let sample = dir.path().join("sample.json");
+    std::fs::write(
+        &sample,
+        r#"{"users": [{"id": "u9", "enabled": true, "attributes": {"displayName": "No Mail", "usageLocation": "US", "licenseSku": "6fd2c87f-b296-42f0-b197-1e91e994b900"}}]}"#,
+    )
+    .unwrap();
+    let unmapped = run(&["validate", "--sample", sample.to_str().unwrap()], &config);
+    assert_eq!(unmapped.status.code(), Some(2), "{}", stdout(&unmapped));
+    let problem = stderr(&unmapped);
+    assert!(problem.contains("user u9"), "{problem}");
+    assert!(problem.contains("userPrincipalName"), "{problem}");
+
+    // A template that does not compile names its property; nothing else runs.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"{{ mail | lower }}\"", "\"{{ mail | lower \"");
+    std::fs::write(&config, text).unwrap();
+    let broken = run(&["validate"], &config);
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(
+        stderr(&broken).contains("userPrincipalName"),
+        "{}",
+        stderr(&broken)
+    );
+    assert!(stdout(&broken).is_empty(), "{}", stdout(&broken));
+}

@@ -124,6 +124,18 @@ pub fn compile_rule(
     domains: &[crate::directory::TenantDomain],
     secrets: &crate::secrets::ConnectionSecrets,
 ) -> Result<crate::planner::Rule, CompileError> {
+    compile_rule_with(
+        config,
+        crate::mapping::DomainPolicy::from_tenant(domains),
+        secrets,
+    )
+}
+
+fn compile_rule_with(
+    config: &crate::config::RuleConfig,
+    domains: crate::mapping::DomainPolicy,
+    secrets: &crate::secrets::ConnectionSecrets,
+) -> Result<crate::planner::Rule, CompileError> {
     crate::mapping::check_match_attribute(&config.mapping, &config.match_attribute)
         .map_err(CompileError::MatchAttribute)?;
     let default_password = match config.mapping.password.as_ref().map(|p| &p.source) {
@@ -136,9 +148,7 @@ pub fn compile_rule(
         config.scope.filter.as_deref(),
         default_password,
     )?;
-    mapping
-        .users_mut()
-        .set_domain_policy(crate::mapping::DomainPolicy::from_tenant(domains));
+    mapping.users_mut().set_domain_policy(domains);
     Ok(crate::planner::Rule {
         name: config.name.clone(),
         match_attribute: config.match_attribute.clone(),
@@ -154,6 +164,27 @@ pub fn compile_rule(
             .as_ref()
             .is_none_or(|p| p.reset_password),
     })
+}
+
+/// Compiles a rule without a tenant or secrets, as a configuration is checked before it is used
+/// (`validate`, `cloud config upload`): templates, scope filter, match attribute and mapping
+/// settings. UPN domains are not checked (they are the tenant's), and a password from the secret
+/// store is reported missing when a user is mapped.
+pub fn compile_rule_offline(
+    config: &crate::config::RuleConfig,
+) -> Result<crate::planner::Rule, CompileError> {
+    let no_secrets = crate::secrets::ConnectionSecrets {
+        tenant: String::new(),
+        client_id: String::new(),
+        client_secret: SecretString::from(String::new()),
+        additional_apps: Vec::new(),
+        extra: std::collections::BTreeMap::new(),
+    };
+    compile_rule_with(
+        config,
+        crate::mapping::DomainPolicy::unchecked(),
+        &no_secrets,
+    )
 }
 
 #[cfg(test)]

@@ -65,6 +65,9 @@ pub fn parse_cloud_config(text: &str, origin: &str) -> Result<Config, ConfigErro
         }
         Some(secrets) => check_secrets(secrets).map_err(fail)?,
     }
+    // The rule's templates, scope filter and match attribute, as `validate` checks them.
+    m365_core::rule_mapping::compile_rule_offline(&config.rule)
+        .map_err(|e| ConfigError::new(origin, Some("rule"), e.to_string()))?;
     Ok(config)
 }
 

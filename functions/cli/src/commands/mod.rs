@@ -7,3 +7,4 @@ pub mod status;
 pub mod sync;
 pub mod test_connection;
 pub mod unlock;
+pub mod validate;

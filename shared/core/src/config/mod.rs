@@ -254,6 +254,17 @@ pub enum SourceConfig {
     Pingone(pingone_source::PingOneSourceConfig),
 }
 
+impl SourceConfig {
+    /// The `type` it is written with.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Ldap(_) => "ldap",
+            SourceConfig::Pingone(_) => "pingone",
+        }
+    }
+}
+
 /// `[state]`: where the connection's links, checkpoints, errors and runs are kept, by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
