@@ -71,7 +71,8 @@ pub fn load_config(path: &Path) -> Result<Config, SetupError> {
         .map_err(|e| SetupError::config(e.to_string()))
 }
 
-fn relative_to(base: &Path, location: &str) -> String {
+/// `location` resolved against the configuration's folder, unless it is a URL or absolute.
+pub fn relative_to(base: &Path, location: &str) -> String {
     if location.contains("://") || Path::new(location).is_absolute() {
         location.to_owned()
     } else {

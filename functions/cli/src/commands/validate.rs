@@ -11,7 +11,7 @@ use m365_core::{ObjectKind, Source as _, SourceUser};
 use m365_source_file::{FileSource, FileSourceConfig};
 
 use super::common::ConfigArg;
-use crate::app::{config_base, load_config};
+use crate::app::{config_base, load_config, relative_to};
 use crate::exit::Code;
 
 #[derive(Debug, clap::Args)]
@@ -104,9 +104,7 @@ fn sample_of_source(config: &Config, base: &Path) -> Option<FileSourceConfig> {
         return None;
     }
     let mut settings = file.clone();
-    if !Path::new(&file.location).is_absolute() {
-        settings.location = base.join(&file.location).display().to_string();
-    }
+    settings.location = relative_to(base, &file.location);
     Some(settings)
 }
 
