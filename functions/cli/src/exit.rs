@@ -20,6 +20,9 @@ pub enum Code {
     /// Another run holds the connection's lease; nothing was done. The message names it and
     /// when its lease ends; try again then, or `unlock` if that run is gone for good.
     Busy = 6,
+    /// The plan was not carried out: a saved plan no longer matched what a sync would do, or
+    /// the operator answered no. Nothing was written.
+    Declined = 7,
 }
 
 impl From<Code> for ExitCode {

@@ -91,6 +91,9 @@ enum Command {
     Plan(commands::plan::Args),
     /// Bring the tenant in line with the source: plan, then carry the plan out.
     Sync(commands::sync::Args),
+    /// Carry out a plan saved by `plan --out FILE`: exactly that plan, or nothing when the
+    /// source, rule or tenant moved on in a way that changes it.
+    Apply(commands::apply::Args),
     /// Show the last runs, the linked objects and the objects in error with their next retry.
     Status(commands::status::Args),
     /// Manage rules: `rule delete [--deprovision]`.
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             // `--detailed-exitcode` has codes of its own.
             Command::Plan(args) => commands::plan::run(args).await,
             Command::Sync(args) => commands::sync::run(args).await.into(),
+            Command::Apply(args) => commands::apply::run(args).await.into(),
             Command::Status(args) => commands::status::run(args).await.into(),
             Command::Rule(args) => commands::rule::run(args).await.into(),
             Command::Unlock(args) => commands::unlock::run(args).await.into(),

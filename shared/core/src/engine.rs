@@ -54,7 +54,22 @@ pub struct SyncOptions<'a> {
     pub focus: Option<&'a Focus>,
     /// Read the whole source even when it could report only what changed since the last run.
     pub full: bool,
+    /// Asked once the plan is made, before anything is written (an operator's confirmation, a
+    /// saved plan compared with the one made now). `None`: approved.
+    pub approve: Option<&'a Approve>,
 }
+
+/// Whether a planned run goes ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    Approved,
+    /// Not carried out; the reason is the run's message.
+    Declined(String),
+}
+
+/// The approval hook of [`SyncOptions::approve`]: sees the plan, answers later (an operator may
+/// take a while; the run's lease is renewed meanwhile).
+pub type Approve = dyn Fn(&Plan) -> std::pin::Pin<Box<dyn Future<Output = Approval> + Send>> + Sync;
 
 /// The failures a change pass retries at most (those due first in the store's order); the
 /// rest wait for the next run.
@@ -216,6 +231,22 @@ impl Engine<'_> {
             }
         };
         let plan = planned.plan.clone();
+        if let Some(approve) = options.approve
+            && let Approval::Declined(reason) = approve(&plan).await
+        {
+            run.status = RunStatus::Declined;
+            run.finished_at = Some(self.clock.now());
+            run.message = Some(reason);
+            run.counts.planned = plan.steps.len() as u64;
+            self.state
+                .put_run(self.connection, &run, &held.lease())
+                .await?;
+            return Ok(SyncOutcome {
+                plan,
+                report: ExecutionReport::default(),
+                run,
+            });
+        }
         let now = self.clock.now();
 
         let executor = Executor {

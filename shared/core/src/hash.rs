@@ -8,7 +8,7 @@ use crate::model::LicenseAssignment;
 
 /// FNV-1a, 64 bits: stable across versions and platforms (unlike `std`'s hasher), and plenty
 /// against accidental collisions of one user's state with its own next state.
-fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
     for byte in bytes {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);

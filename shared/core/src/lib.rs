@@ -20,6 +20,7 @@ pub mod plan;
 pub mod planner;
 pub mod rule;
 pub mod rule_mapping;
+pub mod saved_plan;
 pub mod secrets;
 pub mod source;
 pub mod state;

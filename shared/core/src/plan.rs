@@ -152,6 +152,10 @@ pub enum Step {
         source_id: String,
         user_principal_name: String,
         manager_source_id: String,
+        /// The manager's userPrincipalName, for people reading the plan (empty in plans saved
+        /// before it was recorded).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        manager_user_principal_name: String,
     },
     RemoveManager {
         source_id: String,
@@ -378,6 +382,12 @@ impl Step {
                 parts.join(", ")
             }
             Step::SetManager {
+                manager_user_principal_name,
+                ..
+            } if !manager_user_principal_name.is_empty() => {
+                format!("manager → {manager_user_principal_name}")
+            }
+            Step::SetManager {
                 manager_source_id, ..
             } => format!("manager → source {manager_source_id}"),
             Step::AddMembers {
@@ -598,39 +608,26 @@ impl Plan {
         self.steps.iter().map(Step::minimal_writes).sum()
     }
 
-    /// A table for people: operation, object, attribute old → new.
+    /// The plan for people, in full and without colour.
     pub fn render_table(&self) -> String {
+        self.render(TableStyle::default())
+    }
+
+    /// The plan for people: a summary first, then (unless `style.summary_only`) every object
+    /// with its steps, each marked `+` (adds), `~` (changes) or `-` (removes), with old → new
+    /// values; then the problems, and what the breaker holds back.
+    pub fn render(&self, style: TableStyle) -> String {
         let mut out = String::new();
-        if self.steps.is_empty() {
-            out.push_str("no changes\n");
-        } else {
-            let op_width = self
-                .steps
+        let _ = writeln!(out, "{}", self.summary_line());
+        if !self.steps.is_empty() {
+            let counts: Vec<String> = self
+                .counts()
                 .iter()
-                .map(|s| s.operation().chars().count())
-                .max()
-                .unwrap_or(9)
-                .max(9);
-            let obj_width = self
-                .steps
-                .iter()
-                .map(|s| s.object().chars().count())
-                .max()
-                .unwrap_or(6)
-                .clamp(6, 48);
-            let _ = writeln!(
-                out,
-                "{:<op_width$}  {:<obj_width$}  CHANGE",
-                "OPERATION", "OBJECT"
-            );
-            for step in &self.steps {
-                let _ = writeln!(
-                    out,
-                    "{:<op_width$}  {:<obj_width$}  {}",
-                    step.operation(),
-                    step.object(),
-                    step.details()
-                );
+                .map(|(op, n)| format!("{n} {op}"))
+                .collect();
+            let _ = writeln!(out, "  steps: {}", counts.join(", "));
+            if !style.summary_only {
+                self.render_objects(&mut out, style);
             }
         }
         for issue in &self.issues {
@@ -653,6 +650,185 @@ impl Plan {
             );
         }
         out
+    }
+
+    /// One line: objects to create, change and remove, and the fewest writes.
+    pub fn summary_line(&self) -> String {
+        if self.steps.is_empty() {
+            return format!("plan {}: no changes", self.connection);
+        }
+        let objects = self.objects();
+        let count = |marker| objects.iter().filter(|o| o.marker == marker).count();
+        format!(
+            "plan {}: {} to create, {} to change, {} to remove ({} Graph writes at least)",
+            self.connection,
+            count(Marker::Add),
+            count(Marker::Change),
+            count(Marker::Remove),
+            self.minimal_writes()
+        )
+    }
+
+    /// The steps grouped by the object they are about, objects in the order of their first
+    /// step (groups, then users created or linked, then those changed, then removals).
+    pub fn objects(&self) -> Vec<PlannedObject<'_>> {
+        let mut objects: Vec<PlannedObject<'_>> = Vec::new();
+        let mut index: BTreeMap<(ObjectKind, &str), usize> = BTreeMap::new();
+        for step in &self.steps {
+            let (kind, source_id) = step.subject();
+            let at = *index.entry((kind, source_id)).or_insert_with(|| {
+                objects.push(PlannedObject {
+                    kind,
+                    source_id,
+                    name: step.object(),
+                    marker: Marker::Change,
+                    steps: Vec::new(),
+                });
+                objects.len() - 1
+            });
+            objects[at].steps.push(step);
+        }
+        for object in &mut objects {
+            object.marker = object_marker(&object.steps);
+        }
+        objects
+    }
+
+    fn render_objects(&self, out: &mut String, style: TableStyle) {
+        let op_width = self
+            .steps
+            .iter()
+            .map(|s| s.operation().chars().count())
+            .max()
+            .unwrap_or(9);
+        for object in self.objects() {
+            out.push('\n');
+            let _ = writeln!(
+                out,
+                "{} {} {}  (source {})",
+                style.paint(object.marker, object.marker.symbol()),
+                object.kind,
+                style.bold(object.name),
+                object.source_id
+            );
+            for step in &object.steps {
+                let marker = step.marker();
+                let _ = writeln!(
+                    out,
+                    "    {} {:<op_width$}  {}",
+                    style.paint(marker, marker.symbol()),
+                    step.operation(),
+                    step.details()
+                );
+            }
+        }
+    }
+}
+
+/// How a step or an object changes the tenant, as the plan table marks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Marker {
+    /// `+`: created, restored, or members added.
+    Add,
+    /// `~`: linked, updated, enabled, licensed, a manager set.
+    Change,
+    /// `-`: disabled, deprovisioned, members, a manager or licenses removed.
+    Remove,
+}
+
+impl Marker {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Marker::Add => "+",
+            Marker::Change => "~",
+            Marker::Remove => "-",
+        }
+    }
+
+    /// ANSI colour: green, yellow, red.
+    fn colour(self) -> &'static str {
+        match self {
+            Marker::Add => "\u{1b}[32m",
+            Marker::Change => "\u{1b}[33m",
+            Marker::Remove => "\u{1b}[31m",
+        }
+    }
+}
+
+impl Step {
+    /// How the step changes its object.
+    pub fn marker(&self) -> Marker {
+        match self {
+            Step::CreateUser { .. }
+            | Step::CreateGroup { .. }
+            | Step::RestoreUser { .. }
+            | Step::AddMembers { .. } => Marker::Add,
+            Step::SetEnabled { enabled: false, .. }
+            | Step::Deprovision { .. }
+            | Step::RemoveManager { .. }
+            | Step::RemoveMembers { .. } => Marker::Remove,
+            Step::AssignLicenses { add, remove, .. } if add.is_empty() && !remove.is_empty() => {
+                Marker::Remove
+            }
+            _ => Marker::Change,
+        }
+    }
+}
+
+/// An object's marker: `+` when it is created or restored, `-` when it is disabled or
+/// deprovisioned, `~` otherwise.
+fn object_marker(steps: &[&Step]) -> Marker {
+    let creates = steps.iter().any(|s| {
+        matches!(
+            s,
+            Step::CreateUser { .. } | Step::CreateGroup { .. } | Step::RestoreUser { .. }
+        )
+    });
+    if creates {
+        return Marker::Add;
+    }
+    if steps.iter().any(|s| s.stage() == Stage::Removals) {
+        return Marker::Remove;
+    }
+    Marker::Change
+}
+
+/// One object of a plan and its steps.
+#[derive(Debug)]
+pub struct PlannedObject<'p> {
+    pub kind: ObjectKind,
+    pub source_id: &'p str,
+    /// UPN or displayName.
+    pub name: &'p str,
+    pub marker: Marker,
+    pub steps: Vec<&'p Step>,
+}
+
+/// How the plan table is printed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableStyle {
+    /// ANSI colours (a terminal without `NO_COLOR`).
+    pub colour: bool,
+    /// The summary only, not every object (large plans).
+    pub summary_only: bool,
+}
+
+impl TableStyle {
+    fn paint(self, marker: Marker, text: &str) -> String {
+        if self.colour {
+            format!("{}{text}\u{1b}[0m", marker.colour())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn bold(self, text: &str) -> String {
+        if self.colour {
+            format!("\u{1b}[1m{text}\u{1b}[0m")
+        } else {
+            text.to_owned()
+        }
     }
 }
 
@@ -681,7 +857,7 @@ mod tests {
 
     #[test]
     fn empty_plan_says_no_changes() {
-        assert_eq!(plan(vec![]).render_table(), "no changes\n");
+        assert_eq!(plan(vec![]).render_table(), "plan c: no changes\n");
     }
 
     #[test]
@@ -701,6 +877,93 @@ mod tests {
         assert!(
             table.contains("jobTitle: \"Clerk\" → \"Manager\""),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn the_table_groups_steps_by_object_with_markers_after_a_summary() {
+        let mut p = plan(vec![
+            Step::CreateUser {
+                source_id: "u1".into(),
+                user_principal_name: "adele@example.com".into(),
+                properties: BTreeMap::from([("department".into(), json!("Retail"))]),
+                enabled: true,
+            },
+            Step::UpdateUser {
+                source_id: "u2".into(),
+                user_principal_name: "megan@example.com".into(),
+                changes: vec![AttributeChange {
+                    name: "jobTitle".into(),
+                    old: json!("Clerk"),
+                    new: json!("Manager"),
+                }],
+            },
+            Step::SetManager {
+                source_id: "u1".into(),
+                user_principal_name: "adele@example.com".into(),
+                manager_source_id: "u2".into(),
+                manager_user_principal_name: "megan@example.com".into(),
+            },
+            Step::Deprovision {
+                kind: ObjectKind::User,
+                source_id: "u9".into(),
+                name: "old@example.com".into(),
+                object_id: "o9".into(),
+                action: RemoveAction::Disable,
+                reason: DeprovisionReason::LeftScope,
+            },
+        ]);
+        let table = p.render_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "plan c: 1 to create, 1 to change, 1 to remove (4 Graph writes at least)"
+        );
+        let adele = lines
+            .iter()
+            .position(|l| *l == "+ user adele@example.com  (source u1)")
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(
+            lines[adele + 1].starts_with("    + create user "),
+            "{table}"
+        );
+        assert!(
+            lines[adele + 2].starts_with("    ~ set manager ")
+                && lines[adele + 2].ends_with("manager → megan@example.com"),
+            "{table}"
+        );
+        assert!(
+            table.contains("~ user megan@example.com  (source u2)\n    ~ update user "),
+            "{table}"
+        );
+        assert!(
+            table.contains("- user old@example.com  (source u9)\n    - deprovision (disable) "),
+            "{table}"
+        );
+        assert!(!table.contains('\u{1b}'), "no colour unless asked: {table}");
+
+        let coloured = p.render(TableStyle {
+            colour: true,
+            summary_only: false,
+        });
+        assert!(coloured.contains("\u{1b}[32m+\u{1b}[0m user"), "{coloured}");
+        assert!(coloured.contains("\u{1b}[31m-\u{1b}[0m"), "{coloured}");
+
+        p.issues.push(PlanIssue {
+            kind: ObjectKind::User,
+            source_id: "u5".into(),
+            operation: "map".into(),
+            message: "no mail".into(),
+        });
+        let summary = p.render(TableStyle {
+            colour: false,
+            summary_only: true,
+        });
+        assert_eq!(
+            summary,
+            "plan c: 1 to create, 1 to change, 1 to remove (4 Graph writes at least)\n  \
+             steps: 1 create user, 1 deprovision (disable), 1 set manager, 1 update user\n\
+             problem: user u5: no mail\n"
         );
     }
 

@@ -185,6 +185,9 @@ pub enum RunStatus {
     Checkpointed,
     /// Stopped by an error that concerns the whole run (source unreadable, credentials).
     Failed,
+    /// The plan was not approved (an operator answered no, or a saved plan no longer matched):
+    /// nothing was written.
+    Declined,
 }
 
 /// One run of a connection.

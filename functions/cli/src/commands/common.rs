@@ -40,6 +40,17 @@ pub fn report_setup(error: &SetupError, json: bool) -> Code {
     error.code
 }
 
+/// How the plan table is printed on stdout: coloured on a terminal unless `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn table_style(summary_only: bool) -> m365_core::plan::TableStyle {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    m365_core::plan::TableStyle {
+        colour: std::io::stdout().is_terminal() && !no_color,
+        summary_only,
+    }
+}
+
 /// This machine's host name, as recorded with a lease.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -1,3 +1,4 @@
+pub mod apply;
 pub mod common;
 pub mod plan;
 pub mod rule;

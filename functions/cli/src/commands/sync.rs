@@ -1,15 +1,21 @@
 //! `m365-provisioner sync`: plan, then carry the plan out.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use m365_core::RunCounts;
-use m365_core::engine::{RunError, SyncOptions};
+use m365_core::engine::{Approval, Approve, RunError, SyncOptions};
+use m365_core::plan::Plan;
+use m365_core::planner::Focus;
 use m365_core::state::RunStatus;
 use serde_json::json;
 
-use super::common::{ConfigArg, build, holder, holder_gone, report_busy};
+use super::common::{ConfigArg, build, holder, holder_gone, report_busy, table_style};
+use crate::app::App;
 use crate::exit::Code;
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +29,10 @@ error · 3 finished with per-object failures (see `status`) · 4 the circuit bre
 disables/deletes · 5 connection or authentication failure · 6 another run holds the connection
 (the message names it and when its lease ends).
 
+On a terminal, a plan that holds destructive steps (disables, deletes, removals of licenses or
+members) is shown and sync asks before it writes anything; --yes skips the question,
+and without a terminal (cron, CI) sync never asks. Answered no, nothing is written (exit 7).
+
 Only one run of a connection at a time: a run holds the connection's lease and renews it every
 20 s; a run that was killed frees the connection within a minute, at once when it ran on this
 host (its process is gone). `m365-provisioner unlock` frees it by hand.
@@ -31,7 +41,8 @@ Examples:
   m365-provisioner sync --config examples/m365-provisioner.toml
   m365-provisioner sync --max-duration 10m
   m365-provisioner sync --override-breaker   # after checking the plan's disables/deletes
-  m365-provisioner sync --full               # whole source, not only its changes")]
+  m365-provisioner sync --full               # whole source, not only its changes
+  m365-provisioner sync --yes                # no question before destructive steps")]
 pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
@@ -49,9 +60,13 @@ pub struct Args {
     /// left the searched scope without a change report, and deprovisions them.
     #[arg(long)]
     full: bool,
+    /// Do not ask before destructive steps (disables, deletes, removals of licenses or
+    /// members). Without a terminal on stdin sync never asks.
+    #[arg(long, short = 'y')]
+    yes: bool,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -75,13 +90,48 @@ pub async fn run(args: Args) -> Code {
         Ok(app) => app,
         Err(code) => return code,
     };
+    let shown = Arc::new(AtomicBool::new(false));
+    let ask = !args.yes && !args.json && std::io::stdin().is_terminal();
+    let confirm = {
+        let shown = Arc::clone(&shown);
+        move |plan: &Plan| confirm_destructive(plan, &shown)
+    };
+    let request = RunRequest {
+        override_breaker: args.override_breaker,
+        max_duration: args.max_duration,
+        json: args.json,
+        full: args.full,
+        command: "sync",
+        focus: None,
+        approve: if ask { Some(&confirm) } else { None },
+        table_shown: &shown,
+    };
+    execute(&app, request, started).await
+}
+
+/// A run as `sync` and `apply` ask for it.
+pub(super) struct RunRequest<'a> {
+    pub override_breaker: bool,
+    pub max_duration: Option<Duration>,
+    pub json: bool,
+    pub full: bool,
+    /// The command, as the run's lease names it.
+    pub command: &'static str,
+    pub focus: Option<&'a Focus>,
+    pub approve: Option<&'a Approve>,
+    /// Set once the plan table was printed (by a confirmation), so it is not printed twice.
+    pub table_shown: &'a AtomicBool,
+}
+
+/// Runs a sync and prints its outcome; the exit code.
+pub(super) async fn execute(app: &App, request: RunRequest<'_>, started: Instant) -> Code {
     let engine = app.engine();
-    let deadline = args.max_duration.map(|d| {
+    let deadline = request.max_duration.map(|d| {
         m365_core::Clock::now(&app.clock) + i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     });
     let bar = progress_bar();
     let show_after = started + Duration::from_secs(2);
-    let json_mode = args.json;
+    let json_mode = request.json;
     // Shown on stderr only once a run has taken more than two seconds.
     let progress = |done: u64, total: u64| {
         bar.set_length(total);
@@ -92,24 +142,25 @@ pub async fn run(args: Args) -> Code {
     };
     let outcome = engine
         .sync(SyncOptions {
-            holder: holder("sync"),
+            holder: holder(request.command),
             holder_gone: Some(&holder_gone),
-            override_breaker: args.override_breaker,
+            override_breaker: request.override_breaker,
             deadline,
             progress: Some(&progress),
-            focus: None,
-            full: args.full,
+            focus: request.focus,
+            full: request.full,
+            approve: request.approve,
         })
         .await;
     bar.finish_and_clear();
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(error @ RunError::Busy { .. }) => return report_busy(&error, args.json),
-        Err(error) => return report_error(&error, args.json),
+        Err(error @ RunError::Busy { .. }) => return report_busy(&error, request.json),
+        Err(error) => return report_error(&error, request.json),
     };
     let code = exit_code(outcome.run.status);
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if request.json {
         let value = json!({
             "ok": code == Code::Success,
             "connection": app.connection,
@@ -122,9 +173,46 @@ pub async fn run(args: Args) -> Code {
         });
         let _ = writeln!(out, "{value:#}");
     } else {
-        print_summary(&mut out, &app.connection, &outcome, started);
+        let table = !request.table_shown.load(Ordering::Relaxed)
+            && outcome.run.status != RunStatus::Declined;
+        print_summary(&mut out, &app.connection, &outcome, started, table);
     }
     code
+}
+
+/// Shows a plan that holds destructive steps and asks the operator whether to go ahead
+/// (answered on stdin: only "yes" or "y" go ahead). Plans without one go ahead unasked.
+fn confirm_destructive(
+    plan: &Plan,
+    shown: &AtomicBool,
+) -> Pin<Box<dyn Future<Output = Approval> + Send>> {
+    let destructive = plan.steps.iter().filter(|s| s.is_destructive()).count();
+    if destructive == 0 {
+        return Box::pin(std::future::ready(Approval::Approved));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", plan.render(table_style(false)));
+    let _ = write!(
+        out,
+        "\n{destructive} destructive step(s) above (marked -). Carry out this plan? Only \"yes\" goes ahead: "
+    );
+    let _ = out.flush();
+    shown.store(true, Ordering::Relaxed);
+    Box::pin(async move {
+        let answer = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        })
+        .await;
+        match answer {
+            Ok(Ok(line)) if matches!(line.trim().to_ascii_lowercase().as_str(), "yes" | "y") => {
+                Approval::Approved
+            }
+            _ => Approval::Declined(format!(
+                "not confirmed: the plan's {destructive} destructive step(s) were not approved; nothing was written (sync --yes skips the question)"
+            )),
+        }
+    })
 }
 
 /// A progress bar of steps, hidden until shown.
@@ -170,6 +258,7 @@ fn exit_code(status: RunStatus) -> Code {
         RunStatus::PartiallyFailed => Code::PartialFailure,
         RunStatus::BreakerTripped => Code::BreakerTripped,
         RunStatus::Failed => Code::Connection,
+        RunStatus::Declined => Code::Declined,
     }
 }
 
@@ -179,9 +268,12 @@ fn print_summary(
     connection: &str,
     outcome: &m365_core::engine::SyncOutcome,
     started: Instant,
+    table: bool,
 ) {
     let run = &outcome.run;
-    let _ = write!(out, "{}", outcome.plan.render_table());
+    if table {
+        let _ = write!(out, "{}", outcome.plan.render(table_style(false)));
+    }
     for failure in &outcome.report.failures {
         let _ = writeln!(
             out,
@@ -190,9 +282,15 @@ fn print_summary(
         );
     }
     if let Some(message) = &run.message {
-        let _ = writeln!(out, "note: {message}");
+        if run.status == RunStatus::Declined {
+            let _ = writeln!(std::io::stderr(), "not carried out: {message}");
+        } else {
+            let _ = writeln!(out, "note: {message}");
+        }
     }
-    let headline = if outcome.plan.steps.is_empty() {
+    let headline = if run.status == RunStatus::Declined {
+        "nothing written".to_owned()
+    } else if outcome.plan.steps.is_empty() {
         "no changes".to_owned()
     } else {
         headline(&run.counts)

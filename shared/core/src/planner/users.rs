@@ -517,6 +517,11 @@ impl Planner<'_> {
                 Some(manager_source_id) => Step::SetManager {
                     source_id: id.clone(),
                     user_principal_name: user.upn.clone(),
+                    manager_user_principal_name: draft
+                        .kept
+                        .get(&manager_source_id)
+                        .map(|manager| manager.upn.clone())
+                        .unwrap_or_default(),
                     manager_source_id,
                 },
                 None => Step::RemoveManager {
