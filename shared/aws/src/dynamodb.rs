@@ -73,8 +73,8 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification, TransactWriteItem,
 };
 use m365_core::{
-    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, ObjectKind,
-    RunRecord, StateError, StateResult, StateStore, UnixMillis,
+    Checkpoint, HistoryEntry, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError,
+    ObjectKind, RunRecord, StateError, StateResult, StateStore, UnixMillis,
 };
 use tracing::instrument;
 
@@ -232,6 +232,28 @@ fn run_start_sk(started_at: UnixMillis, id: &str) -> String {
     format!("RS#{:020}#{id}", started_at.cast_unsigned() ^ (1 << 63))
 }
 
+/// The prefix of an object's history items; each item adds its time (ordered), run and a
+/// sequence number of this process, so entries of one millisecond never overwrite each other.
+fn history_prefix(kind: ObjectKind, source_id: &str) -> String {
+    format!("H#{kind}#{source_id}#")
+}
+
+fn history_sk(entry: &HistoryEntry) -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{}{:020}#{}#{seq}",
+        history_prefix(entry.kind, &entry.source_id),
+        entry.at.cast_unsigned() ^ (1 << 63),
+        entry.run_id
+    )
+}
+
+/// DynamoDB's TTL is in seconds; rounded up so that it never deletes a live record.
+fn ttl_seconds(expires_at: UnixMillis) -> i64 {
+    expires_at.div_euclid(1_000) + i64::from(expires_at.rem_euclid(1_000) != 0)
+}
+
 fn object_sk(kind: ObjectKind, object_id: &str) -> String {
     format!("O#{kind}#{object_id}")
 }
@@ -249,9 +271,7 @@ const EVENT_DONE: &str = "done";
 fn event_item(connection: &str, event_id: &str, expires_at: UnixMillis, state: &str) -> Item {
     let mut item = key(connection, event_sk(event_id));
     item.insert("expires_at".to_owned(), n(expires_at));
-    // DynamoDB's TTL is in seconds; rounded up so that it never deletes a live record.
-    let ttl_secs = expires_at.div_euclid(1_000) + i64::from(expires_at.rem_euclid(1_000) != 0);
-    item.insert("ttl".to_owned(), n(ttl_secs));
+    item.insert("ttl".to_owned(), n(ttl_seconds(expires_at)));
     item.insert("state".to_owned(), s(state));
     item
 }
@@ -1132,6 +1152,79 @@ impl StateStore for DynamoStateStore {
             .take(limit)
             .map(|item| body_from(item, &format!("run record of {connection:?}")))
             .collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, entries = entries.len()))]
+    async fn append_history(&self, connection: &str, entries: &[HistoryEntry]) -> StateResult<()> {
+        let mut requests = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let sk = history_sk(entry);
+            // An id too long for a sort key has no history (its link cannot be stored either).
+            if !fits(&sk) {
+                continue;
+            }
+            let mut item = key(connection, sk);
+            item.insert("body".to_owned(), s(to_json(entry, "history entry")?));
+            item.insert("expires_at".to_owned(), n(entry.expires_at));
+            // DynamoDB deletes expired items within days; readers skip them meanwhile.
+            item.insert("ttl".to_owned(), n(ttl_seconds(entry.expires_at)));
+            let put = aws_sdk_dynamodb::types::PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| build_error("BatchWriteItem", &e))?;
+            requests.push(
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .put_request(put)
+                    .build(),
+            );
+        }
+        crate::batch::write_all(&self.client, &self.table, requests)
+            .await
+            .map_err(|failure| match failure {
+                crate::batch::BatchWriteFailure::Sdk(e) => self.fail("BatchWriteItem", &e),
+                crate::batch::BatchWriteFailure::Unprocessed(left) => StateError::Unavailable(
+                    format!(
+                        "DynamoDB BatchWriteItem on table {}: {left} history entries still unprocessed after {BATCH_ATTEMPTS} attempts (throttled)",
+                        self.table
+                    ),
+                ),
+            })
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, limit = limit))]
+    async fn object_history(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_id: &str,
+        now: UnixMillis,
+        limit: usize,
+    ) -> StateResult<Vec<HistoryEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(QuerySpec {
+                connection,
+                sk_condition: Some("begins_with(sk, :a)"),
+                values: vec![(":a", s(history_prefix(kind, source_id)))],
+                forward: false,
+                limit: None,
+                keys_only: false,
+            })
+            .await?;
+        let mut out = Vec::new();
+        for item in &items {
+            let entry: HistoryEntry = body_from(item, "history entry")?;
+            // The prefix also finds ids that extend this one past a '#'.
+            if entry.source_id == source_id && entry.expires_at > now {
+                out.push(entry);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     #[instrument(level = "debug", skip_all, fields(connection = %connection, owner = %holder.owner, now = now, ttl_ms = ttl_ms))]

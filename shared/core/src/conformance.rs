@@ -22,8 +22,8 @@ use crate::model::{LicenseAssignment, ObjectKind};
 use crate::source::SourceCursor;
 use crate::state::EventClaim;
 use crate::state::{
-    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, Phase, RunRecord,
-    RunStatus, StateError, StateResult, StateStore,
+    Checkpoint, HistoryEntry, HistoryResult, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin,
+    ObjectError, Phase, RunRecord, RunStatus, StateError, StateResult, StateStore,
 };
 
 /// Runs every check, in order.
@@ -55,6 +55,7 @@ pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
     events_complete(store).await;
     clear_connection_scoped(store).await;
     large_batch(store).await;
+    history_per_object_newest_first(store).await;
 }
 
 // --- fixtures ---------------------------------------------------------------------------------
@@ -1609,6 +1610,84 @@ pub async fn clear_connection_scoped<S: StateStore + ?Sized>(store: &S) {
         held.token,
         next.token,
     );
+}
+
+fn history_entry(kind: ObjectKind, source_id: &str, at: i64, operation: &str) -> HistoryEntry {
+    HistoryEntry {
+        kind,
+        source_id: source_id.to_owned(),
+        name: format!("{source_id}@example.com"),
+        at,
+        run_id: format!("run-{at}"),
+        operation: operation.to_owned(),
+        change: "jobTitle: \"Clerk\" → \"Ünïcode\"".to_owned(),
+        result: HistoryResult::Applied,
+        answer: "done".to_owned(),
+        expires_at: at + 10_000,
+    }
+}
+
+/// Entries of one object come back newest first, kinds, objects and connections apart; two of
+/// one millisecond are both kept; expired entries are not returned.
+pub async fn history_per_object_newest_first<S: StateStore + ?Sized>(store: &S) {
+    let c = "conformance-history";
+    let user = |at, op| history_entry(ObjectKind::User, "u1", at, op);
+    let mut failed = user(3_000, "licenses");
+    failed.result = HistoryResult::Failed;
+    failed.answer = "Graph 400 Request_BadRequest (request-id r-1)".to_owned();
+    let entries = [
+        user(1_000, "create user"),
+        user(2_000, "update user"),
+        user(2_000, "set manager"),
+        failed.clone(),
+        history_entry(ObjectKind::Group, "u1", 2_500, "add members"),
+        history_entry(ObjectKind::User, "u1#2", 2_600, "create user"),
+    ];
+    store.append_history(c, &entries[..3]).await.unwrap();
+    store.append_history(c, &entries[3..]).await.unwrap();
+    store
+        .append_history("conformance-history-other", &[user(2_700, "create user")])
+        .await
+        .unwrap();
+
+    let got = store
+        .object_history(c, ObjectKind::User, "u1", 3_000, 10)
+        .await
+        .unwrap();
+    let ops: Vec<&str> = got.iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(ops.len(), 4, "{ops:?}");
+    assert_eq!(ops[0], "licenses");
+    assert_eq!(got[0], failed, "round trip");
+    let mut middle = ops[1..3].to_vec();
+    middle.sort_unstable();
+    assert_eq!(
+        middle,
+        ["set manager", "update user"],
+        "same millisecond: both"
+    );
+    assert_eq!(ops[3], "create user");
+
+    let two = store
+        .object_history(c, ObjectKind::User, "u1", 3_000, 2)
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].operation, "licenses");
+
+    let group = store
+        .object_history(c, ObjectKind::Group, "u1", 3_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(group.len(), 1);
+    assert_eq!(group[0].operation, "add members");
+
+    // At 11,500 the entries of 1,000 (expiring at 11,000) are past.
+    let later = store
+        .object_history(c, ObjectKind::User, "u1", 11_500, 10)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 3, "{later:?}");
+    assert!(later.iter().all(|e| e.at >= 2_000));
 }
 
 /// 5,000 links in one `put_links` round-trip, page by page and by id.

@@ -17,8 +17,8 @@ use crate::plan::{BreakerVerdict, Plan, PlanIssue};
 use crate::planner::{Focus, PlanError, Planned, Planner, Rule};
 use crate::source::{Source, SourceCursor, SourceError};
 use crate::state::{
-    Checkpoint, Lease, LeaseGrant, LeaseHolder, ObjectError, Phase, RunRecord, RunStatus,
-    StateError, StateStore, UnixMillis,
+    Checkpoint, HistoryEntry, HistoryResult, Lease, LeaseGrant, LeaseHolder, ObjectError, Phase,
+    RunRecord, RunStatus, StateError, StateStore, UnixMillis,
 };
 
 /// The ports and settings of a connection's runs.
@@ -261,10 +261,13 @@ impl Engine<'_> {
             allow_destructive: !plan.breaker.tripped || options.override_breaker,
             progress: options.progress,
             lease: held,
+            run_id: &run.id,
+            history_retention_ms: self.rule.history_retention_ms(),
         };
         let report = executor.execute(planned).await?;
 
-        self.record_plan_issues(&plan, &report, held, now).await?;
+        self.record_plan_issues(&plan, &report, held, now, &run.id)
+            .await?;
 
         let after = self.directory.counters();
         run.counts = crate::counts::RunCounts {
@@ -467,7 +470,9 @@ impl Engine<'_> {
         report: &ExecutionReport,
         held: &HeldLease<'_>,
         now: UnixMillis,
+        run_id: &str,
     ) -> Result<(), RunError> {
+        let mut history = Vec::new();
         for issue in &plan.issues {
             if issue.source_id.is_empty()
                 || report
@@ -487,6 +492,18 @@ impl Engine<'_> {
                 last_failed_at: now,
                 next_retry_at: now,
             };
+            history.push(HistoryEntry {
+                kind: issue.kind,
+                source_id: issue.source_id.clone(),
+                name: issue.source_id.clone(),
+                at: now,
+                run_id: run_id.to_owned(),
+                operation: format!("plan ({})", issue.operation),
+                change: String::new(),
+                result: HistoryResult::Failed,
+                answer: HistoryEntry::clip(issue.message.clone()),
+                expires_at: now.saturating_add(self.rule.history_retention_ms()),
+            });
             held.check()?;
             match self
                 .state
@@ -498,6 +515,7 @@ impl Engine<'_> {
                 Err(other) => return Err(other.into()),
             }
         }
+        self.state.append_history(self.connection, &history).await?;
         Ok(())
     }
 
@@ -638,6 +656,8 @@ impl Engine<'_> {
             allow_destructive: true,
             progress: None,
             lease: held,
+            run_id: "rule-delete",
+            history_retention_ms: self.rule.history_retention_ms(),
         };
         let report = executor
             .execute(Planned {

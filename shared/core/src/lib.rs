@@ -13,6 +13,7 @@ pub mod directory;
 pub mod engine;
 pub mod executor;
 pub mod hash;
+pub mod inspect;
 pub mod lease;
 pub mod mapping;
 pub mod model;
@@ -39,6 +40,6 @@ pub use source::{
     Change, ChangePage, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError,
 };
 pub use state::{
-    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, Phase, RunRecord,
-    RunStatus, StateError, StateResult, StateStore, UnixMillis,
+    Checkpoint, HistoryEntry, HistoryResult, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin,
+    ObjectError, Phase, RunRecord, RunStatus, StateError, StateResult, StateStore, UnixMillis,
 };

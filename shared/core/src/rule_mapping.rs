@@ -163,6 +163,7 @@ fn compile_rule_with(
             .password
             .as_ref()
             .is_none_or(|p| p.reset_password),
+        history_days: config.history_days,
     })
 }
 

@@ -202,6 +202,66 @@ pub struct RunRecord {
     pub message: Option<String>,
 }
 
+/// What became of one step for its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryResult {
+    /// Written to the tenant (or recorded: a link of an existing object).
+    Applied,
+    /// Refused by Graph or by a check before it was sent; the object is in error.
+    Failed,
+    /// Held back by the circuit breaker; nothing was written.
+    Held,
+}
+
+impl HistoryResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryResult::Applied => "applied",
+            HistoryResult::Failed => "failed",
+            HistoryResult::Held => "held",
+        }
+    }
+}
+
+/// One entry of an object's history: a step applied, failed or held, with Graph's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub kind: ObjectKind,
+    pub source_id: String,
+    /// UPN or displayName when the step ran.
+    pub name: String,
+    pub at: UnixMillis,
+    pub run_id: String,
+    /// The step, as the plan names it (`create user`, `licenses`, …).
+    pub operation: String,
+    /// Old → new, as the plan shows it.
+    pub change: String,
+    pub result: HistoryResult,
+    /// What the tenant answered: the new object's id, `done`, or the error with Graph's code and
+    /// request-id.
+    pub answer: String,
+    /// Kept until then (the rule's `history_days`); DynamoDB's TTL removes it after.
+    pub expires_at: UnixMillis,
+}
+
+/// Longest `change` or `answer` kept in a history entry (a create lists every property).
+pub const HISTORY_TEXT_LIMIT: usize = 2_000;
+
+impl HistoryEntry {
+    /// `text` cut to [`HISTORY_TEXT_LIMIT`] bytes at a character boundary, marked with `…`.
+    pub fn clip(text: String) -> String {
+        if text.len() <= HISTORY_TEXT_LIMIT {
+            return text;
+        }
+        let mut end = HISTORY_TEXT_LIMIT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    }
+}
+
 /// Who takes a lease: recorded with it, so that "busy" can name the holder and an operator (or
 /// the CLI on the same host) can tell whether the holder is still alive.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -418,6 +478,23 @@ pub trait StateStore: Send + Sync {
 
     /// The latest runs, newest first.
     async fn list_runs(&self, connection: &str, limit: usize) -> StateResult<Vec<RunRecord>>;
+
+    // --- history ---
+
+    /// Appends entries to the objects' histories and drops the connection's entries expired
+    /// at the newest entry's time. Not fenced: an entry records what was done to the tenant,
+    /// even by a run that has since lost its lease.
+    async fn append_history(&self, connection: &str, entries: &[HistoryEntry]) -> StateResult<()>;
+
+    /// One object's history, newest first; at most `limit` entries, none expired at `now`.
+    async fn object_history(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_id: &str,
+        now: UnixMillis,
+        limit: usize,
+    ) -> StateResult<Vec<HistoryEntry>>;
 
     // --- lease ---
 

@@ -47,8 +47,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use m365_core::state::EventClaim;
 use m365_core::{
-    Checkpoint, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError, ObjectKind,
-    RunRecord, StateError, StateResult, StateStore, UnixMillis,
+    Checkpoint, HistoryEntry, Lease, LeaseGrant, LeaseHolder, Link, LinkOrigin, ObjectError,
+    ObjectKind, RunRecord, StateError, StateResult, StateStore, UnixMillis,
 };
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension as _, Row, Transaction, TransactionBehavior,
@@ -786,6 +786,64 @@ impl StateStore for SqliteStateStore {
         .await
     }
 
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, entries = entries.len()))]
+    async fn append_history(&self, connection: &str, entries: &[HistoryEntry]) -> StateResult<()> {
+        let Some(now) = entries.iter().map(|e| e.at).max() else {
+            return Ok(());
+        };
+        let (connection, entries) = (connection.to_owned(), entries.to_vec());
+        self.write(move |tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO history (connection, kind, source_id, at, expires_at, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for entry in &entries {
+                insert.execute((
+                    &connection,
+                    entry.kind.as_str(),
+                    &entry.source_id,
+                    entry.at,
+                    entry.expires_at,
+                    to_json(entry, "history entry")?,
+                ))?;
+            }
+            tx.prepare_cached("DELETE FROM history WHERE connection = ?1 AND expires_at <= ?2")?
+                .execute((&connection, now))?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(connection = %connection, kind = %kind, limit = limit))]
+    async fn object_history(
+        &self,
+        connection: &str,
+        kind: ObjectKind,
+        source_id: &str,
+        now: UnixMillis,
+        limit: usize,
+    ) -> StateResult<Vec<HistoryEntry>> {
+        let (connection, source_id) = (connection.to_owned(), source_id.to_owned());
+        let limit = limit_i64(limit);
+        self.read(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, body FROM history WHERE connection = ?1 AND kind = ?2 \
+                 AND source_id = ?3 AND expires_at > ?4 ORDER BY seq DESC LIMIT ?5",
+            )?;
+            let mut rows = stmt.query((&connection, kind.as_str(), &source_id, now, limit))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let body: String = row.get(1)?;
+                out.push(from_json(&body, &|| {
+                    format!("history entry {seq} of {connection:?}")
+                })?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     #[instrument(level = "debug", skip_all, fields(connection = %connection, owner = %holder.owner, now = now, ttl_ms = ttl_ms))]
     async fn acquire_lease(
         &self,
@@ -970,7 +1028,14 @@ impl StateStore for SqliteStateStore {
         self.write(move |tx| {
             fence(tx, &connection, &lease)?;
             // `leases` is left alone: its token counter must outlive the connection's data.
-            for table in ["links", "checkpoints", "object_errors", "runs", "events"] {
+            for table in [
+                "links",
+                "checkpoints",
+                "object_errors",
+                "runs",
+                "events",
+                "history",
+            ] {
                 let removed = tx
                     .prepare_cached(&format!("DELETE FROM {table} WHERE connection = ?1"))?
                     .execute([&connection])?;

@@ -12,7 +12,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x4D33_3635;
 
 /// Migration `i` brings a database from version `i` to version `i + 1`. Append, never edit: a
 /// released migration is part of the file format.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -107,6 +107,22 @@ ALTER TABLE links ADD COLUMN deleted_at INTEGER;
 const V4: &str = r#"
 DROP INDEX links_by_object;
 CREATE INDEX links_by_object ON links (connection, kind, object_id, source_id);
+"#;
+
+/// Version 5: each object's history — every step applied, failed or held, with the tenant's
+/// answer — kept until `expires_at` (the rule's `history_days`).
+const V5: &str = r#"
+CREATE TABLE history (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    connection TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    source_id  TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body       TEXT    NOT NULL        -- JSON HistoryEntry
+);
+CREATE INDEX history_by_object ON history (connection, kind, source_id, seq);
+CREATE INDEX history_by_expiry ON history (connection, expires_at);
 "#;
 
 /// Creates the schema or migrates it to [`CURRENT_VERSION`], in one transaction. Refuses a file

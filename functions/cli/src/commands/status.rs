@@ -2,8 +2,9 @@
 
 use std::io::Write;
 
-use m365_core::StateStore;
+use m365_core::inspect::{ObjectReport, find_objects, object_report};
 use m365_core::model::ObjectKind;
+use m365_core::{HistoryEntry, ObjectError, StateStore};
 use serde_json::json;
 
 use super::common::ConfigArg;
@@ -14,14 +15,30 @@ use crate::exit::Code;
 #[command(after_long_help = "\
 Reads only the local state: works without reaching the tenant.
 
-Example:
-  m365-provisioner status --config examples/m365-provisioner.toml")]
+Without options: the connection's last runs, its linked objects, and the objects in error (the
+first --limit of them, soonest retry first, with the total). --errors lists every object in
+error with its next retry. --object shows one object: its link, its error, and its history —
+every step applied, failed or held, newest first, with the tenant's answer (kept for the rule's
+history_days, 90 by default).
+
+Examples:
+  m365-provisioner status --config examples/m365-provisioner.toml
+  m365-provisioner status --errors
+  m365-provisioner status --object avance@example.com     # or a source id, or a tenant object id
+  m365-provisioner status --object \"All Staff\" --json")]
 pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
-    /// How many runs and errors to show.
+    /// How many runs and errors to show (history entries with --object).
     #[arg(long, default_value_t = 10)]
     limit: usize,
+    /// List every object in error, with its next retry.
+    #[arg(long, conflicts_with = "object")]
+    errors: bool,
+    /// One object's link, error and history: a source id, a tenant object id, a
+    /// userPrincipalName or a group's displayName.
+    #[arg(long, value_name = "ID|UPN")]
+    object: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -64,33 +81,58 @@ pub async fn run(args: Args) -> Code {
             return Code::Config;
         }
     };
+    if let Some(key) = &args.object {
+        let limit = if args.limit == 10 { 50 } else { args.limit };
+        return show_object(&state, &connection, key, limit, args.json).await;
+    }
+    let error_limit = if args.errors { usize::MAX } else { args.limit };
     let read = async {
         Ok::<_, m365_core::StateError>((
             state.list_runs(&connection, args.limit).await?,
             state.count_links(&connection, ObjectKind::User).await?,
             state.count_links(&connection, ObjectKind::Group).await?,
-            state.list_errors(&connection, args.limit).await?,
+            state.list_errors(&connection, usize::MAX).await?,
         ))
     };
-    let (runs, users, groups, errors) = match read.await {
+    let (runs, users, groups, mut errors) = match read.await {
         Ok(all) => all,
         Err(error) => {
             let _ = writeln!(std::io::stderr(), "error: {error}");
             return Code::Failure;
         }
     };
+    let total_errors = errors.len();
+    errors.truncate(error_limit);
     let mut out = std::io::stdout().lock();
     if args.json {
-        let value = json!({
-            "ok": true,
-            "connection": connection,
-            "linked": {"users": users, "groups": groups},
-            "runs": runs,
-            "errors": errors,
-        });
+        let value = if args.errors {
+            json!({"ok": true, "connection": connection, "total": total_errors, "errors": errors})
+        } else {
+            json!({
+                "ok": true,
+                "connection": connection,
+                "linked": {"users": users, "groups": groups},
+                "runs": runs,
+                "errors": errors,
+                "errors_total": total_errors,
+            })
+        };
         let _ = writeln!(out, "{value:#}");
         return Code::Success;
     }
+    if !args.errors {
+        print_overview(&mut out, &connection, (users, groups), &runs);
+    }
+    print_errors(&mut out, &errors, total_errors, args.errors);
+    Code::Success
+}
+
+fn print_overview(
+    out: &mut impl Write,
+    connection: &str,
+    (users, groups): (u64, u64),
+    runs: &[m365_core::RunRecord],
+) {
     let _ = writeln!(
         out,
         "{connection}: {users} linked users, {groups} linked groups"
@@ -99,7 +141,7 @@ pub async fn run(args: Args) -> Code {
     if runs.is_empty() {
         let _ = writeln!(out, "  none yet");
     }
-    for run in &runs {
+    for run in runs {
         let counts: Vec<String> = run
             .counts
             .non_zero()
@@ -118,11 +160,34 @@ pub async fn run(args: Args) -> Code {
                 .unwrap_or_default()
         );
     }
-    let _ = writeln!(out, "\nobjects in error:");
-    if errors.is_empty() {
-        let _ = writeln!(out, "  none");
+    let _ = writeln!(out);
+}
+
+fn print_errors(out: &mut impl Write, errors: &[ObjectError], total: usize, every: bool) {
+    match (total, every) {
+        (0, _) => {
+            let _ = writeln!(out, "objects in error: none");
+            return;
+        }
+        (_, true) => {
+            let _ = writeln!(out, "objects in error: {total}, soonest retry first");
+        }
+        (_, false) => {
+            let _ = writeln!(
+                out,
+                "objects in error: {total} in all, soonest retry first{}",
+                if errors.len() < total {
+                    format!(
+                        " (the first {}; `status --errors` lists every one)",
+                        errors.len()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
-    for error in &errors {
+    for error in errors {
         let _ = writeln!(
             out,
             "  {} {} [{}] attempt {}, next retry {}: {}",
@@ -134,7 +199,147 @@ pub async fn run(args: Args) -> Code {
             error.message
         );
     }
+}
+
+/// `status --object KEY`: every object the key names, with its history.
+async fn show_object(
+    state: &dyn StateStore,
+    connection: &str,
+    key: &str,
+    limit: usize,
+    json: bool,
+) -> Code {
+    let now = m365_core::Clock::now(&m365_core::SystemClock);
+    let read = async {
+        let mut reports = Vec::new();
+        for (kind, source_id) in find_objects(state, connection, key, now).await? {
+            reports.push(object_report(state, connection, kind, &source_id, now, limit).await?);
+        }
+        Ok::<_, m365_core::StateError>(reports)
+    };
+    let reports = match read.await {
+        Ok(reports) => reports,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error}");
+            return Code::Failure;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value =
+            json!({"ok": !reports.is_empty(), "connection": connection, "objects": reports});
+        let _ = writeln!(out, "{value:#}");
+    } else if reports.is_empty() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: {connection} knows no object {key:?}: not a source id, tenant object id, userPrincipalName or group displayName it linked, and no error or history holds it"
+        );
+    }
+    if reports.is_empty() {
+        return Code::Config;
+    }
+    if !json {
+        for report in &reports {
+            print_object(&mut out, report, None);
+        }
+    }
     Code::Success
+}
+
+/// One object: its link and error, then its history (only the entries of `run` when given).
+pub fn print_object(out: &mut impl Write, report: &ObjectReport, run: Option<&str>) {
+    let _ = writeln!(
+        out,
+        "{} {}  (source {})",
+        report.kind,
+        report.name().unwrap_or("(no name recorded)"),
+        report.source_id
+    );
+    if run.is_none() {
+        match &report.link {
+            Some(link) => {
+                let state = if link.is_deleted() {
+                    "deleted by this connection"
+                } else if link.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                };
+                let _ = writeln!(
+                    out,
+                    "  linked to tenant object {} ({:?}), {state}, last written {}",
+                    link.object_id,
+                    link.origin,
+                    fmt_time(link.updated_at)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  not linked");
+            }
+        }
+        if let Some(error) = &report.error {
+            let _ = writeln!(
+                out,
+                "  in error [{}] since {}, attempt {}, next retry {}: {}",
+                error.operation,
+                fmt_time(error.first_failed_at),
+                error.attempts,
+                fmt_time(error.next_retry_at),
+                error.message
+            );
+        }
+    }
+    let mut entries: Vec<&HistoryEntry> = report
+        .history
+        .iter()
+        .filter(|entry| run.is_none_or(|run| entry.run_id == run))
+        .collect();
+    if entries.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}",
+            match (run, &report.link) {
+                (None, _) => "no history recorded",
+                (Some(_), Some(_)) => "nothing to do: the tenant already matches the source",
+                (Some(_), None) => {
+                    "not linked, and nothing was done: not in the source, or out of the rule's scope (--user and --group take a source id, or the name or object id of a linked object)"
+                }
+            }
+        );
+        return;
+    }
+    // A run's trace reads in the order the steps were taken.
+    if run.is_some() {
+        entries.reverse();
+    }
+    if run.is_none() {
+        let _ = writeln!(out, "  history, newest first:");
+    }
+    let width = entries
+        .iter()
+        .map(|e| e.operation.chars().count())
+        .max()
+        .unwrap_or(0);
+    for entry in entries {
+        let change = if entry.change.is_empty() {
+            String::new()
+        } else {
+            format!("{}  ", entry.change)
+        };
+        let _ = writeln!(
+            out,
+            "    {}  {:<7}  {:<width$}  {change}→ {}{}",
+            fmt_time(entry.at),
+            entry.result.as_str(),
+            entry.operation,
+            entry.answer,
+            if run.is_none() {
+                format!("  [run {}]", entry.run_id)
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 #[cfg(test)]

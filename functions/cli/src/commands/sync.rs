@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use m365_core::RunCounts;
 use m365_core::engine::{Approval, Approve, RunError, SyncOptions};
+use m365_core::inspect::{ObjectReport, find_objects, object_report};
+use m365_core::model::ObjectKind;
 use m365_core::plan::Plan;
 use m365_core::planner::Focus;
 use m365_core::state::RunStatus;
 use serde_json::json;
 
 use super::common::{ConfigArg, build, holder, holder_gone, report_busy, table_style};
+use super::status::print_object;
 use crate::app::App;
 use crate::exit::Code;
 
@@ -33,6 +36,11 @@ On a terminal, a plan that holds destructive steps (disables, deletes, removals 
 members) is shown and sync asks before it writes anything; --yes skips the question,
 and without a terminal (cron, CI) sync never asks. Answered no, nothing is written (exit 7).
 
+--user and --group provision on demand: only the named identities are read from the source and
+planned (the rest of the source is not read, nothing is swept, the changes cursor stays), and
+every step taken for them is printed with the tenant's answer, as Entra's \"provision on demand\"
+does. `status --object` shows the same later.
+
 Only one run of a connection at a time: a run holds the connection's lease and renews it every
 20 s; a run that was killed frees the connection within a minute, at once when it ran on this
 host (its process is gone). `m365-provisioner unlock` frees it by hand.
@@ -42,7 +50,8 @@ Examples:
   m365-provisioner sync --max-duration 10m
   m365-provisioner sync --override-breaker   # after checking the plan's disables/deletes
   m365-provisioner sync --full               # whole source, not only its changes
-  m365-provisioner sync --yes                # no question before destructive steps")]
+  m365-provisioner sync --yes                # no question before destructive steps
+  m365-provisioner sync --user avance@example.com   # provision one user on demand, step by step")]
 pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
@@ -64,6 +73,15 @@ pub struct Args {
     /// members). Without a terminal on stdin sync never asks.
     #[arg(long, short = 'y')]
     yes: bool,
+    /// Provision on demand: sync only this user (its source id, or the userPrincipalName or
+    /// tenant object id of a linked user) and print every step taken with the tenant's answer.
+    /// Repeat for several.
+    #[arg(long = "user", value_name = "ID")]
+    users: Vec<String>,
+    /// Provision on demand: sync only this group (source id, or displayName or tenant object id
+    /// of a linked group). Repeat for several.
+    #[arg(long = "group", value_name = "ID")]
+    groups: Vec<String>,
 }
 
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -90,6 +108,10 @@ pub async fn run(args: Args) -> Code {
         Ok(app) => app,
         Err(code) => return code,
     };
+    let focus = match focus_of(&app, &args.users, &args.groups).await {
+        Ok(focus) => focus,
+        Err(error) => return report_error(&RunError::State(error), args.json),
+    };
     let shown = Arc::new(AtomicBool::new(false));
     let ask = !args.yes && !args.json && std::io::stdin().is_terminal();
     let confirm = {
@@ -102,11 +124,45 @@ pub async fn run(args: Args) -> Code {
         json: args.json,
         full: args.full,
         command: "sync",
-        focus: None,
+        focus: focus.as_ref(),
         approve: if ask { Some(&confirm) } else { None },
         table_shown: &shown,
     };
     execute(&app, request, started).await
+}
+
+/// The identities of `--user` and `--group`, by source id: a name or object id of a linked
+/// object is resolved through the state; anything else is taken as a source id.
+async fn focus_of(
+    app: &App,
+    users: &[String],
+    groups: &[String],
+) -> Result<Option<Focus>, m365_core::StateError> {
+    if users.is_empty() && groups.is_empty() {
+        return Ok(None);
+    }
+    let now = m365_core::Clock::now(&app.clock);
+    let mut focus = Focus::default();
+    for (kind, keys) in [(ObjectKind::User, users), (ObjectKind::Group, groups)] {
+        for key in keys {
+            let found: Vec<String> = find_objects(&app.state, &app.connection, key, now)
+                .await?
+                .into_iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, id)| id)
+                .collect();
+            let set = match kind {
+                ObjectKind::User => &mut focus.users,
+                ObjectKind::Group => &mut focus.groups,
+            };
+            if found.is_empty() {
+                set.insert(key.clone());
+            } else {
+                set.extend(found);
+            }
+        }
+    }
+    Ok(Some(focus))
 }
 
 /// A run as `sync` and `apply` ask for it.
@@ -159,6 +215,13 @@ pub(super) async fn execute(app: &App, request: RunRequest<'_>, started: Instant
         Err(error) => return report_error(&error, request.json),
     };
     let code = exit_code(outcome.run.status);
+    let traces = match request.focus {
+        Some(focus) => match traces(app, focus, &outcome.run.id).await {
+            Ok(traces) => Some(traces),
+            Err(error) => return report_error(&RunError::State(error), request.json),
+        },
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     if request.json {
         let value = json!({
@@ -170,14 +233,40 @@ pub(super) async fn execute(app: &App, request: RunRequest<'_>, started: Instant
             "plan": {"steps": outcome.plan.steps.len(), "minimal_writes": outcome.plan.minimal_writes(), "issues": outcome.plan.issues},
             "failures": outcome.report.failures,
             "seconds": started.elapsed().as_secs_f64(),
+            "objects": traces,
         });
         let _ = writeln!(out, "{value:#}");
     } else {
         let table = !request.table_shown.load(Ordering::Relaxed)
-            && outcome.run.status != RunStatus::Declined;
+            && outcome.run.status != RunStatus::Declined
+            && traces.is_none();
+        for report in traces.iter().flatten() {
+            print_object(&mut out, report, Some(&outcome.run.id));
+        }
         print_summary(&mut out, &app.connection, &outcome, started, table);
     }
     code
+}
+
+/// What the run did to each identity of a focus: its history entries of this run.
+async fn traces(
+    app: &App,
+    focus: &Focus,
+    run_id: &str,
+) -> Result<Vec<ObjectReport>, m365_core::StateError> {
+    let now = m365_core::Clock::now(&app.clock);
+    let mut reports = Vec::new();
+    let named = focus
+        .users
+        .iter()
+        .map(|id| (ObjectKind::User, id))
+        .chain(focus.groups.iter().map(|id| (ObjectKind::Group, id)));
+    for (kind, id) in named {
+        let mut report = object_report(&app.state, &app.connection, kind, id, now, 200).await?;
+        report.history.retain(|entry| entry.run_id == run_id);
+        reports.push(report);
+    }
+    Ok(reports)
 }
 
 /// Shows a plan that holds destructive steps and asks the operator whether to go ahead

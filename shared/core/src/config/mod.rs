@@ -348,6 +348,16 @@ pub struct RuleConfig {
     pub mapping: MappingSpec,
     #[serde(default)]
     pub group_mapping: GroupMappingSpec,
+    /// Days each object's history (steps applied, failed or held, with the tenant's answer) is
+    /// kept: `status --object` reads it; 90 by default, 0 keeps none. DynamoDB removes expired
+    /// entries by its TTL.
+    #[serde(default = "history_days")]
+    pub history_days: u32,
+}
+
+/// The default of `history_days` (0 keeps none).
+fn history_days() -> u32 {
+    90
 }
 
 impl RuleConfig {

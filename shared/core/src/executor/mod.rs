@@ -7,6 +7,7 @@
 //! by the match attribute and linked instead of created twice; PATCH, assignLicense, manager and
 //! membership writes converge).
 
+mod history;
 mod in_flight;
 mod prepare;
 mod record;
@@ -21,7 +22,10 @@ use crate::lease::HeldLease;
 use crate::model::ObjectKind;
 use crate::plan::{DeprovisionReason, Stage, Step};
 use crate::planner::{PlanExtras, Planned};
-use crate::state::{Link, ObjectError, StateError, StateStore, UnixMillis};
+use crate::state::{
+    HistoryEntry, HistoryResult, Link, ObjectError, StateError, StateStore, UnixMillis,
+};
+use history::HistoryLog;
 use prepare::{Batch, PrepareInputs, Prepared, linked_elsewhere};
 use record::{ChunkOutcome, RecordInputs, explain_refused_restore};
 
@@ -51,6 +55,10 @@ pub struct Executor<'a> {
     /// The run's lease: checked before every chunk's tenant writes and carried by every state
     /// write, so a run that lost it stops without another write.
     pub lease: &'a HeldLease<'a>,
+    /// The run's id, in each history entry.
+    pub run_id: &'a str,
+    /// How long history entries are kept (the rule's `history_days`).
+    pub history_retention_ms: i64,
 }
 
 /// What an execution did.
@@ -143,6 +151,7 @@ impl Executor<'_> {
             .map(|step| step.subject().1.to_owned())
             .collect();
         let mut waves: BTreeMap<Wave, Vec<Step>> = BTreeMap::new();
+        let mut held: Vec<Step> = Vec::new();
         let mut steps = plan.steps;
         // Within a wave, stage order: a chunk spans stages, never waves.
         steps.sort_by_key(Step::stage);
@@ -151,6 +160,7 @@ impl Executor<'_> {
             if !self.allow_destructive && step.is_destructive() {
                 report.destructive_held = true;
                 report.counts.held += 1;
+                held.push(step);
                 continue;
             }
             waves
@@ -159,6 +169,19 @@ impl Executor<'_> {
                 .push(step);
         }
         let mut done = 0u64;
+        let now = self.clock.now();
+        let mut held_back: Vec<HistoryEntry> = held
+            .iter()
+            .map(|step| self.history().held(step, now))
+            .collect();
+        if let Some(removals) = waves.get(&Wave::Removals)
+            && !self.allow_destructive
+        {
+            held_back.extend(removals.iter().map(|step| self.history().held(step, now)));
+        }
+        self.state
+            .append_history(self.connection, &held_back)
+            .await?;
         for (wave, steps) in waves {
             if wave == Wave::Removals && !self.allow_destructive {
                 report.destructive_held = true;
@@ -352,6 +375,16 @@ impl Executor<'_> {
                         .relink_after_conflict(source_id, properties, &error, &run.released, now)
                         .await?
                 {
+                    let answer = format!(
+                        "{}; linked to the tenant user that holds it: object {}",
+                        error.message, link.object_id
+                    );
+                    outcome.history.push(self.history().entry(
+                        step,
+                        HistoryResult::Applied,
+                        answer,
+                        now,
+                    ));
                     run.resolved.insert(key.clone(), link.object_id.clone());
                     outcome.changed.insert(key.clone(), link);
                     outcome.succeeded.insert(key);
@@ -361,9 +394,15 @@ impl Executor<'_> {
                 if error.is_fatal() && report.fatal.is_none() {
                     report.fatal = Some(error.message.clone());
                 }
+                outcome
+                    .history
+                    .push(self.history().failed(step, &error, now));
                 outcome.fail(step, error);
                 continue;
             }
+            outcome
+                .history
+                .push(self.history().applied(step, step_results, now));
             outcome.succeeded.insert(key.clone());
             let from_chunk = outcome.changed.remove(&key);
             let current = from_chunk.clone().or_else(|| links.get(&key).cloned());
@@ -451,10 +490,20 @@ impl Executor<'_> {
                     .await?;
             }
         }
-        for failure in outcome.failed {
+        for failure in std::mem::take(&mut outcome.failed) {
             self.record_failure(failure, report).await?;
         }
+        self.state
+            .append_history(self.connection, &outcome.history)
+            .await?;
         Ok(())
+    }
+
+    fn history(&self) -> HistoryLog<'_> {
+        HistoryLog {
+            run_id: self.run_id,
+            retention_ms: self.history_retention_ms,
+        }
     }
 
     /// A failed object's error record: attempts counted, next retry with backoff.

@@ -319,6 +319,8 @@ pub(super) struct ChunkOutcome {
     pub failed: Vec<Failure>,
     /// Objects whose steps went through (their earlier errors are cleared).
     pub succeeded: HashSet<Key>,
+    /// An entry per step, for the objects' histories.
+    pub history: Vec<crate::state::HistoryEntry>,
 }
 
 impl ChunkOutcome {

@@ -81,6 +81,15 @@ pub struct Rule {
     /// `passwordProfile.forceChangePasswordNextSignIn` of the users it creates (the mapping's
     /// `reset_password`, default true).
     pub force_change_password: bool,
+    /// Days each object's history entries are kept.
+    pub history_days: u32,
+}
+
+impl Rule {
+    /// How long history entries are kept, in milliseconds.
+    pub fn history_retention_ms(&self) -> i64 {
+        i64::from(self.history_days) * 86_400_000
+    }
 }
 
 /// Why planning failed as a whole.
