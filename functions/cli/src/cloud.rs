@@ -1,7 +1,9 @@
 //! `m365-provisioner cloud`: the deployed product. `cloud config` uploads and inspects the
 //! connection configs the Lambda functions read from the deployment's DynamoDB table
-//! ([`m365_aws::ConfigStore`]). AWS settings (region, credentials, endpoint) come from the SDK's
-//! default chain; `--endpoint-url` overrides the endpoint.
+//! ([`m365_aws::ConfigStore`]); `cloud status`, `runs`, `errors`, `history` and `sync` read a
+//! connection's state and provision on demand ([`crate::cloud_state`]); `cloud delete` forgets
+//! a connection. AWS settings (region, credentials, endpoint) come from the SDK's default chain;
+//! `--endpoint-url` overrides the endpoint.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,6 +11,8 @@ use std::path::PathBuf;
 use m365_aws::{ConfigStore, ConfigStoreError, ConfigSummary};
 use m365_wiring::cloud_config::parse_cloud_config;
 
+use crate::cloud_state::{self, StateTarget, SyncArgs};
+use crate::commands::status::View;
 use crate::exit::Code;
 
 #[derive(Debug, clap::Args)]
@@ -22,7 +26,11 @@ Region and credentials come from the AWS SDK's default chain (AWS_PROFILE, AWS_R
 Examples:
   m365-provisioner cloud config upload --file contoso.toml
   m365-provisioner cloud config list
-  m365-provisioner cloud config show --connection contoso")]
+  m365-provisioner cloud config show --connection contoso
+  m365-provisioner cloud status --connection contoso
+  m365-provisioner cloud errors --connection contoso
+  m365-provisioner cloud history --connection contoso --object avance@example.com
+  m365-provisioner cloud sync --connection contoso --user avance@example.com")]
 pub struct Args {
     #[command(subcommand)]
     command: CloudCommand,
@@ -47,6 +55,75 @@ Examples:
   m365-provisioner cloud config history --table m365-provisioner-state --connection contoso
   m365-provisioner cloud config show --table m365-provisioner-state --connection contoso --version 2")]
     Config(ConfigArgs),
+    /// The connection's last runs, linked objects and objects in error (the first --limit),
+    /// read from the deployment's table.
+    #[command(after_long_help = "\
+Reads only the table (no secret, no tenant): the same view as `status` of a local state.
+
+Examples:
+  m365-provisioner cloud status --table m365-provisioner-state --connection contoso
+  m365-provisioner cloud status --connection contoso --json")]
+    Status {
+        #[command(flatten)]
+        state: StateTarget,
+        /// How many runs and errors to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// The connection's last runs, newest first: status, counts and message of each.
+    #[command(after_long_help = "\
+Example:
+  m365-provisioner cloud runs --table m365-provisioner-state --connection contoso --limit 30")]
+    Runs {
+        #[command(flatten)]
+        state: StateTarget,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Every object of the connection in error, soonest retry first, with the tenant's answer.
+    #[command(after_long_help = "\
+Each line: kind, source id, the operation that failed, attempts, next retry and the tenant's
+answer (Graph's status, code, message and request id). The scheduled function retries each when
+its time comes. `cloud history --object ID` shows one object's steps.
+
+Example:
+  m365-provisioner cloud errors --table m365-provisioner-state --connection contoso")]
+    Errors {
+        #[command(flatten)]
+        state: StateTarget,
+    },
+    /// One object's link, error and history: every step applied, failed or held, newest first.
+    #[command(after_long_help = "\
+--object takes a source id, a tenant object id, a userPrincipalName or a group's displayName.
+Entries are kept for the rule's history_days (90 by default; the table's TTL removes older).
+
+Example:
+  m365-provisioner cloud history --table m365-provisioner-state --connection contoso --object avance@example.com")]
+    History {
+        #[command(flatten)]
+        state: StateTarget,
+        /// The object: source id, tenant object id, userPrincipalName or group displayName.
+        #[arg(long, value_name = "ID|UPN")]
+        object: String,
+        /// How many history entries to show, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Provision on demand against the deployment: sync only the named users and groups and
+    /// print every step taken with the tenant's answer.
+    #[command(after_long_help = "\
+Runs from this machine with the deployment's newest config, its secret (Secrets Manager: your
+AWS credentials need secretsmanager:GetSecretValue on it), its source and its state table: the
+same engine and the same lease as the scheduled function, so the two never run the connection
+at once (exit 6 while a scheduled run holds it: try again when it ends). Only the named
+identities are read and planned; nothing else is touched. On a terminal, destructive steps are
+shown and confirmed first (--yes skips).
+
+Examples:
+  m365-provisioner cloud sync --table m365-provisioner-state --connection contoso --user avance@example.com
+  m365-provisioner cloud sync --connection contoso --user 6b0d549b-6f03-675a-1600-a35a099950d8 --group \"All Staff\"")]
+    Sync(SyncArgs),
     /// Delete a deployed connection: its rule's state in the table (links, errors, runs,
     /// events) and its configs. With --deprovision (or the rule's deprovision_on_rule_deletion)
     /// every user and group the rule linked is deprovisioned first, by the rule's remove
@@ -137,14 +214,14 @@ Example:
 
 /// Where the configs are.
 #[derive(Debug, clap::Args)]
-struct Target {
+pub(crate) struct Target {
     /// The deployment's DynamoDB table (the stack's output `TableName`).
     #[arg(long, env = "M365_TABLE", value_name = "TABLE")]
-    table: String,
+    pub table: String,
     /// Send AWS requests to this endpoint (a local emulator). Without it the SDK's default chain
     /// decides (AWS_ENDPOINT_URL, the profile), as it does for region and credentials.
     #[arg(long, value_name = "URL")]
-    endpoint_url: Option<String>,
+    pub endpoint_url: Option<String>,
 }
 
 impl Target {
@@ -157,19 +234,31 @@ impl Target {
 pub async fn run(args: Args) -> Code {
     let config = match args.command {
         CloudCommand::Config(config) => config,
+        CloudCommand::Status { state, limit } => {
+            return finish(cloud_state::show(&state, View::Overview { limit }).await);
+        }
+        CloudCommand::Runs { state, limit } => {
+            return finish(cloud_state::show(&state, View::Runs { limit }).await);
+        }
+        CloudCommand::Errors { state } => {
+            return finish(cloud_state::show(&state, View::Errors).await);
+        }
+        CloudCommand::History {
+            state,
+            object,
+            limit,
+        } => {
+            let view = View::Object { key: object, limit };
+            return finish(cloud_state::show(&state, view).await);
+        }
+        CloudCommand::Sync(sync) => return finish(cloud_state::sync(sync).await),
         CloudCommand::Delete {
             target,
             connection,
             deprovision,
             secret_id,
         } => {
-            return match delete(&target, &connection, deprovision, secret_id).await {
-                Ok(code) => code,
-                Err((code, message)) => {
-                    let _ = writeln!(std::io::stderr(), "error: {message}");
-                    code
-                }
-            };
+            return finish(delete(&target, &connection, deprovision, secret_id).await);
         }
     };
     let result = match config.command {
@@ -182,7 +271,12 @@ pub async fn run(args: Args) -> Code {
         } => show(&target, &connection, version).await,
         ConfigCommand::History { target, connection } => history(&target, &connection).await,
     };
-    match result {
+    finish(result)
+}
+
+/// The exit code of an outcome; an error is printed on stderr.
+fn finish(outcome: Outcome) -> Code {
+    match outcome {
         Ok(code) => code,
         Err((code, message)) => {
             let _ = writeln!(std::io::stderr(), "error: {message}");
@@ -191,7 +285,7 @@ pub async fn run(args: Args) -> Code {
     }
 }
 
-type Outcome = Result<Code, (Code, String)>;
+pub(crate) type Outcome = Result<Code, (Code, String)>;
 
 async fn delete(
     target: &Target,
@@ -199,29 +293,8 @@ async fn delete(
     deprovision: bool,
     secret_id: Option<String>,
 ) -> Outcome {
-    use m365_wiring::context::{Deployment, Settings, SetupFailure};
-    let settings = Settings::from_lookup(|name| match name {
-        "M365_TABLE" => Some(target.table.clone()),
-        "M365_SECRET_ID" => secret_id.clone(),
-        // A sandbox tenant on this machine in place of Microsoft's hosts (loopback only).
-        "M365_LOCAL_TENANT_URL" => std::env::var("M365_LOCAL_TENANT_URL").ok(),
-        _ => None,
-    })
-    .map_err(|e| (Code::Config, e.to_string()))?;
-    let sdk = m365_aws::sdk_config(target.endpoint_url.as_deref()).await;
-    let deployment = Deployment::new(
-        &sdk,
-        settings,
-        std::sync::Arc::new(m365_core::SystemClock),
-        m365_graph::SharedState::default(),
-    );
-    let built = deployment.connection(connection).await.map_err(|e| {
-        let code = match e.failure() {
-            SetupFailure::NotConfigured | SetupFailure::Invalid => Code::Config,
-            SetupFailure::Unavailable | SetupFailure::CredentialsRefused => Code::Connection,
-        };
-        (code, e.to_string())
-    })?;
+    let (deployment, built) =
+        cloud_state::deployment_connection(target, connection, secret_id).await?;
     let deprovision = deprovision || built.rule.preferences.deprovision_on_rule_deletion;
     let (plan, report) = built
         .engine(&deployment)
@@ -249,7 +322,9 @@ async fn delete(
         );
         return Ok(Code::PartialFailure);
     }
-    let versions = m365_aws::ConfigStore::new(m365_aws::dynamodb_client(&sdk), &target.table)
+    let versions = target
+        .store()
+        .await
         .remove(connection)
         .await
         .map_err(|e| store_error(&e))?;
@@ -415,7 +490,7 @@ fn summary_table(rows: &[ConfigSummary], with_connection: bool) -> String {
 }
 
 /// The exit code and message of a failed store call.
-fn store_error(error: &ConfigStoreError) -> (Code, String) {
+pub(crate) fn store_error(error: &ConfigStoreError) -> (Code, String) {
     let code = match error {
         ConfigStoreError::Invalid(_) => Code::Config,
         // A table that does not exist: the --table (or M365_TABLE, or region) is wrong.

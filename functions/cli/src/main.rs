@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
 mod cloud;
+mod cloud_state;
 mod commands;
 mod exit;
 

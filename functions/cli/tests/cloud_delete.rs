@@ -9,38 +9,15 @@
     reason = "test code: a broken expectation should fail loudly"
 )]
 
+mod support;
+
 use std::time::Duration;
 
 use m365_core::ObjectKind;
 use m365_integration_tests::cloud::{CONNECTION, Cloud, TABLE, scheduler_event};
+use support::cloud::cli;
 
 const KEY: &str = "contoso/staff";
-
-/// Runs the CLI without blocking the runtime that serves the in-process sandbox tenant.
-async fn cli(cloud: &Cloud, args: &[&str]) -> (i32, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_m365-provisioner"));
-    command
-        .args(args)
-        .env_remove("M365_TABLE")
-        .env_remove("M365_SECRET_ID")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_DEFAULT_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("M365_LOCAL_TENANT_URL", cloud.sandbox.base_url())
-        .envs(cloud.aws().moto.child_env());
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
 
 fn enabled_users(cloud: &Cloud) -> usize {
     cloud

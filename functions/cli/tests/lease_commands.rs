@@ -9,43 +9,16 @@
     reason = "test code: a broken expectation should fail loudly"
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::process::Command;
 
 use m365_core::{Clock as _, LeaseHolder, StateStore as _, SystemClock, conformance};
 use m365_state_sqlite::SqliteStateStore;
+use support::{examples_copy, run, text};
 
 /// The examples' connection and rule: the state key of their lease.
 const KEY: &str = "contoso-demo/staff";
-
-fn examples_copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    for file in ["m365-provisioner.toml", "source.json"] {
-        std::fs::copy(examples.join(file), dir.path().join(file)).unwrap();
-    }
-    let config = dir.path().join("m365-provisioner.toml");
-    (dir, config)
-}
-
-fn run(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("M365_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn state(dir: &tempfile::TempDir) -> SqliteStateStore {
     SqliteStateStore::open(dir.path().join(".state/contoso-demo.sqlite")).unwrap()

@@ -8,39 +8,13 @@
     reason = "test code: a broken expectation should fail loudly"
 )]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-/// A private copy of examples/ (its .state starts empty).
-fn examples_copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    for file in ["m365-provisioner.toml", "source.json"] {
-        std::fs::copy(examples.join(file), dir.path().join(file)).unwrap();
-    }
-    let config = dir.path().join("m365-provisioner.toml");
-    (dir, config)
-}
-
-fn run(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("M365_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{examples_copy, run, stderr, stdout};
 
 #[test]
 fn quick_start_syncs_the_examples_and_the_second_run_changes_nothing() {

@@ -8,48 +8,14 @@
     reason = "test code: a broken expectation should fail loudly"
 )]
 
+mod support;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-
-/// A private copy of examples/ (its .state starts empty).
-fn examples_copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    for file in ["m365-provisioner.toml", "source.json"] {
-        std::fs::copy(examples.join(file), dir.path().join(file)).unwrap();
-    }
-    let config = dir.path().join("m365-provisioner.toml");
-    (dir, config)
-}
-
-fn run(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("M365_CONFIG")
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn edit_source(config: &Path, edit: impl FnOnce(&mut Value)) {
-    let path = config.with_file_name("source.json");
-    let mut source: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    edit(&mut source);
-    std::fs::write(&path, source.to_string()).unwrap();
-}
+use support::{edit_source, examples_copy, run, stderr, stdout};
 
 fn linked_users(config: &Path) -> u64 {
     let status = run(&["status", "--json"], config);

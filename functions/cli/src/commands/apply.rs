@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> Code {
         approve: Some(&compare),
         table_shown: &shown,
     };
-    execute(&app, request, started).await
+    execute(&app.engine(), request, started).await
 }
 
 fn read(path: &std::path::Path) -> Result<SavedPlan, String> {

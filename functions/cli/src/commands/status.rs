@@ -81,49 +81,113 @@ pub async fn run(args: Args) -> Code {
             return Code::Config;
         }
     };
-    if let Some(key) = &args.object {
-        let limit = if args.limit == 10 { 50 } else { args.limit };
-        return show_object(&state, &connection, key, limit, args.json).await;
-    }
-    let error_limit = if args.errors { usize::MAX } else { args.limit };
+    let view = if let Some(key) = args.object {
+        View::Object {
+            key,
+            limit: if args.limit == 10 { 50 } else { args.limit },
+        }
+    } else if args.errors {
+        View::Errors
+    } else {
+        View::Overview { limit: args.limit }
+    };
+    report(&state, &connection, view, args.json).await
+}
+
+/// What `status` (and `cloud status`, `cloud runs`, `cloud errors`, `cloud history`) shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// The last `limit` runs, the linked objects, and the first `limit` objects in error.
+    Overview { limit: usize },
+    /// The last `limit` runs alone.
+    Runs { limit: usize },
+    /// Every object in error, soonest retry first.
+    Errors,
+    /// One object (or every object the key names) with its newest `limit` history entries.
+    Object { key: String, limit: usize },
+}
+
+/// Prints `view` of `connection` (a state key) from `state`; the exit code.
+pub async fn report(state: &dyn StateStore, connection: &str, view: View, json: bool) -> Code {
+    let limit = match view {
+        View::Object { key, limit } => {
+            return show_object(state, connection, &key, limit, json).await;
+        }
+        View::Runs { limit } => return show_runs(state, connection, limit, json).await,
+        View::Errors => return show_errors(state, connection, json).await,
+        View::Overview { limit } => limit,
+    };
     let read = async {
         Ok::<_, m365_core::StateError>((
-            state.list_runs(&connection, args.limit).await?,
-            state.count_links(&connection, ObjectKind::User).await?,
-            state.count_links(&connection, ObjectKind::Group).await?,
-            state.list_errors(&connection, usize::MAX).await?,
+            state.list_runs(connection, limit).await?,
+            state.count_links(connection, ObjectKind::User).await?,
+            state.count_links(connection, ObjectKind::Group).await?,
+            state.list_errors(connection, usize::MAX).await?,
         ))
     };
     let (runs, users, groups, mut errors) = match read.await {
         Ok(all) => all,
-        Err(error) => {
-            let _ = writeln!(std::io::stderr(), "error: {error}");
-            return Code::Failure;
-        }
+        Err(error) => return read_failed(&error),
     };
-    let total_errors = errors.len();
-    errors.truncate(error_limit);
+    let total = errors.len();
+    errors.truncate(limit);
     let mut out = std::io::stdout().lock();
-    if args.json {
-        let value = if args.errors {
-            json!({"ok": true, "connection": connection, "total": total_errors, "errors": errors})
-        } else {
-            json!({
-                "ok": true,
-                "connection": connection,
-                "linked": {"users": users, "groups": groups},
-                "runs": runs,
-                "errors": errors,
-                "errors_total": total_errors,
-            })
-        };
+    if json {
+        let value = json!({
+            "ok": true,
+            "connection": connection,
+            "linked": {"users": users, "groups": groups},
+            "runs": runs,
+            "errors": errors,
+            "errors_total": total,
+        });
         let _ = writeln!(out, "{value:#}");
-        return Code::Success;
+    } else {
+        print_overview(&mut out, connection, (users, groups), &runs);
+        print_errors(&mut out, &errors, total, false);
     }
-    if !args.errors {
-        print_overview(&mut out, &connection, (users, groups), &runs);
+    Code::Success
+}
+
+fn read_failed(error: &m365_core::StateError) -> Code {
+    let _ = writeln!(std::io::stderr(), "error: {error}");
+    Code::Failure
+}
+
+/// Every object in error, soonest retry first.
+async fn show_errors(state: &dyn StateStore, connection: &str, json: bool) -> Code {
+    let errors = match state.list_errors(connection, usize::MAX).await {
+        Ok(errors) => errors,
+        Err(error) => return read_failed(&error),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value =
+            json!({"ok": true, "connection": connection, "total": errors.len(), "errors": errors});
+        let _ = writeln!(out, "{value:#}");
+    } else {
+        print_errors(&mut out, &errors, errors.len(), true);
     }
-    print_errors(&mut out, &errors, total_errors, args.errors);
+    Code::Success
+}
+
+/// The last `limit` runs, newest first.
+async fn show_runs(state: &dyn StateStore, connection: &str, limit: usize, json: bool) -> Code {
+    let runs = match state.list_runs(connection, limit).await {
+        Ok(runs) => runs,
+        Err(error) => return read_failed(&error),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{:#}",
+            json!({"ok": true, "connection": connection, "runs": runs})
+        );
+    } else {
+        let _ = writeln!(out, "{connection}: last runs, newest first");
+        print_runs(&mut out, &runs);
+    }
     Code::Success
 }
 
@@ -138,6 +202,11 @@ fn print_overview(
         "{connection}: {users} linked users, {groups} linked groups"
     );
     let _ = writeln!(out, "\nlast runs:");
+    print_runs(out, runs);
+    let _ = writeln!(out);
+}
+
+fn print_runs(out: &mut impl Write, runs: &[m365_core::RunRecord]) {
     if runs.is_empty() {
         let _ = writeln!(out, "  none yet");
     }
@@ -160,7 +229,6 @@ fn print_overview(
                 .unwrap_or_default()
         );
     }
-    let _ = writeln!(out);
 }
 
 fn print_errors(out: &mut impl Write, errors: &[ObjectError], total: usize, every: bool) {
@@ -219,10 +287,7 @@ async fn show_object(
     };
     let reports = match read.await {
         Ok(reports) => reports,
-        Err(error) => {
-            let _ = writeln!(std::io::stderr(), "error: {error}");
-            return Code::Failure;
-        }
+        Err(error) => return read_failed(&error),
     };
     let mut out = std::io::stdout().lock();
     if json {

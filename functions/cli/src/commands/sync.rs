@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use m365_core::RunCounts;
-use m365_core::engine::{Approval, Approve, RunError, SyncOptions};
+use m365_core::engine::{Approval, Approve, Engine, RunError, SyncOptions};
 use m365_core::inspect::{ObjectReport, find_objects, object_report};
 use m365_core::model::ObjectKind;
 use m365_core::plan::Plan;
@@ -18,7 +18,6 @@ use serde_json::json;
 
 use super::common::{ConfigArg, build, holder, holder_gone, report_busy, table_style};
 use super::status::print_object;
-use crate::app::App;
 use crate::exit::Code;
 
 #[derive(Debug, clap::Args)]
@@ -108,7 +107,8 @@ pub async fn run(args: Args) -> Code {
         Ok(app) => app,
         Err(code) => return code,
     };
-    let focus = match focus_of(&app, &args.users, &args.groups).await {
+    let engine = app.engine();
+    let focus = match focus_of(&engine, &args.users, &args.groups).await {
         Ok(focus) => focus,
         Err(error) => return report_error(&RunError::State(error), args.json),
     };
@@ -128,24 +128,24 @@ pub async fn run(args: Args) -> Code {
         approve: if ask { Some(&confirm) } else { None },
         table_shown: &shown,
     };
-    execute(&app, request, started).await
+    execute(&engine, request, started).await
 }
 
 /// The identities of `--user` and `--group`, by source id: a name or object id of a linked
 /// object is resolved through the state; anything else is taken as a source id.
-async fn focus_of(
-    app: &App,
+pub(crate) async fn focus_of(
+    engine: &Engine<'_>,
     users: &[String],
     groups: &[String],
 ) -> Result<Option<Focus>, m365_core::StateError> {
     if users.is_empty() && groups.is_empty() {
         return Ok(None);
     }
-    let now = m365_core::Clock::now(&app.clock);
+    let now = engine.clock.now();
     let mut focus = Focus::default();
     for (kind, keys) in [(ObjectKind::User, users), (ObjectKind::Group, groups)] {
         for key in keys {
-            let found: Vec<String> = find_objects(&app.state, &app.connection, key, now)
+            let found: Vec<String> = find_objects(engine.state, engine.connection, key, now)
                 .await?
                 .into_iter()
                 .filter(|(k, _)| *k == kind)
@@ -165,8 +165,8 @@ async fn focus_of(
     Ok(Some(focus))
 }
 
-/// A run as `sync` and `apply` ask for it.
-pub(super) struct RunRequest<'a> {
+/// A run as `sync`, `apply` and `cloud sync` ask for it.
+pub(crate) struct RunRequest<'a> {
     pub override_breaker: bool,
     pub max_duration: Option<Duration>,
     pub json: bool,
@@ -180,11 +180,14 @@ pub(super) struct RunRequest<'a> {
 }
 
 /// Runs a sync and prints its outcome; the exit code.
-pub(super) async fn execute(app: &App, request: RunRequest<'_>, started: Instant) -> Code {
-    let engine = app.engine();
-    let deadline = request.max_duration.map(|d| {
-        m365_core::Clock::now(&app.clock) + i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    });
+pub(crate) async fn execute(
+    engine: &Engine<'_>,
+    request: RunRequest<'_>,
+    started: Instant,
+) -> Code {
+    let deadline = request
+        .max_duration
+        .map(|d| engine.clock.now() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let bar = progress_bar();
     let show_after = started + Duration::from_secs(2);
     let json_mode = request.json;
@@ -216,7 +219,7 @@ pub(super) async fn execute(app: &App, request: RunRequest<'_>, started: Instant
     };
     let code = exit_code(outcome.run.status);
     let traces = match request.focus {
-        Some(focus) => match traces(app, focus, &outcome.run.id).await {
+        Some(focus) => match traces(engine, focus, &outcome.run.id).await {
             Ok(traces) => Some(traces),
             Err(error) => return report_error(&RunError::State(error), request.json),
         },
@@ -226,7 +229,7 @@ pub(super) async fn execute(app: &App, request: RunRequest<'_>, started: Instant
     if request.json {
         let value = json!({
             "ok": code == Code::Success,
-            "connection": app.connection,
+            "connection": engine.connection,
             "status": outcome.run.status,
             "counts": outcome.run.counts,
             "message": outcome.run.message,
@@ -243,18 +246,18 @@ pub(super) async fn execute(app: &App, request: RunRequest<'_>, started: Instant
         for report in traces.iter().flatten() {
             print_object(&mut out, report, Some(&outcome.run.id));
         }
-        print_summary(&mut out, &app.connection, &outcome, started, table);
+        print_summary(&mut out, engine.connection, &outcome, started, table);
     }
     code
 }
 
 /// What the run did to each identity of a focus: its history entries of this run.
 async fn traces(
-    app: &App,
+    engine: &Engine<'_>,
     focus: &Focus,
     run_id: &str,
 ) -> Result<Vec<ObjectReport>, m365_core::StateError> {
-    let now = m365_core::Clock::now(&app.clock);
+    let now = engine.clock.now();
     let mut reports = Vec::new();
     let named = focus
         .users
@@ -262,7 +265,7 @@ async fn traces(
         .map(|id| (ObjectKind::User, id))
         .chain(focus.groups.iter().map(|id| (ObjectKind::Group, id)));
     for (kind, id) in named {
-        let mut report = object_report(&app.state, &app.connection, kind, id, now, 200).await?;
+        let mut report = object_report(engine.state, engine.connection, kind, id, now, 200).await?;
         report.history.retain(|entry| entry.run_id == run_id);
         reports.push(report);
     }
@@ -271,7 +274,7 @@ async fn traces(
 
 /// Shows a plan that holds destructive steps and asks the operator whether to go ahead
 /// (answered on stdin: only "yes" or "y" go ahead). Plans without one go ahead unasked.
-fn confirm_destructive(
+pub(crate) fn confirm_destructive(
     plan: &Plan,
     shown: &AtomicBool,
 ) -> Pin<Box<dyn Future<Output = Approval> + Send>> {
@@ -317,7 +320,7 @@ fn progress_bar() -> ProgressBar {
 
 /// A run that failed as a whole. A source that cannot be reached is a connection failure (retry
 /// later); one whose data cannot be read needs its input fixed.
-fn report_error(error: &RunError, json: bool) -> Code {
+pub(crate) fn report_error(error: &RunError, json: bool) -> Code {
     let code = match error {
         RunError::Plan(m365_core::planner::PlanError::Source(source)) => {
             if source.is_retryable() {

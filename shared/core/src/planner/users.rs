@@ -64,13 +64,15 @@ impl Planner<'_> {
             .filter(|l| wanted.contains(l.source_id.as_str()))
             .map(|l| (l.source_id.clone(), l))
             .collect();
-        // Objects in backoff after a failure wait for their retry time.
+        // Objects in backoff after a failure wait for their retry time, unless an operator
+        // names them (provision on demand retries at once).
+        let on_demand = self.focus.is_some();
         let waiting: HashSet<String> = self
             .state
             .get_errors(self.connection, ObjectKind::User, &ids)
             .await?
             .into_iter()
-            .filter(|e| e.next_retry_at > self.now)
+            .filter(|e| e.next_retry_at > self.now && !on_demand)
             .map(|e| e.source_id)
             .collect();
         let (links, restorable) = self.settle_deleted_links(links, &mapped, &waiting).await?;
@@ -542,7 +544,8 @@ impl Planner<'_> {
     }
 
     /// The source id of the manager `reference` names for user `id`: `Ok(None)` when a focused
-    /// plan cannot resolve a DN, an error message when it is not a user this rule provisions.
+    /// plan did not read the manager (or cannot resolve its DN), an error message when it is not
+    /// a user this rule provisions.
     fn manager_of(
         &self,
         id: &str,
@@ -555,6 +558,9 @@ impl Planner<'_> {
         };
         match manager_id {
             Some(m) if draft.kept.get(&m).is_some_and(|k| k.provisioned) && m != id => Ok(Some(m)),
+            // A focused plan reads only its own users: a manager outside the focus is left as
+            // it is until a sync that reads it.
+            Some(m) if self.focus.is_some() && !draft.kept.contains_key(&m) => Ok(None),
             None if self.focus.is_some() => Ok(None),
             _ => Err(format!(
                 "manager {reference:?} is not a user this rule provisions; it is set once the manager is in scope"

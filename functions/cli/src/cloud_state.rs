@@ -1,0 +1,161 @@
+//! `m365-provisioner cloud status | runs | errors | history | sync`: a deployed connection's runs,
+//! objects in error and per-object history, read from the deployment's DynamoDB table (the
+//! same views as `status` on a local state file), and provision on demand against it.
+//!
+//! The reads need only the table: the connection's newest config names its rule, and so its
+//! state key (`<connection>/<rule>`). `cloud sync --user` runs the focused sync from this
+//! machine with the deployment's config, secret (Secrets Manager) and state table — the engine
+//! and the lease the scheduled function uses, so the two never run the connection at once.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use m365_aws::DynamoStateStore;
+use m365_core::engine::RunError;
+use m365_core::plan::Plan;
+use m365_wiring::cloud_config::parse_cloud_config;
+use m365_wiring::connect::state_key;
+use m365_wiring::context::{Connection, Deployment, Settings, SetupFailure};
+
+use crate::cloud::{Outcome, Target, store_error};
+use crate::commands::status::{View, report};
+use crate::commands::sync::{RunRequest, confirm_destructive, execute, focus_of, report_error};
+use crate::exit::Code;
+
+/// The table and connection whose state is read.
+#[derive(Debug, clap::Args)]
+pub struct StateTarget {
+    #[command(flatten)]
+    pub target: Target,
+    /// The connection ([connection] name of its config).
+    #[arg(long, value_name = "NAME")]
+    pub connection: String,
+    /// Print the same as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cloud sync`'s options.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("focus").required(true).multiple(true).args(["users", "groups"])))]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub state: StateTarget,
+    /// Sync only this user: its source id, or the userPrincipalName or tenant object id of a
+    /// linked user. Repeat for several.
+    #[arg(long = "user", value_name = "ID")]
+    pub users: Vec<String>,
+    /// Sync only this group: its source id, or the displayName or tenant object id of a linked
+    /// group. Repeat for several.
+    #[arg(long = "group", value_name = "ID")]
+    pub groups: Vec<String>,
+    /// The secret of a config without [secrets] secret_id (the functions' M365_SECRET_ID).
+    #[arg(long, env = "M365_SECRET_ID", value_name = "SECRET")]
+    pub secret_id: Option<String>,
+    /// Carry out disables and deletes even beyond the circuit breaker's limits.
+    #[arg(long)]
+    pub override_breaker: bool,
+    /// Do not ask before destructive steps (asked only on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// The deployment's state of one connection, and its state key.
+async fn state_of(target: &StateTarget) -> Result<(DynamoStateStore, String), (Code, String)> {
+    let sdk = m365_aws::sdk_config(target.target.endpoint_url.as_deref()).await;
+    let client = m365_aws::dynamodb_client(&sdk);
+    let table = &target.target.table;
+    let connection = &target.connection;
+    let newest = m365_aws::ConfigStore::new(client.clone(), table)
+        .latest(connection)
+        .await
+        .map_err(|e| store_error(&e))?;
+    let Some(stored) = newest else {
+        return Err((
+            Code::Config,
+            format!(
+                "no config for connection {connection} in table {table}; see m365-provisioner cloud config list"
+            ),
+        ));
+    };
+    let origin = format!("{connection} version {}", stored.version);
+    let config = parse_cloud_config(&stored.text, &origin).map_err(|e| {
+        (
+            Code::Config,
+            format!("the newest config of {connection} cannot be read: {e}"),
+        )
+    })?;
+    Ok((
+        DynamoStateStore::new(client, table.clone()),
+        state_key(&config),
+    ))
+}
+
+/// `cloud status`, `cloud runs`, `cloud errors`, `cloud history`: `view` of the connection.
+pub async fn show(target: &StateTarget, view: View) -> Outcome {
+    let (state, key) = state_of(target).await?;
+    Ok(report(&state, &key, view, target.json).await)
+}
+
+/// The deployment and the connection's config, secret, source and tenant, as the functions
+/// build them.
+pub async fn deployment_connection(
+    target: &Target,
+    connection: &str,
+    secret_id: Option<String>,
+) -> Result<(Deployment, Connection), (Code, String)> {
+    let settings = Settings::from_lookup(|name| match name {
+        "M365_TABLE" => Some(target.table.clone()),
+        "M365_SECRET_ID" => secret_id.clone(),
+        // A sandbox tenant on this machine in place of Microsoft's hosts (loopback only).
+        "M365_LOCAL_TENANT_URL" => std::env::var("M365_LOCAL_TENANT_URL").ok(),
+        _ => None,
+    })
+    .map_err(|e| (Code::Config, e.to_string()))?;
+    let sdk = m365_aws::sdk_config(target.endpoint_url.as_deref()).await;
+    let deployment = Deployment::new(
+        &sdk,
+        settings,
+        std::sync::Arc::new(m365_core::SystemClock),
+        m365_graph::SharedState::default(),
+    );
+    let built = deployment.connection(connection).await.map_err(|e| {
+        let code = match e.failure() {
+            SetupFailure::NotConfigured | SetupFailure::Invalid => Code::Config,
+            SetupFailure::Unavailable | SetupFailure::CredentialsRefused => Code::Connection,
+        };
+        (code, e.to_string())
+    })?;
+    Ok((deployment, built))
+}
+
+/// `cloud sync --user/--group`: provision on demand against the deployment.
+pub async fn sync(args: SyncArgs) -> Outcome {
+    use std::io::IsTerminal as _;
+    let started = Instant::now();
+    let state = &args.state;
+    let (deployment, connection) =
+        deployment_connection(&state.target, &state.connection, args.secret_id.clone()).await?;
+    let engine = connection.engine(&deployment);
+    let focus = match focus_of(&engine, &args.users, &args.groups).await {
+        Ok(focus) => focus,
+        Err(error) => return Ok(report_error(&RunError::State(error), state.json)),
+    };
+    let shown = std::sync::Arc::new(AtomicBool::new(false));
+    let ask = !args.yes && !state.json && std::io::stdin().is_terminal();
+    let confirm = {
+        let shown = std::sync::Arc::clone(&shown);
+        move |plan: &Plan| confirm_destructive(plan, &shown)
+    };
+    let request = RunRequest {
+        override_breaker: args.override_breaker,
+        max_duration: None,
+        json: state.json,
+        full: false,
+        command: "cloud sync",
+        focus: focus.as_ref(),
+        approve: if ask { Some(&confirm) } else { None },
+        table_shown: &shown,
+    };
+    Ok(execute(&engine, request, started).await)
+}
