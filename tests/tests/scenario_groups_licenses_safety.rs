@@ -231,6 +231,86 @@ async fn mapped_disabled_plans_are_applied_and_changed() {
 }
 
 #[tokio::test]
+async fn sku_part_numbers_are_resolved_and_an_unknown_one_holds_only_its_user() {
+    let extra = format!(
+        "{LICENSES}disabled_plans = {{ \"EnterprisePack\" = [\"{}\"] }}\n",
+        demo::E3_PLAN_TEAMS
+    );
+    let s = Scenario::new("", &extra).await;
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({"licenseSku": "enterprisepack"})),
+            user(
+                "u-bob",
+                "bob",
+                json!({"licenseSku": ["SPE_E5", demo::SKU_E3]}),
+            ),
+            user("u-cid", "cid", json!({"licenseSku": "SPE_E3"})),
+        ],
+        &[],
+    );
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::PartiallyFailed, "{:?}", out.run);
+    // The tenant holds the skuIds the part numbers name, with the plans keyed by part number
+    // disabled whichever way the SKU was named.
+    let e3 = (
+        demo::SKU_E3.to_owned(),
+        vec![demo::E3_PLAN_TEAMS.to_owned()],
+    );
+    assert_eq!(
+        licenses_of(&s.tenant_user(&upn("ann")).unwrap()),
+        vec![e3.clone()]
+    );
+    let mut bob = vec![e3, sku(demo::SKU_E5)];
+    bob.sort();
+    assert_eq!(licenses_of(&s.tenant_user(&upn("bob")).unwrap()), bob);
+    // Cid is created, unlicensed, and the only object in error, named with the value and the
+    // part numbers the tenant has.
+    assert!(licenses_of(&s.tenant_user(&upn("cid")).unwrap()).is_empty());
+    let errors = s.errors().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].source_id, "u-cid");
+    for part in [
+        upn("cid").as_str(),
+        "\"SPE_E3\"",
+        "EMS, ENTERPRISEPACK, SPE_E5",
+    ] {
+        assert!(
+            errors[0].message.contains(part),
+            "{part}: {}",
+            errors[0].message
+        );
+    }
+    // The SKU table is read once per run; nothing is rewritten while nothing changes.
+    assert_eq!(requests(&s, "GET", "/subscribedSkus"), 1);
+    let writes = s.tenant_writes();
+    let out = s.sync().await;
+    assert_eq!(s.tenant_writes(), writes, "{:#?}", out.plan);
+    assert_eq!(out.plan.issues.len(), 1);
+
+    // Corrected at the source: licensed, and out of error.
+    s.write_source(
+        &[
+            user("u-ann", "ann", json!({"licenseSku": "enterprisepack"})),
+            user(
+                "u-bob",
+                "bob",
+                json!({"licenseSku": ["SPE_E5", demo::SKU_E3]}),
+            ),
+            user("u-cid", "cid", json!({"licenseSku": "spe_e5"})),
+        ],
+        &[],
+    );
+    let out = s.sync().await;
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run);
+    assert_eq!(
+        licenses_of(&s.tenant_user(&upn("cid")).unwrap()),
+        vec![sku(demo::SKU_E5)]
+    );
+    assert!(s.errors().await.is_empty());
+}
+
+#[tokio::test]
 async fn sku_changed_at_source_adds_and_removes_in_one_assign_license_call() {
     let s = Scenario::new("", LICENSES).await;
     s.write_source(

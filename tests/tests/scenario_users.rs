@@ -23,7 +23,7 @@ use m365_core::config::Config;
 use m365_core::engine::{Engine, SyncOptions, SyncOutcome};
 use m365_core::{
     Clock, Directory, DirectoryCounters, DirectoryOp, DirectoryResult, LinkOrigin, ObjectKind,
-    OpOutcome, RunStatus, StateStore, TenantDomain, TenantGroup, TenantUser,
+    OpOutcome, RunStatus, StateStore, TenantDomain, TenantGroup, TenantSku, TenantUser,
 };
 use m365_graph::GraphDirectory;
 use m365_integration_tests::scenario::{BASE_RULE, Scenario, user};
@@ -117,6 +117,16 @@ impl Directory for Recorder<'_> {
         Self: 'async_trait,
     {
         Box::pin(self.inner.domains())
+    }
+
+    fn subscribed_skus<'life0, 'async_trait>(
+        &'life0 self,
+    ) -> BoxFuture<'async_trait, DirectoryResult<Vec<TenantSku>>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.subscribed_skus())
     }
 
     fn restorable_users<'life0, 'life1, 'async_trait>(

@@ -281,6 +281,40 @@ fn verbosity_rust_log_and_json_log_lines() {
 }
 
 #[test]
+fn validate_accepts_sku_part_numbers_and_refuses_junk_by_value() {
+    let (dir, config) = examples_copy();
+    let sample = dir.path().join("sample.json");
+    let write = |sku: &str| {
+        std::fs::write(
+            &sample,
+            format!(
+                r#"{{"users": [{{"id": "u9", "enabled": true, "attributes": {{"uid": "pp", "mail": "pp@example.com", "displayName": "P P", "givenName": "P", "sn": "P", "usageLocation": "US", "licenseSku": {sku}}}}}]}}"#
+            ),
+        )
+        .unwrap();
+    };
+    write(r#"["SPE_E3", "enterprisepack"]"#);
+    let valid = run(&["validate", "--sample", sample.to_str().unwrap()], &config);
+    assert_eq!(valid.status.code(), Some(0), "{}", stderr(&valid));
+    let report = stdout(&valid);
+    assert!(
+        report.contains("licenses = [\"SPE_E3\", \"enterprisepack\"]"),
+        "{report}"
+    );
+    assert!(report.contains("part numbers are resolved"), "{report}");
+
+    write(r#""E3 for everyone""#);
+    let junk = run(&["validate", "--sample", sample.to_str().unwrap()], &config);
+    assert_eq!(junk.status.code(), Some(2), "{}", stdout(&junk));
+    let problem = stderr(&junk);
+    assert!(
+        problem.contains("licenses = \"E3 for everyone\": is neither a skuId GUID"),
+        "{problem}"
+    );
+    assert!(problem.contains("nor a SKU part number"), "{problem}");
+}
+
+#[test]
 fn validate_maps_the_first_source_user_and_names_each_problem() {
     let (dir, config) = examples_copy();
     let valid = run(&["validate"], &config);

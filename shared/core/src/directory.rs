@@ -36,6 +36,17 @@ pub struct TenantDomain {
     pub federated: bool,
 }
 
+/// A SKU the tenant subscribes to (`GET /subscribedSkus`,
+/// <https://learn.microsoft.com/en-us/graph/api/subscribedsku-list>): its GUID and its part
+/// number (`ENTERPRISEPACK`, `SPE_E3`), which is how a rule may name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSku {
+    /// The skuId GUID that `assignLicense` takes.
+    pub sku_id: String,
+    /// The skuPartNumber; empty when Graph gave none.
+    pub sku_part_number: String,
+}
+
 /// Security group or Microsoft 365 group (docs/graph-behaviour.md#creating-groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -266,6 +277,10 @@ pub trait Directory: Send + Sync {
 
     /// The tenant's domains.
     async fn domains(&self) -> DirectoryResult<Vec<TenantDomain>>;
+
+    /// The SKUs the tenant subscribes to: read once per run, and only when a rule names a SKU
+    /// by its part number (docs/design.md#licenses-and-manager).
+    async fn subscribed_skus(&self) -> DirectoryResult<Vec<TenantSku>>;
 
     /// Which of these user ids are in the tenant's deleted items, restorable (the others were
     /// purged, permanently deleted, or restored already).

@@ -30,7 +30,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use counts::RunCounts;
 pub use directory::{
     Directory, DirectoryCounters, DirectoryError, DirectoryOp, DirectoryResult, FailureKind,
-    GroupKind, OpOutcome, TenantDomain, TenantGroup, TenantUser,
+    GroupKind, OpOutcome, TenantDomain, TenantGroup, TenantSku, TenantUser,
 };
 pub use model::{
     AttrValue, Attributes, LicenseAssignment, ObjectKind, RecordError, SourceGroup, SourceUser,

@@ -104,6 +104,8 @@ impl RuleMapping for CompiledMapping {
             password,
             password_problem,
             licenses: mapped.licenses,
+            sku_plans: mapped.sku_plans,
+            license_problem: None,
             manager: mapped.manager_ref,
         })
     }

@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use m365_core::{
     Directory, DirectoryCounters, DirectoryError, DirectoryOp, DirectoryResult, FailureKind,
-    LicenseAssignment, OpOutcome, TenantDomain, TenantGroup, TenantUser,
+    LicenseAssignment, OpOutcome, TenantDomain, TenantGroup, TenantSku, TenantUser,
 };
 use reqwest::Method;
 use secrecy::ExposeSecret;
@@ -739,6 +739,22 @@ impl Directory for GraphDirectory {
                 verified: d.is_verified,
                 federated: d.is_federated(),
                 name: d.id,
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn subscribed_skus(&self) -> DirectoryResult<Vec<TenantSku>> {
+        let skus = self
+            .client
+            .subscribed_skus()
+            .await
+            .map_err(|e| directory_error(&e))?;
+        Ok(skus
+            .into_iter()
+            .map(|s| TenantSku {
+                sku_id: s.sku_id,
+                sku_part_number: s.sku_part_number.unwrap_or_default(),
             })
             .collect())
     }

@@ -175,6 +175,13 @@ fn mapped(rule: &Rule, user: &SourceUser, origin: &str) -> Result<String, String
     if let Some(licenses) = &desired.licenses {
         let skus: Vec<&str> = licenses.iter().map(|l| l.sku_id.as_str()).collect();
         let _ = writeln!(out, "  licenses = {skus:?}");
+        if licenses.iter().any(|l| !is_sku_id(&l.sku_id)) || !desired.sku_plans.is_empty() {
+            let _ = writeln!(
+                out,
+                "  note: SKU part numbers are resolved against the tenant's subscribed SKUs when \
+                 a sync plans; one the tenant does not have holds only this user's licenses"
+            );
+        }
     }
     match &desired.manager {
         Some(Some(reference)) => {
@@ -189,4 +196,12 @@ fn mapped(rule: &Rule, user: &SourceUser, origin: &str) -> Result<String, String
         let _ = writeln!(out, "  note: {problem}");
     }
     Ok(out)
+}
+
+/// Whether a mapped SKU is a skuId GUID rather than a part number.
+fn is_sku_id(value: &str) -> bool {
+    matches!(
+        m365_core::mapping::validate::sku_reference(value),
+        Ok(m365_core::mapping::validate::SkuReference::Id(_))
+    )
 }

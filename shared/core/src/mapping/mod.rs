@@ -607,8 +607,14 @@ pub struct MappedUser {
     /// docs/design.md#users).
     pub password: Option<PasswordValue>,
     /// `None` = licenses not mapped; `Some(empty)` = mapped and the source has none
-    /// (docs/design.md#licenses-and-manager).
+    /// (docs/design.md#licenses-and-manager). A `sku_id` is a lower-cased skuId GUID, or a SKU
+    /// part number as written, which the planner resolves against the tenant.
     pub licenses: Option<Vec<LicenseAssignment>>,
+    /// Disabled plans whose `disabled_plans` key names a SKU in the other form than the values
+    /// of `sku_ids` (a part number key for a GUID value, or the reverse): lower-cased key →
+    /// plans. Only the tenant's SKU table tells which SKU they belong to; the planner applies
+    /// them once it has it. Empty when keys and values are written alike.
+    pub sku_plans: BTreeMap<String, Vec<String>>,
     /// `None` = manager not mapped; `Some(None)` = mapped and cleared at the source.
     pub manager_ref: Option<Option<String>>,
 }
@@ -700,8 +706,8 @@ enum CompiledPassword {
 
 struct CompiledLicenses {
     sku_ids: Compiled,
-    /// Lower-cased skuId → plans.
-    disabled_plans: BTreeMap<String, Compiled>,
+    /// SKU reference (a skuId or a part number, [`validate::SkuReference`]) → plans.
+    disabled_plans: BTreeMap<validate::SkuReference, Compiled>,
 }
 
 /// Attributes tried, in order, to name a user in messages when the mapping has no `label`.
@@ -792,18 +798,14 @@ impl Mapper {
                 let sku_ids = compiler.compile("licenses", "licenses.sku_ids", &l.sku_ids)?;
                 let mut disabled_plans = BTreeMap::new();
                 for (sku, plans) in &l.disabled_plans {
-                    if let Err(v) = validate::guid(sku) {
-                        return Err(MappingConfigError::Invalid {
+                    let key =
+                        validate::sku_reference(sku).map_err(|v| MappingConfigError::Invalid {
                             target: "licenses.disabled_plans".to_owned(),
                             expression: format!("{sku:?}"),
-                            message: format!("{v} (keys are skuIds)"),
-                        });
-                    }
+                            message: format!("{v} (keys are skuIds or SKU part numbers)"),
+                        })?;
                     let name = format!("licenses.disabled_plans.{sku}");
-                    disabled_plans.insert(
-                        sku.to_ascii_lowercase(),
-                        compiler.compile(&name, &name, plans)?,
-                    );
+                    disabled_plans.insert(key, compiler.compile(&name, &name, plans)?);
                 }
                 Some(CompiledLicenses {
                     sku_ids,
@@ -896,6 +898,7 @@ impl Mapper {
             unique_candidates: BTreeMap::new(),
             password: None,
             licenses: None,
+            sku_plans: BTreeMap::new(),
             manager_ref: None,
         };
 
@@ -915,7 +918,10 @@ impl Mapper {
 
         if let Some(lic) = &self.licenses {
             match self.map_licenses(&ev, lic, &subject) {
-                Ok(l) => mapped.licenses = Some(l),
+                Ok((licenses, sku_plans)) => {
+                    mapped.licenses = Some(licenses);
+                    mapped.sku_plans = sku_plans;
+                }
                 Err(mut e) => errors.append(&mut e),
             }
         }
@@ -1138,76 +1144,119 @@ impl Mapper {
         }
     }
 
+    /// The user's licenses: each SKU of `sku_ids` (a skuId or a part number,
+    /// [`validate::sku_reference`]) with the plans of the `disabled_plans` key written the same
+    /// way, and the plans of keys written in the other form ([`MappedUser::sku_plans`]).
+    #[allow(
+        clippy::type_complexity,
+        reason = "the two halves of MappedUser's licenses"
+    )]
     fn map_licenses(
         &self,
         ev: &Evaluator<'_>,
         lic: &CompiledLicenses,
         subject: &Subject<'_>,
-    ) -> Result<Vec<LicenseAssignment>, Vec<MappingError>> {
-        let guids = |c: &Compiled, property: &str| -> Result<Vec<String>, Box<MappingError>> {
-            let items = match ev.eval(c) {
-                Ok(Raw::Empty) => Vec::new(),
-                Ok(Raw::Text(s)) => vec![s],
-                Ok(Raw::List(l)) => l,
-                Ok(_) => {
-                    return Err(Box::new(subject.error(
-                        property,
-                        None,
-                        "type",
-                        "expected one or more GUIDs",
-                    )));
-                }
-                Err(message) => {
-                    return Err(Box::new(subject.error(
-                        property,
-                        None,
-                        "evaluation",
-                        message,
-                    )));
-                }
-            };
-            let mut out: Vec<String> = Vec::new();
-            for item in items {
+    ) -> Result<(Vec<LicenseAssignment>, BTreeMap<String, Vec<String>>), Vec<MappingError>> {
+        let skus: Vec<validate::SkuReference> = evaluate_list(
+            ev,
+            &lic.sku_ids,
+            subject,
+            "licenses",
+            "skuIds or SKU part numbers",
+        )
+        .map_err(|e| vec![*e])?
+        .into_iter()
+        .map(|item| {
+            validate::sku_reference(&item)
+                .map_err(|v| Box::new(subject.violation("licenses", Some(&item), v)))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| vec![*e])?;
+        let plans_of = |c: &Compiled| -> Result<Vec<String>, Box<MappingError>> {
+            let property = "licenses.disabled_plans";
+            let mut plans: Vec<String> = Vec::new();
+            for item in evaluate_list(ev, c, subject, property, "servicePlanId GUIDs")? {
                 validate::guid(&item)
                     .map_err(|v| Box::new(subject.violation(property, Some(&item), v)))?;
-                let g = item.trim_matches(['{', '}']).to_ascii_lowercase();
-                if !out.contains(&g) {
-                    out.push(g);
+                let g = item.trim().trim_matches(['{', '}']).to_ascii_lowercase();
+                if !plans.contains(&g) {
+                    plans.push(g);
                 }
             }
-            Ok(out)
+            plans.sort();
+            Ok(plans)
         };
         let mut errors = Vec::new();
-        let skus = match guids(&lic.sku_ids, "licenses") {
-            Ok(s) => s,
-            Err(e) => return Err(vec![*e]),
-        };
-        let mut out = Vec::new();
-        for sku in skus {
-            let disabled_plans = match lic.disabled_plans.get(&sku) {
-                None => Vec::new(),
-                Some(c) => match guids(c, "licenses.disabled_plans") {
-                    Ok(mut p) => {
-                        p.sort();
-                        p
-                    }
-                    Err(e) => {
-                        errors.push(*e);
-                        continue;
-                    }
-                },
+        let mut out: Vec<LicenseAssignment> = Vec::new();
+        for sku in &skus {
+            let sku_id = match sku {
+                validate::SkuReference::Id(id) | validate::SkuReference::PartNumber(id) => id,
+            };
+            if out.iter().any(|l| l.sku_id.eq_ignore_ascii_case(sku_id)) {
+                continue;
+            }
+            let key = lic
+                .disabled_plans
+                .iter()
+                .find(|(k, _)| k.key() == sku.key());
+            let disabled_plans = match key.map(|(_, c)| plans_of(c)).transpose() {
+                Ok(plans) => plans.unwrap_or_default(),
+                Err(e) => {
+                    errors.push(*e);
+                    continue;
+                }
             };
             out.push(LicenseAssignment {
-                sku_id: sku,
+                sku_id: sku_id.clone(),
                 disabled_plans,
             });
         }
         out.sort();
+        // Keys written in the other form than some value may belong to it once resolved.
+        let mut sku_plans = BTreeMap::new();
+        for (key, c) in &lic.disabled_plans {
+            if skus.iter().any(|s| s.is_id() != key.is_id()) {
+                match plans_of(c) {
+                    Ok(plans) => {
+                        sku_plans.insert(key.key(), plans);
+                    }
+                    Err(e) => errors.push(*e),
+                }
+            }
+        }
         if errors.is_empty() {
-            Ok(out)
+            Ok((out, sku_plans))
         } else {
             Err(errors)
         }
+    }
+}
+
+/// An expression evaluated to a list of strings (empty, one text, or a list); anything else is
+/// an error on `property` saying `expected` one or more of what it should hold.
+fn evaluate_list(
+    ev: &Evaluator<'_>,
+    c: &Compiled,
+    subject: &Subject<'_>,
+    property: &str,
+    expected: &str,
+) -> Result<Vec<String>, Box<MappingError>> {
+    match ev.eval(c) {
+        Ok(Raw::Empty) => Ok(Vec::new()),
+        Ok(Raw::Text(s)) => Ok(vec![s]),
+        Ok(Raw::List(l)) => Ok(l),
+        Ok(_) => Err(Box::new(subject.error(
+            property,
+            None,
+            "type",
+            format!("expected one or more {expected}"),
+        ))),
+        Err(message) => Err(Box::new(subject.error(
+            property,
+            None,
+            "evaluation",
+            message,
+        ))),
     }
 }
 

@@ -397,14 +397,16 @@ pub enum PasswordSource {
     Generate,
 }
 
-/// License mapping: the SKUs (one or many skuId GUIDs) and, per SKU, the service plans to
-/// switch off.
+/// License mapping: the SKUs (one or many, each a skuId GUID or a SKU part number such as
+/// `ENTERPRISEPACK`, resolved through the tenant's subscribed SKUs when planning) and, per SKU,
+/// the service plans to switch off (docs/design.md#licenses-and-manager).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LicensesSpec {
-    /// skuId GUIDs: a string, a list, or a source attribute holding one or many.
+    /// skuId GUIDs or SKU part numbers: a string, a list, or a source attribute holding one or
+    /// many.
     pub sku_ids: Expression,
-    /// skuId → servicePlanIds to disable in that SKU.
+    /// skuId or part number → servicePlanIds to disable in that SKU.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub disabled_plans: BTreeMap<String, Expression>,
 }

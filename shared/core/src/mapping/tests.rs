@@ -688,10 +688,10 @@ fn required_entries_are_config_errors() {
     }));
     assert!(err.to_string().contains("SecretStore"), "{err}");
     let mut value = with_required(json!({}));
-    value["licenses"] =
-        json!({"sku_ids": SKU_E3, "disabled_plans": {"ENTERPRISEPACK": [PLAN_SWAY]}});
+    value["licenses"] = json!({"sku_ids": SKU_E3, "disabled_plans": {"E3 license": [PLAN_SWAY]}});
     let err = config_error(value);
     assert!(err.to_string().contains("licenses.disabled_plans"), "{err}");
+    assert!(err.to_string().contains("part number"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -968,12 +968,36 @@ fn licenses_mapped_unmapped_and_empty() {
         Some(vec![]),
         "mapped and empty"
     );
-    let errors = errors_of(with(json!(["ENTERPRISEPACK"])));
+    // Part numbers pass as written (the planner resolves them); junk is refused by name.
     assert_eq!(
-        (errors[0].property.as_str(), errors[0].rule),
-        ("licenses", "guid.format")
+        with(json!(["SPE_E3", "spe_e3", "Microsoft_365_E3_(no_Teams)"]))
+            .unwrap()
+            .licenses,
+        Some(vec![
+            LicenseAssignment {
+                sku_id: "Microsoft_365_E3_(no_Teams)".into(),
+                disabled_plans: vec![],
+            },
+            LicenseAssignment {
+                sku_id: "SPE_E3".into(),
+                disabled_plans: vec![],
+            },
+        ])
     );
-    assert_eq!(errors[0].value.as_deref(), Some("ENTERPRISEPACK"));
+    for junk in ["E3 license", "6fd2c87f-b296-42f0", "3E", "E3;E5"] {
+        let errors = errors_of(with(json!([SKU_EMS, junk])));
+        assert_eq!(
+            (errors[0].property.as_str(), errors[0].rule),
+            ("licenses", "sku.format"),
+            "{junk}"
+        );
+        assert_eq!(errors[0].value.as_deref(), Some(junk));
+        assert!(
+            errors[0].to_string().contains("nor a SKU part number"),
+            "{}",
+            errors[0]
+        );
+    }
 
     let unmapped = Mapper::new(&spec(with_required(json!({})))).unwrap();
     assert!(!unmapped.maps_licenses());
@@ -984,6 +1008,47 @@ fn licenses_mapped_unmapped_and_empty() {
             .licenses,
         None,
         "not mapped"
+    );
+}
+
+#[test]
+fn disabled_plans_keyed_by_part_number() {
+    let mut value = with_required(json!({}));
+    value["licenses"] = json!({
+        "sku_ids": {"attribute": "skus"},
+        "disabled_plans": { "EnterprisePack": [PLAN_SWAY], SKU_EMS: [PLAN_YAMMER] },
+    });
+    let mapper = Mapper::new(&spec(value)).unwrap();
+    let with = |skus: serde_json::Value| {
+        mapper
+            .map_user(&user("1", json!({"uid": "a", "cn": "A", "skus": skus})))
+            .unwrap()
+    };
+    // Written alike: matched here, case-insensitively.
+    let m = with(json!(["ENTERPRISEPACK"]));
+    assert_eq!(
+        m.licenses,
+        Some(vec![LicenseAssignment {
+            sku_id: "ENTERPRISEPACK".into(),
+            disabled_plans: vec![PLAN_SWAY.into()],
+        }])
+    );
+    // The GUID key is in the other form than the part number value: left to the planner.
+    assert_eq!(
+        m.sku_plans,
+        BTreeMap::from([(SKU_EMS.to_owned(), vec![PLAN_YAMMER.to_owned()])])
+    );
+    // GUID values: the part number key is left to the planner, the GUID key matched here.
+    let m = with(json!([SKU_EMS, SKU_E3]));
+    assert_eq!(
+        m.sku_plans,
+        BTreeMap::from([("enterprisepack".to_owned(), vec![PLAN_SWAY.to_owned()])])
+    );
+    assert!(
+        m.licenses
+            .unwrap()
+            .iter()
+            .any(|l| l.sku_id == SKU_EMS && l.disabled_plans == vec![PLAN_YAMMER.to_owned()])
     );
 }
 

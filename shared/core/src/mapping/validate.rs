@@ -494,6 +494,62 @@ pub fn guid(value: &str) -> Check {
     }
 }
 
+/// How a rule names a SKU in `licenses.sku_ids` and the keys of `licenses.disabled_plans`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkuReference {
+    /// A skuId GUID, lower-cased, without braces.
+    Id(String),
+    /// A skuPartNumber (`ENTERPRISEPACK`, `SPE_E3`) as written: the planner resolves it to its
+    /// skuId through the tenant's subscribed SKUs
+    /// (<https://learn.microsoft.com/en-us/graph/api/subscribedsku-list>), case-insensitively.
+    PartNumber(String),
+}
+
+impl SkuReference {
+    /// The reference compared case-insensitively: the GUID, or the part number lower-cased.
+    pub fn key(&self) -> String {
+        match self {
+            SkuReference::Id(id) => id.clone(),
+            SkuReference::PartNumber(part) => part.to_ascii_lowercase(),
+        }
+    }
+
+    /// Whether it is a skuId GUID.
+    pub fn is_id(&self) -> bool {
+        matches!(self, SkuReference::Id(_))
+    }
+}
+
+/// The longest part number accepted (Microsoft's string ids are well under it).
+const MAX_PART_NUMBER_CHARS: usize = 100;
+
+/// A SKU as a rule may name it: a skuId GUID, or a part number: an ASCII letter, then ASCII
+/// letters, digits and `_ - . ( ) /` (Microsoft's string ids, e.g. `ENTERPRISEPACK`, `SPE_E3`,
+/// `Microsoft_365_E3_(no_Teams)`; see
+/// <https://learn.microsoft.com/en-us/entra/identity/users/licensing-service-plan-reference>).
+/// A value made only of hex digits and dashes is taken for a mistyped GUID.
+pub fn sku_reference(value: &str) -> Result<SkuReference, Violation> {
+    let v = value.trim();
+    if parse_guid(v).is_some() {
+        return Ok(SkuReference::Id(
+            v.trim_matches(['{', '}']).to_ascii_lowercase(),
+        ));
+    }
+    let part_number_shape = v.len() <= MAX_PART_NUMBER_CHARS
+        && v.starts_with(|c: char| c.is_ascii_alphabetic())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.()/".contains(c));
+    let guid_like = v.contains('-') && v.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if part_number_shape && !guid_like {
+        return Ok(SkuReference::PartNumber(v.to_owned()));
+    }
+    Err(Violation::new(
+        "sku.format",
+        "is neither a skuId GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) nor a SKU part number \
+         (letters, digits and _ - . ( ) /, starting with a letter, e.g. ENTERPRISEPACK or SPE_E3)",
+    ))
+}
+
 /// The 16 bytes of a string GUID in textual (big-endian) order; braces are accepted.
 pub(crate) fn parse_guid(value: &str) -> Option<[u8; 16]> {
     let v = value.trim();
@@ -978,6 +1034,37 @@ mod tests {
         assert_eq!(rule(guid("6fd2c87f-b296-42f0-b197-1e91e994b900")), "ok");
         assert_eq!(rule(guid("{6FD2C87F-B296-42F0-B197-1E91E994B900}")), "ok");
         assert_eq!(rule(guid("ENTERPRISEPACK")), "guid.format");
+        assert_eq!(
+            sku_reference(" {6FD2C87F-B296-42F0-B197-1E91E994B900} "),
+            Ok(SkuReference::Id(
+                "6fd2c87f-b296-42f0-b197-1e91e994b900".into()
+            ))
+        );
+        for part in [
+            "ENTERPRISEPACK",
+            "spe_e3",
+            "Microsoft_365_E3_(no_Teams)",
+            "O365_w/o_Teams",
+        ] {
+            assert_eq!(
+                sku_reference(part),
+                Ok(SkuReference::PartNumber(part.into())),
+                "{part}"
+            );
+        }
+        for junk in [
+            "",
+            "E3 plan",
+            "3E",
+            "E3,E5",
+            "6fd2c87f-b296-42f0-b197-1e91e994b90g",
+            "afd2c87f-b296-42f0",
+            "ÉMS",
+        ] {
+            let violation = sku_reference(junk).unwrap_err();
+            assert_eq!(violation.rule, "sku.format", "{junk}");
+            assert!(violation.message.contains("part number"), "{junk}");
+        }
         assert_eq!(
             rule(guid("6fd2c87f-b296-42f0-b197-1e91e994b90g")),
             "guid.format"

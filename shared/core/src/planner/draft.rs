@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::licenses::SkuTable;
 use super::{Kept, PlanExtras};
 use crate::model::{ObjectKind, SourceGroup};
 use crate::plan::{PlanIssue, Step};
@@ -71,6 +72,8 @@ pub(super) struct Draft {
     /// (property, value) pairs of unique values picked by this plan.
     pub claimed: HashSet<(String, String)>,
     pub source_groups: Vec<SourceGroup>,
+    /// The tenant's SKUs, read the first time a user names one by part number.
+    pub skus: SkuTable,
     /// The breaker's bases of licenses and memberships: what the plan read.
     pub managed_licenses: u64,
     pub managed_memberships: u64,
@@ -93,6 +96,7 @@ impl Draft {
             dn_index: HashMap::new(),
             claimed: HashSet::new(),
             source_groups: Vec::new(),
+            skus: SkuTable::NotRead,
             managed_licenses: 0,
             managed_memberships: 0,
             snapshot_complete: true,

@@ -45,8 +45,15 @@ pub struct DesiredUser {
     /// user needs no password and is unaffected.
     pub password_problem: Option<String>,
     /// `None`: licenses are not mapped; `Some(empty)`: mapped and empty
-    /// (docs/design.md#licenses-and-manager).
+    /// (docs/design.md#licenses-and-manager). As mapped, a `sku_id` may be a SKU part number;
+    /// the planner replaces it with the skuId before anything compares or plans licenses.
     pub licenses: Option<Vec<LicenseAssignment>>,
+    /// Disabled plans keyed by a SKU reference of the other form than the mapped values
+    /// ([`crate::mapping::MappedUser::sku_plans`]), applied when part numbers are resolved.
+    pub sku_plans: BTreeMap<String, Vec<String>>,
+    /// Why the mapped licenses cannot be planned (a part number the tenant does not have): the
+    /// user's licenses are left as they are, and its other steps go ahead.
+    pub license_problem: Option<String>,
     /// `None`: manager not mapped; `Some(None)`: mapped and cleared; else the source reference.
     pub manager: Option<Option<String>>,
 }

@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::Value;
 
 use super::draft::Draft;
-use super::licenses::{desired_licenses, license_step};
+use super::licenses::{
+    SkuTable, desired_licenses, license_step, needs_sku_table, resolve_licenses,
+};
 use super::{DesiredUser, Kept, PlanError, Planner, RuleMapping, applied_upn};
-use crate::directory::TenantUser;
+use crate::directory::{Directory, TenantUser};
 use crate::hash::{same_value, user_state_hash};
 use crate::model::{LicenseAssignment, ObjectKind, SourceUser};
 use crate::plan::{AttributeChange, Step};
@@ -49,7 +51,8 @@ impl Planner<'_> {
             &self.rule.preferences,
             &candidates,
         );
-        let mapped = record_mapping(draft, candidates, outcomes);
+        let mut mapped = record_mapping(draft, candidates, outcomes);
+        resolve_part_numbers(self.directory, &self.rule.preferences, draft, &mut mapped).await?;
         let read = match early {
             Some(read) => read,
             None => reading.await,
@@ -641,6 +644,52 @@ fn record_mapping(
     mapped
 }
 
+/// Resolves the SKU part numbers of the page's mapped licenses to skuIds, reading the
+/// tenant's SKUs the first time a user needs them. A user whose part numbers the tenant does
+/// not have gets a plan issue and keeps its licenses as they are; only a fatal failure to
+/// read the SKUs stops the plan.
+async fn resolve_part_numbers(
+    directory: &dyn Directory,
+    prefs: &Preferences,
+    draft: &mut Draft,
+    mapped: &mut [InScope],
+) -> Result<(), PlanError> {
+    for in_scope in mapped.iter_mut() {
+        if !needs_sku_table(&in_scope.desired) {
+            continue;
+        }
+        if matches!(draft.skus, SkuTable::NotRead) {
+            draft.skus = SkuTable::from_answer(directory.subscribed_skus().await)?;
+        }
+        let name = user_name(&in_scope.user, &in_scope.desired);
+        resolve_licenses(&mut in_scope.desired, &draft.skus, &name);
+        in_scope.hash = match &in_scope.desired.license_problem {
+            Some(problem) => {
+                draft.user_issue(&in_scope.user.id, "licenses", problem.clone());
+                None
+            }
+            None => link_free_hash(prefs, &in_scope.user, &in_scope.desired),
+        };
+    }
+    Ok(())
+}
+
+/// How messages name a mapped user: its UPN (or first UPN candidate), else its source id.
+fn user_name(user: &SourceUser, desired: &DesiredUser) -> String {
+    desired
+        .properties
+        .get("userPrincipalName")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            desired
+                .unique_candidates
+                .get("userPrincipalName")
+                .and_then(|c| c.first())
+                .map(String::as_str)
+        })
+        .map_or_else(|| format!("with source id {}", user.id), str::to_owned)
+}
+
 /// A user in scope, mapped.
 struct InScope {
     user: SourceUser,
@@ -725,4 +774,240 @@ fn map_in_parallel(
         }
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::directory::{
+        DirectoryCounters, DirectoryError, DirectoryOp, DirectoryResult, FailureKind, OpOutcome,
+        TenantDomain, TenantGroup, TenantSku,
+    };
+
+    const E3: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+    const E5: &str = "06ebc4ee-1bb5-47dd-8120-11324bc54e06";
+    const PLAN: &str = "efb87545-963c-4e0d-99df-69c6916d9eb0";
+
+    /// A tenant that only answers `subscribedSkus` (with `skus`, or with `error`), counting the
+    /// calls.
+    struct SkuTenant {
+        skus: Vec<TenantSku>,
+        error: Option<DirectoryError>,
+        calls: AtomicUsize,
+    }
+
+    impl SkuTenant {
+        fn new() -> Self {
+            SkuTenant {
+                skus: vec![
+                    TenantSku {
+                        sku_id: E3.to_uppercase(),
+                        sku_part_number: "ENTERPRISEPACK".into(),
+                    },
+                    TenantSku {
+                        sku_id: E5.into(),
+                        sku_part_number: "SPE_E5".into(),
+                    },
+                ],
+                error: None,
+                calls: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Directory for SkuTenant {
+        async fn find_users(
+            &self,
+            _: &str,
+            _: &[String],
+            _: &[String],
+        ) -> DirectoryResult<Vec<TenantUser>> {
+            Ok(Vec::new())
+        }
+        async fn find_groups_by_name(&self, _: &str) -> DirectoryResult<Vec<TenantGroup>> {
+            Ok(Vec::new())
+        }
+        async fn group_members(&self, _: &str) -> DirectoryResult<Vec<String>> {
+            Ok(Vec::new())
+        }
+        async fn domains(&self) -> DirectoryResult<Vec<TenantDomain>> {
+            Ok(Vec::new())
+        }
+        async fn subscribed_skus(&self) -> DirectoryResult<Vec<TenantSku>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match &self.error {
+                Some(error) => Err(error.clone()),
+                None => Ok(self.skus.clone()),
+            }
+        }
+        async fn restorable_users(&self, _: &[String]) -> DirectoryResult<Vec<String>> {
+            Ok(Vec::new())
+        }
+        async fn apply(&self, ops: Vec<DirectoryOp>) -> Vec<DirectoryResult<OpOutcome>> {
+            ops.iter().map(|_| Ok(OpOutcome::Done)).collect()
+        }
+        fn counters(&self) -> DirectoryCounters {
+            DirectoryCounters::default()
+        }
+    }
+
+    fn lic(sku: &str, plans: &[&str]) -> LicenseAssignment {
+        LicenseAssignment {
+            sku_id: sku.into(),
+            disabled_plans: plans.iter().map(|p| (*p).into()).collect(),
+        }
+    }
+
+    /// A mapped user `id` (UPN `id@example.com`) with these mapped licenses.
+    fn in_scope(id: &str, licenses: Vec<LicenseAssignment>) -> InScope {
+        InScope {
+            user: SourceUser {
+                id: id.into(),
+                enabled: true,
+                attributes: Default::default(),
+            },
+            desired: DesiredUser {
+                properties: BTreeMap::from([(
+                    "userPrincipalName".to_owned(),
+                    Value::String(format!("{id}@example.com")),
+                )]),
+                unique_candidates: BTreeMap::new(),
+                password: None,
+                password_problem: None,
+                licenses: Some(licenses),
+                sku_plans: BTreeMap::new(),
+                license_problem: None,
+                manager: None,
+            },
+            hash: None,
+        }
+    }
+
+    async fn resolve(tenant: &SkuTenant, mapped: &mut [InScope]) -> Result<Draft, PlanError> {
+        let mut draft = Draft::new();
+        resolve_part_numbers(tenant, &Preferences::default(), &mut draft, mapped).await?;
+        Ok(draft)
+    }
+
+    #[tokio::test]
+    async fn part_numbers_resolve_case_insensitively_with_one_read_per_plan() {
+        let tenant = SkuTenant::new();
+        let mut mapped = vec![
+            in_scope("ann", vec![lic("enterprisePack", &[PLAN])]),
+            in_scope("bob", vec![lic("SPE_E5", &[]), lic(E3, &[])]),
+        ];
+        let draft = resolve(&tenant, &mut mapped).await.unwrap();
+        assert_eq!(tenant.calls.load(Ordering::SeqCst), 1);
+        assert!(draft.issues.is_empty(), "{:?}", draft.issues);
+        assert_eq!(mapped[0].desired.licenses, Some(vec![lic(E3, &[PLAN])]));
+        assert_eq!(
+            mapped[1].desired.licenses,
+            Some(vec![lic(E5, &[]), lic(E3, &[])]).map(|mut l| {
+                l.sort();
+                l
+            })
+        );
+        // The hash beside the mapping is recomputed from the resolved skuIds.
+        let licenses = mapped[0].desired.licenses.clone().unwrap();
+        assert_eq!(
+            mapped[0].hash,
+            Some(user_state_hash(
+                &mapped[0].desired.properties,
+                true,
+                &licenses
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn guids_alone_never_read_the_sku_table() {
+        let tenant = SkuTenant::new();
+        let mut mapped = vec![in_scope("ann", vec![lic(E3, &[])])];
+        let draft = resolve(&tenant, &mut mapped).await.unwrap();
+        assert_eq!(tenant.calls.load(Ordering::SeqCst), 0);
+        assert!(draft.issues.is_empty());
+        assert_eq!(mapped[0].desired.licenses, Some(vec![lic(E3, &[])]));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_part_number_holds_only_that_users_licenses() {
+        let tenant = SkuTenant::new();
+        let mut mapped = vec![
+            in_scope("ann", vec![lic("SPE_E3", &[]), lic("ENTERPRISEPACK", &[])]),
+            in_scope("bob", vec![lic("ENTERPRISEPACK", &[])]),
+        ];
+        let draft = resolve(&tenant, &mut mapped).await.unwrap();
+        assert_eq!(draft.issues.len(), 1, "{:?}", draft.issues);
+        let issue = &draft.issues[0];
+        assert_eq!(
+            (issue.source_id.as_str(), issue.operation.as_str()),
+            ("ann", "licenses")
+        );
+        for part in ["ann@example.com", "\"SPE_E3\"", "ENTERPRISEPACK, SPE_E5"] {
+            assert!(issue.message.contains(part), "{part}: {}", issue.message);
+        }
+        assert!(!issue.message.contains("\"ENTERPRISEPACK\""));
+        // Ann keeps what she has; Bob is licensed.
+        let assigned = vec![lic(E5, &[])];
+        let prefs = Preferences {
+            remove_licenses_when_sku_empty: true,
+            ..Preferences::default()
+        };
+        assert_eq!(
+            desired_licenses(&prefs, &mapped[0].desired, &assigned),
+            assigned
+        );
+        assert_eq!(mapped[0].hash, None);
+        assert_eq!(mapped[1].desired.licenses, Some(vec![lic(E3, &[])]));
+    }
+
+    #[tokio::test]
+    async fn disabled_plans_keyed_in_the_other_form_apply_once_resolved() {
+        let tenant = SkuTenant::new();
+        let mut ann = in_scope("ann", vec![lic(E3, &[])]);
+        ann.desired.sku_plans = BTreeMap::from([("enterprisepack".to_owned(), vec![PLAN.into()])]);
+        let mut bob = in_scope("bob", vec![lic("SPE_E5", &[])]);
+        bob.desired.sku_plans = BTreeMap::from([(E5.to_owned(), vec![PLAN.into()])]);
+        let mut mapped = vec![ann, bob];
+        resolve(&tenant, &mut mapped).await.unwrap();
+        assert_eq!(mapped[0].desired.licenses, Some(vec![lic(E3, &[PLAN])]));
+        assert_eq!(mapped[1].desired.licenses, Some(vec![lic(E5, &[PLAN])]));
+        assert!(mapped.iter().all(|m| m.desired.sku_plans.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_sku_table_holds_users_naming_part_numbers_and_fatal_stops() {
+        let mut tenant = SkuTenant::new();
+        tenant.error = Some(DirectoryError::new(
+            FailureKind::PermissionDenied,
+            "Insufficient privileges (request-id r-1)",
+        ));
+        let mut mapped = vec![
+            in_scope("ann", vec![lic("ENTERPRISEPACK", &[])]),
+            in_scope("bob", vec![lic("SPE_E5", &[])]),
+            in_scope("cid", vec![lic(E3, &[])]),
+        ];
+        let draft = resolve(&tenant, &mut mapped).await.unwrap();
+        assert_eq!(
+            tenant.calls.load(Ordering::SeqCst),
+            1,
+            "read once, even failing"
+        );
+        let held: Vec<&str> = draft.issues.iter().map(|i| i.source_id.as_str()).collect();
+        assert_eq!(held, ["ann", "bob"]);
+        assert!(draft.issues[0].message.contains("Insufficient privileges"));
+        assert_eq!(mapped[2].desired.licenses, Some(vec![lic(E3, &[])]));
+
+        tenant.error = Some(DirectoryError::new(FailureKind::Authentication, "expired"));
+        let mut mapped = vec![in_scope("ann", vec![lic("ENTERPRISEPACK", &[])])];
+        assert!(matches!(
+            resolve(&tenant, &mut mapped).await,
+            Err(PlanError::Directory(_))
+        ));
+    }
 }
