@@ -511,7 +511,7 @@ fn credentials() -> Credentials {
     Credentials {
         tenant: demo::TENANT_ID.to_owned(),
         client_id: demo::CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(demo::CLIENT_SECRET),
+        credential: m365_graph::ClientCredential::Secret(SecretString::from(demo::CLIENT_SECRET)),
     }
 }
 
@@ -551,7 +551,7 @@ async fn compile(directory: &GraphDirectory, config_path: &Path) -> Rule {
         additional_apps: Vec::new(),
         tenant: demo::TENANT_ID.to_owned(),
         client_id: demo::CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(demo::CLIENT_SECRET),
+        credential: m365_core::AppCredential::Secret(SecretString::from(demo::CLIENT_SECRET)),
         extra: Default::default(),
     };
     compile_rule(&config.rule, &domains, &secrets).expect("rule compiles")

@@ -376,7 +376,9 @@ impl Slapd {
             additional_apps: Vec::new(),
             tenant: m365_sandbox::demo::TENANT_ID.to_owned(),
             client_id: m365_sandbox::demo::CLIENT_ID.to_owned(),
-            client_secret: secrecy::SecretString::from(m365_sandbox::demo::CLIENT_SECRET),
+            credential: m365_core::AppCredential::Secret(secrecy::SecretString::from(
+                m365_sandbox::demo::CLIENT_SECRET,
+            )),
             extra: [(
                 "ldap_bind_password".to_owned(),
                 secrecy::SecretString::from(password),

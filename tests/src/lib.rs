@@ -95,7 +95,9 @@ pub mod graph_client {
         Credentials {
             tenant: demo::TENANT_ID.to_string(),
             client_id: client_id.to_string(),
-            client_secret: SecretString::from(secret.to_string()),
+            credential: m365_graph::ClientCredential::Secret(SecretString::from(
+                secret.to_string(),
+            )),
         }
     }
 

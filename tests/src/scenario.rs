@@ -116,7 +116,9 @@ impl Scenario {
             m365_graph::Credentials {
                 tenant: demo::TENANT_ID.to_owned(),
                 client_id: demo::CLIENT_ID.to_owned(),
-                client_secret: SecretString::from(demo::CLIENT_SECRET),
+                credential: m365_graph::ClientCredential::Secret(SecretString::from(
+                    demo::CLIENT_SECRET,
+                )),
             },
             SharedState::isolated(),
         )
@@ -176,7 +178,7 @@ impl Scenario {
             additional_apps: Vec::new(),
             tenant: demo::TENANT_ID.to_owned(),
             client_id: demo::CLIENT_ID.to_owned(),
-            client_secret: SecretString::from(demo::CLIENT_SECRET),
+            credential: m365_core::AppCredential::Secret(SecretString::from(demo::CLIENT_SECRET)),
             extra: [(
                 "default_password".to_owned(),
                 SecretString::from("Default-Passw0rd!"),

@@ -61,7 +61,7 @@ fn secrets(password: &str) -> ConnectionSecrets {
         additional_apps: Vec::new(),
         tenant: demo::TENANT_ID.to_owned(),
         client_id: demo::CLIENT_ID.to_owned(),
-        client_secret: SecretString::from(demo::CLIENT_SECRET),
+        credential: m365_core::AppCredential::Secret(SecretString::from(demo::CLIENT_SECRET)),
         extra: [(
             "ldap_bind_password".to_owned(),
             SecretString::from(password),

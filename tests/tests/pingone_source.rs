@@ -73,7 +73,7 @@ fn source(pingone: &PingOneSandbox) -> PingOneSource {
         additional_apps: Vec::new(),
         tenant: "unused".into(),
         client_id: "unused".into(),
-        client_secret: SecretString::from("unused"),
+        credential: m365_core::AppCredential::Secret(SecretString::from("unused")),
         extra: BTreeMap::from([(
             "pingone_client_secret".to_owned(),
             SecretString::from(demo::BASIC_CLIENT_SECRET),

@@ -68,7 +68,9 @@ async fn reads_the_secret_and_maps_the_webhook_secrets_into_extra() {
     let secrets = store.connection_secrets("contoso").await.unwrap();
     assert_eq!(secrets.tenant, "contoso.onmicrosoft.com");
     assert_eq!(secrets.client_id, "11111111-2222-3333-4444-555555555555");
-    assert_eq!(secrets.client_secret.expose_secret(), VALUES[0]);
+    assert!(
+        matches!(&secrets.credential, m365_core::AppCredential::Secret(s) if s.expose_secret() == VALUES[0])
+    );
     assert_eq!(
         secrets.extra[&format!("{WEBHOOK_SECRET_PREFIX}0")].expose_secret(),
         VALUES[2]
@@ -88,7 +90,9 @@ async fn the_cache_serves_later_calls_until_invalidated_and_then_reads_the_rotat
 
     for _ in 0..3 {
         let secrets = store.connection_secrets("contoso").await.unwrap();
-        assert_eq!(secrets.client_secret.expose_secret(), VALUES[0]);
+        assert!(
+            matches!(&secrets.credential, m365_core::AppCredential::Secret(s) if s.expose_secret() == VALUES[0])
+        );
     }
     assert_eq!(store.fetches(), 1, "later calls are served from the cache");
 
@@ -101,15 +105,21 @@ async fn the_cache_serves_later_calls_until_invalidated_and_then_reads_the_rotat
         .await
         .unwrap();
     let cached = store.connection_secrets("contoso").await.unwrap();
-    assert_eq!(cached.client_secret.expose_secret(), VALUES[0]);
+    assert!(
+        matches!(&cached.credential, m365_core::AppCredential::Secret(s) if s.expose_secret() == VALUES[0])
+    );
     assert_eq!(store.fetches(), 1);
 
     store.invalidate("contoso").await;
     let rotated = store.connection_secrets("contoso").await.unwrap();
-    assert_eq!(rotated.client_secret.expose_secret(), VALUES[1]);
+    assert!(
+        matches!(&rotated.credential, m365_core::AppCredential::Secret(s) if s.expose_secret() == VALUES[1])
+    );
     assert_eq!(store.fetches(), 2);
     let again = store.connection_secrets("contoso").await.unwrap();
-    assert_eq!(again.client_secret.expose_secret(), VALUES[1]);
+    assert!(
+        matches!(&again.credential, m365_core::AppCredential::Secret(s) if s.expose_secret() == VALUES[1])
+    );
     assert_eq!(store.fetches(), 2);
 }
 
@@ -129,7 +139,9 @@ async fn concurrent_callers_share_one_fetch_and_a_zero_max_age_reads_every_time(
         .collect();
     for call in calls {
         let secrets = call.await.unwrap().unwrap();
-        assert_eq!(secrets.client_secret.expose_secret(), VALUES[0]);
+        assert!(
+            matches!(&secrets.credential, m365_core::AppCredential::Secret(s) if s.expose_secret() == VALUES[0])
+        );
     }
     assert_eq!(store.fetches(), 1, "no stampede");
 

@@ -141,7 +141,9 @@ impl App {
                 additional_apps: Vec::new(),
                 tenant: demo::INITIAL_DOMAIN.to_owned(),
                 client_id: demo::CLIENT_ID.to_owned(),
-                client_secret: SecretString::from(demo::CLIENT_SECRET),
+                credential: m365_core::AppCredential::Secret(SecretString::from(
+                    demo::CLIENT_SECRET,
+                )),
                 // The source's own secrets (an LDAP bind password) from the environment.
                 extra: env_extra_secrets(),
             }))

@@ -13,12 +13,16 @@
 //!  "extra": {"default_password": "…"}}
 //! ```
 //!
-//! `tenant`, `client_id` and `client_secret` are required, non-empty strings. `webhook_secrets`
+//! `tenant` and `client_id` are required, non-empty strings, and so is the app's credential:
+//! `client_secret`, or a certificate instead — `client_certificate_pem` (the certificate, PEM) and
+//! `client_private_key_pem` (its unencrypted RSA private key, PEM), with optionally
+//! `client_assertion_algorithm` (`RS256`, the default, or `PS256`); see
+//! docs/operations.md#certificate-credentials. Exactly one kind: both is refused. `webhook_secrets`
 //! (optional) is one string or an array of them: several while a signing secret is rotated. They
 //! land in [`ConnectionSecrets::extra`] under `webhook_secret.0`, `webhook_secret.1`, … (see
 //! [`WEBHOOK_SECRET_PREFIX`]), next to the entries of `extra` (optional, strings only).
 //! `additional_apps` (optional) lists further app registrations of the same tenant, each with its
-//! `client_id` and `client_secret`, to write past one app's quota. Any other
+//! `client_id` and `client_secret` (or certificate keys), to write past one app's quota. Any other
 //! field is refused by name, so that a typo (`clientsecret`) does not pass unnoticed.
 //!
 //! # Caching
@@ -51,7 +55,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use m365_core::secrets::{AppSecret, ConnectionSecrets, SecretError, SecretStore};
+use m365_core::secrets::{
+    AppCredential, AppSecret, CLIENT_ASSERTION_ALGORITHM, CLIENT_CERTIFICATE_PEM,
+    CLIENT_PRIVATE_KEY_PEM, CLIENT_SECRET, ConnectionSecrets, SecretError, SecretStore,
+};
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -62,11 +69,55 @@ use tracing::instrument;
 /// `webhook_secret.1`, … in the order of the secret's `webhook_secrets`.
 pub const WEBHOOK_SECRET_PREFIX: &str = "webhook_secret.";
 
+/// The credential fields of the secret and of each `additional_apps` entry.
+const CREDENTIAL_FIELDS: [&str; 4] = [
+    CLIENT_SECRET,
+    CLIENT_CERTIFICATE_PEM,
+    CLIENT_PRIVATE_KEY_PEM,
+    CLIENT_ASSERTION_ALGORITHM,
+];
+
+/// The credential of an object's credential fields (optional strings), by
+/// [`AppCredential::from_parts`]; `prefix` names the object in messages. Never a value.
+fn credential_of(
+    fields: &serde_json::Map<String, Value>,
+    prefix: &str,
+    malformed: &dyn Fn(String) -> SecretError,
+) -> Result<AppCredential, SecretError> {
+    let mut values: Vec<Option<String>> = Vec::with_capacity(CREDENTIAL_FIELDS.len());
+    for name in CREDENTIAL_FIELDS {
+        values.push(match fields.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(other) => {
+                return Err(malformed(format!(
+                    "{prefix}{name} is {}, not a string",
+                    kind(other)
+                )));
+            }
+        });
+    }
+    let mut values = values.into_iter();
+    let mut next = || values.next().flatten();
+    let (secret, certificate, key, algorithm) = (next(), next(), next(), next());
+    AppCredential::from_parts(
+        prefix,
+        secret.map(SecretString::from),
+        certificate,
+        key.map(SecretString::from),
+        algorithm.as_deref(),
+    )
+    .map_err(malformed)
+}
+
 /// The fields a secret may have.
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 9] = [
     "tenant",
     "client_id",
-    "client_secret",
+    CLIENT_SECRET,
+    CLIENT_CERTIFICATE_PEM,
+    CLIENT_PRIVATE_KEY_PEM,
+    CLIENT_ASSERTION_ALGORITHM,
     "webhook_secrets",
     "additional_apps",
     "extra",
@@ -134,7 +185,7 @@ impl SecretsManagerSecretStore {
             (Some(text), _) => parse_secret(text, id),
             (None, Some(_)) => Err(SecretError::Malformed(format!(
                 "Secrets Manager secret {id} holds a binary value: it must be a SecretString \
-                 holding JSON with tenant, client_id and client_secret; store it with \
+                 holding JSON with tenant, client_id and client_secret (or a certificate); store it with \
                  aws secretsmanager put-secret-value --secret-id {id} --secret-string file://secret.json"
             ))),
             (None, None) => Err(SecretError::Malformed(format!(
@@ -208,9 +259,10 @@ pub fn parse_secret(text: &str, id: &str) -> Result<ConnectionSecrets, SecretErr
     let malformed = |detail: String| {
         SecretError::Malformed(format!(
             "Secrets Manager secret {id}: {detail}; the secret must be a JSON object with \
-             tenant, client_id and client_secret (strings), and optionally webhook_secrets \
+             tenant, client_id and client_secret (strings) or, for a certificate, \
+             client_certificate_pem and client_private_key_pem, and optionally webhook_secrets \
              (a string or an array of strings), additional_apps (an array of objects with \
-             client_id and client_secret) and extra (an object of strings)"
+             client_id and client_secret or the certificate keys) and extra (an object of strings)"
         ))
     };
     // serde_json's own messages may quote the text (`invalid type: string "…"`): only its
@@ -250,7 +302,7 @@ pub fn parse_secret(text: &str, id: &str) -> Result<ConnectionSecrets, SecretErr
     };
     let tenant = required("tenant")?;
     let client_id = required("client_id")?;
-    let client_secret = SecretString::from(required("client_secret")?);
+    let credential = credential_of(&fields, "", &malformed)?;
 
     let mut extra = BTreeMap::new();
     match fields.get("extra") {
@@ -316,13 +368,13 @@ pub fn parse_secret(text: &str, id: &str) -> Result<ConnectionSecrets, SecretErr
         additional_apps,
         tenant,
         client_id,
-        client_secret,
+        credential,
         extra,
     })
 }
 
-/// The secret's `additional_apps`: objects of exactly `client_id` and `client_secret`, both
-/// non-empty strings. Messages name the entry and field, never a value.
+/// The secret's `additional_apps`: objects of `client_id` (a non-empty string) and the credential
+/// fields. Messages name the entry and field, never a value.
 fn additional_apps(
     value: Option<&Value>,
     malformed: &dyn Fn(String) -> SecretError,
@@ -347,11 +399,12 @@ fn additional_apps(
         };
         if let Some(unknown) = fields
             .keys()
-            .find(|k| !matches!(k.as_str(), "client_id" | "client_secret"))
+            .find(|k| k.as_str() != "client_id" && !CREDENTIAL_FIELDS.contains(&k.as_str()))
         {
             return Err(malformed(format!(
-                "additional_apps[{i}]: unknown field {:?} (known: client_id, client_secret)",
-                shorten(unknown)
+                "additional_apps[{i}]: unknown field {:?} (known: client_id, {})",
+                shorten(unknown),
+                CREDENTIAL_FIELDS.join(", ")
             )));
         }
         let field = |name: &str| match fields.get(name) {
@@ -367,7 +420,7 @@ fn additional_apps(
         };
         apps.push(AppSecret {
             client_id: field("client_id")?,
-            client_secret: SecretString::from(field("client_secret")?),
+            credential: credential_of(fields, &format!("additional_apps[{i}]."), malformed)?,
         });
     }
     Ok(apps)
@@ -411,7 +464,7 @@ mod tests {
         .unwrap();
         assert_eq!(secrets.tenant, "t.onmicrosoft.com");
         assert_eq!(secrets.client_id, "c");
-        assert_eq!(secrets.client_secret.expose_secret(), "s3cr3t");
+        assert_eq!(secret_of(&secrets.credential), "s3cr3t");
         let extra: Vec<(&str, &str)> = secrets
             .extra
             .iter()
@@ -439,9 +492,40 @@ mod tests {
         let apps: Vec<(&str, &str)> = secrets
             .additional_apps
             .iter()
-            .map(|a| (a.client_id.as_str(), a.client_secret.expose_secret()))
+            .map(|a| (a.client_id.as_str(), secret_of(&a.credential)))
             .collect();
         assert_eq!(apps, [("c2", "s2"), ("c3", "s3")]);
+    }
+
+    fn secret_of(credential: &AppCredential) -> &str {
+        match credential {
+            AppCredential::Secret(s) => s.expose_secret(),
+            AppCredential::Certificate(_) => panic!("a certificate"),
+        }
+    }
+
+    #[test]
+    fn a_certificate_may_stand_in_for_the_secret() {
+        let text = serde_json::json!({
+            "tenant": "t", "client_id": "c",
+            "client_certificate_pem": "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n",
+            "client_private_key_pem": "-----BEGIN PRIVATE KEY-----\nKEYMATERIAL\n-----END PRIVATE KEY-----\n",
+            "client_assertion_algorithm": "PS256",
+            "additional_apps": [{"client_id": "c2",
+                "client_certificate_pem": "C2", "client_private_key_pem": "K2"}],
+        })
+        .to_string();
+        let secrets = parse_secret(&text, "id").unwrap();
+        let AppCredential::Certificate(cert) = &secrets.credential else {
+            panic!("{secrets:?}");
+        };
+        assert_eq!(cert.algorithm, m365_core::AssertionAlgorithm::Ps256);
+        assert!(cert.private_key_pem.expose_secret().contains("KEYMATERIAL"));
+        assert!(matches!(
+            secrets.additional_apps[0].credential,
+            AppCredential::Certificate(_)
+        ));
+        assert!(!format!("{secrets:?}").contains("KEYMATERIAL"));
     }
 
     #[test]
@@ -460,7 +544,7 @@ mod tests {
         let cases = [
             (
                 r#"{"tenant": "t", "client_id": "c"}"#,
-                "client_secret is missing",
+                "no credential: set client_secret",
             ),
             (
                 r#"{"tenant": "t", "client_id": "c", "clientsecret": "LEAK"}"#,
@@ -493,7 +577,15 @@ mod tests {
             ),
             (
                 r#"{"tenant": "t", "client_id": "c", "client_secret": "s", "additional_apps": [{"client_id": "c2"}]}"#,
-                "additional_apps[0].client_secret is missing",
+                "no credential: set additional_apps[0].client_secret",
+            ),
+            (
+                r#"{"tenant": "t", "client_id": "c", "client_secret": "LEAK", "client_private_key_pem": "LEAK"}"#,
+                "both client_secret and a certificate",
+            ),
+            (
+                r#"{"tenant": "t", "client_id": "c", "client_certificate_pem": "LEAK"}"#,
+                "client_private_key_pem is missing",
             ),
             (
                 r#"{"tenant": "t", "client_id": "c", "client_secret": "s", "additional_apps": [{"client_id": "c2", "secret": "LEAK"}]}"#,

@@ -35,7 +35,10 @@ pub use directory::{
 pub use model::{
     AttrValue, Attributes, LicenseAssignment, ObjectKind, RecordError, SourceGroup, SourceUser,
 };
-pub use secrets::{AppSecret, ConnectionSecrets, SecretError, SecretStore};
+pub use secrets::{
+    AppCredential, AppSecret, AssertionAlgorithm, CertificateSecret, ConnectionSecrets,
+    CredentialKind, SecretError, SecretStore,
+};
 pub use source::{
     Change, ChangePage, SnapshotPage, Source, SourceCapabilities, SourceCursor, SourceError,
 };

@@ -179,7 +179,7 @@ pub fn compile_rule_offline(
     let no_secrets = crate::secrets::ConnectionSecrets {
         tenant: String::new(),
         client_id: String::new(),
-        client_secret: SecretString::from(String::new()),
+        credential: crate::secrets::AppCredential::Secret(SecretString::from(String::new())),
         additional_apps: Vec::new(),
         extra: std::collections::BTreeMap::new(),
     };
@@ -212,7 +212,7 @@ source = "generate"
             additional_apps: Vec::new(),
             tenant: "t".into(),
             client_id: "c".into(),
-            client_secret: SecretString::from("s"),
+            credential: crate::secrets::AppCredential::Secret(SecretString::from("s")),
             extra: Default::default(),
         };
         let error = compile_rule(&config, &[], &secrets).err().unwrap();

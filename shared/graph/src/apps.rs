@@ -210,6 +210,7 @@ fn refuses_the_app(error: &GraphError) -> bool {
             AuthError::InvalidClientSecret { .. }
                 | AuthError::ExpiredClientSecret { .. }
                 | AuthError::UnknownApplication { .. }
+                | AuthError::AssertionRejected { .. }
                 | AuthError::Rejected { .. }
         )
     )
@@ -221,11 +222,7 @@ mod tests {
     use secrecy::SecretString;
 
     fn app(id: &str, tenant: &str) -> Credentials {
-        Credentials {
-            tenant: tenant.into(),
-            client_id: id.into(),
-            client_secret: SecretString::from("s"),
-        }
+        Credentials::with_secret(tenant, id, SecretString::from("s"))
     }
 
     fn quota(writes: u32) -> PacingConfig {

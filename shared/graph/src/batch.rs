@@ -588,11 +588,7 @@ mod tests {
     fn client() -> GraphClient {
         GraphClient::with_shared(
             GraphSettings::for_local("http://127.0.0.1:9"),
-            Credentials {
-                tenant: "t".into(),
-                client_id: "c".into(),
-                client_secret: "s".into(),
-            },
+            Credentials::with_secret("t", "c", "s".into()),
             SharedState::isolated(),
         )
         .unwrap()

@@ -836,7 +836,9 @@ fn check_credentials(credentials: &Credentials) -> Result<(), GraphError> {
             "client_id is empty; set the application (client) ID of the app registration".into(),
         ));
     }
-    if credentials.client_secret.expose_secret().is_empty() {
+    if let crate::settings::ClientCredential::Secret(secret) = &credentials.credential
+        && secret.expose_secret().is_empty()
+    {
         return Err(GraphError::Config(format!(
             "client_secret of app {} is empty; set the client secret's Value",
             credentials.client_id

@@ -57,6 +57,17 @@ pub enum AuthError {
     )]
     ExpiredClientSecret { client_id: String },
     #[error(
+        "the token endpoint refused the client assertion of app {client_id}, signed with certificate x5t#S256 {thumbprint} (AADSTS{code}): {fix}"
+    )]
+    AssertionRejected {
+        client_id: String,
+        /// The certificate's `x5t#S256`, to compare with the app registration's.
+        thumbprint: String,
+        code: u64,
+        /// What to do, by code.
+        fix: &'static str,
+    },
+    #[error(
         "app {client_id} was not found in tenant {tenant} (AADSTS700016): check the client ID and the tenant, and that an administrator has consented to the app in this tenant"
     )]
     UnknownApplication { client_id: String, tenant: String },

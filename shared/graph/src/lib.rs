@@ -1,6 +1,7 @@
 //! Microsoft Graph v1.0 client for provisioning.
 //!
-//! - tokens by client credentials, cached and renewed ([`TokenCache`]), national clouds
+//! - tokens by client credentials, a client secret or a certificate's client assertion
+//!   ([`ClientCredential`], [`assertion`]), cached and renewed ([`TokenCache`]), national clouds
 //!   ([`Cloud`]) with endpoint overrides (the sandbox tenant);
 //! - typed operations on users, licenses, managers, groups, memberships, organization, domains
 //!   and deleted items, plus JSON `$batch`;
@@ -17,6 +18,7 @@
 mod adopt;
 mod answer_times;
 mod apps;
+pub mod assertion;
 mod batch;
 mod client;
 mod directory;
@@ -32,16 +34,18 @@ pub mod token;
 mod users;
 
 pub use apps::AppUsage;
+pub use assertion::{CertificateCredential, CertificateError};
 pub use batch::{BatchRequest, BatchResponse};
 pub use client::{GraphClient, Pager, RequestStats, SharedState, USER_AGENT};
 pub use directory_adapter::GraphDirectory;
 pub use error::{AuthError, ErrorContext, ErrorKind, GraphError};
+pub use m365_core::secrets::{AssertionAlgorithm, CredentialKind};
 pub use models::*;
 pub use pacing::{Cost, Pacer, PacerRegistry, ThrottleSignal};
 pub use reqwest::Method;
 pub use settings::{
-    Cloud, Credentials, EndpointPolicy, Endpoints, GraphSettings, PacingConfig, RetryPolicy,
-    TenantSize, is_loopback_url,
+    ClientCredential, Cloud, Credentials, EndpointPolicy, Endpoints, GraphSettings, PacingConfig,
+    RetryPolicy, TenantSize, is_loopback_url,
 };
 pub use token::{TokenCache, TokenClaims};
 pub use users::PAGE_SIZE;

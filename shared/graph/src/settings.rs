@@ -3,8 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use m365_core::secrets::{AppCredential, CredentialKind};
+use secrecy::{ExposeSecret, SecretString};
 
+use crate::assertion::{CertificateCredential, CertificateError};
 use crate::error::GraphError;
 pub use m365_core::config::{Cloud, TenantSize};
 
@@ -82,16 +84,81 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
     }
 }
 
-/// App registration credentials (client-credentials flow). The secret never appears in
-/// `Debug`, logs or errors.
+/// How an app proves its identity to the token endpoint: a closed set.
+#[derive(Clone)]
+pub enum ClientCredential {
+    /// A client secret's *Value* (not its ID), sent as `client_secret`.
+    Secret(SecretString),
+    /// A certificate: each token request carries a client assertion signed with its key
+    /// ([`crate::assertion`]).
+    Certificate(CertificateCredential),
+}
+
+impl ClientCredential {
+    /// Which kind it is (for reports: `test-connection` names it).
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            ClientCredential::Secret(_) => CredentialKind::Secret,
+            ClientCredential::Certificate(_) => CredentialKind::Certificate,
+        }
+    }
+
+    /// The credential a secret store holds, the certificate parsed and checked.
+    pub fn from_stored(stored: &AppCredential) -> Result<Self, CertificateError> {
+        Ok(match stored {
+            AppCredential::Secret(secret) => ClientCredential::Secret(secret.clone()),
+            AppCredential::Certificate(certificate) => {
+                ClientCredential::Certificate(CertificateCredential::from_secret(certificate)?)
+            }
+        })
+    }
+
+    /// Whether `other` is the same credential (same secret, or same certificate and algorithm).
+    pub(crate) fn same_as(&self, other: &ClientCredential) -> bool {
+        match (self, other) {
+            (ClientCredential::Secret(a), ClientCredential::Secret(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            (ClientCredential::Certificate(a), ClientCredential::Certificate(b)) => a.same_as(b),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for ClientCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientCredential::Secret(_) => f.write_str("Secret([REDACTED])"),
+            ClientCredential::Certificate(c) => f.debug_tuple("Certificate").field(c).finish(),
+        }
+    }
+}
+
+/// App registration credentials (client-credentials flow). The secret or private key never
+/// appears in `Debug`, logs or errors.
 #[derive(Clone)]
 pub struct Credentials {
     /// Tenant GUID or a domain such as `contoso.onmicrosoft.com`.
     pub tenant: String,
     /// Application (client) ID.
     pub client_id: String,
-    /// The client secret's *Value* (not its ID).
-    pub client_secret: SecretString,
+    /// The client secret or certificate.
+    pub credential: ClientCredential,
+}
+
+impl Credentials {
+    /// Credentials with a client secret.
+    pub fn with_secret(
+        tenant: impl Into<String>,
+        client_id: impl Into<String>,
+        secret: SecretString,
+    ) -> Self {
+        Credentials {
+            tenant: tenant.into(),
+            client_id: client_id.into(),
+            credential: ClientCredential::Secret(secret),
+        }
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -99,7 +166,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("tenant", &self.tenant)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"[REDACTED]")
+            .field("credential", &self.credential)
             .finish()
     }
 }
@@ -318,7 +385,8 @@ impl GraphSettings {
     /// Checks `login_url` and `graph_url` against `policy`: under [`EndpointPolicy::Local`] an
     /// override must be an https URL on a Microsoft national-cloud host of its kind (login or
     /// Graph), or an http(s) URL on a loopback address; under [`EndpointPolicy::Cloud`] no
-    /// override is accepted. The bearer token goes to the Graph host and the client secret to
+    /// override is accepted. The bearer token goes to the Graph host and the client secret (or
+    /// client assertion) to
     /// the login host, so neither may be any other host.
     pub fn check_endpoint_overrides(&self, policy: EndpointPolicy) -> Result<(), GraphError> {
         for (endpoint, value) in [
@@ -447,7 +515,7 @@ fn check_override(
          remove {field} and choose the cloud setting (allowed hosts: {allowed}), or use \
          http://127.0.0.1:PORT for a local sandbox",
         what = match endpoint {
-            Endpoint::Login => "the client secret",
+            Endpoint::Login => "the client secret or client assertion",
             Endpoint::Graph => "bearer tokens",
         },
         allowed = microsoft.join(", "),
@@ -625,11 +693,7 @@ mod tests {
             assert!(message.contains(&format!("host {host}")), "{message}");
             assert!(message.contains("http://127.0.0.1:PORT"), "{message}");
             // Refused at client construction too.
-            let c = Credentials {
-                tenant: "t".into(),
-                client_id: "c".into(),
-                client_secret: SecretString::from("s"),
-            };
+            let c = Credentials::with_secret("t", "c", SecretString::from("s"));
             assert!(matches!(
                 crate::GraphClient::new(s, c),
                 Err(GraphError::Config(_))
@@ -702,11 +766,23 @@ mod tests {
 
     #[test]
     fn credentials_debug_hides_the_secret() {
+        let c = Credentials::with_secret("t", "c", SecretString::from("s3cr3t-value"));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let key = include_str!("../../../tests/fixtures/certs/app.key.pem");
+        let stored = AppCredential::Certificate(m365_core::secrets::CertificateSecret {
+            certificate_pem: include_str!("../../../tests/fixtures/certs/app.crt.pem").into(),
+            private_key_pem: SecretString::from(key),
+            algorithm: Default::default(),
+        });
         let c = Credentials {
             tenant: "t".into(),
             client_id: "c".into(),
-            client_secret: SecretString::from("s3cr3t-value"),
+            credential: ClientCredential::from_stored(&stored).unwrap(),
         };
-        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert_eq!(c.credential.kind(), CredentialKind::Certificate);
+        let shown = format!("{c:?} {c:#?} {stored:?}");
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!shown.contains(line), "{shown}");
+        }
     }
 }

@@ -1,4 +1,7 @@
-//! Access tokens by the client-credentials flow (docs/graph-behaviour.md#tokens).
+//! Access tokens by the client-credentials flow (docs/graph-behaviour.md#tokens), with a client
+//! secret or a certificate's client assertion ([`crate::assertion`]): the form carries either
+//! `client_secret`, or `client_assertion_type` and a `client_assertion` signed afresh for each
+//! request with `aud` = the token URL the request is posted to.
 //!
 //! Tokens are cached per (login host, Graph host, tenant, client id, scope) in a [`TokenCache`]
 //! that many clients can share (by default one per process), renewed ahead of expiry, and renewed
@@ -16,8 +19,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::assertion::ASSERTION_TYPE;
 use crate::error::{AuthError, GraphError};
-use crate::settings::{Credentials, Endpoints, RetryPolicy};
+use crate::settings::{ClientCredential, Credentials, Endpoints, RetryPolicy};
 
 /// Renew when less than this much of the lifetime remains...
 const RENEW_BEFORE_MAX: Duration = Duration::from_secs(300);
@@ -38,9 +42,9 @@ struct TokenKey {
 
 struct CachedToken {
     access_token: SecretString,
-    /// The secret that obtained this token: a client holding a different secret for the same
-    /// app must not ride on it (a wrong secret would go unnoticed).
-    secret: SecretString,
+    /// The credential that obtained this token: a client holding a different secret or
+    /// certificate for the same app must not ride on it (a wrong one would go unnoticed).
+    credential: ClientCredential,
     renew_at: Instant,
     expires_at: Instant,
 }
@@ -148,8 +152,7 @@ impl TokenCache {
         let mut guard = slot.lock().await;
         let now = Instant::now();
         if let Some(cached) = guard.as_ref() {
-            let same_secret =
-                cached.secret.expose_secret() == fetcher.credentials.client_secret.expose_secret();
+            let same_secret = cached.credential.same_as(&fetcher.credentials.credential);
             let was_rejected = rejected
                 .is_some_and(|r| r.value.expose_secret() == cached.access_token.expose_secret());
             if same_secret && !was_rejected && now < cached.renew_at && now < cached.expires_at {
@@ -190,23 +193,55 @@ pub(crate) struct TokenFetcher<'a> {
     pub(crate) policy: &'a RetryPolicy,
 }
 
-/// The token request's form body. Its `Debug` never shows the secret.
-#[derive(serde::Serialize)]
+/// The token request's form body. Its `Debug` never shows the secret or the assertion.
 struct TokenForm<'a> {
     client_id: &'a str,
     scope: &'a str,
-    client_secret: &'a str,
     grant_type: &'static str,
+    proof: Proof<'a>,
+}
+
+/// How the form proves the app's identity.
+enum Proof<'a> {
+    /// `client_secret`.
+    Secret(&'a str),
+    /// `client_assertion_type` and `client_assertion` (a signed JWT, itself a credential for
+    /// its lifetime).
+    Assertion(SecretString),
+}
+
+impl TokenForm<'_> {
+    /// The form's fields, in order.
+    fn fields(&self) -> Vec<(&str, &str)> {
+        let mut fields = vec![
+            ("client_id", self.client_id),
+            ("scope", self.scope),
+            ("grant_type", self.grant_type),
+        ];
+        match &self.proof {
+            Proof::Secret(secret) => fields.push(("client_secret", secret)),
+            Proof::Assertion(assertion) => {
+                fields.push(("client_assertion_type", ASSERTION_TYPE));
+                fields.push(("client_assertion", assertion.expose_secret()));
+            }
+        }
+        fields
+    }
 }
 
 impl std::fmt::Debug for TokenForm<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenForm")
-            .field("client_id", &self.client_id)
+        let mut d = f.debug_struct("TokenForm");
+        d.field("client_id", &self.client_id)
             .field("scope", &self.scope)
-            .field("client_secret", &"[REDACTED]")
-            .field("grant_type", &self.grant_type)
-            .finish()
+            .field("grant_type", &self.grant_type);
+        match self.proof {
+            Proof::Secret(_) => d.field("client_secret", &"[REDACTED]"),
+            Proof::Assertion(_) => d
+                .field("client_assertion_type", &ASSERTION_TYPE)
+                .field("client_assertion", &"[REDACTED]"),
+        };
+        d.finish()
     }
 }
 
@@ -247,19 +282,39 @@ impl TokenFetcher<'_> {
             .await
     }
 
-    async fn fetch_once(&self) -> Result<CachedToken, GraphError> {
-        let form = TokenForm {
-            client_id: self.credentials.client_id.trim(),
-            scope: self.endpoints.scope.as_str(),
-            client_secret: self.credentials.client_secret.expose_secret(),
-            grant_type: "client_credentials",
+    /// The form of one token request; a certificate signs a fresh assertion whose `aud` is
+    /// `token_url`.
+    fn form(&self, token_url: &str) -> Result<TokenForm<'_>, GraphError> {
+        let client_id = self.credentials.client_id.trim();
+        let proof = match &self.credentials.credential {
+            ClientCredential::Secret(secret) => Proof::Secret(secret.expose_secret()),
+            ClientCredential::Certificate(certificate) => {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let assertion = certificate
+                    .assertion(client_id, token_url, now)
+                    .map_err(|e| {
+                        GraphError::Config(format!("app {client_id}: certificate: {e}"))
+                    })?;
+                Proof::Assertion(assertion)
+            }
         };
+        Ok(TokenForm {
+            client_id,
+            scope: self.endpoints.scope.as_str(),
+            grant_type: "client_credentials",
+            proof,
+        })
+    }
+
+    async fn fetch_once(&self) -> Result<CachedToken, GraphError> {
+        let token_url = self.token_url();
+        let form = self.form(&token_url)?;
         let started = Instant::now();
         let resp = self
             .http
-            .post(self.token_url())
+            .post(&token_url)
             .header("client-request-id", uuid::Uuid::new_v4().to_string())
-            .form(&form)
+            .form(&form.fields())
             .send()
             .await
             .map_err(|e| {
@@ -297,7 +352,7 @@ impl TokenFetcher<'_> {
             tracing::debug!(expires_in_s = lifetime.as_secs(), "token obtained");
             return Ok(CachedToken {
                 access_token: SecretString::from(parsed.access_token),
-                secret: self.credentials.client_secret.clone(),
+                credential: self.credentials.credential.clone(),
                 renew_at: started + lifetime.saturating_sub(renew_before),
                 expires_at: started + lifetime,
             });
@@ -310,6 +365,28 @@ impl TokenFetcher<'_> {
             &self.endpoints.scope,
         )))
     }
+}
+
+/// What to do about a refused client assertion, by AADSTS code
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>).
+fn assertion_fix(code: u64) -> Option<&'static str> {
+    Some(match code {
+        700_027 => {
+            "the certificate is not registered on the app, or the key is not its own: upload the \
+             certificate (the public part, .cer/.crt/.pem) under Certificates & secrets → \
+             Certificates of the app registration, or store the key and certificate of one \
+             registered there"
+        }
+        700_024 => {
+            "the assertion is not within its valid time range: check this machine's clock \
+             (NTP); it must be within minutes of UTC"
+        }
+        7_000_274 | 700_021 | 700_023 | 50_027 | 90_011 => {
+            "the assertion does not have the form Entra expects (client id, audience, JWT \
+             shape); this is a defect of the client, please report it"
+        }
+        _ => return None,
+    })
 }
 
 fn parse_expires_in(v: Option<&serde_json::Value>) -> Duration {
@@ -341,6 +418,18 @@ fn map_token_error(
     }
     if has(7_000_222) {
         return AuthError::ExpiredClientSecret { client_id };
+    }
+    if let ClientCredential::Certificate(certificate) = &credentials.credential
+        && let Some((code, fix)) = codes
+            .iter()
+            .find_map(|c| assertion_fix(*c).map(|f| (*c, f)))
+    {
+        return AuthError::AssertionRejected {
+            client_id,
+            thumbprint: certificate.thumbprint_s256().to_owned(),
+            code,
+            fix,
+        };
     }
     if has(700_016) {
         return AuthError::UnknownApplication { client_id, tenant };
@@ -418,10 +507,25 @@ mod tests {
     use super::*;
 
     fn creds() -> Credentials {
+        Credentials::with_secret(
+            "contoso.onmicrosoft.com",
+            "11111111-1111-1111-1111-111111111111",
+            SecretString::from("super-secret"),
+        )
+    }
+
+    fn cert_creds() -> Credentials {
+        let stored =
+            m365_core::secrets::AppCredential::Certificate(m365_core::secrets::CertificateSecret {
+                certificate_pem: include_str!("../../../tests/fixtures/certs/app.crt.pem").into(),
+                private_key_pem: SecretString::from(include_str!(
+                    "../../../tests/fixtures/certs/app.key.pem"
+                )),
+                algorithm: Default::default(),
+            });
         Credentials {
-            tenant: "contoso.onmicrosoft.com".into(),
-            client_id: "11111111-1111-1111-1111-111111111111".into(),
-            client_secret: SecretString::from("super-secret"),
+            credential: ClientCredential::from_stored(&stored).unwrap(),
+            ..creds()
         }
     }
 
@@ -490,12 +594,85 @@ mod tests {
         let form = TokenForm {
             client_id: "c",
             scope: "https://graph.microsoft.com/.default",
-            client_secret: "form-s3cret-value",
             grant_type: "client_credentials",
+            proof: Proof::Secret("form-s3cret-value"),
         };
         let shown = format!("{form:?} {form:#?}");
         assert!(!shown.contains("form-s3cret-value"), "{shown}");
         assert!(shown.contains("REDACTED"), "{shown}");
+        assert!(
+            form.fields()
+                .contains(&("client_secret", "form-s3cret-value"))
+        );
+    }
+
+    #[test]
+    fn a_certificate_sends_an_assertion_for_the_token_url_and_never_shows_it() {
+        let credentials = cert_creds();
+        let endpoints = Endpoints {
+            login_url: "http://127.0.0.1:9".into(),
+            graph_host: "http://127.0.0.1:9".into(),
+            graph_base: "http://127.0.0.1:9/v1.0".into(),
+            scope: "https://graph.microsoft.com/.default".into(),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let policy = RetryPolicy::fast(1, Duration::from_millis(1));
+        let fetcher = TokenFetcher {
+            http: &http,
+            endpoints: &endpoints,
+            credentials: &credentials,
+            policy: &policy,
+        };
+        let url = fetcher.token_url();
+        assert_eq!(
+            url,
+            "http://127.0.0.1:9/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        let form = fetcher.form(&url).unwrap();
+        let fields = form.fields();
+        let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "client_id",
+                "scope",
+                "grant_type",
+                "client_assertion_type",
+                "client_assertion"
+            ]
+        );
+        assert!(fields.contains(&("client_assertion_type", ASSERTION_TYPE)));
+        let assertion = fields[4].1;
+        let claims = decode_claims(assertion).unwrap();
+        assert_eq!(claims.aud.as_deref(), Some(url.as_str()));
+        let shown = format!("{form:?} {form:#?}");
+        assert!(!shown.contains(assertion), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn refused_assertions_name_the_certificate_and_the_fix() {
+        let c = cert_creds();
+        let s = "https://graph.microsoft.com/.default";
+        let e = map_token_error(401, &err("invalid_client", &[700027]), &c, s);
+        let AuthError::AssertionRejected {
+            code, thumbprint, ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(*code, 700027);
+        assert_eq!(thumbprint, "3-fSv67gKuFGu4LZSAKvPDM8n5rJWW6kF6mYLIFJkNU");
+        assert!(e.to_string().contains("Certificates & secrets"), "{e}");
+        let e = map_token_error(400, &err("invalid_client", &[700024]), &c, s);
+        assert!(e.to_string().contains("clock"), "{e}");
+        assert!(!e.is_retryable());
+        // A secret's refusal stays a secret's.
+        let e = map_token_error(401, &err("invalid_client", &[700027]), &creds(), s);
+        assert!(matches!(e, AuthError::Rejected { .. }), "{e:?}");
     }
 
     #[test]

@@ -98,11 +98,11 @@ fn client(login: &str, graph: &str) -> GraphClient {
         transient_retry: RetryPolicy::fast(2, Duration::from_millis(5)),
         ..GraphSettings::default()
     };
-    let credentials = Credentials {
-        tenant: "contoso.onmicrosoft.com".into(),
-        client_id: "11111111-1111-1111-1111-111111111111".into(),
-        client_secret: SecretString::from(SECRET),
-    };
+    let credentials = Credentials::with_secret(
+        "contoso.onmicrosoft.com",
+        "11111111-1111-1111-1111-111111111111",
+        SecretString::from(SECRET),
+    );
     GraphClient::with_shared(settings, credentials, SharedState::isolated()).unwrap()
 }
 

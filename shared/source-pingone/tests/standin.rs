@@ -41,7 +41,7 @@ fn secrets(secret: &str) -> ConnectionSecrets {
         additional_apps: Vec::new(),
         tenant: "t".into(),
         client_id: "c".into(),
-        client_secret: SecretString::from("s"),
+        credential: m365_core::AppCredential::Secret(SecretString::from("s")),
         extra: BTreeMap::from([(
             "pingone_client_secret".to_owned(),
             SecretString::from(secret),

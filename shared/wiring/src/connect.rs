@@ -7,7 +7,7 @@ use m365_core::config::ldap_source::LdapSourceConfigError;
 use m365_core::config::{Config, RuleConfig, SourceConfig};
 use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
 use m365_core::{Directory, FailureKind, Source, TenantDomain};
-use m365_graph::{Credentials, GraphClient, GraphDirectory, GraphError};
+use m365_graph::{ClientCredential, Credentials, GraphClient, GraphDirectory, GraphError};
 use m365_source_file::{FileLoader, FileSource, FileSourceConfigError};
 use m365_source_ldap::LdapSource;
 use m365_source_pingone::{PingOneSource, PingOneSourceConfigError};
@@ -89,6 +89,39 @@ pub enum ConnectError {
     Unreachable { connection: String, message: String },
 }
 
+/// The Graph credentials of every app registration of `secrets`, its own first: a client
+/// secret as it is, a certificate parsed and checked (docs/operations.md#certificate-credentials).
+/// A certificate or key that cannot be used is a configuration error naming the secret key
+/// (`client_private_key_pem`, `additional_apps[1].client_certificate_pem`) and the fix, never
+/// its content.
+pub fn credentials_of(secrets: &ConnectionSecrets) -> Result<Vec<Credentials>, GraphError> {
+    let apps = std::iter::once(("", &secrets.client_id, &secrets.credential)).chain(
+        secrets
+            .additional_apps
+            .iter()
+            .map(|app| ("additional_apps", &app.client_id, &app.credential)),
+    );
+    apps.enumerate()
+        .map(|(i, (list, client_id, stored))| {
+            let credential = ClientCredential::from_stored(stored).map_err(|e| {
+                let key = if list.is_empty() {
+                    e.secret_key().to_owned()
+                } else {
+                    format!("{list}[{}].{}", i - 1, e.secret_key())
+                };
+                GraphError::Config(format!(
+                    "secret {key} (certificate of app {client_id}): {e}"
+                ))
+            })?;
+            Ok(Credentials {
+                tenant: secrets.tenant.clone(),
+                client_id: client_id.clone(),
+                credential,
+            })
+        })
+        .collect()
+}
+
 /// Reads `connection`'s credentials from `store`, builds its Graph client with `client` (given
 /// every app registration of the connection, its own first) and reads the tenant's domains. When the tenant refuses the credentials they are read again (the
 /// client secret may have been rotated under a cached copy) and tried once more.
@@ -101,17 +134,10 @@ pub async fn connect_tenant(
     loop {
         attempt += 1;
         let secrets = store.connection_secrets(connection).await?;
-        let credentials = std::iter::once(Credentials {
-            tenant: secrets.tenant.clone(),
-            client_id: secrets.client_id.clone(),
-            client_secret: secrets.client_secret.clone(),
-        })
-        .chain(secrets.additional_apps.iter().map(|app| Credentials {
-            tenant: secrets.tenant.clone(),
-            client_id: app.client_id.clone(),
-            client_secret: app.client_secret.clone(),
-        }))
-        .collect();
+        let credentials = credentials_of(&secrets).map_err(|source| ConnectError::Client {
+            connection: connection.to_owned(),
+            source,
+        })?;
         let directory =
             GraphDirectory::new(client(credentials).map_err(|source| ConnectError::Client {
                 connection: connection.to_owned(),

@@ -92,7 +92,7 @@ fn scaled_product_directory(url: &str, time_scale: f64, apps: usize) -> GraphDir
         let (client_id, secret) = further_app(n);
         all.push(m365_graph::Credentials {
             client_id,
-            client_secret: secret.into(),
+            credential: m365_graph::ClientCredential::Secret(secret.into()),
             ..first.clone()
         });
     }

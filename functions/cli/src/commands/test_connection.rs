@@ -4,7 +4,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use m365_graph::{Cloud, Credentials, GraphClient, GraphError, GraphSettings, SharedState};
+use m365_core::AppCredential;
+use m365_graph::{
+    ClientCredential, Cloud, Credentials, GraphClient, GraphError, GraphSettings, SharedState,
+};
 use m365_sandbox::{Sandbox, demo};
 use secrecy::SecretString;
 use serde_json::json;
@@ -37,6 +40,12 @@ where other users of the machine could read them:
   M365_CLIENT_ID           application (client) ID of the app registration
   M365_CLIENT_SECRET       the client secret's Value (not its ID)
   M365_CLIENT_SECRET_FILE  or: a file holding the secret
+  M365_CLIENT_CERTIFICATE_FILE, M365_CLIENT_PRIVATE_KEY_FILE
+                           or: a certificate (PEM, uploaded to the app registration) and
+                           its RSA private key (PEM); M365_CLIENT_ASSERTION_ALGORITHM
+                           RS256 (default) or PS256 (docs/operations.md)
+  M365_CLIENT_CERTIFICATE_PEM, M365_CLIENT_PRIVATE_KEY_PEM
+                           or: the same as PEM text in the variables
   M365_CLIENT_ID_2, M365_CLIENT_SECRET_2, _3, ...
                            further app registrations of the tenant, to write past one
                            app's quota (3,000 writes / 150 s); each gets a token and its
@@ -59,6 +68,12 @@ pub struct Args {
     /// File holding the client secret (else M365_CLIENT_SECRET).
     #[arg(long, env = "M365_CLIENT_SECRET_FILE", value_name = "FILE")]
     client_secret_file: Option<PathBuf>,
+    /// File holding the app's certificate, PEM (instead of a client secret).
+    #[arg(long, env = "M365_CLIENT_CERTIFICATE_FILE", value_name = "FILE")]
+    client_certificate_file: Option<PathBuf>,
+    /// File holding the certificate's RSA private key, PEM (PKCS#8 or PKCS#1, unencrypted).
+    #[arg(long, env = "M365_CLIENT_PRIVATE_KEY_FILE", value_name = "FILE")]
+    client_private_key_file: Option<PathBuf>,
     /// National cloud: global (also GCC), usgov-high (GCC High), usgov-dod (DoD), china.
     #[arg(long, env = "M365_CLOUD", default_value = "global")]
     cloud: String,
@@ -83,11 +98,11 @@ pub async fn run(args: Args) -> Code {
             }
         };
         let settings = GraphSettings::for_local(running.base_url());
-        let credentials = Credentials {
-            tenant: demo::INITIAL_DOMAIN.to_owned(),
-            client_id: demo::CLIENT_ID.to_owned(),
-            client_secret: SecretString::from(demo::CLIENT_SECRET),
-        };
+        let credentials = Credentials::with_secret(
+            demo::INITIAL_DOMAIN,
+            demo::CLIENT_ID,
+            SecretString::from(demo::CLIENT_SECRET),
+        );
         let code = check(settings, vec![credentials], args.json).await;
         running.stop().await;
         return code;
@@ -110,17 +125,7 @@ fn settings_from(args: &Args) -> Result<(GraphSettings, Vec<Credentials>), Strin
     let client_id = args.client_id.clone().ok_or(
         "no client id: set M365_CLIENT_ID (or --client-id) to the app registration's Application (client) ID",
     )?;
-    let secret = match &args.client_secret_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-            .map_err(|e| format!("cannot read the client secret file {}: {e}", path.display()))?,
-        None => std::env::var("M365_CLIENT_SECRET").map_err(|_| {
-            "no client secret: set M365_CLIENT_SECRET, or M365_CLIENT_SECRET_FILE to a file holding it".to_owned()
-        })?,
-    };
-    if secret.is_empty() {
-        return Err("the client secret is empty".to_owned());
-    }
+    let stored = stored_credential(args)?;
     let settings = GraphSettings {
         cloud,
         login_url: args.login_url.clone(),
@@ -128,18 +133,79 @@ fn settings_from(args: &Args) -> Result<(GraphSettings, Vec<Credentials>), Strin
         ..GraphSettings::default()
     };
     let more = m365_wiring::local_secrets::env_additional_apps().map_err(|e| e.to_string())?;
-    let credentials = std::iter::once(Credentials {
-        tenant: tenant.clone(),
-        client_id,
-        client_secret: SecretString::from(secret),
-    })
-    .chain(more.into_iter().map(|app| Credentials {
-        tenant: tenant.clone(),
-        client_id: app.client_id,
-        client_secret: app.client_secret,
-    }))
-    .collect();
+    let apps = std::iter::once((client_id, stored, "M365_CLIENT".to_owned())).chain(
+        more.into_iter().enumerate().map(|(i, app)| {
+            (
+                app.client_id,
+                app.credential,
+                format!("M365_CLIENT_*_{}", i + 2),
+            )
+        }),
+    );
+    let mut credentials = Vec::new();
+    for (client_id, stored, variables) in apps {
+        let credential = ClientCredential::from_stored(&stored)
+            .map_err(|e| format!("the certificate of app {client_id} ({variables}...): {e}"))?;
+        credentials.push(Credentials {
+            tenant: tenant.clone(),
+            client_id,
+            credential,
+        });
+    }
     Ok((settings, credentials))
+}
+
+/// The first app's credential: the secret file, the certificate and key files, else the
+/// environment's variables (`m365_wiring::local_secrets::env_credential`).
+fn stored_credential(args: &Args) -> Result<AppCredential, String> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
+    };
+    if let Some(path) = &args.client_secret_file {
+        let secret = read(path, "client secret")?;
+        if secret.is_empty() {
+            return Err("the client secret is empty".to_owned());
+        }
+        return Ok(AppCredential::Secret(SecretString::from(secret)));
+    }
+    if args.client_certificate_file.is_some() || args.client_private_key_file.is_some() {
+        let certificate = match &args.client_certificate_file {
+            Some(path) => Some(read(path, "certificate")?),
+            None => None,
+        };
+        let key = match &args.client_private_key_file {
+            Some(path) => Some(SecretString::from(read(path, "private key")?)),
+            None => None,
+        };
+        let algorithm = std::env::var("M365_CLIENT_ASSERTION_ALGORITHM").ok();
+        return AppCredential::from_parts("", None, certificate, key, algorithm.as_deref())
+            .map_err(|e| {
+                e.replace("client_certificate_pem", "M365_CLIENT_CERTIFICATE_FILE")
+                    .replace("client_private_key_pem", "M365_CLIENT_PRIVATE_KEY_FILE")
+                    .replace(
+                        "client_assertion_algorithm",
+                        "M365_CLIENT_ASSERTION_ALGORITHM",
+                    )
+            });
+    }
+    m365_wiring::local_secrets::env_credential("").map_err(|e| {
+        format!("{e}; M365_CLIENT_SECRET_FILE, or M365_CLIENT_CERTIFICATE_FILE and M365_CLIENT_PRIVATE_KEY_FILE, name files instead")
+    })
+}
+
+/// How an app proved its identity, for the report: `client secret`, or the certificate's
+/// thumbprint and algorithm.
+fn credential_note(credential: &ClientCredential) -> String {
+    match credential {
+        ClientCredential::Secret(_) => "client secret".to_owned(),
+        ClientCredential::Certificate(c) => format!(
+            "certificate x5t#S256 {}, {}",
+            c.thumbprint_s256(),
+            c.algorithm()
+        ),
+    }
 }
 
 /// Which required permissions the granted roles lack, and which granted ones are not needed.
@@ -157,6 +223,10 @@ fn assess(roles: &[String]) -> (Vec<&'static str>, Vec<&'static str>) {
 async fn check(settings: GraphSettings, apps: Vec<Credentials>, json: bool) -> Code {
     let tenant = apps.first().map(|a| a.tenant.clone()).unwrap_or_default();
     let client_ids: Vec<String> = apps.iter().map(|a| a.client_id.clone()).collect();
+    let credential = apps
+        .first()
+        .map(|a| credential_note(&a.credential))
+        .unwrap_or_default();
     let client =
         match GraphClient::with_apps(settings.clone(), apps.clone(), SharedState::default()) {
             Ok(client) => client,
@@ -197,6 +267,7 @@ async fn check(settings: GraphSettings, apps: Vec<Credentials>, json: bool) -> C
     let all_granted = missing.is_empty() && more_missing.iter().all(|(_, m)| m.is_empty());
     let findings = Findings {
         apps: client_ids.len(),
+        credential,
         organization,
         domains,
         roles,
@@ -220,6 +291,8 @@ async fn check(settings: GraphSettings, apps: Vec<Credentials>, json: bool) -> C
 /// What the connection test found.
 struct Findings<'a> {
     apps: usize,
+    /// How the first app proved its identity ([`credential_note`]).
+    credential: String,
     organization: m365_graph::Organization,
     domains: Vec<m365_graph::Domain>,
     /// The first app's permissions.
@@ -235,6 +308,7 @@ impl Findings<'_> {
     fn print_json(&self) {
         let value = json!({
             "ok": self.all_granted,
+            "credential": self.credential,
             "tenant": {"id": self.organization.id, "displayName": self.organization.display_name},
             "domains": self.domains.iter().map(|d| json!({
                 "name": d.id, "verified": d.is_verified, "default": d.is_default,
@@ -253,11 +327,15 @@ impl Findings<'_> {
         if self.apps > 1 {
             let _ = writeln!(
                 out,
-                "token          ok (client credentials, {} app registrations)",
-                self.apps
+                "token          ok (client credentials, {}; {} app registrations)",
+                self.credential, self.apps
             );
         } else {
-            let _ = writeln!(out, "token          ok (client credentials)");
+            let _ = writeln!(
+                out,
+                "token          ok (client credentials, {})",
+                self.credential
+            );
         }
         let _ = writeln!(
             out,

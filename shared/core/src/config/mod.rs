@@ -297,14 +297,16 @@ impl StateConfig {
     }
 }
 
-/// `[secrets]`: where the tenant id, client id and client secret come from, by `type`.
+/// `[secrets]`: where the tenant id, client id and client secret (or certificate,
+/// docs/operations.md#certificate-credentials) come from, by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SecretsConfig {
-    /// `M365_TENANT`, `M365_CLIENT_ID`, `M365_CLIENT_SECRET`.
+    /// `M365_TENANT`, `M365_CLIENT_ID`, `M365_CLIENT_SECRET` (or `M365_CLIENT_CERTIFICATE_PEM`
+    /// and `M365_CLIENT_PRIVATE_KEY_PEM`).
     Env {},
-    /// A TOML file with `tenant`, `client_id`, `client_secret`; `path` relative to the
-    /// configuration file.
+    /// A TOML file with `tenant`, `client_id`, `client_secret` (or `client_certificate_pem` and
+    /// `client_private_key_pem`); `path` relative to the configuration file.
     File { path: String },
     /// An AWS Secrets Manager secret (name or ARN); absent: the deployment's default.
     AwsSecretsManager {
