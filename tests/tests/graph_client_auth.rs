@@ -1,5 +1,10 @@
 //! Tokens: success and roles, each AADSTS configuration error as its own variant, renewal before
-//! expiry, renewal once on a 401, endpoint overrides.
+//! expiry, renewal once on a 401, endpoint overrides; certificate credentials.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test code: a broken expectation should fail loudly"
+)]
 
 use std::time::Duration;
 
@@ -250,4 +255,97 @@ async fn tokens_are_not_shared_between_graph_hosts() {
             .unwrap();
     a2.authenticate().await.unwrap();
     assert_eq!(shared.tokens.fetch_count(), 2);
+}
+
+/// Credentials of the demo app with a certificate of tests/fixtures/certs.
+fn certificate_credentials(
+    certificate: &str,
+    key: &str,
+    algorithm: m365_graph::AssertionAlgorithm,
+) -> m365_graph::Credentials {
+    let stored = m365_core::AppCredential::Certificate(m365_core::CertificateSecret {
+        certificate_pem: certificate.to_owned(),
+        private_key_pem: secrecy::SecretString::from(key),
+        algorithm,
+    });
+    m365_graph::Credentials {
+        tenant: demo::INITIAL_DOMAIN.to_owned(),
+        client_id: demo::CLIENT_ID.to_owned(),
+        credential: m365_graph::ClientCredential::from_stored(&stored)
+            .expect("the test certificate and key are valid"),
+    }
+}
+
+const CERT: &str = include_str!("../fixtures/certs/app.crt.pem");
+const KEY: &str = include_str!("../fixtures/certs/app.key.pem");
+const OTHER_CERT: &str = include_str!("../fixtures/certs/other.crt.pem");
+const OTHER_KEY: &str = include_str!("../fixtures/certs/other.key.pem");
+
+#[tokio::test]
+async fn certificate_credentials_get_tokens_graph_accepts() {
+    use m365_graph::AssertionAlgorithm::{Ps256, Rs256};
+    let sb = start_demo().await;
+    assert!(sb.sandbox().add_certificate(demo::CLIENT_ID, CERT));
+    for algorithm in [Rs256, Ps256] {
+        let c = client_with(settings(&sb), certificate_credentials(CERT, KEY, algorithm));
+        let organization = c.organization().await.unwrap();
+        assert_eq!(organization[0].id, demo::TENANT_ID);
+        assert!(
+            c.token_roles()
+                .await
+                .unwrap()
+                .contains(&"User.ReadWrite.All".to_owned())
+        );
+    }
+    // A certificate the app does not have: its own error, naming the thumbprint.
+    let c = client_with(
+        settings(&sb),
+        certificate_credentials(OTHER_CERT, OTHER_KEY, Rs256),
+    );
+    let e = c.authenticate().await.unwrap_err();
+    let GraphError::Auth(AuthError::AssertionRejected {
+        code, thumbprint, ..
+    }) = &e
+    else {
+        panic!("{e:?}");
+    };
+    assert_eq!(*code, 700027);
+    assert_eq!(thumbprint, "B7_Niv56-wnPNF9g478diWIWVV2zQtwnyOKfCwfphGw");
+    assert!(!e.is_retryable());
+    for line in OTHER_KEY.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!format!("{e} {e:?}").contains(line));
+    }
+}
+
+#[tokio::test]
+async fn a_shared_token_cache_never_lends_one_credentials_token_to_another() {
+    let sb = start_demo().await;
+    assert!(sb.sandbox().add_certificate(demo::CLIENT_ID, CERT));
+    let shared = SharedState::isolated();
+    let good = m365_graph::GraphClient::with_shared(
+        settings(&sb),
+        certificate_credentials(CERT, KEY, m365_graph::AssertionAlgorithm::Rs256),
+        shared.clone(),
+    )
+    .unwrap();
+    good.authenticate().await.unwrap();
+    // Same app, tenant and scope, an unregistered certificate: asks the endpoint and is refused.
+    let other = m365_graph::GraphClient::with_shared(
+        settings(&sb),
+        certificate_credentials(OTHER_CERT, OTHER_KEY, m365_graph::AssertionAlgorithm::Rs256),
+        shared.clone(),
+    )
+    .unwrap();
+    assert!(other.authenticate().await.is_err());
+    // And the app's secret is a credential of its own too.
+    let secret = m365_graph::GraphClient::with_shared(
+        settings(&sb),
+        m365_graph::Credentials {
+            tenant: demo::INITIAL_DOMAIN.to_owned(),
+            ..credentials(demo::CLIENT_ID, "not-the-secret")
+        },
+        shared,
+    )
+    .unwrap();
+    assert!(secret.authenticate().await.is_err());
 }

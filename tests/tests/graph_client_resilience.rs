@@ -501,6 +501,7 @@ async fn start_with_three_apps(app_quota: u32, tenant_quota: u32) -> m365_sandbo
         config.seed.apps.push(m365_sandbox::AppSeed {
             client_id: format!("0000000{n}-0000-4000-8000-00000000000{n}"),
             client_secret: format!("second-app-secret~{n}"),
+            certificates: Vec::new(),
             display_name: format!("writer {n}"),
             ..writer.clone()
         });

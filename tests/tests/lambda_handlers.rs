@@ -481,6 +481,7 @@ fn tenant_of_three_apps() -> SandboxConfig {
         config.seed.apps.push(m365_sandbox::AppSeed {
             client_id: format!("0000000{n}-0000-4000-8000-00000000000{n}"),
             client_secret: format!("writer-secret~{n}"),
+            certificates: Vec::new(),
             display_name: format!("writer-{n}"),
             ..writer.clone()
         });

@@ -86,13 +86,20 @@ pub struct SkuSeed {
     pub service_plans: Vec<ServicePlanSeed>,
 }
 
-/// An app registration that may get tokens. Its `Debug` never shows the
-/// secret.
+/// An app registration that may get tokens, with a client secret, certificates, or both (as
+/// under Certificates & secrets in Entra). Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppSeed {
     pub client_id: String,
+    /// The client secret's Value; empty: the app has no secret (certificates only).
+    #[serde(default)]
     pub client_secret: String,
+    /// Certificates registered on the app, PEM (`-----BEGIN CERTIFICATE-----`, the public part
+    /// only): a client assertion signed with one of their keys is accepted
+    /// (docs/graph-behaviour.md#tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
     #[serde(default)]
     pub display_name: String,
     /// The secret exists but has expired (AADSTS7000222).
@@ -108,6 +115,7 @@ impl std::fmt::Debug for AppSeed {
         f.debug_struct("AppSeed")
             .field("client_id", &self.client_id)
             .field("client_secret", &"[REDACTED]")
+            .field("certificates", &self.certificates.len())
             .field("display_name", &self.display_name)
             .field("secret_expired", &self.secret_expired)
             .field("roles", &self.roles)
@@ -234,6 +242,7 @@ fn demo_apps() -> Vec<AppSeed> {
         AppSeed {
             client_id: CLIENT_ID.to_owned(),
             client_secret: CLIENT_SECRET.to_owned(),
+            certificates: Vec::new(),
             display_name: "m365-provisioner (sandbox)".to_owned(),
             secret_expired: false,
             roles: vec![
@@ -245,6 +254,7 @@ fn demo_apps() -> Vec<AppSeed> {
         AppSeed {
             client_id: READONLY_CLIENT_ID.to_owned(),
             client_secret: READONLY_CLIENT_SECRET.to_owned(),
+            certificates: Vec::new(),
             display_name: "read-only reporter (sandbox)".to_owned(),
             secret_expired: false,
             roles: vec![
@@ -255,6 +265,7 @@ fn demo_apps() -> Vec<AppSeed> {
         AppSeed {
             client_id: EXPIRED_CLIENT_ID.to_owned(),
             client_secret: EXPIRED_CLIENT_SECRET.to_owned(),
+            certificates: Vec::new(),
             display_name: "expired secret (sandbox)".to_owned(),
             secret_expired: true,
             roles: vec!["User.ReadWrite.All".to_owned()],

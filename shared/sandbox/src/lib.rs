@@ -4,8 +4,9 @@
 //! link its sections.
 //!
 //! Routes:
-//! * `POST /{tenant}/oauth2/v2.0/token` — client credentials (docs/graph-behaviour.md#tokens), see
-//!   [`token`].
+//! * `POST /{tenant}/oauth2/v2.0/token` — client credentials with a client secret or a
+//!   certificate's client assertion (docs/graph-behaviour.md#tokens), see [`token`] and
+//!   [`assertion`].
 //! * `/v1.0/...` — users, groups, licenses, manager, members, deleted items, `$batch`.
 //! * `/_sandbox/...` — the admin API (state, reset, knobs, faults, request log, stats, seed).
 //!   **It has no authentication**: the sandbox binds to 127.0.0.1 and is for local use only.
@@ -18,6 +19,7 @@
 //! [`Sandbox::reset`] restores the seed, clears the request log, stats, scripted faults and
 //! throttling buckets, and **keeps the knobs**.
 
+mod assertion;
 mod batch;
 mod config;
 mod filter;
@@ -431,6 +433,30 @@ impl Sandbox {
         rotated
     }
 
+    /// Registers a certificate (PEM, the public part) on the app registration of `client_id`,
+    /// as uploading it under Certificates & secrets does: client assertions signed with its key
+    /// are accepted from then on. `false` when no app has `client_id`.
+    pub fn add_certificate(&self, client_id: &str, certificate_pem: &str) -> bool {
+        let added = {
+            let mut state = self.inner.lock_state();
+            match state
+                .apps
+                .iter_mut()
+                .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+            {
+                Some(app) => {
+                    app.certificates.push(certificate_pem.to_owned());
+                    true
+                }
+                None => false,
+            }
+        };
+        if added {
+            self.inner.persist();
+        }
+        added
+    }
+
     /// The tenant id and its initial domain (the default domain when none is marked initial),
     /// as the tenant is now (a state file may differ from the configuration's seed).
     pub fn tenant(&self) -> (String, Option<String>) {
@@ -701,24 +727,25 @@ async fn graph_handler(
 async fn token_handler(
     State(sb): State<Sandbox>,
     AxPath(tenant): AxPath<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The URL the request was posted to, as a client assertion's `aud` must name it.
+    let token_url = format!("{}{}", base_url(&headers), uri.path());
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let knobs = sb.knobs();
     let result = {
         let state = sb.inner.lock_state();
-        token::issue(
-            &state,
-            &sb.inner.key,
-            &sb.inner.accepted_resources,
-            knobs.token_lifetime_secs,
-            &tenant,
-            &headers,
-            &form,
-        )
+        let issuer = token::Issuer {
+            key: &sb.inner.key,
+            accepted_resources: &sb.inner.accepted_resources,
+            lifetime_secs: knobs.token_lifetime_secs,
+            token_url: &token_url,
+        };
+        token::issue(&state, &issuer, &tenant, &headers, &form)
     };
     {
         let mut stats = lock(&sb.inner.stats);

@@ -1,6 +1,11 @@
 //! Token endpoint `POST /{tenant}/oauth2/v2.0/token` (client credentials,
 //! docs/graph-behaviour.md#tokens) and the validation of bearer tokens on `/v1.0/` routes.
 //!
+//! An app proves its identity with its client secret, or with a client assertion signed by the
+//! key of a certificate registered on it ([`crate::assertion`],
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials>); sending
+//! both is refused.
+//!
 //! Tokens are JWTs signed HS256 with a random key per sandbox: a token from another sandbox (or
 //! anything else) fails signature validation.
 
@@ -25,7 +30,12 @@ pub(crate) struct AadError {
 }
 
 impl AadError {
-    fn new(status: StatusCode, error: &'static str, code: u32, text: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        error: &'static str,
+        code: u32,
+        text: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             error,
@@ -85,6 +95,8 @@ struct TokenRequest<'a> {
     client_id: Option<String>,
     secret: Option<String>,
     scope: &'a str,
+    assertion: Option<&'a str>,
+    assertion_type: Option<&'a str>,
 }
 
 impl<'a> TokenRequest<'a> {
@@ -106,20 +118,36 @@ impl<'a> TokenRequest<'a> {
             client_id,
             secret,
             scope: field("scope").unwrap_or(""),
+            assertion: field("client_assertion").filter(|a| !a.is_empty()),
+            assertion_type: field("client_assertion_type").filter(|t| !t.is_empty()),
         }
     }
+}
+
+/// What a token request is checked against besides the tenant: the sandbox's signing key and
+/// accepted resources, the token lifetime, and the URL the request was posted to (a client
+/// assertion's `aud`).
+pub(crate) struct Issuer<'a> {
+    pub key: &'a [u8],
+    pub accepted_resources: &'a [String],
+    pub lifetime_secs: u64,
+    pub token_url: &'a str,
 }
 
 /// A successful issue: the response body. The checks run in the order Entra answers them.
 pub(crate) fn issue(
     state: &TenantState,
-    key: &[u8],
-    accepted_resources: &[String],
-    lifetime_secs: u64,
+    issuer: &Issuer<'_>,
     tenant: &str,
     headers: &HeaderMap,
     form: &[(String, String)],
 ) -> Result<Value, AadError> {
+    let Issuer {
+        key,
+        accepted_resources,
+        lifetime_secs,
+        token_url,
+    } = *issuer;
     let request = TokenRequest::read(headers, form);
     check_tenant(state, tenant)?;
     check_grant_type(request.grant_type)?;
@@ -131,7 +159,18 @@ pub(crate) fn issue(
     }
     let app = find_app(state, client_id)?;
     let resource = resource_of_scope(request.scope)?;
-    check_secret(app, request.secret.as_deref())?;
+    match (request.secret.as_deref(), request.assertion) {
+        (Some(_), Some(_)) => return Err(both_credentials()),
+        (None, Some(assertion)) => {
+            let check = crate::assertion::AssertionCheck {
+                client_id,
+                token_url,
+                now: now_secs(),
+            };
+            check.run(app, assertion, request.assertion_type)?;
+        }
+        (secret, None) => check_secret(app, secret)?,
+    }
     check_resource(state, accepted_resources, resource)?;
     let now = now_secs();
     let lifetime = i64::try_from(lifetime_secs).unwrap_or(3600);
@@ -144,8 +183,21 @@ pub(crate) fn issue(
     }))
 }
 
+/// A client secret and a client assertion in one request. RFC 6749 section 2.3 forbids more
+/// than one authentication method per request (<https://www.rfc-editor.org/rfc/rfc6749#section-2.3>);
+/// Entra's exact answer is not documented: an `invalid_request` like its ambiguous-request
+/// AADSTS90011 (<https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>).
+fn both_credentials() -> AadError {
+    AadError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        90011,
+        "Request is ambiguous, multiple client credentials found: send either 'client_secret' or 'client_assertion', not both.",
+    )
+}
+
 /// 900144: a required form parameter is missing or empty.
-fn missing_parameter(name: &str) -> AadError {
+pub(crate) fn missing_parameter(name: &str) -> AadError {
     AadError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request",

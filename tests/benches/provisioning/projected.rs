@@ -112,6 +112,7 @@ pub(super) async fn scaled_world(shape: Shape, time_scale: f64, apps: usize) -> 
         config.seed.apps.push(m365_sandbox::AppSeed {
             client_id,
             client_secret,
+            certificates: Vec::new(),
             display_name: format!("bench writer {n}"),
             ..writer.clone()
         });
