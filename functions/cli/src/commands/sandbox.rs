@@ -27,6 +27,8 @@ Examples:
   m365-provisioner sandbox --port 8750 --state .state/tenant.json
   m365-provisioner sandbox --pingone-port 8760                    # and the PingOne demo environment
   m365-provisioner sandbox --pingone-port 8760 --pingone-users 5000
+  m365-provisioner sandbox --certificate cert.pem   # the worker app also takes this certificate's
+                                                   # client assertions (docs/operations.md)
   curl -s -X POST http://127.0.0.1:8750/contoso.onmicrosoft.com/oauth2/v2.0/token \\
        -d grant_type=client_credentials -d scope=https://graph.microsoft.com/.default \\
        -d client_id=3c9d7a52-6b1f-4e2a-8d4c-7f0b5e9a1c23 \\
@@ -41,6 +43,11 @@ pub struct Args {
     /// Start-up configuration (seed data and knobs) as JSON; defaults to the demo tenant.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Register this certificate (PEM, public part) on the demo worker app, beside its secret,
+    /// as uploading it to an app registration does: client assertions signed with its key get
+    /// tokens (docs/operations.md#certificate-credentials).
+    #[arg(long, value_name = "FILE")]
+    certificate: Option<PathBuf>,
     /// Also serve a PingOne stand-in on this port of 127.0.0.1; 0 picks a free one (its URL is
     /// printed on a line of its own).
     #[arg(long, value_name = "PORT")]
@@ -62,6 +69,30 @@ pub async fn run(args: Args) -> Code {
             }
         },
     };
+    let mut config = config;
+    if let Some(path) = &args.certificate {
+        match read_certificate(path) {
+            Ok(pem) => match config
+                .seed
+                .apps
+                .iter_mut()
+                .find(|a| a.client_id.eq_ignore_ascii_case(demo::CLIENT_ID))
+            {
+                Some(app) => app.certificates.push(pem),
+                None => {
+                    tracing::error!(
+                        "--certificate: the configuration has no app {} (the demo worker app) to register it on; add it to that app's certificates in the configuration instead",
+                        demo::CLIENT_ID
+                    );
+                    return Code::Config;
+                }
+            },
+            Err(message) => {
+                tracing::error!("{message}");
+                return Code::Config;
+            }
+        }
+    }
     let mut sandbox = Sandbox::new(config);
     if let Some(path) = &args.state {
         sandbox = match sandbox.with_state_file(path) {
@@ -172,6 +203,24 @@ fn banner(base_url: &str, sandbox: &Sandbox, state: Option<&Path>) -> String {
     let mut text = lines.join("\n");
     text.push('\n');
     text
+}
+
+/// A certificate file's PEM text; refused unless it holds a certificate (and no private key).
+fn read_certificate(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--certificate: cannot read {shown}: {e}"))?;
+    if text.contains("PRIVATE KEY-----") {
+        return Err(format!(
+            "--certificate: {shown} holds a private key; give the certificate only (the public part, -----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "--certificate: {shown} is not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(text)
 }
 
 fn load_config(path: &Path) -> Result<SandboxConfig, String> {
