@@ -269,3 +269,98 @@ async fn test_connection_names_the_certificate_it_used() {
     );
     assert_no_key(&shown, KEY);
 }
+
+/// `sandbox --certificate FILE`: the demo worker app takes that certificate's assertions; a file
+/// holding a private key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_command_registers_a_certificate() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, CERT).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_m365-provisioner"))
+        .args(["sandbox", "--port", "0", "--certificate"])
+        .arg(&cert)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..5 {
+        let mut line = String::new();
+        banner.read_line(&mut line).unwrap();
+        lines.push(line);
+    }
+    let base = lines[0]
+        .trim()
+        .strip_prefix("sandbox tenant listening on ")
+        .unwrap()
+        .to_owned();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("certificates 1 registered")),
+        "{lines:?}"
+    );
+    let token_url = format!("{base}/{}/oauth2/v2.0/token", demo::INITIAL_DOMAIN);
+    let credential = m365_graph::CertificateCredential::from_pem(
+        CERT,
+        &secrecy::SecretString::from(KEY),
+        m365_graph::AssertionAlgorithm::Rs256,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let assertion = credential
+        .assertion(demo::CLIENT_ID, &token_url, now)
+        .unwrap();
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("client_id", demo::CLIENT_ID),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            (
+                "client_assertion",
+                secrecy::ExposeSecret::expose_secret(&assertion),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{:?}", response.text().await);
+    // A key file given as the certificate is refused.
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, KEY).unwrap();
+    let output = run(
+        dir.path(),
+        &[
+            "sandbox",
+            "--port",
+            "0",
+            "--certificate",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("holds a private key"), "{shown}");
+    assert_no_key(&shown, KEY);
+}

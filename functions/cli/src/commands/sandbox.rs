@@ -182,6 +182,12 @@ fn banner(base_url: &str, sandbox: &Sandbox, state: Option<&Path>) -> String {
             } else {
                 "  secret       as set in the configuration's seed.apps (not shown)".to_owned()
             });
+            if !app.certificates.is_empty() {
+                lines.push(format!(
+                    "  certificates {} registered (client assertions accepted)",
+                    app.certificates.len()
+                ));
+            }
             let others: Vec<&str> = apps.iter().skip(1).map(|a| a.client_id.as_str()).collect();
             if !others.is_empty() {
                 lines.push(format!("  other apps   {}", others.join(", ")));
