@@ -531,3 +531,73 @@ pub fn tenant_picture(sandbox: &RunningSandbox) -> Value {
     }
     json!({"users": picture_users, "groups": picture_groups})
 }
+
+/// The Lambda Invoke API of the deployment's `scheduled-sync` function on 127.0.0.1, answered by
+/// the function's handler in this process: what `cloud sync --function` calls. moto runs Lambda
+/// functions only in Docker images it downloads, so this stand-in serves the one call instead,
+/// as Lambda answers it (<https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html>): 200
+/// with the handler's answer, 200 with `X-Amz-Function-Error` and `{errorType, errorMessage}`
+/// when the handler fails, 404 `ResourceNotFoundException` for another function name. Serves
+/// until the returned task is aborted.
+pub async fn serve_scheduled_function(cloud: Arc<Cloud>) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+
+    async fn invoke(
+        State(cloud): State<Arc<Cloud>>,
+        Path(function): Path<String>,
+        body: axum::body::Bytes,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if function != "scheduled-sync" {
+            headers.insert(
+                "x-amzn-errortype",
+                HeaderValue::from_static("ResourceNotFoundException"),
+            );
+            let message = format!(
+                "Function not found: arn:aws:lambda:us-east-1:123456789012:function:{function}"
+            );
+            return (
+                StatusCode::NOT_FOUND,
+                headers,
+                json!({"Type": "User", "message": message}).to_string(),
+            );
+        }
+        let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        headers.insert(
+            "x-amz-executed-version",
+            HeaderValue::from_static("$LATEST"),
+        );
+        let answer = match cloud
+            .scheduled(event, "invoke-1", Duration::from_secs(900))
+            .await
+        {
+            Ok(answer) => serde_json::to_string(&answer).unwrap_or_default(),
+            Err(error) => {
+                headers.insert(
+                    "x-amz-function-error",
+                    HeaderValue::from_static("Unhandled"),
+                );
+                json!({"errorType": error.error_type(), "errorMessage": error.to_string()})
+                    .to_string()
+            }
+        };
+        (StatusCode::OK, headers, answer)
+    }
+
+    let app = axum::Router::new()
+        .route(
+            "/2015-03-31/functions/{function}/invocations",
+            axum::routing::post(invoke),
+        )
+        .with_state(cloud);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port on 127.0.0.1");
+    let url = format!("http://{}", listener.local_addr().expect("bound address"));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, server)
+}

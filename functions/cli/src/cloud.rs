@@ -113,15 +113,19 @@ Example:
     /// Provision on demand against the deployment: sync only the named users and groups and
     /// print every step taken with the tenant's answer.
     #[command(after_long_help = "\
-Runs from this machine with the deployment's newest config, its secret (Secrets Manager: your
-AWS credentials need secretsmanager:GetSecretValue on it), its source and its state table: the
-same engine and the same lease as the scheduled function, so the two never run the connection
-at once (exit 6 while a scheduled run holds it: try again when it ends). Only the named
-identities are read and planned; nothing else is touched. On a terminal, destructive steps are
-shown and confirmed first (--yes skips).
+With --function (the stack's output SyncFunctionName, or M365_SYNC_FUNCTION) the scheduled-sync
+function runs it inside the deployment (its network, role and secret; you need only
+lambda:InvokeFunction) and answers with each identity's steps. Without it, it runs on this
+machine with the deployment's newest config, its secret (Secrets Manager: your AWS credentials
+need secretsmanager:GetSecretValue on it), its source and its state table. Either way it takes
+the connection's lease like the scheduled runs, so the two never run the connection at once
+(exit 6 while a scheduled run holds it: try again when it ends). Only the named identities are
+read and planned; nothing else is touched. On a terminal, and without --function, destructive
+steps are shown and confirmed first (--yes skips).
 
 Examples:
   m365-provisioner cloud sync --table m365-provisioner-state --connection contoso --user avance@example.com
+  m365-provisioner cloud sync --connection contoso --function m365-sync --user avance@example.com
   m365-provisioner cloud sync --connection contoso --user 6b0d549b-6f03-675a-1600-a35a099950d8 --group \"All Staff\"")]
     Sync(SyncArgs),
     /// Delete a deployed connection: its rule's state in the table (links, errors, runs,

@@ -10,16 +10,22 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use m365_aws::DynamoStateStore;
+use std::io::Write as _;
+
+use m365_aws::{DynamoStateStore, FunctionInvoker, InvokeError};
 use m365_core::engine::RunError;
 use m365_core::plan::Plan;
+use m365_runtime::scheduled::{SyncRequest, SyncResponse};
 use m365_wiring::cloud_config::parse_cloud_config;
 use m365_wiring::connect::state_key;
 use m365_wiring::context::{Connection, Deployment, Settings, SetupFailure};
 
 use crate::cloud::{Outcome, Target, store_error};
+use crate::commands::status::print_object;
 use crate::commands::status::{View, report};
-use crate::commands::sync::{RunRequest, confirm_destructive, execute, focus_of, report_error};
+use crate::commands::sync::{
+    RunRequest, confirm_destructive, execute, focus_of, headline, report_error,
+};
 use crate::exit::Code;
 
 /// The table and connection whose state is read.
@@ -52,10 +58,15 @@ pub struct SyncArgs {
     /// The secret of a config without [secrets] secret_id (the functions' M365_SECRET_ID).
     #[arg(long, env = "M365_SECRET_ID", value_name = "SECRET")]
     pub secret_id: Option<String>,
+    /// Run the sync in the deployment: invoke this function (the stack's scheduled-sync
+    /// function, its name or ARN) instead of running it on this machine.
+    #[arg(long, env = "M365_SYNC_FUNCTION", value_name = "NAME|ARN")]
+    pub function: Option<String>,
     /// Carry out disables and deletes even beyond the circuit breaker's limits.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "function")]
     pub override_breaker: bool,
-    /// Do not ask before destructive steps (asked only on a terminal).
+    /// Do not ask before destructive steps (asked only on a terminal, and only when the sync
+    /// runs on this machine).
     #[arg(long, short = 'y')]
     pub yes: bool,
 }
@@ -129,9 +140,13 @@ pub async fn deployment_connection(
     Ok((deployment, built))
 }
 
-/// `cloud sync --user/--group`: provision on demand against the deployment.
+/// `cloud sync --user/--group`: provision on demand against the deployment, in its function
+/// (`--function`) or on this machine.
 pub async fn sync(args: SyncArgs) -> Outcome {
     use std::io::IsTerminal as _;
+    if let Some(function) = &args.function {
+        return sync_in_function(&args, function).await;
+    }
     let started = Instant::now();
     let state = &args.state;
     let (deployment, connection) =
@@ -158,4 +173,80 @@ pub async fn sync(args: SyncArgs) -> Outcome {
         table_shown: &shown,
     };
     Ok(execute(&engine, request, started).await)
+}
+
+/// `cloud sync --function`: the scheduled-sync function runs the focused sync (in the
+/// deployment's network, with its role and secret) and answers with each identity's steps.
+async fn sync_in_function(args: &SyncArgs, function: &str) -> Outcome {
+    let started = Instant::now();
+    let state = &args.state;
+    let sdk = m365_aws::sdk_config(state.target.endpoint_url.as_deref()).await;
+    let request = SyncRequest {
+        connection: state.connection.clone(),
+        hop: 0,
+        users: args.users.clone(),
+        groups: args.groups.clone(),
+    };
+    let payload = serde_json::to_value(&request).map_err(|e| (Code::Failure, e.to_string()))?;
+    let answer = FunctionInvoker::new(&sdk)
+        .invoke(function, &payload)
+        .await
+        .map_err(|error| (invoke_code(&error), error.to_string()))?;
+    let response: SyncResponse = serde_json::from_value(answer).map_err(|e| {
+        (
+            Code::Failure,
+            format!(
+                "function {function} answered, but not as the scheduled-sync function does: {e}"
+            ),
+        )
+    })?;
+    let code = match response.status.as_str() {
+        "succeeded" | "checkpointed" => Code::Success,
+        "partially_failed" => Code::PartialFailure,
+        "breaker_tripped" => Code::BreakerTripped,
+        "busy" => Code::Busy,
+        _ => Code::Failure,
+    };
+    let mut out = std::io::stdout().lock();
+    if state.json {
+        let _ = writeln!(
+            out,
+            "{:#}",
+            serde_json::json!({"ok": code == Code::Success, "function": function, "answer": response})
+        );
+        return Ok(code);
+    }
+    for report in &response.objects {
+        print_object(&mut out, report, response.run_id.as_deref());
+    }
+    if let Some(message) = &response.message {
+        let _ = writeln!(out, "note: {message}");
+    }
+    let counts = &response.counts;
+    let _ = writeln!(
+        out,
+        "cloud sync {} in function {function}: {} · {} Graph writes, {} requests, {} throttled · {} · {:.1} s",
+        state.connection,
+        headline(counts),
+        counts.graph_writes,
+        counts.graph_requests,
+        counts.graph_throttled,
+        response.status,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(code)
+}
+
+/// The exit code of an invocation that gave no answer: the function's own failures are read
+/// from its error type (docs: the scheduled-sync function's error types).
+fn invoke_code(error: &InvokeError) -> Code {
+    match error {
+        InvokeError::Function { error_type, .. } => match error_type.as_str() {
+            "M365.NotConfigured" | "M365.InvalidConfiguration" | "M365.BadEvent" => Code::Config,
+            "M365.CredentialsRefused" | "M365.Unavailable" => Code::Connection,
+            _ => Code::Failure,
+        },
+        InvokeError::Refused { .. } | InvokeError::Transport { .. } => Code::Connection,
+        InvokeError::NotJson { .. } => Code::Failure,
+    }
 }

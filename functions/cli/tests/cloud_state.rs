@@ -13,7 +13,11 @@ mod support;
 
 use std::time::Duration;
 
-use m365_integration_tests::cloud::{Cloud, TABLE, repo_root, scheduler_event};
+use std::sync::Arc;
+
+use m365_integration_tests::cloud::{
+    Cloud, TABLE, repo_root, scheduler_event, serve_scheduled_function,
+};
 use serde_json::Value;
 use support::cloud::cli;
 
@@ -184,4 +188,74 @@ async fn cloud_reads_of_an_unknown_connection_name_the_upload_command() {
     .await;
     assert_eq!(code, 2, "sync needs --user or --group: {out}");
     assert!(out.contains("--user"), "{out}");
+}
+
+#[tokio::test]
+async fn cloud_sync_with_function_runs_in_the_scheduled_function_and_prints_its_trace() {
+    let cloud = Arc::new(Cloud::start().await);
+    cloud.put_source(&example_source()).await;
+    let (lambda, server) = serve_scheduled_function(Arc::clone(&cloud)).await;
+    let invoke = |connection: &'static str, function: &'static str| {
+        let lambda = lambda.clone();
+        let cloud = Arc::clone(&cloud);
+        async move {
+            let args = [
+                "cloud",
+                "sync",
+                "--table",
+                TABLE,
+                "--connection",
+                connection,
+                "--function",
+                function,
+                "--endpoint-url",
+                &lambda,
+                "--user",
+                ADEYOUNG,
+            ];
+            cli(&cloud, &args).await
+        }
+    };
+
+    let (code, out) = invoke("contoso", "scheduled-sync").await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("user adeyoung@example.com  (source {ADEYOUNG})"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("applied  create user") && lines[1].contains("→ created object "),
+        "{out}"
+    );
+    assert!(
+        out.contains("cloud sync contoso in function scheduled-sync: 1 created"),
+        "{out}"
+    );
+    // Only the named user: the rest of the source was not read.
+    let users = cloud.sandbox.sandbox().users();
+    tenant_user(&users, "adeyoung@example.com");
+    let state = cloud.deployment.state.as_ref();
+    assert_eq!(
+        state
+            .count_links("contoso/staff", m365_core::ObjectKind::User)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let (code, out) = invoke("contoso", "scheduled-sink").await;
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("ResourceNotFoundException") && out.contains("Function not found"),
+        "{out}"
+    );
+    let (code, out) = invoke("fabrikam", "scheduled-sync").await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("function scheduled-sync failed: M365.NotConfigured"),
+        "{out}"
+    );
+    server.abort();
 }

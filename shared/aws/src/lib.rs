@@ -23,6 +23,7 @@ mod batch;
 pub mod config;
 pub mod config_store;
 pub mod dynamodb;
+pub mod invoke;
 pub mod s3;
 pub mod secrets_manager;
 
@@ -30,5 +31,6 @@ pub use any_loader::AnyFileLoader;
 pub use config::{dynamodb_client, s3_client, sdk_config};
 pub use config_store::{ConfigStore, ConfigStoreError, ConfigSummary, StoredConfig, Uploaded};
 pub use dynamodb::{DynamoStateStore, create_table};
+pub use invoke::{FunctionInvoker, InvokeError};
 pub use s3::{S3FileLoader, S3Location, is_s3_location};
 pub use secrets_manager::{SecretsManagerSecretStore, WEBHOOK_SECRET_PREFIX};

@@ -2,16 +2,17 @@
 //! source id, tenant object id, userPrincipalName or group displayName (`status --object`,
 //! `sync --user`; docs/operations.md#an-objects-history).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::ObjectKind;
+use crate::planner::Focus;
 use crate::state::{HistoryEntry, Link, ObjectError, StateResult, StateStore, UnixMillis};
 
 /// Links read per page while looking for a UPN or displayName.
 const PAGE: usize = 1_000;
 
 /// What the store holds about one object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectReport {
     pub kind: ObjectKind,
     pub source_id: String,
@@ -127,4 +128,60 @@ pub async fn object_report(
             .object_history(connection, kind, source_id, now, limit)
             .await?,
     })
+}
+
+/// The identities an operator names for provision on demand (`sync --user`, `cloud sync`), by
+/// source id: a UPN, displayName or object id of a linked object is resolved through the state;
+/// anything else is taken as a source id.
+pub async fn resolve_focus(
+    state: &dyn StateStore,
+    connection: &str,
+    users: &[String],
+    groups: &[String],
+    now: UnixMillis,
+) -> StateResult<Focus> {
+    let mut focus = Focus::default();
+    for (kind, keys) in [(ObjectKind::User, users), (ObjectKind::Group, groups)] {
+        for key in keys {
+            let found: Vec<String> = find_objects(state, connection, key, now)
+                .await?
+                .into_iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, id)| id)
+                .collect();
+            let set = match kind {
+                ObjectKind::User => &mut focus.users,
+                ObjectKind::Group => &mut focus.groups,
+            };
+            if found.is_empty() {
+                set.insert(key.clone());
+            } else {
+                set.extend(found);
+            }
+        }
+    }
+    Ok(focus)
+}
+
+/// What run `run_id` did to each identity of `focus`: each object with its history entries of
+/// that run alone (newest first).
+pub async fn run_traces(
+    state: &dyn StateStore,
+    connection: &str,
+    focus: &Focus,
+    run_id: &str,
+    now: UnixMillis,
+) -> StateResult<Vec<ObjectReport>> {
+    let named = focus
+        .users
+        .iter()
+        .map(|id| (ObjectKind::User, id))
+        .chain(focus.groups.iter().map(|id| (ObjectKind::Group, id)));
+    let mut reports = Vec::new();
+    for (kind, id) in named {
+        let mut report = object_report(state, connection, kind, id, now, 200).await?;
+        report.history.retain(|entry| entry.run_id == run_id);
+        reports.push(report);
+    }
+    Ok(reports)
 }

@@ -23,6 +23,8 @@
 //! fencing token keeps an outlived run from moving the checkpoint.
 
 use m365_core::engine::{RunError, SyncOptions};
+use m365_core::inspect::{ObjectReport, resolve_focus, run_traces};
+use m365_core::planner::Focus;
 use m365_core::{RunCounts, RunStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 
@@ -36,10 +38,18 @@ pub struct SyncRequest {
     /// Invocations of this execution so far.
     #[serde(default)]
     pub hop: u32,
+    /// Provision on demand (`m365-provisioner cloud sync --function`): only these users (source
+    /// ids, or UPNs / object ids of linked users) are read, planned and written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Provision on demand: only these groups (source ids, or displayNames / object ids of
+    /// linked groups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// What the invocation did; the state machine loops on `continue`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncResponse {
     pub connection: String,
     /// Invocations of this execution, this one included.
@@ -52,6 +62,13 @@ pub struct SyncResponse {
     pub counts: RunCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The run's id (absent when the invocation found the connection busy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Provision on demand: each named identity with the steps this run took for it and the
+    /// tenant's answers (its history entries of the run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectReport>,
 }
 
 /// Why an invocation failed as a whole (the state machine execution fails with it).
@@ -112,6 +129,8 @@ fn busy(connection: String, hop: u32, lease: &m365_core::Lease) -> SyncResponse 
             m365_core::clock::format_utc(lease.acquired_at),
             m365_core::clock::format_utc(lease.expires_at)
         )),
+        run_id: None,
+        objects: Vec::new(),
     }
 }
 
@@ -190,6 +209,7 @@ pub async fn handle(
         }
     };
     let engine = connection.engine(deployment);
+    let focus = on_demand(&engine, &request).await?;
     let result = engine
         .sync(SyncOptions {
             holder: m365_core::LeaseHolder {
@@ -198,6 +218,7 @@ pub async fn handle(
                 pid: None,
             },
             deadline: Some(stop_at),
+            focus: focus.as_ref(),
             ..SyncOptions::default()
         })
         .await;
@@ -228,6 +249,18 @@ pub async fn handle(
                 .unwrap_or_else(|| "the run failed".into()),
         });
     }
+    let objects = match &focus {
+        Some(focus) => {
+            let now = deployment.clock.now();
+            run_traces(engine.state, engine.connection, focus, &run.id, now)
+                .await
+                .map_err(|error| SyncError::Run {
+                    connection: name.clone(),
+                    message: format!("the run ended, but its steps cannot be read back: {error}"),
+                })?
+        }
+        None => Vec::new(),
+    };
     Ok(SyncResponse {
         connection: name,
         hop,
@@ -235,5 +268,32 @@ pub async fn handle(
         status,
         counts: run.counts,
         message: run.message.clone(),
+        run_id: Some(run.id.clone()),
+        objects,
+    })
+}
+
+/// The identities a provision-on-demand request names, resolved through the state (none: a
+/// whole sync).
+async fn on_demand(
+    engine: &m365_core::engine::Engine<'_>,
+    request: &SyncRequest,
+) -> Result<Option<Focus>, SyncError> {
+    if request.users.is_empty() && request.groups.is_empty() {
+        return Ok(None);
+    }
+    let now = engine.clock.now();
+    resolve_focus(
+        engine.state,
+        engine.connection,
+        &request.users,
+        &request.groups,
+        now,
+    )
+    .await
+    .map(Some)
+    .map_err(|error| SyncError::Run {
+        connection: request.connection.clone(),
+        message: format!("the named identities cannot be looked up: {error}"),
     })
 }

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use m365_core::RunCounts;
 use m365_core::engine::{Approval, Approve, Engine, RunError, SyncOptions};
-use m365_core::inspect::{ObjectReport, find_objects, object_report};
-use m365_core::model::ObjectKind;
+use m365_core::inspect::{resolve_focus, run_traces};
 use m365_core::plan::Plan;
 use m365_core::planner::Focus;
 use m365_core::state::RunStatus;
@@ -131,8 +130,7 @@ pub async fn run(args: Args) -> Code {
     execute(&engine, request, started).await
 }
 
-/// The identities of `--user` and `--group`, by source id: a name or object id of a linked
-/// object is resolved through the state; anything else is taken as a source id.
+/// The identities of `--user` and `--group`, by source id (none: a whole sync).
 pub(crate) async fn focus_of(
     engine: &Engine<'_>,
     users: &[String],
@@ -142,27 +140,9 @@ pub(crate) async fn focus_of(
         return Ok(None);
     }
     let now = engine.clock.now();
-    let mut focus = Focus::default();
-    for (kind, keys) in [(ObjectKind::User, users), (ObjectKind::Group, groups)] {
-        for key in keys {
-            let found: Vec<String> = find_objects(engine.state, engine.connection, key, now)
-                .await?
-                .into_iter()
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, id)| id)
-                .collect();
-            let set = match kind {
-                ObjectKind::User => &mut focus.users,
-                ObjectKind::Group => &mut focus.groups,
-            };
-            if found.is_empty() {
-                set.insert(key.clone());
-            } else {
-                set.extend(found);
-            }
-        }
-    }
-    Ok(Some(focus))
+    resolve_focus(engine.state, engine.connection, users, groups, now)
+        .await
+        .map(Some)
 }
 
 /// A run as `sync`, `apply` and `cloud sync` ask for it.
@@ -219,7 +199,15 @@ pub(crate) async fn execute(
     };
     let code = exit_code(outcome.run.status);
     let traces = match request.focus {
-        Some(focus) => match traces(engine, focus, &outcome.run.id).await {
+        Some(focus) => match run_traces(
+            engine.state,
+            engine.connection,
+            focus,
+            &outcome.run.id,
+            engine.clock.now(),
+        )
+        .await
+        {
             Ok(traces) => Some(traces),
             Err(error) => return report_error(&RunError::State(error), request.json),
         },
@@ -249,27 +237,6 @@ pub(crate) async fn execute(
         print_summary(&mut out, engine.connection, &outcome, started, table);
     }
     code
-}
-
-/// What the run did to each identity of a focus: its history entries of this run.
-async fn traces(
-    engine: &Engine<'_>,
-    focus: &Focus,
-    run_id: &str,
-) -> Result<Vec<ObjectReport>, m365_core::StateError> {
-    let now = engine.clock.now();
-    let mut reports = Vec::new();
-    let named = focus
-        .users
-        .iter()
-        .map(|id| (ObjectKind::User, id))
-        .chain(focus.groups.iter().map(|id| (ObjectKind::Group, id)));
-    for (kind, id) in named {
-        let mut report = object_report(engine.state, engine.connection, kind, id, now, 200).await?;
-        report.history.retain(|entry| entry.run_id == run_id);
-        reports.push(report);
-    }
-    Ok(reports)
 }
 
 /// Shows a plan that holds destructive steps and asks the operator whether to go ahead
@@ -400,7 +367,7 @@ fn print_summary(
 }
 
 /// What the run did, in words: "3 created, 1 updated".
-fn headline(counts: &RunCounts) -> String {
+pub(crate) fn headline(counts: &RunCounts) -> String {
     [
         (counts.created, "created"),
         (counts.linked, "linked"),
