@@ -58,6 +58,10 @@ fn sync_user_traces_each_step_with_the_tenant_answer_and_status_object_shows_it_
             && failed.contains("(request-id "),
         "{failed}"
     );
+    assert!(
+        !trace.contains("\nfailed: user"),
+        "the trace shows the failure in place, not again below: {trace}"
+    );
     // Only the named user: nobody else was created.
     let status: Value =
         serde_json::from_slice(&run(&["status", "--json"], &config).stdout).unwrap();

@@ -234,7 +234,15 @@ pub(crate) async fn execute(
         for report in traces.iter().flatten() {
             print_object(&mut out, report, Some(&outcome.run.id));
         }
-        print_summary(&mut out, engine.connection, &outcome, started, table);
+        // A trace shows each failure in place already.
+        let failures = traces.is_none();
+        print_summary(
+            &mut out,
+            engine.connection,
+            &outcome,
+            started,
+            (table, failures),
+        );
     }
     code
 }
@@ -321,19 +329,24 @@ fn exit_code(status: RunStatus) -> Code {
     }
 }
 
-/// The plan table, the failures, and one summary line.
+/// The plan table and the failures (each when asked for), and one summary line.
 fn print_summary(
     out: &mut impl Write,
     connection: &str,
     outcome: &m365_core::engine::SyncOutcome,
     started: Instant,
-    table: bool,
+    (table, failures): (bool, bool),
 ) {
     let run = &outcome.run;
     if table {
         let _ = write!(out, "{}", outcome.plan.render(table_style(false)));
     }
-    for failure in &outcome.report.failures {
+    let listed = if failures {
+        outcome.report.failures.as_slice()
+    } else {
+        &[]
+    };
+    for failure in listed {
         let _ = writeln!(
             out,
             "failed: {} {} ({}): {}",
