@@ -412,32 +412,25 @@ impl Sandbox {
     /// when an administrator deletes it in Entra after rotating). `false` when no app has
     /// `client_id`. Tokens issued before stay valid until they expire, as in Entra.
     pub fn rotate_client_secret(&self, client_id: &str, new_secret: &str) -> bool {
-        let rotated = {
-            let mut state = self.inner.lock_state();
-            match state
-                .apps
-                .iter_mut()
-                .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
-            {
-                Some(app) => {
-                    app.client_secret = new_secret.to_owned();
-                    app.secret_expired = false;
-                    true
-                }
-                None => false,
-            }
-        };
-        if rotated {
-            self.inner.persist();
-        }
-        rotated
+        self.change_app(client_id, |app| {
+            app.client_secret = new_secret.to_owned();
+            app.secret_expired = false;
+        })
     }
 
     /// Registers a certificate (PEM, the public part) on the app registration of `client_id`,
     /// as uploading it under Certificates & secrets does: client assertions signed with its key
     /// are accepted from then on. `false` when no app has `client_id`.
     pub fn add_certificate(&self, client_id: &str, certificate_pem: &str) -> bool {
-        let added = {
+        self.change_app(client_id, |app| {
+            app.certificates.push(certificate_pem.to_owned());
+        })
+    }
+
+    /// Changes the app registration of `client_id` (case-insensitive) and saves the state;
+    /// `false` when no app has it.
+    fn change_app(&self, client_id: &str, change: impl FnOnce(&mut AppSeed)) -> bool {
+        let changed = {
             let mut state = self.inner.lock_state();
             match state
                 .apps
@@ -445,16 +438,16 @@ impl Sandbox {
                 .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
             {
                 Some(app) => {
-                    app.certificates.push(certificate_pem.to_owned());
+                    change(app);
                     true
                 }
                 None => false,
             }
         };
-        if added {
+        if changed {
             self.inner.persist();
         }
-        added
+        changed
     }
 
     /// The tenant id and its initial domain (the default domain when none is marked initial),
