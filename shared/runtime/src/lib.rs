@@ -3,6 +3,7 @@
 //! re-exported here), the same wiring the command line uses.
 //!
 //! - [`scheduled`]: the scheduled-sync handler and its continuation (a Step Functions loop).
+//! - [`failures`]: the failed objects of a run, logged after it.
 //! - [`webhook`]: the webhook handler (`POST /events/{connection}`).
 //! - [`pingone_webhook`], [`pingone_batch`]: PingOne subscriptions (`POST /pingone/{connection}`).
 //! - [`signature`]: Standard Webhooks verification (`v1`, HMAC-SHA256, `whsec_` secrets).
@@ -13,6 +14,7 @@
 pub use m365_wiring::{cloud_config, context};
 
 pub mod events;
+pub mod failures;
 pub mod logging;
 pub mod metrics;
 pub mod pingone_batch;

@@ -18,6 +18,9 @@
 //! bounded by `M365_MAX_HOPS`. Invoked directly (without the state machine), the function still
 //! works: the next schedule tick continues.
 //!
+//! After each run its failed objects are logged one structured line each ([`failures`]), at
+//! most [`failures::LOGGED_FAILURES`] per run.
+//!
 //! Another run holding the lease (a retry of the Scheduler, a schedule firing while the last
 //! execution still runs) makes the invocation answer `busy` and stop, logged; the lease's
 //! fencing token keeps an outlived run from moving the checkpoint.
@@ -29,7 +32,7 @@ use m365_core::{RunCounts, RunStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{Deployment, SetupError, SetupFailure};
-use crate::metrics;
+use crate::{failures, metrics};
 
 /// The state machine's input: the Scheduler event, or the previous hop's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +242,8 @@ pub async fn handle(
 
     let run = &outcome.run;
     let (status, continue_) = summarise(deployment, &connection, hop, run, duration);
+    let failed = failures::failed_objects(&outcome.plan, &outcome.report);
+    failures::log_failed_objects(&name, &run.id, hop, &failed);
     if run.status == RunStatus::Failed {
         connection.secret_store.invalidate(&name).await;
         return Err(SyncError::Run {
