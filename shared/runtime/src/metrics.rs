@@ -62,6 +62,21 @@ pub fn emf_line(
     metrics: &[(&str, f64, Unit)],
     timestamp_ms: i64,
 ) -> String {
+    emf_line_with_rollups(namespace, dimensions, &[], metrics, timestamp_ms)
+}
+
+/// [`emf_line`] whose metrics are also published under further dimension sets (`rollups`, each
+/// a subset of the dimension names, e.g. `[["Function"]]`): CloudWatch then aggregates them
+/// across the dimensions left out, which is what an alarm over every connection reads (an alarm
+/// must name all dimensions of the metric it watches). Names in a rollup that are not among
+/// `dimensions` are dropped from it; an empty rollup is left out.
+pub fn emf_line_with_rollups(
+    namespace: &str,
+    dimensions: &[(&str, &str)],
+    rollups: &[&[&str]],
+    metrics: &[(&str, f64, Unit)],
+    timestamp_ms: i64,
+) -> String {
     let mut root = Map::new();
     let mut dimension_names = Vec::with_capacity(dimensions.len());
     for (name, value) in dimensions {
@@ -82,11 +97,22 @@ pub fn emf_line(
         root.insert((*name).to_owned(), Value::Number(number));
         definitions.push(json!({"Name": name, "Unit": unit.as_str()}));
     }
+    let mut dimension_sets = vec![dimension_names.clone()];
+    for rollup in rollups {
+        let set: Vec<&str> = rollup
+            .iter()
+            .copied()
+            .filter(|name| dimension_names.contains(name))
+            .collect();
+        if !set.is_empty() && !dimension_sets.contains(&set) {
+            dimension_sets.push(set);
+        }
+    }
     let aws = json!({
         "Timestamp": timestamp_ms,
         "CloudWatchMetrics": [{
             "Namespace": namespace,
-            "Dimensions": [dimension_names],
+            "Dimensions": dimension_sets,
             "Metrics": definitions,
         }],
     });
@@ -118,21 +144,66 @@ pub type CountOf = fn(&RunCounts) -> u64;
 /// - Deprovisioned: users and groups deprovisioned because they left the source or scope (links
 ///   only forgotten, `unlinked`, are not counted).
 /// - Failed: objects whose operation failed this run.
+/// - PlanIssues: objects planning found a problem with (mapping, scope, a SKU part number the
+///   tenant lacks); recorded as errors like failures.
+/// - BreakerHeld: destructive steps the tripped circuit breaker held back (above 0: the breaker
+///   tripped).
 /// - GraphRequests, Throttled: Graph requests sent, and those answered 429/503.
-pub const RUN_METRICS: [(&str, CountOf); 8] = [
+pub const RUN_METRICS: [(&str, CountOf); 10] = [
     ("Created", |c| c.created),
     ("GroupsCreated", |c| c.groups_created),
     ("Updated", |c| c.updated),
     ("Disabled", |c| c.disabled),
     ("Deprovisioned", |c| c.deprovisioned),
     ("Failed", |c| c.failed),
+    ("PlanIssues", |c| c.plan_issues),
+    ("BreakerHeld", |c| c.held),
     ("GraphRequests", |c| c.graph_requests),
     ("Throttled", |c| c.graph_throttled),
 ];
 
+/// The metric of a run's duration, in milliseconds.
+pub const RUN_DURATION: &str = "RunDuration";
+
+/// The scheduled sync's continuation metrics ([`hop_metrics`]): `Hop`, the invocation's number
+/// within its state machine execution (1 for the first), and `Busy`, 1 when the invocation found
+/// another run holding the connection and did nothing.
+pub const HOP_METRICS: [&str; 2] = ["Hop", "Busy"];
+
+/// Every metric name this crate emits in [`NAMESPACE`] (the alarms of infra/template.yaml may
+/// watch only these).
+pub fn metric_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = RUN_METRICS.iter().map(|(name, _)| *name).collect();
+    names.push(RUN_DURATION);
+    names.extend(HOP_METRICS);
+    names
+}
+
+/// The dimension sets every metric is published under beyond (Function, Connection): Function
+/// alone, which alarms read across connections.
+const ROLLUPS: &[&[&str]] = &[&[DIMENSION_FUNCTION]];
+
+/// The EMF line of one scheduled-sync invocation's place in its execution: [`HOP_METRICS`] with
+/// dimensions Function (`scheduled-sync`) and Connection, rolled up by Function.
+pub fn hop_metrics(connection: &str, hop: u32, busy: bool, timestamp_ms: i64) -> String {
+    emf_line_with_rollups(
+        NAMESPACE,
+        &[
+            (DIMENSION_FUNCTION, "scheduled-sync"),
+            (DIMENSION_CONNECTION, connection),
+        ],
+        ROLLUPS,
+        &[
+            (HOP_METRICS[0], f64::from(hop), Unit::Count),
+            (HOP_METRICS[1], if busy { 1.0 } else { 0.0 }, Unit::Count),
+        ],
+        timestamp_ms,
+    )
+}
+
 /// The EMF line of one run (or one continuation hop): the [`RUN_METRICS`] counts in `Count` and
 /// `RunDuration` in milliseconds, in namespace [`NAMESPACE`] with dimensions Function and
-/// Connection. Every metric is present (0 when the run did not count it) so alarms and graphs see
+/// Connection, and rolled up by Function alone. Every metric is present (0 when the run did not count it) so alarms and graphs see
 /// a data point per run.
 pub fn run_metrics(
     function: &str,
@@ -145,13 +216,14 @@ pub fn run_metrics(
         .iter()
         .map(|(name, count)| (*name, count(counts) as f64, Unit::Count))
         .collect();
-    metrics.push(("RunDuration", duration_ms as f64, Unit::Milliseconds));
-    emf_line(
+    metrics.push((RUN_DURATION, duration_ms as f64, Unit::Milliseconds));
+    emf_line_with_rollups(
         NAMESPACE,
         &[
             (DIMENSION_FUNCTION, function),
             (DIMENSION_CONNECTION, connection),
         ],
+        ROLLUPS,
         &metrics,
         timestamp_ms,
     )
@@ -296,6 +368,8 @@ mod tests {
             deprovisioned: 5,
             unlinked: 9,
             failed: 1,
+            plan_issues: 8,
+            held: 11,
             graph_requests: 120,
             graph_writes: 40,
             graph_throttled: 6,
@@ -312,7 +386,10 @@ mod tests {
         let doc = parse(&line);
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "M365Provisioner");
-        assert_eq!(directive["Dimensions"], json!([["Function", "Connection"]]));
+        assert_eq!(
+            directive["Dimensions"],
+            json!([["Function", "Connection"], ["Function"]])
+        );
         let names: Vec<(&str, &str)> = directive["Metrics"]
             .as_array()
             .unwrap()
@@ -328,6 +405,8 @@ mod tests {
                 ("Disabled", "Count"),
                 ("Deprovisioned", "Count"),
                 ("Failed", "Count"),
+                ("PlanIssues", "Count"),
+                ("BreakerHeld", "Count"),
                 ("GraphRequests", "Count"),
                 ("Throttled", "Count"),
                 ("RunDuration", "Milliseconds"),
@@ -341,6 +420,8 @@ mod tests {
         assert_eq!(doc["Disabled"], json!(4));
         assert_eq!(doc["Deprovisioned"], json!(5));
         assert_eq!(doc["Failed"], json!(1));
+        assert_eq!(doc["PlanIssues"], json!(8));
+        assert_eq!(doc["BreakerHeld"], json!(11));
         assert_eq!(doc["GraphRequests"], json!(120));
         assert_eq!(doc["Throttled"], json!(6));
         assert_eq!(doc["RunDuration"], json!(4321));
@@ -396,6 +477,93 @@ mod tests {
         assert_eq!(rfc3339(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(with_log_level("not json", "WARN"), "not json");
+    }
+
+    #[test]
+    fn hop_metrics_count_the_invocation_and_busy_answers() {
+        let doc = parse(&hop_metrics("contoso", 7, false, 1_700_000_000_000));
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "M365Provisioner");
+        assert_eq!(
+            directive["Dimensions"],
+            json!([["Function", "Connection"], ["Function"]])
+        );
+        assert_eq!(
+            directive["Metrics"],
+            json!([{"Name": "Hop", "Unit": "Count"}, {"Name": "Busy", "Unit": "Count"}])
+        );
+        assert_eq!(doc["Function"], "scheduled-sync");
+        assert_eq!(doc["Connection"], "contoso");
+        assert_eq!(
+            (doc["Hop"].clone(), doc["Busy"].clone()),
+            (json!(7), json!(0))
+        );
+        let doc = parse(&hop_metrics("contoso", 1, true, 0));
+        assert_eq!(
+            (doc["Hop"].clone(), doc["Busy"].clone()),
+            (json!(1), json!(1))
+        );
+    }
+
+    #[test]
+    fn rollups_keep_only_known_dimensions_once() {
+        let line = emf_line_with_rollups(
+            "NS",
+            &[("Function", "f"), ("Connection", "c")],
+            &[&["Function"], &["Unknown"], &["Function"], &[]],
+            &[("M", 1.0, Unit::Count)],
+            0,
+        );
+        assert_eq!(
+            parse(&line)["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function", "Connection"], ["Function"]])
+        );
+    }
+
+    /// The `MetricName`s of the template's alarms in this namespace are metrics this crate
+    /// emits, under the Function dimension it rolls up by, with Function values the handlers
+    /// use.
+    #[test]
+    fn template_alarms_watch_emitted_metrics() {
+        let template = include_str!("../../../infra/template.yaml");
+        let emitted = metric_names();
+        let mut watched = Vec::new();
+        let lines: Vec<&str> = template.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(name) = line.trim().strip_prefix("MetricName: ") else {
+                continue;
+            };
+            // The namespace is named beside the metric name (before or after it).
+            let around = &lines[i.saturating_sub(3)..(i + 4).min(lines.len())];
+            let namespace = around
+                .iter()
+                .find_map(|l| l.trim().strip_prefix("Namespace: "))
+                .unwrap_or_default();
+            if namespace == "AWS/SQS" {
+                assert_eq!(name, "ApproximateNumberOfMessagesVisible");
+                continue;
+            }
+            assert_eq!(namespace, NAMESPACE, "metric {name}");
+            assert!(
+                emitted.contains(&name),
+                "the template watches {name}, never emitted"
+            );
+            watched.push(name);
+        }
+        for alarmed in ["Failed", "PlanIssues", "BreakerHeld", "Hop"] {
+            assert!(watched.contains(&alarmed), "no alarm watches {alarmed}");
+        }
+        for line in template.lines() {
+            if let Some(value) = line.trim().strip_prefix("- Name: ") {
+                assert!(
+                    [DIMENSION_FUNCTION, "QueueName"].contains(&value),
+                    "alarm dimension {value}: metrics are rolled up by Function only"
+                );
+            }
+        }
+        for function in ["Value: scheduled-sync", "Value: webhook"] {
+            assert!(template.contains(function), "{function}");
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! Functions retries a hop that failed on Lambda's side, there is no recursion detection to
 //! trip over (Lambda stops recursive loops after about 16 hops), and a stuck connection is
 //! bounded by `M365_MAX_HOPS`. Invoked directly (without the state machine), the function still
-//! works: the next schedule tick continues.
+//! works: the next schedule tick continues. Every invocation reports its hop number (metric
+//! `Hop`, and `Busy` when it found the connection held; [`metrics::hop_metrics`]), which the
+//! stack's hops alarm watches.
 //!
 //! After each run its failed objects are logged one structured line each ([`failures`]), at
 //! most [`failures::LOGGED_FAILURES`] per run.
@@ -110,8 +112,10 @@ impl From<SyncError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// The answer of a hop that found another run holding the connection: it does nothing.
-fn busy(connection: String, hop: u32, lease: &m365_core::Lease) -> SyncResponse {
+/// The answer of a hop that found another run holding the connection: it does nothing but
+/// count itself ([`metrics::hop_metrics`]).
+fn busy(connection: String, hop: u32, lease: &m365_core::Lease, now: UnixMillis) -> SyncResponse {
+    metrics::emit(&metrics::hop_metrics(&connection, hop, true, now));
     let owner = &lease.holder;
     tracing::info!(
         connection = %connection,
@@ -156,6 +160,12 @@ fn summarise(
         name,
         &run.counts,
         duration,
+        deployment.clock.now(),
+    ));
+    metrics::emit(&metrics::hop_metrics(
+        name,
+        hop,
+        false,
         deployment.clock.now(),
     ));
     let checkpointed = run.status == RunStatus::Checkpointed;
@@ -228,7 +238,9 @@ pub async fn handle(
     let duration = u64::try_from(deployment.clock.now() - started).unwrap_or(0);
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(RunError::Busy { lease }) => return Ok(busy(name, hop, &lease)),
+        Err(RunError::Busy { lease }) => {
+            return Ok(busy(name, hop, &lease, deployment.clock.now()));
+        }
         Err(error) => {
             // Credentials may have been rotated under a failing run: read them afresh next time.
             connection.secret_store.invalidate(&name).await;
