@@ -226,7 +226,9 @@ async fn cloud_sync_with_function_runs_in_the_scheduled_function_and_prints_its_
         "{out}"
     );
     assert!(
-        lines[1].contains("applied  create user") && lines[1].contains("→ created object "),
+        lines[1].contains("applied  create user")
+            && lines[1].contains("→ created object ")
+            && lines[1].contains("; request-id "),
         "{out}"
     );
     assert!(

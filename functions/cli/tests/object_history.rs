@@ -44,8 +44,10 @@ fn sync_user_traces_each_step_with_the_tenant_answer_and_status_object_shows_it_
         .unwrap_or_else(|| panic!("no trace heading for the user:\n{trace}"));
     let created = lines[head + 1];
     assert!(
-        created.contains("applied  create user") && created.contains("→ created object "),
-        "{trace}"
+        created.contains("applied  create user")
+            && created.contains("→ created object ")
+            && created.contains("; request-id "),
+        "the tenant's answer with Graph's request-id: {trace}"
     );
     let failed = lines
         .iter()

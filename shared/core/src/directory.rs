@@ -290,6 +290,19 @@ pub trait Directory: Send + Sync {
     /// come back in the order of `ops`.
     async fn apply(&self, ops: Vec<DirectoryOp>) -> Vec<DirectoryResult<OpOutcome>>;
 
+    /// [`Self::apply`], each result with the tenant's id for the call that answered it (Graph's
+    /// `request-id`) where the adapter knows it, for the object's history.
+    async fn apply_answered(
+        &self,
+        ops: Vec<DirectoryOp>,
+    ) -> Vec<(DirectoryResult<OpOutcome>, Option<String>)> {
+        self.apply(ops)
+            .await
+            .into_iter()
+            .map(|result| (result, None))
+            .collect()
+    }
+
     /// Graph requests and writes sent so far (summaries and benchmarks).
     fn counters(&self) -> DirectoryCounters;
 }

@@ -567,6 +567,7 @@ impl GraphClient {
                 header_str(&headers, "x-ms-throttle-limit-percentage")
                     .and_then(|v| v.trim().parse::<f64>().ok()),
             );
+            crate::answered::note(header_str(&headers, "request-id"));
             tracing::debug!(status, "Graph request done");
             return (Ok(RawResponse { body, lane }), false);
         }

@@ -47,6 +47,7 @@ use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
+use crate::answered::with_request_id;
 use crate::batch::{BatchRequest, BatchResponse};
 use crate::client::{Collection, GraphClient};
 use crate::error::GraphError;
@@ -777,9 +778,21 @@ impl Directory for GraphDirectory {
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, fields(ops = ops.len()))]
     async fn apply(&self, ops: Vec<DirectoryOp>) -> Vec<DirectoryResult<OpOutcome>> {
-        let mut results: Vec<Option<DirectoryResult<OpOutcome>>> = vec![None; ops.len()];
+        self.apply_answered(ops)
+            .await
+            .into_iter()
+            .map(|(result, _)| result)
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(ops = ops.len()))]
+    async fn apply_answered(
+        &self,
+        ops: Vec<DirectoryOp>,
+    ) -> Vec<(DirectoryResult<OpOutcome>, Option<String>)> {
+        let mut results: Vec<Option<(DirectoryResult<OpOutcome>, Option<String>)>> =
+            vec![None; ops.len()];
         // POST items apart: an envelope holding a POST is not re-sent after a transient failure.
         let mut posts: Vec<(usize, BatchRequest, Batched)> = Vec::new();
         let mut others: Vec<(usize, BatchRequest, Batched)> = Vec::new();
@@ -789,7 +802,7 @@ impl Directory for GraphDirectory {
                 Route::Batch(req, kind) if req.method == Method::POST => posts.push((i, req, kind)),
                 Route::Batch(req, kind) => others.push((i, req, kind)),
                 Route::Dedicated(op) => dedicated.push((i, op)),
-                Route::Settled(r) => results[i] = Some(r),
+                Route::Settled(r) => results[i] = Some((r, None)),
             }
         }
         let (n_batched, n_dedicated) = (posts.len() + others.len(), dedicated.len());
@@ -804,13 +817,20 @@ impl Directory for GraphDirectory {
         // pacer bound the requests in flight, so an operation waiting out a Retry-After or a
         // replication delay holds no request slot and does not hold the others back.
         let width = envelopes.len().max(dedicated.len()).max(1);
+        // Each answer with the request-id of its call: an envelope's for its items.
         let batched = futures::stream::iter(envelopes)
-            .map(|env| self.run_batch(env))
+            .map(|env| async move {
+                let (answers, id) = with_request_id(self.run_batch(env)).await;
+                answers
+                    .into_iter()
+                    .map(|(i, r)| (i, (r, id.clone())))
+                    .collect::<Vec<_>>()
+            })
             .buffer_unordered(width)
             .flat_map(futures::stream::iter)
             .collect::<Vec<_>>();
         let singles = futures::stream::iter(dedicated)
-            .map(|(i, op)| async move { (i, self.run_dedicated(op).await) })
+            .map(|(i, op)| async move { (i, with_request_id(self.run_dedicated(op)).await) })
             .buffer_unordered(width)
             .collect::<Vec<_>>();
         let (batched, singles) = futures::join!(batched, singles);
@@ -819,11 +839,11 @@ impl Directory for GraphDirectory {
                 *slot = Some(r);
             }
         }
-        let out: Vec<DirectoryResult<OpOutcome>> = results
+        let out: Vec<(DirectoryResult<OpOutcome>, Option<String>)> = results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(missing_result())))
+            .map(|r| r.unwrap_or_else(|| (Err(missing_result()), None)))
             .collect();
-        let failed = out.iter().filter(|r| r.is_err()).count();
+        let failed = out.iter().filter(|(r, _)| r.is_err()).count();
         tracing::debug!(
             batched = n_batched,
             dedicated = n_dedicated,

@@ -17,6 +17,7 @@
 
 mod adopt;
 mod answer_times;
+mod answered;
 mod apps;
 pub mod assertion;
 mod batch;

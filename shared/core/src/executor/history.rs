@@ -40,13 +40,26 @@ impl HistoryLog<'_> {
         self.entry(step, HistoryResult::Failed, error.message.clone(), now)
     }
 
+    /// A step that went through: the tenant's answers, and the request ids of the calls that
+    /// gave them (a step of several calls names each once).
     pub fn applied(
         self,
         step: &Step,
         results: &[DirectoryResult<OpOutcome>],
+        request_ids: &[Option<String>],
         now: UnixMillis,
     ) -> HistoryEntry {
-        self.entry(step, HistoryResult::Applied, answer(results), now)
+        let mut ids: Vec<&str> = Vec::new();
+        for id in request_ids.iter().flatten() {
+            if !ids.contains(&id.as_str()) {
+                ids.push(id);
+            }
+        }
+        let answer = match ids.as_slice() {
+            [] => answer(results),
+            _ => format!("{}; request-id {}", answer(results), ids.join(", ")),
+        };
+        self.entry(step, HistoryResult::Applied, answer, now)
     }
 
     pub fn held(self, step: &Step, now: UnixMillis) -> HistoryEntry {

@@ -226,14 +226,14 @@ impl Executor<'_> {
         self.mark_groups_in_flight(chunk, &in_flight).await?;
         let prepared = started.elapsed();
         let ops = std::mem::take(&mut batch.ops);
-        let results = if ops.is_empty() {
-            Vec::new()
+        let (results, request_ids): (Vec<_>, Vec<_>) = if ops.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
-            self.directory.apply(ops).await
+            self.directory.apply_answered(ops).await.into_iter().unzip()
         };
         let applied = started.elapsed();
         let outcome = self
-            .record(chunk, batch, &results, &links, run, report)
+            .record(chunk, batch, (&results, &request_ids), &links, run, report)
             .await?;
         let recorded = started.elapsed();
         self.persist(outcome, report).await?;
@@ -352,7 +352,7 @@ impl Executor<'_> {
         &self,
         chunk: &[Step],
         mut batch: Batch,
-        results: &[DirectoryResult<OpOutcome>],
+        (results, request_ids): (&[DirectoryResult<OpOutcome>], &[Option<String>]),
         links: &HashMap<Key, Link>,
         run: &mut RunContext,
         report: &mut ExecutionReport,
@@ -367,7 +367,8 @@ impl Executor<'_> {
                 report.counts.skipped += 1;
                 continue;
             };
-            let step_results = &results[span];
+            let step_results = &results[span.clone()];
+            let step_request_ids = request_ids.get(span).unwrap_or_default();
             let refused = batch.refused.remove(&index);
             if let Some(error) = self.step_error(step, refused, step_results, run).await? {
                 if let Step::CreateUser { properties, .. } = step
@@ -400,9 +401,10 @@ impl Executor<'_> {
                 outcome.fail(step, error);
                 continue;
             }
-            outcome
-                .history
-                .push(self.history().applied(step, step_results, now));
+            outcome.history.push(
+                self.history()
+                    .applied(step, step_results, step_request_ids, now),
+            );
             outcome.succeeded.insert(key.clone());
             let from_chunk = outcome.changed.remove(&key);
             let current = from_chunk.clone().or_else(|| links.get(&key).cloned());
