@@ -223,11 +223,14 @@ async fn sync_in_function(args: &SyncArgs, function: &str) -> Outcome {
         let _ = writeln!(out, "note: {message}");
     }
     let counts = &response.counts;
+    let done = match headline(counts) {
+        words if words.is_empty() => "no changes".to_owned(),
+        words => words,
+    };
     let _ = writeln!(
         out,
-        "cloud sync {} in function {function}: {} · {} Graph writes, {} requests, {} throttled · {} · {:.1} s",
+        "cloud sync {} in function {function}: {done} · {} Graph writes, {} requests, {} throttled · {} · {:.1} s",
         state.connection,
-        headline(counts),
         counts.graph_writes,
         counts.graph_requests,
         counts.graph_throttled,
@@ -238,7 +241,7 @@ async fn sync_in_function(args: &SyncArgs, function: &str) -> Outcome {
 }
 
 /// The exit code of an invocation that gave no answer: the function's own failures are read
-/// from its error type (docs: the scheduled-sync function's error types).
+/// from its error type ([`m365_runtime::scheduled::SyncError::error_type`]).
 fn invoke_code(error: &InvokeError) -> Code {
     match error {
         InvokeError::Function { error_type, .. } => match error_type.as_str() {
