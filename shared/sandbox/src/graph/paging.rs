@@ -76,7 +76,7 @@ pub(super) fn next_link(context: &RequestContext<'_>, last_seq: u64) -> String {
     )
 }
 
-/// Common checks of list queries: `$search`, `$orderby`, `$filter`.
+/// Common checks of list queries: `$search`, `$filter`.
 fn list_filter(
     context: &RequestContext<'_>,
     entity: Entity,
@@ -84,11 +84,6 @@ fn list_filter(
     if context.query.get("$search").is_some() {
         return Err(GraphError::unsupported_query(
             "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'",
-        ));
-    }
-    if context.query.get("$orderby").is_some() {
-        return Err(GraphError::unsupported_query(
-            "Sorting not supported for current query.",
         ));
     }
     match context.query.get("$filter") {
@@ -101,13 +96,60 @@ fn list_filter(
     }
 }
 
-/// `GET /users` or `GET /groups`: live, replicated objects in creation order, a page at a time.
+/// A list's `$orderby`: the property sorted on and whether descending.
+struct Order {
+    property: &'static str,
+    descending: bool,
+}
+
+/// `$orderby` as Graph takes it on users and groups without an advanced query: one of
+/// `displayName` (users, groups) and `userPrincipalName` (users), `asc` or `desc`, and not
+/// together with `$filter` (that needs `ConsistencyLevel: eventual`, which this tenant does not
+/// serve for sorting) (<https://learn.microsoft.com/en-us/graph/aad-advanced-queries>).
+fn order_by(
+    context: &RequestContext<'_>,
+    entity: Entity,
+    filtered: bool,
+) -> Result<Option<Order>, GraphError> {
+    let Some(text) = context.query.get("$orderby") else {
+        return Ok(None);
+    };
+    let unsupported = || GraphError::unsupported_query("Sorting not supported for current query.");
+    if filtered {
+        return Err(unsupported());
+    }
+    let mut words = text.split_whitespace();
+    let property = match (entity, words.next()) {
+        (_, Some(p)) if p.eq_ignore_ascii_case("displayName") => "displayName",
+        (Entity::User, Some(p)) if p.eq_ignore_ascii_case("userPrincipalName") => {
+            "userPrincipalName"
+        }
+        _ => return Err(unsupported()),
+    };
+    let descending = match words.next() {
+        None => false,
+        Some(d) if d.eq_ignore_ascii_case("asc") => false,
+        Some(d) if d.eq_ignore_ascii_case("desc") => true,
+        Some(_) => return Err(unsupported()),
+    };
+    if words.next().is_some() || text.contains(',') {
+        return Err(unsupported());
+    }
+    Ok(Some(Order {
+        property,
+        descending,
+    }))
+}
+
+/// `GET /users` or `GET /groups`: live, replicated objects in creation order (or sorted by
+/// `$orderby`), a page at a time.
 pub(super) fn list(
     tenant: &TenantState,
     context: &RequestContext<'_>,
     entity: Entity,
 ) -> GraphResult {
     let expr = list_filter(context, entity)?;
+    let order = order_by(context, entity, expr.is_some())?;
     let select = select_list(&context.query, entity)?;
     let top = page_size(&context.query)?;
     let after = skip_cursor(&context.query)?;
@@ -122,13 +164,34 @@ pub(super) fn list(
         Some(positions) => Box::new(positions.iter().filter_map(|&i| all.get(i))),
         None => Box::new(all.iter()),
     };
-    let matching: Vec<&Obj> = scanned
+    let mut matching: Vec<&Obj> = scanned
         .filter(|o| !o.deleted && o.visible(context.now))
         .filter(|o| expr.as_ref().is_none_or(|e| filter::eval(e, &o.props)))
         .collect();
     let total = matching.len();
-    let rest: Vec<&Obj> = matching.into_iter().filter(|o| o.seq > after).collect();
-    let page: Vec<&Obj> = rest.iter().take(top).copied().collect();
+    // The page, and the cursor of the next: the last object's sequence number in creation
+    // order, the position reached in a sorted list (the token is opaque to callers).
+    let (page, next): (Vec<&Obj>, Option<u64>) = match &order {
+        None => {
+            let rest: Vec<&Obj> = matching.into_iter().filter(|o| o.seq > after).collect();
+            let page: Vec<&Obj> = rest.iter().take(top).copied().collect();
+            let next = page.last().filter(|_| rest.len() > top).map(|o| o.seq);
+            (page, next)
+        }
+        Some(order) => {
+            let key = |o: &Obj| o.str_prop(order.property).unwrap_or("").to_lowercase();
+            matching.sort_by(|a, b| key(a).cmp(&key(b)).then(a.seq.cmp(&b.seq)));
+            if order.descending {
+                matching.reverse();
+            }
+            let skip = usize::try_from(after).unwrap_or(usize::MAX);
+            let page: Vec<&Obj> = matching.iter().skip(skip).take(top).copied().collect();
+            let reached = skip.saturating_add(page.len());
+            let next =
+                (reached < matching.len()).then_some(u64::try_from(reached).unwrap_or(u64::MAX));
+            (page, next)
+        }
+    };
     let value: Vec<Value> = page
         .iter()
         .map(|o| Value::Object(entity.project(o, select.as_deref())))
@@ -148,13 +211,8 @@ pub(super) fn list(
     if count_requested && context.consistency_eventual() && after == 0 {
         body.insert("@odata.count".into(), json!(total));
     }
-    if rest.len() > top
-        && let Some(last) = page.last()
-    {
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(next_link(context, last.seq)),
-        );
+    if let Some(next) = next {
+        body.insert("@odata.nextLink".into(), json!(next_link(context, next)));
     }
     body.insert("value".into(), Value::Array(value));
     Ok(GraphResponse::json(StatusCode::OK, Value::Object(body)))
