@@ -14,6 +14,7 @@ use std::io::Write as _;
 
 use m365_aws::{DynamoStateStore, FunctionInvoker, InvokeError};
 use m365_core::engine::RunError;
+use m365_core::inspect::resolve_focus;
 use m365_core::plan::Plan;
 use m365_runtime::scheduled::{SyncRequest, SyncResponse};
 use m365_wiring::cloud_config::parse_cloud_config;
@@ -23,9 +24,7 @@ use m365_wiring::context::{Connection, Deployment, Settings, SetupFailure};
 use crate::cloud::{Outcome, Target, store_error};
 use crate::commands::status::print_object;
 use crate::commands::status::{View, report};
-use crate::commands::sync::{
-    RunRequest, confirm_destructive, execute, focus_of, headline, report_error,
-};
+use crate::commands::sync::{RunRequest, confirm_destructive, execute, headline, report_error};
 use crate::exit::Code;
 
 /// The table and connection whose state is read.
@@ -152,7 +151,16 @@ pub async fn sync(args: SyncArgs) -> Outcome {
     let (deployment, connection) =
         deployment_connection(&state.target, &state.connection, args.secret_id.clone()).await?;
     let engine = connection.engine(&deployment);
-    let focus = match focus_of(&engine, &args.users, &args.groups).await {
+    let now = engine.clock.now();
+    let focus = match resolve_focus(
+        engine.state,
+        engine.connection,
+        &args.users,
+        &args.groups,
+        now,
+    )
+    .await
+    {
         Ok(focus) => focus,
         Err(error) => return Ok(report_error(&RunError::State(error), state.json)),
     };

@@ -130,16 +130,20 @@ pub async fn object_report(
     })
 }
 
-/// The identities an operator names for provision on demand (`sync --user`, `cloud sync`), by
-/// source id: a UPN, displayName or object id of a linked object is resolved through the state;
-/// anything else is taken as a source id.
+/// The identities an operator names for provision on demand (`sync --user`, `cloud sync`, the
+/// scheduled function's `users`/`groups`), by source id: a UPN, displayName or object id of a
+/// linked object is resolved through the state; anything else is taken as a source id. `None`
+/// when none is named: a whole sync.
 pub async fn resolve_focus(
     state: &dyn StateStore,
     connection: &str,
     users: &[String],
     groups: &[String],
     now: UnixMillis,
-) -> StateResult<Focus> {
+) -> StateResult<Option<Focus>> {
+    if users.is_empty() && groups.is_empty() {
+        return Ok(None);
+    }
     let mut focus = Focus::default();
     for (kind, keys) in [(ObjectKind::User, users), (ObjectKind::Group, groups)] {
         for key in keys {
@@ -160,7 +164,7 @@ pub async fn resolve_focus(
             }
         }
     }
-    Ok(focus)
+    Ok(Some(focus))
 }
 
 /// What run `run_id` did to each identity of `focus`: each object with its history entries of

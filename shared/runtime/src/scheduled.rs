@@ -296,9 +296,6 @@ async fn on_demand(
     engine: &m365_core::engine::Engine<'_>,
     request: &SyncRequest,
 ) -> Result<Option<Focus>, SyncError> {
-    if request.users.is_empty() && request.groups.is_empty() {
-        return Ok(None);
-    }
     let now = engine.clock.now();
     resolve_focus(
         engine.state,
@@ -308,7 +305,6 @@ async fn on_demand(
         now,
     )
     .await
-    .map(Some)
     .map_err(|error| SyncError::Run {
         connection: request.connection.clone(),
         message: format!("the named identities cannot be looked up: {error}"),

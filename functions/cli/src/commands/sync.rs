@@ -107,7 +107,16 @@ pub async fn run(args: Args) -> Code {
         Err(code) => return code,
     };
     let engine = app.engine();
-    let focus = match focus_of(&engine, &args.users, &args.groups).await {
+    let now = engine.clock.now();
+    let focus = match resolve_focus(
+        engine.state,
+        engine.connection,
+        &args.users,
+        &args.groups,
+        now,
+    )
+    .await
+    {
         Ok(focus) => focus,
         Err(error) => return report_error(&RunError::State(error), args.json),
     };
@@ -128,21 +137,6 @@ pub async fn run(args: Args) -> Code {
         table_shown: &shown,
     };
     execute(&engine, request, started).await
-}
-
-/// The identities of `--user` and `--group`, by source id (none: a whole sync).
-pub(crate) async fn focus_of(
-    engine: &Engine<'_>,
-    users: &[String],
-    groups: &[String],
-) -> Result<Option<Focus>, m365_core::StateError> {
-    if users.is_empty() && groups.is_empty() {
-        return Ok(None);
-    }
-    let now = engine.clock.now();
-    resolve_focus(engine.state, engine.connection, users, groups, now)
-        .await
-        .map(Some)
 }
 
 /// A run as `sync`, `apply` and `cloud sync` ask for it.
