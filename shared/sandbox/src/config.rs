@@ -373,6 +373,34 @@ pub struct Knobs {
     /// Answer `$batch` items in a shuffled order (docs/graph-behaviour.md#json-batching: order is
     /// not guaranteed).
     pub shuffle_batch_responses: bool,
+    /// Delta queries (docs/graph-behaviour.md#delta-queries).
+    pub delta: DeltaKnobs,
+}
+
+/// How `/users/delta` and `/groups/delta` answer (docs/graph-behaviour.md#delta-queries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeltaKnobs {
+    /// Objects per page (Graph chooses its own page size; 200 is what it is seen to use for
+    /// users). A group with more member changes than this is split across pages, the group
+    /// repeated on each.
+    pub page_size: usize,
+    /// A token older than this answers 400 `syncStateNotFound` (7 days for directory objects:
+    /// <https://learn.microsoft.com/graph/delta-query-overview>).
+    pub token_lifetime_secs: u64,
+    /// Raising it invalidates every token issued before: they answer `410 Gone` with a
+    /// `Location` to start over, as Graph does after tenant maintenance.
+    pub reset_generation: u32,
+}
+
+impl Default for DeltaKnobs {
+    fn default() -> Self {
+        Self {
+            page_size: 200,
+            token_lifetime_secs: 7 * 24 * 3600,
+            reset_generation: 0,
+        }
+    }
 }
 
 impl Default for Knobs {
@@ -385,6 +413,7 @@ impl Default for Knobs {
             token_lifetime_secs: 3600,
             throttle: ThrottleConfig::default(),
             shuffle_batch_responses: true,
+            delta: DeltaKnobs::default(),
         }
     }
 }

@@ -21,6 +21,7 @@
 
 mod assertion;
 mod batch;
+mod changes;
 mod config;
 mod filter;
 mod graph;

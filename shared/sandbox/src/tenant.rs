@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::changes::{Change, ChangeLog, What};
 use crate::config::{AppSeed, DomainSeed, Seed, SkuSeed};
 use crate::wire::now_iso;
 
@@ -75,6 +76,9 @@ pub(crate) struct TenantState {
     pub users: Vec<Obj>,
     pub groups: Vec<Obj>,
     pub next_seq: u64,
+    /// Every change to a user or group, on the `next_seq` clock (what delta queries read).
+    #[serde(default, skip_serializing_if = "ChangeLog::is_empty")]
+    pub changes: ChangeLog,
     /// Lookup indexes; not part of the state dump. A deserialised state starts without them
     /// (lookups then scan) until `rebuild_indexes`.
     #[serde(skip)]
@@ -171,6 +175,7 @@ impl TenantState {
             users: Vec::new(),
             groups: Vec::new(),
             next_seq: 1,
+            changes: ChangeLog::default(),
             idx: Indexes {
                 built: true,
                 ..Indexes::default()
@@ -201,6 +206,31 @@ impl TenantState {
         seq
     }
 
+    /// The newest sequence number handed out (0 before any).
+    pub fn head_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
+    /// Notes a change to the user `id` in the change log.
+    pub fn log_user(&mut self, id: &str, what: What) {
+        let seq = self.next_seq();
+        self.changes.users.push(Change {
+            seq,
+            id: id.to_owned(),
+            what,
+        });
+    }
+
+    /// Notes a change to the group `id` in the change log.
+    pub fn log_group(&mut self, id: &str, what: What) {
+        let seq = self.next_seq();
+        self.changes.groups.push(Change {
+            seq,
+            id: id.to_owned(),
+            what,
+        });
+    }
+
     /// Inserts a user as given (no validation); returns its id.
     pub fn insert_user(&mut self, user: Value, visible_at_ms: u64) -> String {
         let mut props = match user {
@@ -222,6 +252,11 @@ impl TenantState {
             .remove("manager")
             .and_then(|m| m.as_str().map(str::to_owned));
         let seq = self.next_seq();
+        self.changes.users.push(Change {
+            seq,
+            id: id.clone(),
+            what: What::Created,
+        });
         self.users.push(Obj {
             props,
             seq,
@@ -265,6 +300,11 @@ impl TenantState {
             })
             .collect();
         let seq = self.next_seq();
+        self.changes.groups.push(Change {
+            seq,
+            id: id.clone(),
+            what: What::Created,
+        });
         self.groups.push(Obj {
             props,
             seq,
@@ -350,6 +390,15 @@ impl TenantState {
             return;
         }
         u.deleted = deleted;
+        let id = u.id().to_owned();
+        self.log_user(
+            &id,
+            if deleted {
+                What::SoftDeleted
+            } else {
+                What::Restored
+            },
+        );
         if self.idx.built {
             if deleted {
                 self.idx.live_users = self.idx.live_users.saturating_sub(1);
@@ -369,6 +418,13 @@ impl TenantState {
         if let Some(u) = self.users.get_mut(i) {
             u.props
                 .insert("assignedLicenses".into(), Value::Array(assigned));
+            let id = u.id().to_owned();
+            self.log_user(
+                &id,
+                What::Props {
+                    names: vec!["assignedLicenses".to_owned()],
+                },
+            );
         }
         if live && self.idx.built {
             self.count_licenses(i, true);
@@ -378,7 +434,8 @@ impl TenantState {
     /// Removes a user for good (positions shift, so the indexes are rebuilt).
     pub fn remove_user(&mut self, i: usize) {
         if i < self.users.len() {
-            self.users.remove(i);
+            let gone = self.users.remove(i);
+            self.log_user(gone.id(), What::Purged);
             if self.idx.built {
                 self.rebuild_indexes();
             }
@@ -388,7 +445,8 @@ impl TenantState {
     /// Removes a group for good (positions shift, so the indexes are rebuilt).
     pub fn remove_group(&mut self, g: usize) {
         if g < self.groups.len() {
-            self.groups.remove(g);
+            let gone = self.groups.remove(g);
+            self.log_group(gone.id(), What::Purged);
             if self.idx.built {
                 self.rebuild_indexes();
             }

@@ -3,8 +3,11 @@
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::members::member_link;
 use super::projection::{Entity, project_group, project_user};
 use super::request::{Permission, RequestContext};
+use super::users::manager_link;
+use crate::changes::What;
 use crate::tenant::TenantState;
 use crate::wire::{GraphError, GraphResponse, GraphResult, METADATA};
 
@@ -82,6 +85,8 @@ pub(super) fn restore(
         Entity::Group => {
             tenant.groups[i].deleted = false;
             tenant.groups[i].props.remove("deletedDateTime");
+            let group_id = tenant.groups[i].id().to_owned();
+            tenant.log_group(&group_id, What::Restored);
         }
     }
     context.mutated = true;
@@ -103,13 +108,26 @@ pub(super) fn purge(
         Entity::User => {
             let user_id = tenant.users[i].id().to_owned();
             tenant.remove_user(i);
+            let mut left: Vec<String> = Vec::new();
             for g in &mut tenant.groups {
+                let before = g.members.len();
                 g.members.retain(|m| *m != user_id);
+                if g.members.len() != before {
+                    left.push(g.id().to_owned());
+                }
             }
+            let mut managed: Vec<String> = Vec::new();
             for u in &mut tenant.users {
                 if u.manager.as_deref() == Some(user_id.as_str()) {
                     u.manager = None;
+                    managed.push(u.id().to_owned());
                 }
+            }
+            for g in left {
+                tenant.log_group(&g, member_link(user_id.clone(), false));
+            }
+            for u in managed {
+                tenant.log_user(&u, manager_link(user_id.clone(), false));
             }
         }
         Entity::Group => tenant.remove_group(i),

@@ -5,9 +5,11 @@ use std::collections::HashSet;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::members::member_link;
 use super::paging;
 use super::projection::{Entity, context_entity_set, project_group, select_list};
 use super::request::{Permission, RequestContext, read_only_error, ref_from_url, schema_error};
+use crate::changes::What;
 use crate::tenant::{TenantState, add_mail_proxy};
 use crate::validate;
 use crate::wire::{GraphError, GraphResponse, GraphResult, METADATA, now_iso};
@@ -47,6 +49,8 @@ pub(super) fn delete(
     let g = find_group(tenant, id, context)?;
     if tenant.groups[g].is_unified() {
         tenant.groups[g].deleted = true;
+        let group_id = tenant.groups[g].id().to_owned();
+        tenant.log_group(&group_id, What::SoftDeleted);
         tenant.groups[g]
             .props
             .insert("deletedDateTime".into(), json!(now_iso()));
@@ -346,7 +350,9 @@ pub(super) fn update(
             }
         }
     }
+    let names: Vec<String> = body.keys().cloned().collect();
     let group = &mut tenant.groups[g];
+    let group_id = group.id().to_owned();
     for (k, v) in body {
         if v.is_null() {
             group.props.remove(&k);
@@ -354,8 +360,14 @@ pub(super) fn update(
             group.props.insert(k, v);
         }
     }
-    group.members.extend(new_members);
+    group.members.extend(new_members.iter().cloned());
     tenant.index_group(g);
+    if !names.is_empty() {
+        tenant.log_group(&group_id, What::Props { names });
+    }
+    for m in new_members {
+        tenant.log_group(&group_id, member_link(m, true));
+    }
     context.mutated = true;
     Ok(GraphResponse::no_content())
 }

@@ -7,6 +7,7 @@ use super::groups::{already_member, dynamic_refused, find_group, resolve_binds};
 use super::paging::{next_link, page_size, skip_cursor};
 use super::projection::{Entity, project_group, project_user, select_list};
 use super::request::{Permission, RequestContext, ref_id};
+use crate::changes::{Relation, What};
 use crate::tenant::TenantState;
 use crate::wire::{GraphError, GraphResponse, GraphResult, METADATA};
 
@@ -89,7 +90,9 @@ pub(super) fn add(
     {
         return Err(already_member());
     }
-    tenant.groups[g].members.push(mid);
+    tenant.groups[g].members.push(mid.clone());
+    let group_id = tenant.groups[g].id().to_owned();
+    tenant.log_group(&group_id, member_link(mid, true));
     context.mutated = true;
     Ok(GraphResponse::no_content())
 }
@@ -113,7 +116,18 @@ pub(super) fn remove(
                 "One or more removed object references do not exist for the following modified properties: 'members'.",
             )
         })?;
-    tenant.groups[g].members.remove(position);
+    let gone = tenant.groups[g].members.remove(position);
+    let group_id = tenant.groups[g].id().to_owned();
+    tenant.log_group(&group_id, member_link(gone, false));
     context.mutated = true;
     Ok(GraphResponse::no_content())
+}
+
+/// The change-log entry of a member added or removed.
+pub(super) fn member_link(member: String, added: bool) -> What {
+    What::Link {
+        relation: Relation::Members,
+        target: member,
+        added,
+    }
 }

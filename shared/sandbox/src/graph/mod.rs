@@ -8,6 +8,7 @@
 //! directory objects ([`directory`]), [`organization`] and domains. `$batch` is in
 //! [`crate::batch`].
 
+mod delta;
 mod directory;
 mod faults;
 mod groups;

@@ -209,6 +209,7 @@ fn run_route(inner: &Inner, req: &GraphRequest, caller: &Caller, knobs: &Knobs) 
             request: req,
             query: parse_query(&req.query),
             mutated: false,
+            delta: &knobs.delta,
         };
         let result = Route::parse(&req.method, &req.path)
             .and_then(|route| dispatch(route, &mut tenant, &mut context));

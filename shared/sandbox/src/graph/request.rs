@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value};
 
+use crate::config::DeltaKnobs;
 use crate::token::Caller;
 use crate::wire::GraphError;
 
@@ -85,6 +86,8 @@ pub(super) struct RequestContext<'a> {
     pub query: Query,
     /// Set by a handler that changed the tenant (the state file is written after the request).
     pub mutated: bool,
+    /// How delta queries answer.
+    pub delta: &'a DeltaKnobs,
 }
 
 /// Application permissions (app roles) a route needs: any one of [`allowed`]'s list will do.

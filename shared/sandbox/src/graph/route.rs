@@ -5,7 +5,7 @@ use http::{Method, StatusCode};
 
 use super::projection::Entity;
 use super::request::{RequestContext, decode_segment};
-use super::{directory, groups, licenses, members, organization, users};
+use super::{delta, directory, groups, licenses, members, organization, users};
 use crate::tenant::TenantState;
 use crate::wire::{GraphError, GraphResult};
 
@@ -17,6 +17,10 @@ pub(super) enum Route {
     ListSubscribedSkus,
     ListUsers,
     CountUsers,
+    /// `/users/delta` or `/groups/delta` (also spelt `microsoft.graph.delta`).
+    Delta {
+        entity: Entity,
+    },
     CreateUser,
     GetUser {
         key: String,
@@ -103,6 +107,12 @@ impl Route {
             ("GET", ["users"]) => Route::ListUsers,
             ("GET", ["users", "$count"]) => Route::CountUsers,
             ("GET", ["groups", "$count"]) => Route::CountGroups,
+            ("GET", ["users", "delta" | "microsoft.graph.delta"]) => Route::Delta {
+                entity: Entity::User,
+            },
+            ("GET", ["groups", "delta" | "microsoft.graph.delta"]) => Route::Delta {
+                entity: Entity::Group,
+            },
             ("POST", ["users"]) => Route::CreateUser,
             ("GET", ["users", k]) => Route::GetUser { key: key(k) },
             ("PATCH", ["users", k]) => Route::UpdateUser { key: key(k) },
@@ -185,6 +195,7 @@ pub(super) fn dispatch(
         Route::ListSubscribedSkus => licenses::list_subscribed_skus(tenant, context),
         Route::ListUsers => users::list(tenant, context),
         Route::CountUsers => users::count(tenant, context),
+        Route::Delta { entity } => delta::delta(tenant, context, entity),
         Route::CreateUser => users::create(tenant, context),
         Route::GetUser { key } => users::get(tenant, context, &key),
         Route::UpdateUser { key } => users::update(tenant, context, &key),

@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use super::paging;
 use super::projection::{Entity, context_entity_set, project_user, select_list};
 use super::request::{Permission, RequestContext, read_only_error, ref_id, schema_error};
+use crate::changes::{Relation, What};
 use crate::tenant::{TenantState, add_mail_proxy};
 use crate::validate;
 use crate::wire::{GraphError, GraphResponse, GraphResult, METADATA, now_iso};
@@ -96,7 +97,15 @@ pub(super) fn set_manager(
             "Invalid value specified for property 'manager' of resource 'User'.",
         ));
     }
-    tenant.users[i].manager = Some(manager_id);
+    let user_id = tenant.users[i].id().to_owned();
+    if tenant.users[i]
+        .manager
+        .replace(manager_id.clone())
+        .as_deref()
+        != Some(&manager_id)
+    {
+        tenant.log_user(&user_id, manager_link(manager_id, true));
+    }
     context.mutated = true;
     Ok(GraphResponse::no_content())
 }
@@ -108,11 +117,22 @@ pub(super) fn remove_manager(
 ) -> GraphResult {
     context.need(Permission::UserWrite)?;
     let i = find_user(tenant, key, context)?;
-    if tenant.users[i].manager.take().is_none() {
+    let Some(old) = tenant.users[i].manager.take() else {
         return Err(GraphError::not_found("manager"));
-    }
+    };
+    let user_id = tenant.users[i].id().to_owned();
+    tenant.log_user(&user_id, manager_link(old, false));
     context.mutated = true;
     Ok(GraphResponse::no_content())
+}
+
+/// The change-log entry of a manager set (`added`) or removed.
+pub(super) fn manager_link(manager: String, added: bool) -> What {
+    What::Link {
+        relation: Relation::Manager,
+        target: manager,
+        added,
+    }
 }
 
 /// A live, replicated user by id or UPN, else 404 (docs/graph-behaviour.md#error-bodies,
@@ -365,6 +385,7 @@ pub(super) fn update(
         .map(str::to_owned);
     check_password(&body, policies.as_deref())?;
     body.remove("passwordProfile");
+    let names: Vec<String> = body.keys().cloned().collect();
     let user = &mut tenant.users[i];
     for (k, v) in body {
         if v.is_null() {
@@ -375,6 +396,9 @@ pub(super) fn update(
     }
     add_mail_proxy(&mut user.props);
     tenant.index_user(i);
+    if !names.is_empty() {
+        tenant.log_user(&self_id, What::Props { names });
+    }
     context.mutated = true;
     Ok(GraphResponse::no_content())
 }
