@@ -303,8 +303,82 @@ pub trait Directory: Send + Sync {
             .collect()
     }
 
+    /// The users and groups changed in the tenant since `request.from` (Graph's delta queries),
+    /// for drift detection (docs/design.md#drift). A cursor Graph no longer accepts (expired
+    /// after 7 days, or reset) starts full rounds instead of failing. Adapters that cannot
+    /// report changes answer an error of kind `Other`.
+    async fn read_changes(&self, request: ChangesRequest) -> DirectoryResult<TenantChanges> {
+        let _ = request;
+        Err(DirectoryError::new(
+            FailureKind::Other,
+            "this directory cannot report its changes",
+        ))
+    }
+
     /// Graph requests and writes sent so far (summaries and benchmarks).
     fn counters(&self) -> DirectoryCounters;
+}
+
+/// Where a read of the tenant's changes starts: the `@odata.deltaLink` of the last round of each
+/// collection, kept as Graph gave it (opaque). Absent: that collection's next read is a full
+/// round (<https://learn.microsoft.com/graph/delta-query-overview>).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<String>,
+}
+
+/// What [`Directory::read_changes`] reads.
+#[derive(Debug, Clone)]
+pub struct ChangesRequest {
+    /// User properties to read and to track (Graph's `$select`), `manager` included when the
+    /// manager is managed. Empty: users are not read.
+    pub user_select: Vec<String>,
+    /// Group properties to read and track, `members` included. Empty: groups are not read.
+    pub group_select: Vec<String>,
+    /// Continue from these rounds; `None`: full rounds (every object, as it is now).
+    pub from: Option<TenantCursor>,
+}
+
+/// How an object left the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Removal {
+    /// Deleted, and restorable from the deleted items (Graph's `@removed` reason `changed`).
+    Restorable,
+    /// Gone for good (reason `deleted`).
+    Permanent,
+}
+
+/// One object a round reported: as it is now, or removed. An object reported several times in
+/// a round (Graph may repeat one, and spreads a large group's members over pages) comes once,
+/// merged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObservedObject {
+    pub id: String,
+    pub removed: Option<Removal>,
+    /// The selected properties Graph returned, by name.
+    pub properties: BTreeMap<String, serde_json::Value>,
+    /// The tracked relationship (a user's `manager`, a group's `members`): target object id →
+    /// linked (`true`) or unlinked (`false`), the last report of each target winning. In a full
+    /// round, every current link.
+    pub links: BTreeMap<String, bool>,
+}
+
+/// The tenant's changes since a cursor, or its whole state (a full round).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantChanges {
+    /// Every object as it is now (asked for, or because Graph no longer knew the cursor), not
+    /// only the changed ones.
+    pub full: bool,
+    /// Why a read asked to continue was a full round (the cursor expired or was reset).
+    pub restarted: Option<String>,
+    pub users: Vec<ObservedObject>,
+    pub groups: Vec<ObservedObject>,
+    /// Where the next read continues.
+    pub cursor: TenantCursor,
 }
 
 /// Traffic counters of a directory adapter.
