@@ -63,7 +63,7 @@ use m365_core::config::Config;
 use m365_core::engine::{Engine, SyncOptions, SyncOutcome};
 use m365_core::hash::user_state_hash;
 use m365_core::planner::{Rule, desired_licenses};
-use m365_core::rule_mapping::compile_rule;
+use m365_core::rule_mapping::compile_connection_rule;
 use m365_core::secrets::ConnectionSecrets;
 use m365_core::{
     Directory, Link, LinkOrigin, ObjectKind, RunStatus, Source, SourceUser, StateStore, SystemClock,
@@ -554,7 +554,7 @@ async fn compile(directory: &GraphDirectory, config_path: &Path) -> Rule {
         credential: m365_core::AppCredential::Secret(SecretString::from(demo::CLIENT_SECRET)),
         extra: Default::default(),
     };
-    compile_rule(&config.rule, &domains, &secrets).expect("rule compiles")
+    compile_connection_rule(&config, &domains, &secrets).expect("rule compiles")
 }
 
 fn file_source(path: &Path) -> FileSource {

@@ -9,7 +9,7 @@ use m365_core::config::Config;
 use m365_core::engine::{Engine, RunError, SyncOptions, SyncOutcome};
 use m365_core::plan::Plan;
 use m365_core::planner::Rule;
-use m365_core::rule_mapping::compile_rule;
+use m365_core::rule_mapping::compile_connection_rule;
 use m365_core::secrets::ConnectionSecrets;
 use m365_core::{Directory, Link, ObjectError, ObjectKind, StateStore, SystemClock};
 use m365_graph::{
@@ -186,7 +186,7 @@ impl Scenario {
             .into_iter()
             .collect(),
         };
-        compile_rule(&config.rule, &domains, &secrets).expect("rule compiles")
+        compile_connection_rule(&config, &domains, &secrets).expect("rule compiles")
     }
 
     /// Replaces the rule (same source and state), as an operator editing the config would.

@@ -44,6 +44,7 @@ async fn two_stores_share_the_lease() {
         "the second store sees the first one's lease"
     );
     let checkpoint = Checkpoint {
+        drift: None,
         generation: 1,
         phase: Phase::Idle,
         sweep_allowed: true,

@@ -310,6 +310,7 @@ async fn a_stale_run_with_an_old_fencing_token_cannot_move_the_checkpoint() {
     assert!(newer.token > stale.token);
     // The stalled run wakes up and tries to record its (older) progress.
     let rewind = Checkpoint {
+        drift: None,
         generation: 0,
         phase: Phase::Snapshot { cursor: None },
         sweep_allowed: false,

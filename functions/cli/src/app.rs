@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use m365_core::config::{Config, SecretsConfig, SourceConfig, StateConfig};
 use m365_core::planner::Rule;
-use m365_core::rule_mapping::compile_rule;
+use m365_core::rule_mapping::compile_connection_rule;
 use m365_core::secrets::{ConnectionSecrets, SecretStore};
 use m365_core::{Source, SystemClock};
 use m365_graph::{GraphClient, GraphDirectory, GraphSettings, SharedState};
@@ -186,7 +186,7 @@ impl App {
         let source = Self::source(&config, &base, &secrets).await?;
 
         // The rule.
-        let rule = compile_rule(&config.rule, &domains, &secrets)
+        let rule = compile_connection_rule(&config, &domains, &secrets)
             .map_err(|e| SetupError::config(format!("[rule]: {e}")))?;
         Ok(App {
             connection: state_key(&config),

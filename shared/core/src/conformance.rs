@@ -136,6 +136,7 @@ fn by_source_id(mut links: Vec<Link>) -> Vec<Link> {
 
 fn checkpoint(generation: u64, phase: Phase, updated_at: i64) -> Checkpoint {
     Checkpoint {
+        drift: None,
         generation,
         phase,
         sweep_allowed: generation.is_multiple_of(2),
@@ -668,6 +669,7 @@ pub async fn checkpoint_with_current_lease<S: StateStore + ?Sized>(store: &S) {
         assert_eq!(store.get_checkpoint(c).await.unwrap(), Some(cp));
     }
     let cp = Checkpoint {
+        drift: None,
         changes_cursor: None,
         last_complete_at: None,
         ..checkpoint(20, Phase::Idle, 11_000)

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use crate::changes::{ChangeSet, Prefetched, read_changes};
 use crate::clock::Clock;
 use crate::directory::Directory;
+use crate::drift::{DriftMode, DriftScan};
 use crate::executor::{ExecutionReport, Executor};
 use crate::lease::{HeldLease, LEASE_TTL_MS};
 use crate::model::ObjectKind;
@@ -118,9 +119,14 @@ pub enum RunError {
 }
 
 impl Engine<'_> {
-    fn planner<'p>(&'p self, focus: Option<&'p Focus>) -> Planner<'p> {
+    fn planner<'p>(
+        &'p self,
+        focus: Option<&'p Focus>,
+        drift: Option<&'p DriftScan>,
+    ) -> Planner<'p> {
         Planner {
             focus,
+            drift: drift.map(|scan| &scan.overlay).filter(|o| !o.is_empty()),
             connection: self.connection,
             rule: self.rule,
             source: self.source,
@@ -133,7 +139,44 @@ impl Engine<'_> {
 
     /// What a sync would do now. Reads the source, the state and the tenant; writes nothing.
     pub async fn plan(&self) -> Result<Planned, PlanError> {
-        self.planner(None).plan().await
+        let drift = self.scan_drift().await?;
+        let mut planned = self.planner(None, drift.as_ref()).plan().await?;
+        attach_drift(&mut planned, drift.as_ref());
+        Ok(planned)
+    }
+
+    /// The tenant's drift since the stored cursor (docs/design.md#drift); `None` when drift is
+    /// off or the tenant's changes could not be read.
+    async fn scan_drift(&self) -> Result<Option<DriftScan>, PlanError> {
+        let previous = self
+            .state
+            .get_checkpoint(self.connection)
+            .await?
+            .and_then(|c| c.drift);
+        crate::drift::scan(
+            &self.rule.drift,
+            self.directory,
+            self.state,
+            self.connection,
+            previous.as_ref(),
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// The pass of this run, the drift it found (not in a focused pass) and its plan.
+    async fn prepare(
+        &self,
+        options: &SyncOptions<'_>,
+    ) -> Result<(Pass, Option<DriftScan>, Planned), PlanError> {
+        let pass = self.choose_pass(options).await?;
+        let drift = match pass {
+            Pass::Focused => None,
+            Pass::Full { .. } | Pass::Changes { .. } => self.scan_drift().await?,
+        };
+        let mut planned = self.plan_pass(&pass, options.focus, drift.as_ref()).await?;
+        attach_drift(&mut planned, drift.as_ref());
+        Ok((pass, drift, planned))
     }
 
     /// Takes the connection's lease for `holder`. A lease whose holder's process is known to be
@@ -211,14 +254,7 @@ impl Engine<'_> {
             .await?;
         let before = self.directory.counters();
 
-        let planned = match self.choose_pass(options).await {
-            Ok(pass) => match self.plan_pass(&pass, options.focus).await {
-                Ok(planned) => Ok((pass, planned)),
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
-        };
-        let (pass, planned) = match planned {
+        let (pass, drift, planned) = match self.prepare(options).await {
             Ok(planned) => planned,
             Err(error) => {
                 run.status = RunStatus::Failed;
@@ -268,6 +304,7 @@ impl Engine<'_> {
 
         self.record_plan_issues(&plan, &report, held, now, &run.id)
             .await?;
+        self.record_drift(&plan, now, &run.id).await?;
 
         let after = self.directory.counters();
         run.counts = crate::counts::RunCounts {
@@ -283,7 +320,7 @@ impl Engine<'_> {
         run.message = message.or_else(|| pass_message(&pass));
         run.finished_at = Some(self.clock.now());
 
-        self.advance_checkpoint(&pass, &plan, &run, held, now)
+        self.advance_checkpoint(&pass, drift.as_ref(), &plan, &run, held, now)
             .await?;
         self.state
             .put_run(self.connection, &run, &held.lease())
@@ -409,15 +446,22 @@ impl Engine<'_> {
 
     /// The plan of a pass. A change pass plans its identities as a focused plan reading them
     /// from the change set; with nothing changed and nothing to retry it reads nothing more.
-    async fn plan_pass(&self, pass: &Pass, focus: Option<&Focus>) -> Result<Planned, PlanError> {
+    async fn plan_pass(
+        &self,
+        pass: &Pass,
+        focus: Option<&Focus>,
+        drift: Option<&DriftScan>,
+    ) -> Result<Planned, PlanError> {
         let (set, retry) = match pass {
-            Pass::Full { .. } => return self.planner(None).plan().await,
-            Pass::Focused => return self.planner(focus).plan().await,
+            Pass::Full { .. } => return self.planner(None, drift).plan().await,
+            Pass::Focused => return self.planner(focus, None).plan().await,
             Pass::Changes { set, retry, .. } => (set, retry),
         };
         let mut focus = set.focus();
-        focus.users.extend(retry.users.iter().cloned());
-        focus.groups.extend(retry.groups.iter().cloned());
+        for also in std::iter::once(retry).chain(drift.map(|d| &d.focus)) {
+            focus.users.extend(also.users.iter().cloned());
+            focus.groups.extend(also.groups.iter().cloned());
+        }
         let mut planned = if focus.is_empty() {
             Planned {
                 plan: self.empty_plan(),
@@ -428,7 +472,7 @@ impl Engine<'_> {
                 source: self.source,
                 changes: set,
             };
-            let mut planner = self.planner(Some(&focus));
+            let mut planner = self.planner(Some(&focus), drift);
             planner.source = &prefetched;
             planner.plan().await?
         };
@@ -447,6 +491,7 @@ impl Engine<'_> {
     /// A plan with nothing to do.
     fn empty_plan(&self) -> Plan {
         Plan {
+            drift: Vec::new(),
             connection: self.connection.to_owned(),
             steps: Vec::new(),
             issues: Vec::new(),
@@ -457,6 +502,36 @@ impl Engine<'_> {
                 ..BreakerVerdict::default()
             },
         }
+    }
+
+    /// Drift found, in each object's history: `status --object` shows what was changed in the
+    /// tenant, and whether this connection repaired it (the steps' own entries).
+    async fn record_drift(
+        &self,
+        plan: &Plan,
+        now: UnixMillis,
+        run_id: &str,
+    ) -> Result<(), RunError> {
+        let history: Vec<HistoryEntry> = plan
+            .drift
+            .iter()
+            .map(|drift| HistoryEntry {
+                kind: drift.kind,
+                source_id: drift.source_id.clone(),
+                name: drift.name.clone(),
+                at: now,
+                run_id: run_id.to_owned(),
+                operation: "drift".to_owned(),
+                change: HistoryEntry::clip(drift.to_string()),
+                result: HistoryResult::Found,
+                answer: String::new(),
+                expires_at: now.saturating_add(self.rule.history_retention_ms()),
+            })
+            .collect();
+        if !history.is_empty() {
+            self.state.append_history(self.connection, &history).await?;
+        }
+        Ok(())
     }
 
     /// Problems found while planning are per-object errors: shown by `status`, retried at once
@@ -528,6 +603,7 @@ impl Engine<'_> {
     async fn advance_checkpoint(
         &self,
         pass: &Pass,
+        drift: Option<&DriftScan>,
         plan: &Plan,
         run: &RunRecord,
         held: &HeldLease<'_>,
@@ -543,6 +619,23 @@ impl Engine<'_> {
         );
         let finished = applied || run.status == RunStatus::BreakerTripped;
         let previous_cursor = previous.as_ref().and_then(|c| c.changes_cursor.clone());
+        // The tenant's changes were judged: read on from there once this run's writes are
+        // recorded (a run stopped early reads them again; judging them twice is harmless).
+        // Repairs not all carried out (failed, held by the breaker) are found again by a full
+        // reconciliation on the next run, as a change round would not report them again.
+        let drift = match drift {
+            Some(scan) if finished => {
+                let mut next = scan.next.clone();
+                if scan.mode == DriftMode::Repair
+                    && !scan.findings.is_empty()
+                    && run.status != RunStatus::Succeeded
+                {
+                    next.last_full_at = None;
+                }
+                Some(next)
+            }
+            _ => previous.as_ref().and_then(|c| c.drift.clone()),
+        };
         let checkpoint = match pass {
             Pass::Changes { next, .. } => Checkpoint {
                 changes_cursor: if applied {
@@ -551,6 +644,7 @@ impl Engine<'_> {
                     previous_cursor
                 },
                 updated_at: self.clock.now(),
+                drift,
                 ..previous.unwrap_or(Checkpoint {
                     generation: 0,
                     phase: Phase::Idle,
@@ -558,6 +652,7 @@ impl Engine<'_> {
                     changes_cursor: None,
                     last_complete_at: None,
                     updated_at: now,
+                    drift: None,
                 })
             },
             Pass::Focused => return Ok(()),
@@ -572,6 +667,7 @@ impl Engine<'_> {
                     previous.and_then(|c| c.last_complete_at)
                 },
                 updated_at: self.clock.now(),
+                drift,
             },
         };
         held.check()?;
@@ -630,6 +726,7 @@ impl Engine<'_> {
             .count_links(self.connection, ObjectKind::User)
             .await?;
         let plan = Plan {
+            drift: Vec::new(),
             connection: self.connection.to_owned(),
             steps,
             issues: Vec::new(),
@@ -729,5 +826,12 @@ fn run_status(plan: &Plan, report: &ExecutionReport) -> (RunStatus, Option<Strin
         (RunStatus::PartiallyFailed, None)
     } else {
         (RunStatus::Succeeded, None)
+    }
+}
+
+/// The drift a scan found, listed with the plan.
+fn attach_drift(planned: &mut Planned, drift: Option<&DriftScan>) {
+    if let Some(scan) = drift {
+        planned.plan.drift = scan.findings.clone();
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod conformance;
 pub mod counts;
 pub mod directory;
+pub mod drift;
 pub mod engine;
 pub mod executor;
 pub mod hash;

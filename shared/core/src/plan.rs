@@ -587,6 +587,10 @@ pub struct Plan {
     /// Deprovisioning is allowed only after a complete source snapshot (docs/design.md#safety).
     pub snapshot_complete: bool,
     pub breaker: BreakerVerdict,
+    /// Out-of-band changes found in the tenant (docs/design.md#drift); with `drift = "repair"`
+    /// the steps repair them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::drift::Drift>,
 }
 
 impl Plan {
@@ -636,6 +640,14 @@ impl Plan {
                 "problem: {} {}: {}",
                 issue.kind, issue.source_id, issue.message
             );
+        }
+        for drift in &self.drift {
+            let what = if drift.repair {
+                "repaired by this plan"
+            } else {
+                "reported"
+            };
+            let _ = writeln!(out, "drift ({what}): {drift}");
         }
         if !self.snapshot_complete {
             out.push_str(
@@ -840,6 +852,7 @@ mod tests {
 
     fn plan(steps: Vec<Step>) -> Plan {
         Plan {
+            drift: Vec::new(),
             connection: "c".into(),
             steps,
             issues: vec![],

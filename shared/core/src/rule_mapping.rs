@@ -166,7 +166,26 @@ fn compile_rule_with(
             .as_ref()
             .is_none_or(|p| p.reset_password),
         history_days: config.history_days,
+        drift: crate::drift::DriftSettings::for_mapping(
+            config.mapping.attributes.keys(),
+            config.mapping.licenses.is_some(),
+            config.mapping.manager.is_some(),
+            config.groups.enabled,
+        ),
     })
+}
+
+/// Compiles the rule of a connection's configuration ([`compile_rule`]) with the connection's
+/// own settings for it: how drift is handled (docs/design.md#drift).
+pub fn compile_connection_rule(
+    config: &crate::config::Config,
+    domains: &[crate::directory::TenantDomain],
+    secrets: &crate::secrets::ConnectionSecrets,
+) -> Result<crate::planner::Rule, CompileError> {
+    let mut rule = compile_rule(&config.rule, domains, secrets)?;
+    rule.drift.mode = config.connection.drift;
+    rule.drift.full_every_ms = i64::from(config.connection.drift_full_every_hours) * 3_600_000;
+    Ok(rule)
 }
 
 /// Compiles a rule without a tenant or secrets, as a configuration is checked before it is used

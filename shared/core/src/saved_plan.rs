@@ -148,6 +148,7 @@ mod tests {
 
     fn plan(steps: Vec<Step>) -> Plan {
         Plan {
+            drift: Vec::new(),
             connection: "demo/staff".into(),
             steps,
             issues: vec![],

@@ -151,6 +151,9 @@ pub struct Checkpoint {
     /// When the last snapshot finished.
     pub last_complete_at: Option<UnixMillis>,
     pub updated_at: UnixMillis,
+    /// Where the tenant's changes are read from next (drift detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::drift::DriftCheckpoint>,
 }
 
 /// A per-object failure, retried with backoff in later runs (docs/design.md#safety).
@@ -212,6 +215,9 @@ pub enum HistoryResult {
     Failed,
     /// Held back by the circuit breaker; nothing was written.
     Held,
+    /// Drift found in the tenant: an out-of-band change to what this connection applied
+    /// (docs/design.md#drift).
+    Found,
 }
 
 impl HistoryResult {
@@ -220,6 +226,7 @@ impl HistoryResult {
             HistoryResult::Applied => "applied",
             HistoryResult::Failed => "failed",
             HistoryResult::Held => "held",
+            HistoryResult::Found => "drift found",
         }
     }
 }

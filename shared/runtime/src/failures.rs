@@ -179,6 +179,7 @@ mod tests {
 
     fn plan_of(steps: Vec<Step>, issues: Vec<PlanIssue>) -> Plan {
         Plan {
+            drift: Vec::new(),
             connection: "contoso".into(),
             steps,
             issues,

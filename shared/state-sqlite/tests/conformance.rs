@@ -79,6 +79,7 @@ async fn reopening_a_file_keeps_everything() {
     let c = "reopen";
     let links = vec![link(1), link(2)];
     let checkpoint = Checkpoint {
+        drift: None,
         generation: 4,
         phase: Phase::Sweep {
             after: Some("src-000001".to_owned()),
@@ -174,6 +175,7 @@ async fn two_stores_on_one_file_share_the_lease() {
     assert_eq!(first.renew_lease(&lease, 6_001, 5_000).await.unwrap(), None);
 
     let checkpoint = Checkpoint {
+        drift: None,
         generation: 1,
         phase: Phase::Idle,
         sweep_allowed: false,

@@ -27,7 +27,7 @@ use aws_config::SdkConfig;
 use m365_aws::{ConfigStore, ConfigStoreError, DynamoStateStore};
 use m365_core::config::{Config, ConfigError};
 use m365_core::planner::Rule;
-use m365_core::rule_mapping::{CompileError, compile_rule};
+use m365_core::rule_mapping::{CompileError, compile_connection_rule};
 use m365_core::secrets::{ConnectionSecrets, SecretError, SecretStore};
 use m365_core::{Clock, Source, StateStore, SystemClock, UnixMillis};
 use m365_graph::{EndpointPolicy, GraphClient, GraphDirectory, GraphSettings, SharedState};
@@ -575,7 +575,7 @@ impl Deployment {
                 cause: Arc::new(e),
             })?;
         let rule =
-            compile_rule(&config.rule, &domains, &secrets).map_err(|e| SetupError::Rule {
+            compile_connection_rule(&config, &domains, &secrets).map_err(|e| SetupError::Rule {
                 connection: name.to_owned(),
                 version,
                 cause: Arc::new(e),

@@ -232,6 +232,19 @@ pub struct ConnectionConfig {
     /// (50–500), `large` (> 500).
     #[serde(default)]
     pub tenant_size: Option<TenantSize>,
+    /// Out-of-band changes in the tenant to what this connection manages (docs/design.md#drift):
+    /// `report` (the default) lists them with the plan and in the objects' history, `repair`
+    /// also writes the applied state back, `off` does not look.
+    #[serde(default)]
+    pub drift: crate::drift::DriftMode,
+    /// Read every user and group of the tenant to compare at least this often (hours); between
+    /// these full reconciliations a run reads only what Graph reports changed. 0: every run.
+    #[serde(default = "drift_full_every_hours")]
+    pub drift_full_every_hours: u32,
+}
+
+fn drift_full_every_hours() -> u32 {
+    crate::drift::DEFAULT_FULL_EVERY_HOURS
 }
 
 fn default_concurrency() -> usize {

@@ -25,7 +25,7 @@ impl Planner<'_> {
             .get_links(self.connection, ObjectKind::Group, &ids)
             .await?
             .into_iter()
-            .map(|l| (l.source_id.clone(), l))
+            .map(|l| (l.source_id.clone(), self.as_in_tenant(l)))
             .collect();
         draft.managed_memberships = links.values().map(|l| l.members.len() as u64).sum();
         for group in in_scope {

@@ -90,6 +90,8 @@ pub struct Rule {
     pub force_change_password: bool,
     /// Days each object's history entries are kept.
     pub history_days: u32,
+    /// Whether and how out-of-band changes in the tenant are found and repaired.
+    pub drift: crate::drift::DriftSettings,
 }
 
 impl Rule {
@@ -169,6 +171,8 @@ pub struct Planner<'a> {
     /// Group memberships of the named users change only through their groups (named, or the
     /// next full sync).
     pub focus: Option<&'a Focus>,
+    /// Repairing drift: the links as the tenant has them (docs/design.md#drift).
+    pub drift: Option<&'a crate::drift::DriftOverlay>,
 }
 
 /// A user the planner keeps after its page: enough to plan its manager and memberships.
@@ -205,6 +209,14 @@ fn applied_upn(link: &Link) -> String {
 }
 
 impl Planner<'_> {
+    /// A link as the tenant has it when drift is repaired; else as stored.
+    fn as_in_tenant(&self, link: Link) -> Link {
+        match self.drift {
+            Some(overlay) => overlay.correct(link),
+            None => link,
+        }
+    }
+
     /// Builds the plan of one run.
     pub async fn plan(&self) -> Result<Planned, PlanError> {
         let mut draft = Draft::new();
@@ -224,6 +236,7 @@ impl Planner<'_> {
             .await?;
         Ok(Planned {
             plan: Plan {
+                drift: Vec::new(),
                 connection: self.connection.to_owned(),
                 steps,
                 issues: draft.issues,

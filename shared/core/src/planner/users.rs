@@ -65,7 +65,7 @@ impl Planner<'_> {
         let links: HashMap<String, Link> = read
             .into_iter()
             .filter(|l| wanted.contains(l.source_id.as_str()))
-            .map(|l| (l.source_id.clone(), l))
+            .map(|l| (l.source_id.clone(), self.as_in_tenant(l)))
             .collect();
         // Objects in backoff after a failure wait for their retry time, unless an operator
         // names them (provision on demand retries at once).
