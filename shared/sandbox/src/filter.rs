@@ -1,9 +1,12 @@
-//! The `$filter` subset Graph answers without advanced queries
-//! (docs/graph-behaviour.md#queries-and-filters): `eq`, `in` (≤ 15 child clauses), `startsWith`,
-//! `and`/`or`, parentheses and a few `any` lambdas (`assignedLicenses/any(x:x/skuId eq GUID)`,
-//! `proxyAddresses/any(...)`, `groupTypes/any(...)`). `ne`, `not`, `endsWith`, `ge`/`le` need
-//! `ConsistencyLevel: eventual` + `$count=true` on Graph; the sandbox always answers them with
-//! Graph's "required parameters might be missing" 400, since advanced queries are left out.
+//! The `$filter` subset Graph answers on users and groups
+//! (docs/graph-behaviour.md#queries-and-filters, #advanced-queries).
+//!
+//! By default: `eq`, `in` (≤ 15 child clauses), `startsWith`, `and`/`or`, parentheses and a few
+//! `any` lambdas (`assignedLicenses/any(x:x/skuId eq GUID)`, `proxyAddresses/any(...)`,
+//! `groupTypes/any(...)`). `ne`, `not` and `endsWith` need an advanced query
+//! (`ConsistencyLevel: eventual` + `$count=true`, [`QueryMode::Advanced`]); without one they get
+//! Graph's "required parameters might be missing" 400. `ge`/`le`/`gt`/`lt` are refused in both
+//! modes (the sandbox serves no range filters).
 
 use http::StatusCode;
 use serde_json::Value;
@@ -314,12 +317,45 @@ pub(crate) fn parse(filter: &str) -> Result<Expr, GraphError> {
     Ok(e)
 }
 
-/// What `$filter` may use on an entity by default (no advanced query).
+/// Whether a query is served from Graph's default store or, as an advanced query, from the
+/// separate index that also answers `ne`, `not`, `endsWith`, `$search`, `$count` and `$filter`
+/// with `$orderby` (<https://learn.microsoft.com/graph/aad-advanced-queries>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueryMode {
+    Default,
+    Advanced,
+}
+
+/// The string functions of `$filter` Graph knows on directory objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    StartsWith,
+    EndsWith,
+}
+
+fn function(name: &str) -> Option<Function> {
+    if name.eq_ignore_ascii_case("startsWith") {
+        Some(Function::StartsWith)
+    } else if name.eq_ignore_ascii_case("endsWith") {
+        Some(Function::EndsWith)
+    } else {
+        None
+    }
+}
+
+/// What `$filter` may use on an entity.
 struct Caps {
+    /// `eq` and `in` by default; also `ne` and `not` in advanced queries.
     eq: &'static [&'static str],
     starts_with: &'static [&'static str],
+    /// `endsWith(property, '...')`, advanced queries only.
+    ends_with: &'static [&'static str],
     booleans: &'static [&'static str],
     lambdas: &'static [&'static str],
+    /// String collections whose lambda may use `startsWith(x, '...')`.
+    lambda_starts_with: &'static [&'static str],
+    /// String collections whose lambda may use `endsWith(x, '...')`, advanced queries only.
+    lambda_ends_with: &'static [&'static str],
     resource: &'static str,
 }
 
@@ -366,6 +402,10 @@ const USER_CAPS: Caps = Caps {
         "postalCode",
         "preferredLanguage",
     ],
+    // "The endsWith operator is supported only with advanced query parameters by mail,
+    // otherMails, userPrincipalName, and proxyAddresses properties" (aad-advanced-queries);
+    // the collections take it inside a lambda.
+    ends_with: &["mail", "userPrincipalName"],
     booleans: &["accountEnabled"],
     lambdas: &[
         "assignedLicenses",
@@ -373,6 +413,8 @@ const USER_CAPS: Caps = Caps {
         "otherMails",
         "imAddresses",
     ],
+    lambda_starts_with: &["proxyAddresses", "otherMails", "imAddresses"],
+    lambda_ends_with: &["proxyAddresses", "otherMails"],
     resource: "User",
 };
 
@@ -397,6 +439,7 @@ const GROUP_CAPS: Caps = Caps {
         "description",
         "classification",
     ],
+    ends_with: &["mail"],
     booleans: &[
         "mailEnabled",
         "securityEnabled",
@@ -404,6 +447,8 @@ const GROUP_CAPS: Caps = Caps {
         "isAssignableToRole",
     ],
     lambdas: &["groupTypes", "proxyAddresses", "assignedLicenses"],
+    lambda_starts_with: &["proxyAddresses"],
+    lambda_ends_with: &["proxyAddresses"],
     resource: "Group",
 };
 
@@ -413,6 +458,12 @@ fn caps(entity: &str) -> &'static Caps {
     } else {
         &USER_CAPS
     }
+}
+
+/// The string properties `startsWith` works on for `entity` (`$search` matches the same ones by
+/// prefix).
+pub(crate) fn starts_with_properties(entity: &str) -> &'static [&'static str] {
+    caps(entity).starts_with
 }
 
 fn advanced(op: &str) -> GraphError {
@@ -428,7 +479,13 @@ fn unsupported_prop(prop: &str, caps: &Caps) -> GraphError {
     ))
 }
 
-fn unknown_prop(prop: &str, _caps: &Caps) -> GraphError {
+/// Graph's refusal of a query on a property `entity` has but does not index for it.
+pub(crate) fn unsupported_property(entity: &str, prop: &str) -> GraphError {
+    unsupported_prop(prop, caps(entity))
+}
+
+/// Graph's refusal of a query on a property `entity` does not have.
+pub(crate) fn unknown_property(prop: &str) -> GraphError {
     // user and group are open types: the directory, not the OData layer, refuses the name.
     GraphError::unsupported_query(format!(
         "Property '{prop}' does not exist as a declared property or extension property."
@@ -468,31 +525,69 @@ fn known_prop(entity: &str, prop: &str) -> bool {
     crate::schema::has_property(entity, prop)
 }
 
-/// Validates a parsed filter against what Graph supports by default.
-pub(crate) fn check(entity: &str, e: &Expr) -> Result<(), GraphError> {
-    let caps = caps(entity);
-    let clauses = child_clauses(e);
-    if matches!(e, Expr::Or(..) | Expr::In { .. }) && clauses > 15 {
-        return Err(GraphError::unsupported_query(format!(
-            "Too many child clauses specified in search filter expression containing 'OR' operators: {clauses}. Max allowed: 15."
-        )));
+/// Validates a parsed filter against what Graph supports on `entity` in `mode`.
+pub(crate) fn check(entity: &str, e: &Expr, mode: QueryMode) -> Result<(), GraphError> {
+    Checker {
+        entity,
+        caps: caps(entity),
+        mode,
     }
-    let check_prop = |prop: &str, list: &[&str]| -> Result<(), GraphError> {
+    .check(e)
+}
+
+struct Checker<'a> {
+    entity: &'a str,
+    caps: &'static Caps,
+    mode: QueryMode,
+}
+
+impl Checker<'_> {
+    fn check(&self, e: &Expr) -> Result<(), GraphError> {
+        let clauses = child_clauses(e);
+        if matches!(e, Expr::Or(..) | Expr::In { .. }) && clauses > 15 {
+            return Err(GraphError::unsupported_query(format!(
+                "Too many child clauses specified in search filter expression containing 'OR' operators: {clauses}. Max allowed: 15."
+            )));
+        }
+        match e {
+            Expr::Not(inner) => match self.mode {
+                QueryMode::Default => Err(advanced("not")),
+                QueryMode::Advanced => self.check(inner),
+            },
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                self.check(a)?;
+                self.check(b)
+            }
+            Expr::Cmp { prop, op, val } => self.comparison(prop, op, val),
+            Expr::In { prop, vals } => {
+                self.prop(prop, self.caps.eq)?;
+                vals.iter().try_for_each(|v| self.value(prop, v))
+            }
+            Expr::Func { name, prop, val } => self.function(name, prop, val),
+            Expr::All { coll } => Err(unsupported_prop(coll, self.caps)),
+            Expr::Any { coll, var, body } => self.lambda(coll, var, body),
+        }
+    }
+
+    /// `prop` may be used where `list` allows it.
+    fn prop(&self, prop: &str, list: &[&str]) -> Result<(), GraphError> {
         if list.contains(&prop) {
             Ok(())
-        } else if caps.eq.contains(&prop) || known_prop(entity, prop) {
-            Err(unsupported_prop(prop, caps))
+        } else if self.caps.eq.contains(&prop) || known_prop(self.entity, prop) {
+            Err(unsupported_prop(prop, self.caps))
         } else {
-            Err(unknown_prop(prop, caps))
+            Err(unknown_property(prop))
         }
-    };
-    let check_val = |prop: &str, val: &Lit| -> Result<(), GraphError> {
-        let boolean = caps.booleans.contains(&prop);
+    }
+
+    /// A literal compared with `prop`: its type, and at most 120 characters.
+    fn value(&self, prop: &str, val: &Lit) -> Result<(), GraphError> {
+        let boolean = self.caps.booleans.contains(&prop);
         match val {
             Lit::Bool(_) if boolean => Ok(()),
             Lit::Str(s) if !boolean => {
                 if s.chars().count() > 120 {
-                    Err(unsupported_prop(prop, caps))
+                    Err(unsupported_prop(prop, self.caps))
                 } else {
                     Ok(())
                 }
@@ -503,68 +598,89 @@ pub(crate) fn check(entity: &str, e: &Expr) -> Result<(), GraphError> {
                 lit_type(other),
             )),
         }
-    };
-    match e {
-        Expr::Not(_) => Err(advanced("not")),
-        Expr::And(a, b) | Expr::Or(a, b) => {
-            check(entity, a)?;
-            check(entity, b)
+    }
+
+    /// `eq` by default, `ne` in advanced queries; range operators never.
+    fn comparison(&self, prop: &str, op: &str, val: &Lit) -> Result<(), GraphError> {
+        self.prop(prop, self.caps.eq)?;
+        match (op, self.mode) {
+            ("eq", _) | ("ne", QueryMode::Advanced) => self.value(prop, val),
+            (_, QueryMode::Default) => Err(advanced(op)),
+            // Not indexed for it even with the advanced parameters: Graph's answer for a property
+            // it cannot filter that way (aad-advanced-queries, "createdDateTime ge" on groups).
+            (_, QueryMode::Advanced) => Err(unsupported_prop(prop, self.caps)),
         }
-        Expr::Cmp { prop, op, val } => {
-            if op != "eq" {
-                check_prop(prop, caps.eq)?;
-                return Err(advanced(op));
+    }
+
+    fn function(&self, name: &str, prop: &str, val: &Lit) -> Result<(), GraphError> {
+        match (function(name), self.mode) {
+            (Some(Function::StartsWith), _) => {
+                self.prop(prop, self.caps.starts_with)?;
+                self.value(prop, val)
             }
-            check_prop(prop, caps.eq)?;
-            check_val(prop, val)
+            (Some(Function::EndsWith), QueryMode::Default) => Err(advanced("endsWith")),
+            (Some(Function::EndsWith), QueryMode::Advanced) => {
+                self.prop(prop, self.caps.ends_with)?;
+                self.value(prop, val)
+            }
+            (None, _) => Err(unsupported_prop(prop, self.caps)),
         }
-        Expr::In { prop, vals } => {
-            check_prop(prop, caps.eq)?;
-            vals.iter().try_for_each(|v| check_val(prop, v))
-        }
-        Expr::Func { name, prop, val } => {
-            if name.eq_ignore_ascii_case("startsWith") {
-                check_prop(prop, caps.starts_with)?;
-                check_val(prop, val)
-            } else if name.eq_ignore_ascii_case("endsWith") {
-                Err(advanced("endsWith"))
+    }
+
+    fn lambda(&self, coll: &str, var: &str, body: &Expr) -> Result<(), GraphError> {
+        let caps = self.caps;
+        if !caps.lambdas.contains(&coll) {
+            return Err(if known_prop(self.entity, coll) {
+                unsupported_prop(coll, caps)
             } else {
-                Err(unsupported_prop(prop, caps))
-            }
+                unknown_property(coll)
+            });
         }
-        Expr::All { coll } => Err(unsupported_prop(coll, caps)),
-        Expr::Any { coll, var, body } => {
-            if !caps.lambdas.contains(&coll.as_str()) {
-                return Err(if known_prop(entity, coll) {
-                    unsupported_prop(coll, caps)
+        let string_value = |val: &Lit| match val {
+            Lit::Str(_) => Ok(()),
+            other => Err(type_mismatch("Edm.String", lit_type(other))),
+        };
+        match body {
+            Expr::Func { name, prop, val } if prop == var => match (function(name), self.mode) {
+                (Some(Function::StartsWith), _) if caps.lambda_starts_with.contains(&coll) => {
+                    string_value(val)
+                }
+                (Some(Function::EndsWith), QueryMode::Default)
+                    if caps.lambda_ends_with.contains(&coll) =>
+                {
+                    Err(advanced("endsWith"))
+                }
+                (Some(Function::EndsWith), QueryMode::Advanced)
+                    if caps.lambda_ends_with.contains(&coll) =>
+                {
+                    string_value(val)
+                }
+                _ => Err(unsupported_prop(coll, caps)),
+            },
+            Expr::Cmp { prop, op, val } => {
+                if op != "eq" {
+                    // A negated lambda is written `not(coll/any(...))`, never with `ne` inside.
+                    return Err(match self.mode {
+                        QueryMode::Default => advanced(op),
+                        QueryMode::Advanced => unsupported_prop(coll, caps),
+                    });
+                }
+                if coll == "assignedLicenses" {
+                    // skuId is an Edm.Guid: unquoted (docs/graph-behaviour.md#queries-and-filters).
+                    if *prop != format!("{var}/skuId") {
+                        return Err(unsupported_prop(coll, caps));
+                    }
+                    if lit_type(val) != "Edm.Guid" {
+                        return Err(type_mismatch("Edm.Guid", lit_type(val)));
+                    }
+                    Ok(())
+                } else if prop != var {
+                    Err(unsupported_prop(coll, caps))
                 } else {
-                    unknown_prop(coll, caps)
-                });
-            }
-            let Expr::Cmp { prop, op, val } = body.as_ref() else {
-                return Err(unsupported_prop(coll, caps));
-            };
-            if op != "eq" {
-                return Err(advanced(op));
-            }
-            if coll == "assignedLicenses" {
-                // skuId is an Edm.Guid: unquoted (docs/graph-behaviour.md#queries-and-filters).
-                if *prop != format!("{var}/skuId") {
-                    return Err(unsupported_prop(coll, caps));
-                }
-                if lit_type(val) != "Edm.Guid" {
-                    return Err(type_mismatch("Edm.Guid", lit_type(val)));
-                }
-                Ok(())
-            } else {
-                if prop != var {
-                    return Err(unsupported_prop(coll, caps));
-                }
-                match val {
-                    Lit::Str(_) => Ok(()),
-                    other => Err(type_mismatch("Edm.String", lit_type(other))),
+                    string_value(val)
                 }
             }
+            _ => Err(unsupported_prop(coll, caps)),
         }
     }
 }
@@ -579,36 +695,47 @@ fn lit_matches(stored: Option<&Value>, lit: &Lit) -> bool {
     }
 }
 
+/// `startsWith`/`endsWith` on a stored string, ignoring case.
+fn text_matches(name: &str, stored: Option<&Value>, lit: &Lit) -> bool {
+    let (Some(Value::String(s)), Lit::Str(l)) = (stored, lit) else {
+        return false;
+    };
+    let (s, l) = (s.to_lowercase(), l.to_lowercase());
+    match function(name) {
+        Some(Function::StartsWith) => s.starts_with(&l),
+        Some(Function::EndsWith) => s.ends_with(&l),
+        None => false,
+    }
+}
+
 /// Evaluates a checked filter against an object's stored properties.
 pub(crate) fn eval(e: &Expr, props: &serde_json::Map<String, Value>) -> bool {
     match e {
         Expr::And(a, b) => eval(a, props) && eval(b, props),
         Expr::Or(a, b) => eval(a, props) || eval(b, props),
         Expr::Not(a) => !eval(a, props),
-        Expr::Cmp { prop, val, .. } => lit_matches(props.get(prop), val),
+        Expr::Cmp { prop, op, val } => lit_matches(props.get(prop), val) != (op == "ne"),
         Expr::In { prop, vals } => vals.iter().any(|v| lit_matches(props.get(prop), v)),
-        Expr::Func { prop, val, .. } => match (props.get(prop), val) {
-            (Some(Value::String(s)), Lit::Str(l)) => {
-                s.to_lowercase().starts_with(&l.to_lowercase())
-            }
-            _ => false,
-        },
+        Expr::Func { name, prop, val } => text_matches(name, props.get(prop), val),
         Expr::All { .. } => false,
         Expr::Any { coll, var, body } => {
             let Some(items) = props.get(coll).and_then(Value::as_array) else {
                 return false;
             };
-            let Expr::Cmp { prop, val, .. } = body.as_ref() else {
-                return false;
-            };
-            items.iter().any(|item| {
-                if prop == var {
-                    lit_matches(Some(item), val)
-                } else {
-                    let sub = prop.strip_prefix(&format!("{var}/")).unwrap_or(prop);
-                    lit_matches(item.get(sub), val)
+            match body.as_ref() {
+                Expr::Func { name, val, .. } => {
+                    items.iter().any(|item| text_matches(name, Some(item), val))
                 }
-            })
+                Expr::Cmp { prop, val, .. } => items.iter().any(|item| {
+                    if prop == var {
+                        lit_matches(Some(item), val)
+                    } else {
+                        let sub = prop.strip_prefix(&format!("{var}/")).unwrap_or(prop);
+                        lit_matches(item.get(sub), val)
+                    }
+                }),
+                _ => false,
+            }
         }
     }
 }
@@ -630,26 +757,75 @@ mod tests {
                 val: Lit::Str("O'Brien".into())
             }
         );
-        assert!(check("user", &e).is_ok());
+        assert!(check("user", &e, QueryMode::Default).is_ok());
     }
 
     #[test]
     fn lambda_guid_unquoted() {
         let e = parse("assignedLicenses/any(x:x/skuId eq 6fd2c87f-b296-42f0-b197-1e91e994b900)")
             .unwrap();
-        assert!(check("user", &e).is_ok());
+        assert!(check("user", &e, QueryMode::Default).is_ok());
         let e = parse("assignedLicenses/any(x:x/skuId eq '6fd2c87f-b296-42f0-b197-1e91e994b900')")
             .unwrap();
-        assert!(check("user", &e).is_err());
+        assert!(check("user", &e, QueryMode::Default).is_err());
     }
 
     #[test]
     fn rejects_ne_and_syntax() {
         let e = parse("displayName ne 'x'").unwrap();
         assert_eq!(
-            check("user", &e).unwrap_err().code,
+            check("user", &e, QueryMode::Default).unwrap_err().code,
             "Request_UnsupportedQuery"
         );
         assert!(parse("displayName eq 'O'Brien'").is_err());
+    }
+
+    fn props(v: serde_json::Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    /// Each advanced-only form: refused by default, accepted and evaluated in advanced mode.
+    #[test]
+    fn advanced_forms_need_advanced_mode_and_evaluate() {
+        let pat = props(serde_json::json!({
+            "displayName": "Pat", "userPrincipalName": "pat@x.com",
+            "proxyAddresses": ["SMTP:pat@x.com", "smtp:p@old.org"]
+        }));
+        let cases = [
+            ("displayName ne 'Kim'", true),
+            ("displayName ne 'PAT'", false),
+            ("not(displayName eq 'Pat')", false),
+            ("not startsWith(displayName,'K')", true),
+            ("endsWith(userPrincipalName,'@X.COM')", true),
+            ("endsWith(userPrincipalName,'@y.com')", false),
+            ("proxyAddresses/any(p:endsWith(p,'@old.org'))", true),
+            ("not(proxyAddresses/any(p:endsWith(p,'@old.org')))", false),
+        ];
+        for (text, expected) in cases {
+            let e = parse(text).unwrap();
+            assert!(check("user", &e, QueryMode::Default).is_err(), "{text}");
+            assert!(check("user", &e, QueryMode::Advanced).is_ok(), "{text}");
+            assert_eq!(eval(&e, &pat), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn advanced_mode_still_refuses_what_graph_does_not_index() {
+        let refused = [
+            ("endsWith(displayName,'t')", "displayName"),
+            ("displayName ge 'a'", "displayName"),
+            ("proxyAddresses/any(p:p ne 'x')", "proxyAddresses"),
+        ];
+        for (text, prop) in refused {
+            let e = parse(text).unwrap();
+            let err = check("user", &e, QueryMode::Advanced).unwrap_err();
+            assert_eq!(
+                err.message,
+                format!(
+                    "Unsupported or invalid query filter clause specified for property '{prop}' of resource 'User'."
+                ),
+                "{text}"
+            );
+        }
     }
 }

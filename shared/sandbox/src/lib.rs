@@ -26,6 +26,7 @@ mod config;
 mod filter;
 mod graph;
 pub mod schema;
+mod search;
 mod tenant;
 mod throttle;
 mod token;

@@ -18,6 +18,7 @@ mod organization;
 mod paging;
 mod pipeline;
 mod projection;
+mod query;
 mod request;
 mod route;
 mod users;

@@ -1,5 +1,5 @@
-//! Lists of users and groups: `$filter`, `$top`, `$skiptoken` paging with `@odata.nextLink`,
-//! `$count`.
+//! Lists of users and groups: `$filter`, `$search`, `$orderby`, `$top`, `$skiptoken` paging with
+//! `@odata.nextLink`, `$count`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -7,8 +7,10 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::projection::{Entity, context_entity_set, select_list};
+use super::query::{self, Order, Sortable};
 use super::request::{Query, RequestContext};
-use crate::filter;
+use crate::filter::{self, QueryMode};
+use crate::search::{self, Search};
 use crate::tenant::{Obj, TenantState};
 use crate::wire::{GraphError, GraphResponse, GraphResult, METADATA};
 
@@ -76,87 +78,73 @@ pub(super) fn next_link(context: &RequestContext<'_>, last_seq: u64) -> String {
     )
 }
 
-/// Common checks of list queries: `$search`, `$filter`.
-fn list_filter(
-    context: &RequestContext<'_>,
-    entity: Entity,
-) -> Result<Option<filter::Expr>, GraphError> {
-    if context.query.get("$search").is_some() {
-        return Err(GraphError::unsupported_query(
-            "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'",
-        ));
+/// What users and groups sort on (<https://learn.microsoft.com/graph/aad-advanced-queries>,
+/// "Support for sorting by properties").
+fn sortable(entity: Entity) -> Sortable {
+    match entity {
+        Entity::User => Sortable {
+            default: &["displayName", "userPrincipalName"],
+            advanced: &["createdDateTime"],
+        },
+        Entity::Group => Sortable {
+            default: &["displayName"],
+            advanced: &[],
+        },
     }
-    match context.query.get("$filter") {
-        None => Ok(None),
-        Some(f) => {
-            let e = filter::parse(f)?;
-            filter::check(entity.schema_name(), &e)?;
-            Ok(Some(e))
+}
+
+/// A page of `items` and the cursor of the next: in creation order (`order` `None`) the last
+/// object's sequence number, else the position reached in the sorted list (the token is opaque
+/// to callers).
+pub(super) fn paginate<T>(
+    mut items: Vec<T>,
+    obj: impl Fn(&T) -> &Obj,
+    order: Option<&Order>,
+    top: usize,
+    after: u64,
+) -> (Vec<T>, Option<u64>) {
+    match order {
+        None => {
+            items.retain(|item| obj(item).seq > after);
+            let more = items.len() > top;
+            items.truncate(top);
+            let next = items.last().filter(|_| more).map(|item| obj(item).seq);
+            (items, next)
+        }
+        Some(order) => {
+            let key = |o: &Obj| o.str_prop(order.property).unwrap_or("").to_lowercase();
+            items.sort_by(|a, b| {
+                let (a, b) = (obj(a), obj(b));
+                key(a).cmp(&key(b)).then(a.seq.cmp(&b.seq))
+            });
+            if order.descending {
+                items.reverse();
+            }
+            let skip = usize::try_from(after)
+                .unwrap_or(usize::MAX)
+                .min(items.len());
+            let total = items.len();
+            let mut page: Vec<T> = items.drain(skip..).collect();
+            page.truncate(top);
+            let reached = skip.saturating_add(page.len());
+            let next = (reached < total).then_some(u64::try_from(reached).unwrap_or(u64::MAX));
+            (page, next)
         }
     }
 }
 
-/// A list's `$orderby`: the property sorted on and whether descending.
-struct Order {
-    property: &'static str,
-    descending: bool,
-}
-
-/// `$orderby` as Graph takes it on users and groups without an advanced query: one of
-/// `displayName` (users, groups) and `userPrincipalName` (users), `asc` or `desc`, and not
-/// together with `$filter` (that needs `ConsistencyLevel: eventual`, which this tenant does not
-/// serve for sorting) (<https://learn.microsoft.com/en-us/graph/aad-advanced-queries>).
-fn order_by(
+/// Live, replicated objects that pass `expr` and `search`, in creation order.
+fn matching<'a>(
+    tenant: &'a TenantState,
     context: &RequestContext<'_>,
     entity: Entity,
-    filtered: bool,
-) -> Result<Option<Order>, GraphError> {
-    let Some(text) = context.query.get("$orderby") else {
-        return Ok(None);
-    };
-    let unsupported = || GraphError::unsupported_query("Sorting not supported for current query.");
-    if filtered {
-        return Err(unsupported());
-    }
-    let mut words = text.split_whitespace();
-    let property = match (entity, words.next()) {
-        (_, Some(p)) if p.eq_ignore_ascii_case("displayName") => "displayName",
-        (Entity::User, Some(p)) if p.eq_ignore_ascii_case("userPrincipalName") => {
-            "userPrincipalName"
-        }
-        _ => return Err(unsupported()),
-    };
-    let descending = match words.next() {
-        None => false,
-        Some(d) if d.eq_ignore_ascii_case("asc") => false,
-        Some(d) if d.eq_ignore_ascii_case("desc") => true,
-        Some(_) => return Err(unsupported()),
-    };
-    if words.next().is_some() || text.contains(',') {
-        return Err(unsupported());
-    }
-    Ok(Some(Order {
-        property,
-        descending,
-    }))
-}
-
-/// `GET /users` or `GET /groups`: live, replicated objects in creation order (or sorted by
-/// `$orderby`), a page at a time.
-pub(super) fn list(
-    tenant: &TenantState,
-    context: &RequestContext<'_>,
-    entity: Entity,
-) -> GraphResult {
-    let expr = list_filter(context, entity)?;
-    let order = order_by(context, entity, expr.is_some())?;
-    let select = select_list(&context.query, entity)?;
-    let top = page_size(&context.query)?;
-    let after = skip_cursor(&context.query)?;
+    expr: Option<&filter::Expr>,
+    search: Option<&Search>,
+) -> Vec<&'a Obj> {
     let all = objects(tenant, entity);
     // A filter on id or UPN reads the index, not every object: the same answer (the candidates
     // still pass the filter below, in creation order), without a scan per request.
-    let candidates = match (entity, &expr) {
+    let candidates = match (entity, expr) {
         (Entity::User, Some(e)) => tenant.user_candidates(e),
         _ => None,
     };
@@ -164,34 +152,33 @@ pub(super) fn list(
         Some(positions) => Box::new(positions.iter().filter_map(|&i| all.get(i))),
         None => Box::new(all.iter()),
     };
-    let mut matching: Vec<&Obj> = scanned
+    scanned
         .filter(|o| !o.deleted && o.visible(context.now))
-        .filter(|o| expr.as_ref().is_none_or(|e| filter::eval(e, &o.props)))
-        .collect();
+        .filter(|o| expr.is_none_or(|e| filter::eval(e, &o.props)))
+        .filter(|o| search.is_none_or(|s| search::matches(s, &o.props)))
+        .collect()
+}
+
+/// `GET /users` or `GET /groups`: live, replicated objects in creation order (or sorted by
+/// `$orderby`), a page at a time, with `$filter`, `$search` and `$count`
+/// (docs/graph-behaviour.md#advanced-queries).
+pub(super) fn list(
+    tenant: &TenantState,
+    context: &RequestContext<'_>,
+    entity: Entity,
+) -> GraphResult {
+    let name = entity.schema_name();
+    let mode = query::mode(context);
+    let search = query::search(context, name)?;
+    let expr = query::filter(context, name, mode)?;
+    let narrowed = expr.is_some() || search.is_some();
+    let order = query::order_by(context, &sortable(entity), narrowed, mode)?;
+    let select = select_list(&context.query, entity)?;
+    let top = page_size(&context.query)?;
+    let after = skip_cursor(&context.query)?;
+    let matching = matching(tenant, context, entity, expr.as_ref(), search.as_ref());
     let total = matching.len();
-    // The page, and the cursor of the next: the last object's sequence number in creation
-    // order, the position reached in a sorted list (the token is opaque to callers).
-    let (page, next): (Vec<&Obj>, Option<u64>) = match &order {
-        None => {
-            let rest: Vec<&Obj> = matching.into_iter().filter(|o| o.seq > after).collect();
-            let page: Vec<&Obj> = rest.iter().take(top).copied().collect();
-            let next = page.last().filter(|_| rest.len() > top).map(|o| o.seq);
-            (page, next)
-        }
-        Some(order) => {
-            let key = |o: &Obj| o.str_prop(order.property).unwrap_or("").to_lowercase();
-            matching.sort_by(|a, b| key(a).cmp(&key(b)).then(a.seq.cmp(&b.seq)));
-            if order.descending {
-                matching.reverse();
-            }
-            let skip = usize::try_from(after).unwrap_or(usize::MAX);
-            let page: Vec<&Obj> = matching.iter().skip(skip).take(top).copied().collect();
-            let reached = skip.saturating_add(page.len());
-            let next =
-                (reached < matching.len()).then_some(u64::try_from(reached).unwrap_or(u64::MAX));
-            (page, next)
-        }
-    };
+    let (page, next) = paginate(matching, |o| *o, order.as_ref(), top, after);
     let value: Vec<Value> = page
         .iter()
         .map(|o| Value::Object(entity.project(o, select.as_deref())))
@@ -204,11 +191,8 @@ pub(super) fn list(
             context_entity_set(entity, select.as_deref())
         )),
     );
-    let count_requested = context
-        .query
-        .get("$count")
-        .is_some_and(|c| c.eq_ignore_ascii_case("true"));
-    if count_requested && context.consistency_eventual() && after == 0 {
+    // Without the advanced parameters (or with `$expand`) Graph ignores `$count=true`.
+    if query::count_requested(context) && mode == QueryMode::Advanced && after == 0 {
         body.insert("@odata.count".into(), json!(total));
     }
     if let Some(next) = next {
@@ -218,7 +202,8 @@ pub(super) fn list(
     Ok(GraphResponse::json(StatusCode::OK, Value::Object(body)))
 }
 
-/// `GET /users/$count` or `GET /groups/$count`: needs `ConsistencyLevel: eventual`.
+/// `GET /users/$count` or `GET /groups/$count`: needs `ConsistencyLevel: eventual`, and counts
+/// what `$filter` and `$search` let through.
 pub(super) fn count(
     tenant: &TenantState,
     context: &RequestContext<'_>,
@@ -229,10 +214,10 @@ pub(super) fn count(
             "$count is not currently supported.",
         ));
     }
-    let n = objects(tenant, entity)
-        .iter()
-        .filter(|o| !o.deleted && o.visible(context.now))
-        .count();
+    let name = entity.schema_name();
+    let search = query::search(context, name)?;
+    let expr = query::filter(context, name, QueryMode::Advanced)?;
+    let n = matching(tenant, context, entity, expr.as_ref(), search.as_ref()).len();
     Ok(GraphResponse::json(StatusCode::OK, json!(n)))
 }
 

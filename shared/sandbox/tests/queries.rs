@@ -1,0 +1,360 @@
+//! Query options on users and groups as Graph answers them:
+//! advanced queries (`ConsistencyLevel: eventual` with `$count=true`, or `$search`), the `$count`
+//! segment and parameter (docs/graph-behaviour.md#advanced-queries).
+
+// Integration tests: helpers panic on broken expectations.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use m365_sandbox::demo;
+use serde_json::{Value, json};
+
+const SEARCH_NEEDS_HEADER: &str = "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'";
+
+fn needs_advanced(op: &str) -> String {
+    format!(
+        "Operator '{op}' is not supported because the required parameters might be missing. Try adding $count=true query parameter and ConsistencyLevel:eventual header. Refer to https://aka.ms/graph-docs/advanced-queries for more information"
+    )
+}
+
+/// Percent-encodes what a query value may not carry as is.
+fn enc(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('"', "%22")
+        .replace(' ', "%20")
+        .replace('#', "%23")
+        .replace('&', "%26")
+        .replace('+', "%2B")
+}
+
+/// GET with `ConsistencyLevel: eventual`; `path` may be a full nextLink.
+async fn get_eventual(t: &T, path: &str) -> Resp {
+    let url = if path.starts_with("http") {
+        path.to_owned()
+    } else {
+        t.url(path)
+    };
+    let r = t
+        .http
+        .get(url)
+        .bearer_auth(&t.token)
+        .header("ConsistencyLevel", "eventual")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    Resp {
+        status,
+        body,
+        headers,
+    }
+}
+
+fn values(r: &Resp) -> &Vec<Value> {
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["value"].as_array().unwrap()
+}
+
+fn ids(r: &Resp) -> BTreeSet<String> {
+    values(r)
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn names(r: &Resp) -> Vec<String> {
+    values(r)
+        .iter()
+        .map(|v| v["displayName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn set(list: &[&String]) -> BTreeSet<String> {
+    list.iter().map(|s| (*s).clone()).collect()
+}
+
+async fn create_group(t: &T, name: &str, description: &str) -> String {
+    let mut body = json!({
+        "displayName": name, "mailEnabled": false,
+        "mailNickname": name.replace(' ', ""), "securityEnabled": true
+    });
+    if !description.is_empty() {
+        body["description"] = json!(description);
+    }
+    let r = t.post("/groups", body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Advanced $filter operators
+
+/// `ne`, `not` and `endsWith` need the header and `$count=true`; with both they filter.
+#[tokio::test]
+async fn advanced_filter_operators_need_the_header_and_count() {
+    let t = start().await;
+    let a = t.create_user("qadv.a", json!({})).await;
+    let b = t
+        .create_user("qadv.b", json!({"mail": "qadv.b@example.com"}))
+        .await;
+    let c = t
+        .create_user(
+            "qadv.c",
+            json!({"userPrincipalName": format!("qadv.c@{}", demo::INITIAL_DOMAIN)}),
+        )
+        .await;
+    let ours = "startsWith(userPrincipalName,'qadv') and ";
+    let cases: [(&str, &str, BTreeSet<String>); 5] = [
+        ("displayName ne 'User qadv.a'", "ne", set(&[&b, &c])),
+        ("not(displayName eq 'User qadv.a')", "not", set(&[&b, &c])),
+        (
+            "endsWith(userPrincipalName,'@example.com')",
+            "endsWith",
+            set(&[&a, &b]),
+        ),
+        ("endsWith(mail,'.B@EXAMPLE.COM')", "endsWith", set(&[&b])),
+        (
+            "not(endsWith(userPrincipalName,'@example.com'))",
+            "not",
+            set(&[&c]),
+        ),
+    ];
+    for (clause, op, expected) in cases {
+        let filter = enc(&format!("{ours}{clause}"));
+        let refused = [
+            t.get(&format!("/users?$filter={filter}&$count=true")).await,
+            get_eventual(&t, &format!("/users?$filter={filter}")).await,
+        ];
+        for r in refused {
+            assert_error(&r, 400, "Request_UnsupportedQuery", &needs_advanced(op));
+        }
+        let r = get_eventual(&t, &format!("/users?$filter={filter}&$count=true")).await;
+        assert_eq!(ids(&r), expected, "{clause}");
+        assert_eq!(r.body["@odata.count"], expected.len(), "{clause}");
+    }
+    // Across the whole tenant: the admin's UPN is on the initial domain too.
+    let r = get_eventual(
+        &t,
+        &format!(
+            "/users?$count=true&$filter={}",
+            enc(&format!(
+                "endsWith(userPrincipalName,'@{}')",
+                demo::INITIAL_DOMAIN
+            ))
+        ),
+    )
+    .await;
+    assert_eq!(ids(&r), set(&[&c, &demo::ADMIN_ID.to_owned()]));
+}
+
+/// Even as an advanced query, Graph filters only what its index holds.
+#[tokio::test]
+async fn advanced_queries_still_refuse_unindexed_filters() {
+    let t = start().await;
+    for (filter, prop) in [
+        ("endsWith(displayName,'x')", "displayName"),
+        ("displayName ge 'a'", "displayName"),
+    ] {
+        let r = get_eventual(&t, &format!("/users?$count=true&$filter={}", enc(filter))).await;
+        assert_error(
+            &r,
+            400,
+            "Request_UnsupportedQuery",
+            &format!(
+                "Unsupported or invalid query filter clause specified for property '{prop}' of resource 'User'."
+            ),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// $orderby in advanced queries
+
+#[tokio::test]
+async fn advanced_queries_sort_a_filtered_list_across_pages() {
+    let t = start().await;
+    for (nick, name) in [("qord.1", "Mia"), ("qord.2", "zoe"), ("qord.3", "Al")] {
+        t.create_user(nick, json!({"displayName": name})).await;
+    }
+    let filter = enc("startsWith(userPrincipalName,'qord')");
+    let sorted = format!("/users?$filter={filter}&$orderby=displayName%20desc&$top=2");
+    let r = t.get(&format!("{sorted}&$count=true")).await;
+    assert_error(
+        &r,
+        400,
+        "Request_UnsupportedQuery",
+        "Sorting not supported for current query.",
+    );
+
+    let first = get_eventual(&t, &format!("{sorted}&$count=true")).await;
+    assert_eq!(names(&first), ["zoe", "Mia"]);
+    assert_eq!(first.body["@odata.count"], 3);
+    let next = first.body["@odata.nextLink"].as_str().unwrap();
+    let second = get_eventual(&t, next).await;
+    assert_eq!(names(&second), ["Al"]);
+    assert!(second.body.get("@odata.count").is_none(), "{}", second.body);
+    assert!(second.body.get("@odata.nextLink").is_none());
+
+    // createdDateTime sorts only in advanced queries.
+    let by_created = "/users?$orderby=createdDateTime";
+    assert_error(
+        &t.get(by_created).await,
+        400,
+        "Request_UnsupportedQuery",
+        "Sorting not supported for current query.",
+    );
+    let r = get_eventual(&t, &format!("{by_created}%20desc&$count=true")).await;
+    assert_eq!(names(&r)[..3], ["Al", "zoe", "Mia"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// $search
+
+#[tokio::test]
+async fn search_matches_words_by_prefix_and_other_properties_by_start() {
+    let t = start().await;
+    let sara = t
+        .create_user("qs.sara", json!({"displayName": "Sara Davis"}))
+        .await;
+    let sarah = t
+        .create_user("qs.sarah", json!({"displayName": "Sarah ConnorSmith"}))
+        .await;
+    let bob = t
+        .create_user("qs.bob", json!({"displayName": "Bob Lee"}))
+        .await;
+    let cases: [(&str, BTreeSet<String>); 8] = [
+        ("\"displayName:sar\"", set(&[&sara, &sarah])),
+        ("\"displayName:davis sara\"", set(&[&sara])),
+        // Words, not substrings: "ara" starts no word.
+        ("\"displayName:ara\"", BTreeSet::new()),
+        // A change to upper case splits a word.
+        ("\"displayName:smith\"", set(&[&sarah])),
+        ("\"userPrincipalName:qs.b\"", set(&[&bob])),
+        // Other properties match from their start only.
+        ("\"userPrincipalName:bob\"", BTreeSet::new()),
+        (
+            "\"displayName:connor\" OR \"userPrincipalName:qs.bob\"",
+            set(&[&sarah, &bob]),
+        ),
+        (
+            "\"displayName:sar\" AND \"userPrincipalName:qs.sarah\"",
+            set(&[&sarah]),
+        ),
+    ];
+    for (search, expected) in cases {
+        let r = get_eventual(&t, &format!("/users?$search={}", enc(search))).await;
+        assert_eq!(ids(&r), expected, "{search}");
+        assert!(r.body.get("@odata.count").is_none(), "{search}");
+    }
+    // With $filter (AND), $count and $orderby.
+    let r = get_eventual(
+        &t,
+        &format!(
+            "/users?$search={}&$filter={}&$count=true&$orderby=displayName%20desc",
+            enc("\"displayName:sar\" OR \"displayName:bob\""),
+            enc("startsWith(userPrincipalName,'qs.')")
+        ),
+    )
+    .await;
+    assert_eq!(names(&r), ["Sarah ConnorSmith", "Sara Davis", "Bob Lee"]);
+    assert_eq!(r.body["@odata.count"], 3);
+    // The $count segment counts the search too.
+    let r = get_eventual(
+        &t,
+        &format!("/users/$count?$search={}", enc("\"displayName:sar\"")),
+    )
+    .await;
+    assert_eq!(r.body, json!(2));
+}
+
+#[tokio::test]
+async fn search_on_groups_reads_display_name_and_description() {
+    let t = start().await;
+    let review = create_group(&t, "Budget Team", "Quarterly budget review").await;
+    let video = create_group(&t, "OneVideo crew", "Studio").await;
+    for (search, expected) in [
+        ("\"description:quarter\"", set(&[&review])),
+        ("\"displayName:video one\"", set(&[&video])),
+        (
+            "\"description:accounting\"",
+            set(&[&demo::ACCOUNTING_ID.to_owned()]),
+        ),
+        ("\"mailNickname:budget\"", set(&[&review])),
+    ] {
+        let r = get_eventual(&t, &format!("/groups?$search={}", enc(search))).await;
+        assert_eq!(ids(&r), expected, "{search}");
+    }
+}
+
+#[tokio::test]
+async fn search_is_refused_as_graph_refuses_it() {
+    let t = start().await;
+    let r = t
+        .get(&format!("/users?$search={}", enc("\"displayName:a\"")))
+        .await;
+    assert_error(&r, 400, "Request_UnsupportedQuery", SEARCH_NEEDS_HEADER);
+    let refused = [
+        (
+            "displayName:sar",
+            "BadRequest",
+            "Syntax error: character ':' is not valid at position 11 in 'displayName:sar'.",
+        ),
+        (
+            "\"displayName:sar",
+            "BadRequest",
+            "There is an unterminated string literal at position 16 in '\"displayName:sar'.",
+        ),
+        (
+            "\"nope:x\"",
+            "Request_UnsupportedQuery",
+            "Property 'nope' does not exist as a declared property or extension property.",
+        ),
+        (
+            "\"officeLocation:x\"",
+            "Request_UnsupportedQuery",
+            "Unsupported or invalid query filter clause specified for property 'officeLocation' of resource 'User'.",
+        ),
+    ];
+    for (search, code, message) in refused {
+        let r = get_eventual(&t, &format!("/users?$search={}", enc(search))).await;
+        assert_error(&r, 400, code, message);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// $count
+
+#[tokio::test]
+async fn count_parameter_and_segment_on_users() {
+    let t = start().await;
+    for nick in ["qcnt.a", "qcnt.b"] {
+        t.create_user(nick, json!({})).await;
+    }
+    let all = values(&t.get("/users?$top=999").await).len();
+    let r = t.get("/users?$count=true").await;
+    assert!(
+        r.body.get("@odata.count").is_none(),
+        "ignored without the header"
+    );
+    assert_eq!(values(&r).len(), all);
+    let r = get_eventual(&t, "/users?$count=true&$top=1").await;
+    assert_eq!(r.body["@odata.count"], all);
+    assert_eq!(values(&r).len(), 1);
+
+    let filter = enc("startsWith(userPrincipalName,'qcnt')");
+    let r = get_eventual(&t, &format!("/users/$count?$filter={filter}")).await;
+    assert_eq!((r.status, &r.body), (200, &json!(2)));
+    let r = get_eventual(&t, "/users/$count").await;
+    assert_eq!(r.body, json!(all));
+}
