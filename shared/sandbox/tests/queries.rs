@@ -1,4 +1,4 @@
-//! Query options on users and groups as Graph answers them:
+//! Query options on users, groups and group members as Graph answers them:
 //! advanced queries (`ConsistencyLevel: eventual` with `$count=true`, or `$search`), the `$count`
 //! segment and parameter (docs/graph-behaviour.md#advanced-queries).
 
@@ -95,6 +95,13 @@ async fn create_group(t: &T, name: &str, description: &str) -> String {
     let r = t.post("/groups", body).await;
     assert_eq!(r.status, 201, "{}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn add_member(t: &T, group: &str, member: &str) {
+    let body =
+        json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{member}")});
+    let r = t.post(&format!("/groups/{group}/members/$ref"), body).await;
+    assert_eq!(r.status, 204, "{}", r.body);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,4 +364,76 @@ async fn count_parameter_and_segment_on_users() {
     assert_eq!((r.status, &r.body), (200, &json!(2)));
     let r = get_eventual(&t, "/users/$count").await;
     assert_eq!(r.body, json!(all));
+}
+
+#[tokio::test]
+async fn members_count_segment_and_parameter() {
+    let t = start().await;
+    let group = create_group(&t, "Count Crew", "").await;
+    let inner = create_group(&t, "Count Inner", "").await;
+    let mut users = Vec::new();
+    for (nick, name) in [("qm.1", "Kim"), ("qm.2", "abe"), ("qm.3", "Lou")] {
+        let id = t.create_user(nick, json!({"displayName": name})).await;
+        add_member(&t, &group, &id).await;
+        users.push(id);
+    }
+    add_member(&t, &group, &inner).await;
+    let path = format!("/groups/{group}/members");
+
+    let r = t.get(&format!("{path}/$count")).await;
+    assert_error(
+        &r,
+        400,
+        "Request_BadRequest",
+        "$count is not currently supported.",
+    );
+    let r = get_eventual(&t, &format!("{path}/$count")).await;
+    assert_eq!((r.status, &r.body), (200, &json!(4)));
+    let r = get_eventual(
+        &t,
+        "/groups/00000000-0000-0000-0000-000000000000/members/$count",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        t.put(&format!("{path}/$count"), json!({})).await.status,
+        405
+    );
+
+    let r = t.get(&format!("{path}?$count=true")).await;
+    assert!(r.body.get("@odata.count").is_none());
+    assert_eq!(values(&r).len(), 4);
+    let r = get_eventual(&t, &format!("{path}?$count=true&$top=3")).await;
+    assert_eq!(r.body["@odata.count"], 4);
+    assert_eq!(values(&r).len(), 3);
+
+    // Filtered, searched and sorted members, as advanced queries.
+    let filter = enc("startsWith(userPrincipalName,'qm.')");
+    let r = get_eventual(
+        &t,
+        &format!("{path}?$count=true&$filter={filter}&$orderby=displayName"),
+    )
+    .await;
+    assert_eq!(names(&r), ["abe", "Kim", "Lou"]);
+    assert_eq!(r.body["@odata.count"], 3);
+    let r = get_eventual(&t, &format!("{path}/$count?$filter={filter}")).await;
+    assert_eq!(r.body, json!(3));
+    let r = get_eventual(&t, &format!("{path}?$search={}", enc("\"displayName:lo\""))).await;
+    assert_eq!(ids(&r), set(&[&users[2]]));
+    assert_error(
+        &t.get(&format!("{path}?$orderby=displayName")).await,
+        400,
+        "Request_UnsupportedQuery",
+        "Sorting not supported for current query.",
+    );
+    let r = t
+        .get(&format!("{path}?$search={}", enc("\"displayName:lo\"")))
+        .await;
+    assert_error(&r, 400, "Request_UnsupportedQuery", SEARCH_NEEDS_HEADER);
+    let r = get_eventual(
+        &t,
+        &format!("{path}?$filter={}", enc("displayName ne 'Kim'")),
+    )
+    .await;
+    assert_error(&r, 400, "Request_UnsupportedQuery", &needs_advanced("ne"));
 }

@@ -1,17 +1,62 @@
-//! `/groups/{id}/members`: list, add (`$ref`), remove (`{member}/$ref`).
+//! `/groups/{id}/members`: list (with `$filter`, `$search`, `$orderby` and `$count` as
+//! advanced queries), `$count`, add (`$ref`), remove (`{member}/$ref`).
 
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::groups::{already_member, dynamic_refused, find_group, resolve_binds};
-use super::paging::{next_link, page_size, skip_cursor};
-use super::projection::{Entity, project_group, project_user, select_list};
+use super::paging::{next_link, page_size, paginate, skip_cursor};
+use super::projection::{Entity, select_list};
+use super::query::{self, Sortable};
 use super::request::{Permission, RequestContext, ref_id};
 use crate::changes::{Relation, What};
-use crate::tenant::TenantState;
+use crate::filter::{self, QueryMode};
+use crate::search::{self, Search};
+use crate::tenant::{Obj, TenantState};
 use crate::wire::{GraphError, GraphResponse, GraphResult, METADATA};
 
-/// Users and groups among the members, live ones only, in creation order, a page at a time.
+/// Members sort only in advanced queries (the documented member sorts all send the advanced
+/// parameters: <https://learn.microsoft.com/graph/api/group-list-members>).
+const MEMBER_SORT: Sortable = Sortable {
+    default: &[],
+    advanced: &["displayName"],
+};
+
+/// The live users and groups among a group's members, in creation order.
+pub(super) fn member_objects<'a>(tenant: &'a TenantState, group: &Obj) -> Vec<(Entity, &'a Obj)> {
+    let mut members: Vec<(Entity, &Obj)> = group
+        .members
+        .iter()
+        .filter_map(|mid| {
+            if let Some(u) = tenant.live_user_exact(mid) {
+                Some((Entity::User, &tenant.users[u]))
+            } else {
+                tenant
+                    .live_group_exact(mid)
+                    .map(|g| (Entity::Group, &tenant.groups[g]))
+            }
+        })
+        .collect();
+    members.sort_by_key(|(_, o)| o.seq);
+    members
+}
+
+/// The members a `$filter` and a `$search` let through (checked as on users: members are
+/// directory objects, users above all).
+fn matching_members<'a>(
+    tenant: &'a TenantState,
+    group: &Obj,
+    expr: Option<&filter::Expr>,
+    search: Option<&Search>,
+) -> Vec<(Entity, &'a Obj)> {
+    member_objects(tenant, group)
+        .into_iter()
+        .filter(|(_, o)| expr.is_none_or(|e| filter::eval(e, &o.props)))
+        .filter(|(_, o)| search.is_none_or(|s| search::matches(s, &o.props)))
+        .collect()
+}
+
+/// Users and groups among the members, a page at a time.
 pub(super) fn list(tenant: &TenantState, context: &RequestContext<'_>, id: &str) -> GraphResult {
     context.need(Permission::GroupRead)?;
     let g = find_group(tenant, id, context)?;
@@ -21,40 +66,50 @@ pub(super) fn list(tenant: &TenantState, context: &RequestContext<'_>, id: &str)
             "Unsupported or invalid query filter clause specified for property 'members' of resource 'Group'.",
         ));
     }
+    let mode = query::mode(context);
+    let search = query::search(context, "user")?;
+    let expr = query::filter(context, "user", mode)?;
+    let narrowed = expr.is_some() || search.is_some();
+    let order = query::order_by(context, &MEMBER_SORT, narrowed, mode)?;
     let top = page_size(&context.query)?;
     let after = skip_cursor(&context.query)?;
-    let mut members: Vec<(u64, Value)> = Vec::new();
-    for mid in &tenant.groups[g].members {
-        if let Some(u) = tenant.live_user_exact(mid).map(|i| &tenant.users[i]) {
-            let mut m = Map::new();
-            m.insert("@odata.type".into(), json!("#microsoft.graph.user"));
-            m.extend(project_user(u, select.as_deref()));
-            members.push((u.seq, Value::Object(m)));
-        } else if let Some(gr) = tenant.live_group_exact(mid).map(|i| &tenant.groups[i]) {
-            let mut m = Map::new();
-            m.insert("@odata.type".into(), json!("#microsoft.graph.group"));
-            m.extend(project_group(gr, select.as_deref()));
-            members.push((gr.seq, Value::Object(m)));
-        }
-    }
-    members.sort_by_key(|(seq, _)| *seq);
-    let rest: Vec<(u64, Value)> = members.into_iter().filter(|(s, _)| *s > after).collect();
+    let members = matching_members(tenant, &tenant.groups[g], expr.as_ref(), search.as_ref());
+    let total = members.len();
+    let (page, next) = paginate(members, |m| m.1, order.as_ref(), top, after);
     let mut body = Map::new();
     body.insert(
         "@odata.context".into(),
         json!(format!("{METADATA}#directoryObjects")),
     );
-    if rest.len() > top {
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(next_link(context, rest[top - 1].0)),
-        );
+    if query::count_requested(context) && mode == QueryMode::Advanced && after == 0 {
+        body.insert("@odata.count".into(), json!(total));
     }
-    body.insert(
-        "value".into(),
-        Value::Array(rest.into_iter().take(top).map(|(_, v)| v).collect()),
-    );
+    if let Some(next) = next {
+        body.insert("@odata.nextLink".into(), json!(next_link(context, next)));
+    }
+    let value = page
+        .iter()
+        .map(|(entity, o)| entity.directory_object(o, select.as_deref()))
+        .collect();
+    body.insert("value".into(), Value::Array(value));
     Ok(GraphResponse::json(StatusCode::OK, Value::Object(body)))
+}
+
+/// `GET /groups/{id}/members/$count`: an advanced query, so it needs `ConsistencyLevel:
+/// eventual` (<https://learn.microsoft.com/graph/aad-advanced-queries>: "Use of $count as a URL
+/// segment"), and counts what `$filter` and `$search` let through.
+pub(super) fn count(tenant: &TenantState, context: &RequestContext<'_>, id: &str) -> GraphResult {
+    context.need(Permission::GroupRead)?;
+    let g = find_group(tenant, id, context)?;
+    if !context.consistency_eventual() {
+        return Err(GraphError::bad_request(
+            "$count is not currently supported.",
+        ));
+    }
+    let search = query::search(context, "user")?;
+    let expr = query::filter(context, "user", QueryMode::Advanced)?;
+    let n = matching_members(tenant, &tenant.groups[g], expr.as_ref(), search.as_ref()).len();
+    Ok(GraphResponse::json(StatusCode::OK, json!(n)))
 }
 
 pub(super) fn add(

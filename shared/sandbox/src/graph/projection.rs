@@ -38,6 +38,26 @@ impl Entity {
             Entity::Group => project_group(obj, select),
         }
     }
+
+    /// The `@odata.type` of an object of this kind among directory objects.
+    pub(super) fn odata_type(self) -> &'static str {
+        match self {
+            Entity::User => "#microsoft.graph.user",
+            Entity::Group => "#microsoft.graph.group",
+        }
+    }
+
+    /// An object of this kind in a collection of directory objects (group members, an expanded
+    /// manager): its `@odata.type`, then its properties with `$select` applied.
+    pub(super) fn directory_object(self, obj: &Obj, select: Option<&[String]>) -> Value {
+        let mut m = Map::new();
+        m.insert(
+            "@odata.type".into(),
+            Value::String(self.odata_type().to_owned()),
+        );
+        m.extend(self.project(obj, select));
+        Value::Object(m)
+    }
 }
 
 const USER_DEFAULT: &[&str] = &[

@@ -61,6 +61,9 @@ pub(super) enum Route {
     ListMembers {
         group: String,
     },
+    CountMembers {
+        group: String,
+    },
     AddMember {
         group: String,
     },
@@ -128,6 +131,7 @@ impl Route {
             ("PATCH", ["groups", id]) => Route::UpdateGroup { id: key(id) },
             ("DELETE", ["groups", id]) => Route::DeleteGroup { id: key(id) },
             ("GET", ["groups", id, "members"]) => Route::ListMembers { group: key(id) },
+            ("GET", ["groups", id, "members", "$count"]) => Route::CountMembers { group: key(id) },
             ("POST", ["groups", id, "members", "$ref"]) => Route::AddMember { group: key(id) },
             ("DELETE", ["groups", id, "members", member, "$ref"]) => Route::RemoveMember {
                 group: key(id),
@@ -176,7 +180,7 @@ fn known_path(segments: &[&str]) -> bool {
             | ["users", _, "assignLicense" | "licenseDetails" | "manager"]
             | ["users", _, "manager", "$ref"]
             | ["groups", _, "members"]
-            | ["groups", _, "members", "$ref"]
+            | ["groups", _, "members", "$ref" | "$count"]
             | ["groups", _, "members", _, "$ref"]
             | ["directory", "deletedItems", _]
             | ["directory", "deletedItems", _, "restore"]
@@ -212,6 +216,7 @@ pub(super) fn dispatch(
         Route::UpdateGroup { id } => groups::update(tenant, context, &id),
         Route::DeleteGroup { id } => groups::delete(tenant, context, &id),
         Route::ListMembers { group } => members::list(tenant, context, &group),
+        Route::CountMembers { group } => members::count(tenant, context, &group),
         Route::AddMember { group } => members::add(tenant, context, &group),
         Route::RemoveMember { group, member } => members::remove(tenant, context, &group, &member),
         Route::ListDeleted { entity } => directory::list_deleted(tenant, context, entity),
