@@ -158,6 +158,31 @@ pub fn has_property(entity: &str, name: &str) -> bool {
         .is_some_and(|def| def.prop(name).is_some())
 }
 
+/// What a name given to `$expand` is on `entity` (matched without regard to ASCII case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExpandName {
+    /// A navigation property, under its declared name (`manager`, `members`).
+    Navigation(&'static str),
+    /// A structural property: not expandable.
+    Structural(&'static str),
+    /// Neither.
+    Unknown,
+}
+
+/// Resolves `name` among `entity`'s navigation and structural properties, and gives the type's
+/// full name (`microsoft.graph.user`) for Graph's error texts. `None` for an unknown entity.
+pub(crate) fn expand_name(entity: &str, name: &str) -> Option<(&'static str, ExpandName)> {
+    let def = schema().entity(entity)?;
+    let found = if let Some(nav) = def.navs.iter().find(|n| n.name.eq_ignore_ascii_case(name)) {
+        ExpandName::Navigation(nav.name)
+    } else if let Some(prop) = def.props.iter().find(|p| p.name.eq_ignore_ascii_case(name)) {
+        ExpandName::Structural(prop.name)
+    } else {
+        ExpandName::Unknown
+    };
+    Some((def.name, found))
+}
+
 /// The structural properties of `entity`, inherited ones first (`id` from `entity`, ...), in
 /// CSDL order. Empty for an unknown entity.
 pub fn property_names(entity: &str) -> Vec<&'static str> {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::expand;
 use super::members::member_link;
 use super::paging;
 use super::projection::{Entity, context_entity_set, project_group, select_list};
@@ -24,11 +25,16 @@ pub(super) fn count(tenant: &TenantState, context: &RequestContext<'_>) -> Graph
     paging::count(tenant, context, Entity::Group)
 }
 
+/// `GET /groups/{id}`, with `$select` and `$expand=members`.
 pub(super) fn get(tenant: &TenantState, context: &RequestContext<'_>, id: &str) -> GraphResult {
     context.need(Permission::GroupRead)?;
     let g = find_group(tenant, id, context)?;
+    let expand = expand::parse(&context.query, Entity::Group.schema_name())?;
     let select = select_list(&context.query, Entity::Group)?;
     let mut body = project_group(&tenant.groups[g], select.as_deref());
+    if let Some(expand) = &expand {
+        expand.apply(tenant, context, &tenant.groups[g], &mut body);
+    }
     body.insert(
         "@odata.context".into(),
         json!(format!(

@@ -4,6 +4,7 @@
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::expand;
 use super::groups::{already_member, dynamic_refused, find_group, resolve_binds};
 use super::paging::{next_link, page_size, paginate, skip_cursor};
 use super::projection::{Entity, select_list};
@@ -60,6 +61,8 @@ fn matching_members<'a>(
 pub(super) fn list(tenant: &TenantState, context: &RequestContext<'_>, id: &str) -> GraphResult {
     context.need(Permission::GroupRead)?;
     let g = find_group(tenant, id, context)?;
+    // Members are directory objects, which have no relationship to expand.
+    expand::parse(&context.query, "directoryObject")?;
     let select = select_list(&context.query, Entity::User)?;
     if context.query.get("$filter").is_some() && !context.consistency_eventual() {
         return Err(GraphError::unsupported_query(

@@ -10,6 +10,7 @@
 
 mod delta;
 mod directory;
+mod expand;
 mod faults;
 mod groups;
 mod licenses;

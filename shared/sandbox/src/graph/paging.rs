@@ -1,11 +1,12 @@
-//! Lists of users and groups: `$filter`, `$search`, `$orderby`, `$top`, `$skiptoken` paging with
-//! `@odata.nextLink`, `$count`.
+//! Lists of users and groups: `$filter`, `$search`, `$orderby`, `$expand`, `$top`, `$skiptoken`
+//! paging with `@odata.nextLink`, `$count`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::expand;
 use super::projection::{Entity, context_entity_set, select_list};
 use super::query::{self, Order, Sortable};
 use super::request::{Query, RequestContext};
@@ -160,14 +161,15 @@ fn matching<'a>(
 }
 
 /// `GET /users` or `GET /groups`: live, replicated objects in creation order (or sorted by
-/// `$orderby`), a page at a time, with `$filter`, `$search` and `$count`
-/// (docs/graph-behaviour.md#advanced-queries).
+/// `$orderby`), a page at a time, with `$filter`, `$search`, `$count` and `$expand`
+/// (docs/graph-behaviour.md#advanced-queries, #expand).
 pub(super) fn list(
     tenant: &TenantState,
     context: &RequestContext<'_>,
     entity: Entity,
 ) -> GraphResult {
     let name = entity.schema_name();
+    let expand = expand::parse(&context.query, name)?;
     let mode = query::mode(context);
     let search = query::search(context, name)?;
     let expr = query::filter(context, name, mode)?;
@@ -181,7 +183,13 @@ pub(super) fn list(
     let (page, next) = paginate(matching, |o| *o, order.as_ref(), top, after);
     let value: Vec<Value> = page
         .iter()
-        .map(|o| Value::Object(entity.project(o, select.as_deref())))
+        .map(|o| {
+            let mut m = entity.project(o, select.as_deref());
+            if let Some(expand) = &expand {
+                expand.apply(tenant, context, o, &mut m);
+            }
+            Value::Object(m)
+        })
         .collect();
     let mut body = Map::new();
     body.insert(

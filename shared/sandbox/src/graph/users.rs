@@ -3,6 +3,7 @@
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use super::expand;
 use super::paging;
 use super::projection::{Entity, context_entity_set, project_user, select_list};
 use super::request::{Permission, RequestContext, read_only_error, ref_id, schema_error};
@@ -21,11 +22,16 @@ pub(super) fn count(tenant: &TenantState, context: &RequestContext<'_>) -> Graph
     paging::count(tenant, context, Entity::User)
 }
 
+/// `GET /users/{id | userPrincipalName}`, with `$select` and `$expand=manager`.
 pub(super) fn get(tenant: &TenantState, context: &RequestContext<'_>, key: &str) -> GraphResult {
     context.need(Permission::UserRead)?;
     let i = find_user(tenant, key, context)?;
+    let expand = expand::parse(&context.query, Entity::User.schema_name())?;
     let select = select_list(&context.query, Entity::User)?;
     let mut body = project_user(&tenant.users[i], select.as_deref());
+    if let Some(expand) = &expand {
+        expand.apply(tenant, context, &tenant.users[i], &mut body);
+    }
     body.insert(
         "@odata.context".into(),
         json!(format!(
