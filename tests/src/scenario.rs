@@ -77,6 +77,31 @@ pub fn group(id: &str, name: &str, members: &[&str]) -> Value {
     json!({"id": id, "name": name, "members": members})
 }
 
+/// A Graph client of the demo app on `sandbox`, with counters of its own.
+fn client_for(sandbox: &RunningSandbox) -> GraphClient {
+    let settings = GraphSettings {
+        login_url: Some(sandbox.login_url()),
+        graph_url: Some(sandbox.graph_url()),
+        request_timeout: Duration::from_secs(10),
+        pacing: PacingConfig::disabled(),
+        replication_retry: RetryPolicy::fast(10, Duration::from_millis(25)),
+        transient_retry: RetryPolicy::fast(5, Duration::from_millis(10)),
+        ..GraphSettings::default()
+    };
+    GraphClient::with_shared(
+        settings,
+        m365_graph::Credentials {
+            tenant: demo::TENANT_ID.to_owned(),
+            client_id: demo::CLIENT_ID.to_owned(),
+            credential: m365_graph::ClientCredential::Secret(SecretString::from(
+                demo::CLIENT_SECRET,
+            )),
+        },
+        SharedState::isolated(),
+    )
+    .expect("client")
+}
+
 /// One test's world.
 pub struct Scenario {
     pub sandbox: RunningSandbox,
@@ -102,28 +127,7 @@ impl Scenario {
         let source_path = dir.path().join("source.json");
         std::fs::write(&source_path, r#"{"users": [], "groups": []}"#).expect("write source");
         let state = SqliteStateStore::open(dir.path().join("state.sqlite")).expect("state opens");
-        let settings = GraphSettings {
-            login_url: Some(sandbox.login_url()),
-            graph_url: Some(sandbox.graph_url()),
-            request_timeout: Duration::from_secs(10),
-            pacing: PacingConfig::disabled(),
-            replication_retry: RetryPolicy::fast(10, Duration::from_millis(25)),
-            transient_retry: RetryPolicy::fast(5, Duration::from_millis(10)),
-            ..GraphSettings::default()
-        };
-        let client = GraphClient::with_shared(
-            settings,
-            m365_graph::Credentials {
-                tenant: demo::TENANT_ID.to_owned(),
-                client_id: demo::CLIENT_ID.to_owned(),
-                credential: m365_graph::ClientCredential::Secret(SecretString::from(
-                    demo::CLIENT_SECRET,
-                )),
-            },
-            SharedState::isolated(),
-        )
-        .expect("client");
-        let directory = GraphDirectory::new(client);
+        let directory = GraphDirectory::new(client_for(&sandbox));
         let rule = Self::compile(&directory, &source_path, preferences, extra).await;
         Scenario {
             sandbox,
@@ -399,6 +403,12 @@ impl Scenario {
     /// Writes the sandbox received (Graph write requests, batch items counted one by one).
     pub fn tenant_writes(&self) -> u64 {
         self.directory.counters().writes
+    }
+
+    /// Graph as an administrator sees it in the portal: writes that are not the engine's
+    /// (out-of-band changes), counted apart from the engine's.
+    pub fn admin(&self) -> GraphClient {
+        client_for(&self.sandbox)
     }
 
     // --- state ---

@@ -621,15 +621,15 @@ impl Engine<'_> {
         let previous_cursor = previous.as_ref().and_then(|c| c.changes_cursor.clone());
         // The tenant's changes were judged: read on from there once this run's writes are
         // recorded (a run stopped early reads them again; judging them twice is harmless).
-        // Repairs not all carried out (failed, held by the breaker) are found again by a full
-        // reconciliation on the next run, as a change round would not report them again.
+        // The tenant's changes move on as the source's do: not past repairs the breaker held
+        // (read again, they wait for the override). Repairs that failed are found again by a
+        // full reconciliation on the next run, as a change round would not report them again.
+        let repairing =
+            drift.is_some_and(|scan| scan.mode == DriftMode::Repair && !scan.findings.is_empty());
         let drift = match drift {
-            Some(scan) if finished => {
+            Some(scan) if applied || (finished && !repairing) => {
                 let mut next = scan.next.clone();
-                if scan.mode == DriftMode::Repair
-                    && !scan.findings.is_empty()
-                    && run.status != RunStatus::Succeeded
-                {
+                if repairing && run.status != RunStatus::Succeeded {
                     next.last_full_at = None;
                 }
                 Some(next)

@@ -1,7 +1,7 @@
 //! One run's look at the tenant: read its changes (or all of it), find the links they concern,
 //! judge each ([`super::compare`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::compare::{self, Context};
 use super::{Drift, DriftChange, DriftCheckpoint, DriftMode, DriftOverlay, DriftSettings};
@@ -12,6 +12,9 @@ use crate::state::{Link, LinkPages, StateStore, UnixMillis};
 
 /// Links read per page in a full reconciliation.
 const LINK_PAGE: usize = 500;
+/// A full round reporting fewer objects than the links ÷ this is judged by looking each
+/// reported object's link up, not by reading every link.
+const LOOKUP_RATIO: u64 = 20;
 
 /// What a run found.
 #[derive(Debug, Default)]
@@ -62,11 +65,7 @@ pub async fn scan(
     if let Some(reason) = &changes.restarted {
         tracing::warn!(connection, %reason, "reading every user and group again");
     }
-    let mut findings = if changes.full {
-        judge_all(settings, state, connection, &changes).await?
-    } else {
-        judge_changed(settings, state, connection, &changes).await?
-    };
+    let mut findings = judge_round(settings, state, connection, &changes).await?;
     findings.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     let mut focus = Focus::default();
     for drift in &findings {
@@ -96,30 +95,59 @@ pub async fn scan(
     }))
 }
 
-/// A change round: each reported object's link looked up by its tenant id, and the users its
-/// relationships name.
-async fn judge_changed(
+/// Judges a round. Each reported object's link is looked up by its tenant id when the round
+/// reported few objects against the links (every change round, and a full round of a tenant
+/// mostly not this connection's); a full round of many objects reads the links page by page
+/// instead. Either way, what is held is bounded by what the round reported.
+async fn judge_round(
+    settings: &DriftSettings,
+    state: &dyn StateStore,
+    connection: &str,
+    changes: &TenantChanges,
+) -> Result<Vec<Drift>, PlanError> {
+    let reported = (changes.users.len() + changes.groups.len()) as u64;
+    if !changes.full
+        || reported.saturating_mul(LOOKUP_RATIO) < link_total(state, connection).await?
+    {
+        judge_by_lookup(settings, state, connection, changes).await
+    } else {
+        judge_by_pages(settings, state, connection, changes).await
+    }
+}
+
+/// Live and deleted links of both kinds (what a page-by-page read goes through).
+async fn link_total(state: &dyn StateStore, connection: &str) -> Result<u64, PlanError> {
+    Ok(state.count_links(connection, ObjectKind::User).await?
+        + state.count_links(connection, ObjectKind::Group).await?)
+}
+
+/// The tenant object ids a round's relationships name (managers, members).
+fn named_users(changes: &TenantChanges) -> HashSet<&str> {
+    changes
+        .users
+        .iter()
+        .chain(&changes.groups)
+        .flat_map(|o| o.links.keys())
+        .map(String::as_str)
+        .collect()
+}
+
+/// Each reported object's link, and each user its relationships name, looked up by tenant id.
+async fn judge_by_lookup(
     settings: &DriftSettings,
     state: &dyn StateStore,
     connection: &str,
     changes: &TenantChanges,
 ) -> Result<Vec<Drift>, PlanError> {
     let mut linked_users: HashMap<String, Option<String>> = HashMap::new();
-    let targets = changes
-        .users
-        .iter()
-        .chain(&changes.groups)
-        .flat_map(|o| o.links.keys());
-    for target in targets {
-        if !linked_users.contains_key(target) {
-            let link = state
-                .find_link_by_object(connection, ObjectKind::User, target)
-                .await?;
-            linked_users.insert(target.clone(), live_source_id(link.as_ref()));
-        }
+    for target in named_users(changes) {
+        let link = state
+            .find_link_by_object(connection, ObjectKind::User, target)
+            .await?;
+        linked_users.insert(target.to_owned(), live_source_id(link.as_ref()));
     }
     let resolve = |id: &str| linked_users.get(id).cloned().flatten();
-    let context = context(settings, false, &resolve);
+    let context = context(settings, changes.full, &resolve);
     let mut findings = Vec::new();
     for (kind, observed) in changes
         .users
@@ -137,9 +165,10 @@ async fn judge_changed(
     Ok(findings)
 }
 
-/// A full round: every link against the object the round reported for it. The users' links
-/// are read page by page; the reported objects are what is held.
-async fn judge_all(
+/// A full round of many objects: the links read page by page, judged against the objects the
+/// round reported; of the links not reported, only the source ids of users the round's
+/// relationships name are kept.
+async fn judge_by_pages(
     settings: &DriftSettings,
     state: &dyn StateStore,
     connection: &str,
@@ -149,12 +178,13 @@ async fn judge_all(
         changes.users.iter().map(|o| (o.id.as_str(), o)).collect();
     let groups: HashMap<&str, &ObservedObject> =
         changes.groups.iter().map(|o| (o.id.as_str(), o)).collect();
+    let named = named_users(changes);
     let mut user_links: Vec<Link> = Vec::new();
     let mut source_ids: HashMap<String, String> = HashMap::new();
     let mut pages = LinkPages::new(state, connection, ObjectKind::User, LINK_PAGE);
     while let Some(page) = pages.next_page().await? {
         for link in page {
-            if !link.is_deleted() {
+            if !link.is_deleted() && named.contains(link.object_id.as_str()) {
                 source_ids.insert(link.object_id.clone(), link.source_id.clone());
             }
             if users.contains_key(link.object_id.as_str()) {
