@@ -1,7 +1,7 @@
 //! Provisioning benchmark: the engine against the in-process sandbox tenant.
 //!
 //! ```text
-//! cargo bench -p m365-integration-tests --bench provisioning            # a to h, full sizes
+//! cargo bench -p m365-integration-tests --bench provisioning            # a to i, full sizes
 //! cargo bench -p m365-integration-tests --bench provisioning -- a c     # some scenarios
 //! cargo bench -p m365-integration-tests --bench provisioning -- --quick # smaller sizes
 //! ```
@@ -25,6 +25,9 @@
 //!   the test venv, or `MOTO_SERVER`): DynamoDB requests, items read and written, seconds.
 //! - **h** the first load of f written through three app registrations, paced together at the
 //!   tenant's write quota (18,000 / 5 min): projected to real time next to its floor.
+//! - **i** drift detection over 10k linked users: Graph requests and seconds of a run with no
+//!   drift (one delta page per collection), next to the run reading the first load's echo and a
+//!   full reconciliation.
 //!
 //! Speed and memory are measured here, never asserted in tests. A missed target is printed with
 //! the measured figure and a reason computed from the figures it rests on, which are printed with
@@ -50,6 +53,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "provisioning/drift.rs"]
+mod drift;
 #[path = "provisioning/dynamo_noop.rs"]
 mod dynamo_noop;
 #[path = "provisioning/faults.rs"]
@@ -109,7 +114,7 @@ const PAGE_SIZE: usize = 1_000;
 const USAGE: &str = "\
 provisioning benchmark: the engine against the in-process sandbox tenant
 
-usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [a] [b] [c] [d] [e] [f] [g] [h]
+usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [a] [b] [c] [d] [e] [f] [g] [h] [i]
 
   a        first load: sustained writes against the paced write quota, 429 share, writes per
            minimal write
@@ -125,12 +130,14 @@ usage: cargo bench -p m365-integration-tests --bench provisioning -- [--quick] [
            written, seconds (moto_server from .venv/bin, or MOTO_SERVER=<path>)
   h        the first load of f through three app registrations, paced together at the
            tenant's write quota: projected to real time next to its floor
+  i        drift detection over linked users: Graph requests and seconds of a run with no
+           drift, of the run reading the first load's echo, and of a full reconciliation
   --quick  smaller sizes (a few minutes in all)
   --help   this text
 
 M365_BENCH_LOG=<tracing filter> (m365_graph=info, say) writes the engine's log to stderr.
 
-No scenario named: all eight. One JSON line per scenario on stdout, then a summary; progress on
+No scenario named: all nine. One JSON line per scenario on stdout, then a summary; progress on
 stderr. A missed target comes with a reason computed from the figures it rests on; the targets of
 a scenario whose engine run failed read `failed`.";
 
@@ -161,10 +168,10 @@ fn main() {
         .iter()
         .filter(|a| !a.starts_with('-'))
         .flat_map(|a| a.chars())
-        .filter(|c| matches!(c, 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h'))
+        .filter(|c| matches!(c, 'a'..='i'))
         .collect();
     if which.is_empty() {
-        which = vec!['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+        which = vec!['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -187,7 +194,8 @@ fn main() {
                 'e' => faults::sporadic_faults(quick).await,
                 'f' => projected::projected_first_load(quick).await,
                 'g' => dynamo_noop::dynamo_noop(quick).await,
-                _ => several_apps::several_apps_first_load(quick).await,
+                'h' => several_apps::several_apps_first_load(quick).await,
+                _ => drift::no_drift_run(quick).await,
             }
         });
         let mut line = report.json.clone();

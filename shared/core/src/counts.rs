@@ -72,6 +72,9 @@ run_counts! {
     planned,
     /// Problems found while planning (one per object).
     plan_issues,
+    /// Out-of-band changes found in the tenant to what this connection manages (drift),
+    /// reported or repaired.
+    drift,
     /// Graph requests sent.
     graph_requests,
     /// Graph writes sent.

@@ -313,6 +313,7 @@ impl Engine<'_> {
             graph_throttled: after.throttled - before.throttled,
             planned: plan.steps.len() as u64,
             plan_issues: plan.issues.len() as u64,
+            drift: plan.drift.len() as u64,
             ..report.counts
         };
         let (status, message) = run_status(&plan, &report);

@@ -148,8 +148,9 @@ pub type CountOf = fn(&RunCounts) -> u64;
 ///   tenant lacks); recorded as errors like failures.
 /// - BreakerHeld: destructive steps the tripped circuit breaker held back (above 0: the breaker
 ///   tripped).
+/// - Drift: out-of-band changes found in the tenant to what the connection manages.
 /// - GraphRequests, Throttled: Graph requests sent, and those answered 429/503.
-pub const RUN_METRICS: [(&str, CountOf); 10] = [
+pub const RUN_METRICS: [(&str, CountOf); 11] = [
     ("Created", |c| c.created),
     ("GroupsCreated", |c| c.groups_created),
     ("Updated", |c| c.updated),
@@ -158,6 +159,7 @@ pub const RUN_METRICS: [(&str, CountOf); 10] = [
     ("Failed", |c| c.failed),
     ("PlanIssues", |c| c.plan_issues),
     ("BreakerHeld", |c| c.held),
+    ("Drift", |c| c.drift),
     ("GraphRequests", |c| c.graph_requests),
     ("Throttled", |c| c.graph_throttled),
 ];
@@ -370,6 +372,7 @@ mod tests {
             failed: 1,
             plan_issues: 8,
             held: 11,
+            drift: 13,
             graph_requests: 120,
             graph_writes: 40,
             graph_throttled: 6,
@@ -407,6 +410,7 @@ mod tests {
                 ("Failed", "Count"),
                 ("PlanIssues", "Count"),
                 ("BreakerHeld", "Count"),
+                ("Drift", "Count"),
                 ("GraphRequests", "Count"),
                 ("Throttled", "Count"),
                 ("RunDuration", "Milliseconds"),
@@ -422,6 +426,7 @@ mod tests {
         assert_eq!(doc["Failed"], json!(1));
         assert_eq!(doc["PlanIssues"], json!(8));
         assert_eq!(doc["BreakerHeld"], json!(11));
+        assert_eq!(doc["Drift"], json!(13));
         assert_eq!(doc["GraphRequests"], json!(120));
         assert_eq!(doc["Throttled"], json!(6));
         assert_eq!(doc["RunDuration"], json!(4321));
