@@ -395,11 +395,7 @@ impl GraphClient {
     pub(crate) fn call_absolute(&self, url: &str) -> Result<Call, GraphError> {
         let host = &self.inner.endpoints.graph_host;
         let base = &self.inner.endpoints.graph_base;
-        let same_origin = url
-            .get(..host.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(host))
-            && url[host.len()..].starts_with('/');
-        if !same_origin {
+        if !self.on_graph_host(url) {
             return Err(GraphError::Decode {
                 detail:
                     "a nextLink pointed outside the configured Graph host; refusing to follow it"
@@ -431,6 +427,14 @@ impl GraphClient {
             class: AnswerClass::Read,
             charge: None,
         })
+    }
+
+    /// Whether `url` is on the configured Graph host, the only one the bearer token goes to.
+    pub(crate) fn on_graph_host(&self, url: &str) -> bool {
+        let host = &self.inner.endpoints.graph_host;
+        url.get(..host.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(host))
+            && url[host.len()..].starts_with('/')
     }
 
     pub(crate) fn cost(&self, call: &Call) -> Cost {

@@ -5,6 +5,8 @@
 //!   ([`Cloud`]) with endpoint overrides (the sandbox tenant);
 //! - typed operations on users, licenses, managers, groups, memberships, organization, domains
 //!   and deleted items, plus JSON `$batch`;
+//! - delta rounds on users and groups ([`GraphClient::delta_round`]), merged by object and
+//!   restarted once when Graph no longer takes the token;
 //! - resilience: `Retry-After` (fractional) on 429/503, exponential backoff with jitter on
 //!   transient failures, look-up-before-re-create after uncertain creates, bounded retries for
 //!   replication lag;
@@ -22,6 +24,7 @@ mod apps;
 pub mod assertion;
 mod batch;
 mod client;
+mod delta;
 mod directory;
 mod directory_adapter;
 pub mod error;
@@ -38,6 +41,9 @@ pub use apps::AppUsage;
 pub use assertion::{CertificateCredential, CertificateError};
 pub use batch::{BatchRequest, BatchResponse};
 pub use client::{GraphClient, Pager, RequestStats, SharedState, USER_AGENT};
+pub use delta::{
+    DeltaCollection, DeltaObject, DeltaRemoval, DeltaReset, DeltaResetKind, DeltaRound,
+};
 pub use directory_adapter::GraphDirectory;
 pub use error::{AuthError, ErrorContext, ErrorKind, GraphError};
 pub use m365_core::secrets::{AssertionAlgorithm, CredentialKind};
