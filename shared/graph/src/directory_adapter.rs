@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use m365_core::directory::{ChangesRequest, ObservedObject, Removal, TenantChanges};
 use m365_core::{
     Directory, DirectoryCounters, DirectoryError, DirectoryOp, DirectoryResult, FailureKind,
     LicenseAssignment, OpOutcome, TenantDomain, TenantGroup, TenantSku, TenantUser,
@@ -50,6 +51,7 @@ use serde_json::{Map, Value, json};
 use crate::answered::with_request_id;
 use crate::batch::{BatchRequest, BatchResponse};
 use crate::client::{Collection, GraphClient};
+use crate::delta::{DeltaCollection, DeltaObject, DeltaRemoval, DeltaRound};
 use crate::error::GraphError;
 use crate::models::{AssignedLicense, NewGroup, NewUser, PasswordProfile, directory_object_url};
 use crate::odata::{
@@ -619,6 +621,79 @@ impl GraphDirectory {
         }
         Ok(out)
     }
+
+    /// One collection's delta round for [`Directory::read_changes`]; `None` when its select
+    /// list is empty (the collection is not read).
+    async fn delta_of(
+        &self,
+        collection: DeltaCollection,
+        select: &[String],
+        from: Option<&str>,
+    ) -> Result<Option<DeltaRound>, GraphError> {
+        if select.is_empty() {
+            return Ok(None);
+        }
+        self.client
+            .delta_round(collection, select, from)
+            .await
+            .map(Some)
+    }
+}
+
+/// The rounds read as the port's changes: full when asked for or when a round restarted, the
+/// restarts explained, each read collection's deltaLink as its cursor.
+fn tenant_changes(
+    asked_full: bool,
+    users: Option<DeltaRound>,
+    groups: Option<DeltaRound>,
+) -> TenantChanges {
+    let mut changes = TenantChanges {
+        full: asked_full,
+        ..TenantChanges::default()
+    };
+    let mut restarts: Vec<String> = Vec::new();
+    for (collection, round) in [
+        (DeltaCollection::Users, users),
+        (DeltaCollection::Groups, groups),
+    ] {
+        let Some(round) = round else { continue };
+        changes.full |= round.full;
+        if let Some(reset) = &round.restarted {
+            let one = match collection {
+                DeltaCollection::Users => "user",
+                DeltaCollection::Groups => "group",
+            };
+            restarts.push(format!(
+                "the {} delta token {reset}; read every {one} again",
+                collection.name()
+            ));
+        }
+        let objects: Vec<ObservedObject> = round.objects.into_iter().map(observed).collect();
+        match collection {
+            DeltaCollection::Users => {
+                changes.users = objects;
+                changes.cursor.users = Some(round.delta_link);
+            }
+            DeltaCollection::Groups => {
+                changes.groups = objects;
+                changes.cursor.groups = Some(round.delta_link);
+            }
+        }
+    }
+    changes.restarted = (!restarts.is_empty()).then(|| restarts.join("; "));
+    changes
+}
+
+fn observed(object: DeltaObject) -> ObservedObject {
+    ObservedObject {
+        id: object.id,
+        removed: object.removed.map(|r| match r {
+            DeltaRemoval::Changed => Removal::Restorable,
+            DeltaRemoval::Deleted => Removal::Permanent,
+        }),
+        properties: object.properties,
+        links: object.links,
+    }
 }
 
 #[async_trait]
@@ -851,6 +926,28 @@ impl Directory for GraphDirectory {
             "directory operations applied"
         );
         out
+    }
+
+    /// Both collections' delta rounds, concurrently (docs/graph-behaviour.md#delta-queries): each
+    /// from its stored deltaLink, or a full round when it has none or Graph no longer takes it.
+    #[tracing::instrument(skip_all, fields(full = request.from.is_none()))]
+    async fn read_changes(&self, request: ChangesRequest) -> DirectoryResult<TenantChanges> {
+        let from = request.from.as_ref();
+        let (users, groups) = futures::future::try_join(
+            self.delta_of(
+                DeltaCollection::Users,
+                &request.user_select,
+                from.and_then(|c| c.users.as_deref()),
+            ),
+            self.delta_of(
+                DeltaCollection::Groups,
+                &request.group_select,
+                from.and_then(|c| c.groups.as_deref()),
+            ),
+        )
+        .await
+        .map_err(|e| directory_error(&e))?;
+        Ok(tenant_changes(from.is_none(), users, groups))
     }
 
     fn counters(&self) -> DirectoryCounters {
