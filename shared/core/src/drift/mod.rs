@@ -119,6 +119,21 @@ pub struct DriftCheckpoint {
     pub cursor: TenantCursor,
     /// When the last full reconciliation was read.
     pub last_full_at: Option<UnixMillis>,
+    /// What the cursor's rounds track (users' `$select`, then groups'): a deltaLink keeps the
+    /// properties of the round that made it, so another selection (the mapping changed) starts
+    /// over with a full reconciliation.
+    #[serde(default)]
+    pub selected: Vec<String>,
+}
+
+impl DriftSettings {
+    /// What a cursor made under these settings tracks.
+    pub fn selected(&self) -> Vec<String> {
+        let mut selected = self.user_select.clone();
+        selected.push("|".to_owned());
+        selected.extend(self.group_select.iter().cloned());
+        selected
+    }
 }
 
 /// One difference between what the connection last applied to an object and the tenant.

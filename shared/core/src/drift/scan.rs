@@ -46,6 +46,8 @@ pub async fn scan(
     if settings.mode == DriftMode::Off {
         return Ok(None);
     }
+    let selected = settings.selected();
+    let previous = previous.filter(|p| p.selected == selected);
     let full_due = previous
         .and_then(|p| p.last_full_at)
         .is_none_or(|at| now.saturating_sub(at) >= settings.full_every_ms);
@@ -85,6 +87,7 @@ pub async fn scan(
         overlay,
         focus,
         next: DriftCheckpoint {
+            selected,
             cursor: changes.cursor,
             last_full_at: if changes.full {
                 Some(now)
