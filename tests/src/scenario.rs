@@ -190,7 +190,11 @@ impl Scenario {
             .into_iter()
             .collect(),
         };
-        compile_connection_rule(&config, &domains, &secrets).expect("rule compiles")
+        let mut rule = compile_connection_rule(&config, &domains, &secrets).expect("rule compiles");
+        // Scenarios count their Graph requests exactly; the drift check (its own requests on
+        // every run) is on in the scenarios about drift, which set its mode.
+        rule.drift.mode = m365_core::drift::DriftMode::Off;
+        rule
     }
 
     /// Replaces the rule (same source and state), as an operator editing the config would.

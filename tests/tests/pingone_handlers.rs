@@ -257,9 +257,11 @@ async fn scheduled_sync_over_pingone_continues_a_large_first_load_in_dynamodb_th
     let cursor = checkpoint.changes_cursor.expect("a changes cursor");
     assert!(cursor.0["activities"]["since"].is_string(), "{cursor:?}");
 
-    // Nothing changed: one page of activities, no Graph request.
+    // Nothing changed: one page of activities; the only Graph requests are the drift check's
+    // (docs/design.md#drift), one delta page per collection.
     let quiet = cloud.state_machine_execution(HOUR, 1).await;
-    assert_eq!(quiet[0].counts.graph_requests, 0, "{:?}", quiet[0]);
+    assert_eq!(quiet[0].counts.graph_requests, 2, "{:?}", quiet[0]);
+    assert_eq!(quiet[0].counts.drift, 0, "{:?}", quiet[0]);
 
     // A user deleted in PingOne while no webhook arrived: the activities cursor finds it.
     pingone.delete_user(&victim.id).unwrap();

@@ -251,6 +251,13 @@ async fn repair_writes_the_applied_state_back_and_only_that() {
     let bjensen = s.tenant_user(demo::BJENSEN_UPN).unwrap();
     assert_eq!(bjensen["department"], "Elsewhere");
 
+    // The repair shows old → new like any change: the tenant's value, then the applied one.
+    assert!(
+        run.plan.steps.iter().any(|st| matches!(st, Step::UpdateUser { changes, .. }
+            if changes.iter().any(|c| c.name == "department" && c.old == json!("Legal") && c.new == json!("Sales")))),
+        "{:?}",
+        run.plan.steps
+    );
     let steps: Vec<&str> = run.plan.steps.iter().map(Step::operation).collect();
     assert!(
         steps.contains(&"update user") && steps.contains(&"licenses"),
@@ -349,4 +356,86 @@ async fn the_breaker_weighs_the_memberships_a_repair_removes() {
     let run = s.try_sync(true, None).await.unwrap();
     assert_eq!(run.run.status, RunStatus::Succeeded, "{:?}", run.run);
     assert!(!s.member_upns("Drift Team").contains(&upn("cy")));
+}
+
+#[tokio::test]
+async fn a_full_reconciliation_finds_a_manager_and_a_member_a_change_round_missed() {
+    let mut s = Scenario::new(
+        "",
+        "[rule.mapping]\nmanager = { attribute = \"manager\" }\n[rule.groups]\nenabled = true\n",
+    )
+    .await;
+    s.write_source(
+        &[
+            user("u-boss", "boss", json!({})),
+            user("u-ann", "ann", json!({"manager": "u-boss"})),
+            user("u-bob", "bob", json!({})),
+        ],
+        &[group("g-team", "Drift Team", &["u-ann", "u-bob"])],
+    );
+    s.rule.drift.mode = DriftMode::Repair;
+    s.sync().await;
+    s.sync().await;
+    let admin = s.admin();
+    admin
+        .set_manager(&id_of(&s, "ann"), &id_of(&s, "bob"))
+        .await
+        .unwrap();
+    admin
+        .remove_group_member(&team_id(&s), &id_of(&s, "bob"))
+        .await
+        .unwrap();
+    // A change round reads these too: reported only, the cursor moves past them, as it would
+    // past changes a tenant's delta missed (Graph reports manager changes unreliably).
+    s.rule.drift.mode = DriftMode::Report;
+    assert_eq!(s.sync().await.plan.drift.len(), 2);
+    s.rule.drift.mode = DriftMode::Repair;
+    let quiet = s.sync().await;
+    assert!(
+        quiet.plan.drift.is_empty(),
+        "cursor is past the changes: {:?}",
+        quiet.plan.drift
+    );
+
+    s.rule.drift.full_every_ms = 0;
+    let full = s.sync().await;
+    assert_eq!(
+        drift_of(&full.plan, &upn("ann")),
+        vec![&DriftChange::Manager {
+            applied: Some("u-boss".to_owned()),
+            found: Some("u-bob".to_owned())
+        }]
+    );
+    assert_eq!(
+        drift_of(&full.plan, "Drift Team"),
+        vec![&DriftChange::MemberRemoved {
+            member: id_of(&s, "bob")
+        }]
+    );
+    let ann = s.tenant_user(&upn("ann")).unwrap();
+    assert_eq!(
+        ann["manager"],
+        id_of(&s, "boss").as_str(),
+        "manager repaired"
+    );
+    assert!(
+        s.member_upns("Drift Team").contains(&upn("bob")),
+        "member repaired"
+    );
+}
+
+#[tokio::test]
+async fn another_mapping_starts_over_with_a_full_reconciliation() {
+    let mut s = world(DriftMode::Report).await;
+    let log_from = s.sandbox.sandbox().request_log().len();
+    s.rule.drift.user_select.push("officeLocation".to_owned());
+    let run = s.sync().await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:?}", run.run);
+    // The delta round is not continued: a new round without a token reads every user.
+    let first = s.sandbox.sandbox().request_log()[log_from..]
+        .iter()
+        .find(|r| r.path.starts_with("/v1.0/users/delta"))
+        .map(|r| r.path.clone())
+        .unwrap();
+    assert!(!first.contains("deltatoken"), "{first}");
 }

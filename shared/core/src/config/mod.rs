@@ -620,6 +620,24 @@ source = "generate"
         assert_eq!(file.location, "users.json");
         assert_eq!(config.rule.match_attribute, "userPrincipalName");
         assert_eq!(config.rule.preferences, Preferences::default());
+        assert_eq!(config.connection.drift, crate::drift::DriftMode::Report);
+        assert_eq!(config.connection.drift_full_every_hours, 24);
+    }
+
+    #[test]
+    fn drift_is_read_and_a_wrong_mode_is_refused() {
+        let text = MINIMAL.replace(
+            "name = \"contoso\"",
+            "name = \"contoso\"\ndrift = \"repair\"\ndrift_full_every_hours = 6",
+        );
+        let config = Config::from_toml(&text, "t").unwrap();
+        assert_eq!(config.connection.drift, crate::drift::DriftMode::Repair);
+        assert_eq!(config.connection.drift_full_every_hours, 6);
+        let wrong = MINIMAL.replace("name = \"contoso\"", "name = \"contoso\"\ndrift = \"fix\"");
+        let error = Config::from_toml(&wrong, "t").unwrap_err().to_string();
+        for word in ["drift", "off", "report", "repair"] {
+            assert!(error.contains(word), "{word}: {error}");
+        }
     }
 
     #[test]
