@@ -439,3 +439,49 @@ async fn another_mapping_starts_over_with_a_full_reconciliation() {
         .unwrap();
     assert!(!first.contains("deltatoken"), "{first}");
 }
+
+#[tokio::test]
+async fn a_change_among_many_linked_users_is_found_by_looking_its_link_up() {
+    // Few objects reported against many links: each reported object's link is looked up by its
+    // tenant id rather than every link read.
+    let mut s = Scenario::new("", "[rule.groups]\nenabled = true\n").await;
+    let users: Vec<_> = (0..45)
+        .map(|i| {
+            user(
+                &format!("u-{i:02}"),
+                &format!("many{i:02}"),
+                json!({"department": "Sales"}),
+            )
+        })
+        .collect();
+    s.write_source(&users, &[group("g-team", "Drift Team", &["u-00", "u-01"])]);
+    s.rule.drift.mode = DriftMode::Repair;
+    s.sync().await;
+    s.sync().await;
+    let admin = s.admin();
+    admin
+        .update_user(
+            &id_of(&s, "many07"),
+            &Patch::new().set("department", "Legal"),
+        )
+        .await
+        .unwrap();
+    admin
+        .remove_group_member(&team_id(&s), &id_of(&s, "many01"))
+        .await
+        .unwrap();
+    admin
+        .add_group_member(&team_id(&s), &id_of(&s, "many09"))
+        .await
+        .unwrap();
+    let run = s.sync().await;
+    assert_eq!(run.plan.drift.len(), 3, "{:?}", run.plan.drift);
+    assert_eq!(
+        s.tenant_user(&upn("many07")).unwrap()["department"],
+        "Sales"
+    );
+    assert_eq!(
+        s.member_upns("Drift Team"),
+        vec![upn("many00"), upn("many01")]
+    );
+}

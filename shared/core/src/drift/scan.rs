@@ -12,8 +12,8 @@ use crate::state::{Link, LinkPages, StateStore, UnixMillis};
 
 /// Links read per page in a full reconciliation.
 const LINK_PAGE: usize = 500;
-/// A full round reporting fewer objects than the links ÷ this is judged by looking each
-/// reported object's link up, not by reading every link.
+/// A round reporting fewer objects than the links ÷ this is judged by looking each reported
+/// object's link up, not by reading every link.
 const LOOKUP_RATIO: u64 = 20;
 
 /// What a run found.
@@ -99,9 +99,10 @@ pub async fn scan(
 }
 
 /// Judges a round. Each reported object's link is looked up by its tenant id when the round
-/// reported few objects against the links (every change round, and a full round of a tenant
-/// mostly not this connection's); a full round of many objects reads the links page by page
-/// instead. Either way, what is held is bounded by what the round reported.
+/// reported few objects against the links (a quiet change round, a full round of a tenant
+/// mostly not this connection's); a round of many objects (a full one, or the one reading back
+/// a first load's writes) reads the links page by page instead. Either way, what is held is
+/// bounded by what the round reported.
 async fn judge_round(
     settings: &DriftSettings,
     state: &dyn StateStore,
@@ -109,9 +110,7 @@ async fn judge_round(
     changes: &TenantChanges,
 ) -> Result<Vec<Drift>, PlanError> {
     let reported = (changes.users.len() + changes.groups.len()) as u64;
-    if !changes.full
-        || reported.saturating_mul(LOOKUP_RATIO) < link_total(state, connection).await?
-    {
+    if reported.saturating_mul(LOOKUP_RATIO) < link_total(state, connection).await? {
         judge_by_lookup(settings, state, connection, changes).await
     } else {
         judge_by_pages(settings, state, connection, changes).await
@@ -168,9 +167,9 @@ async fn judge_by_lookup(
     Ok(findings)
 }
 
-/// A full round of many objects: the links read page by page, judged against the objects the
-/// round reported; of the links not reported, only the source ids of users the round's
-/// relationships name are kept.
+/// A round of many objects: the links read page by page, judged against the objects the round
+/// reported; of the links not reported, only the source ids of users the round's relationships
+/// name are kept.
 async fn judge_by_pages(
     settings: &DriftSettings,
     state: &dyn StateStore,
@@ -196,7 +195,7 @@ async fn judge_by_pages(
         }
     }
     let resolve = |id: &str| source_ids.get(id).cloned();
-    let context = context(settings, true, &resolve);
+    let context = context(settings, changes.full, &resolve);
     let mut findings = Vec::new();
     for link in &user_links {
         if let Some(observed) = users.get(link.object_id.as_str()) {
