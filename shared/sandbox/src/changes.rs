@@ -47,8 +47,12 @@ pub(crate) enum What {
 
 /// One change to one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Change {
     pub seq: u64,
+    /// Unix ms when it happened (entries older than a token can live are dropped).
+    #[serde(default)]
+    pub at_ms: u64,
     pub id: String,
     #[serde(flatten)]
     pub what: What,
@@ -56,16 +60,36 @@ pub(crate) struct Change {
 
 /// Changes to users and to groups, each list in ascending `seq`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct ChangeLog {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<Change>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<Change>,
+    /// Changes up to this sequence number were dropped: a token from before it cannot be
+    /// served (Graph's `syncStateNotFound`).
+    #[serde(default)]
+    pub compacted_through: u64,
 }
 
 impl ChangeLog {
     pub(crate) fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.groups.is_empty()
+        self.users.is_empty() && self.groups.is_empty() && self.compacted_through == 0
+    }
+
+    /// Drops the changes made before `before_ms`: no token older than a token's lifetime is
+    /// served, so they would never be read again. Entries are in time order; the check is one
+    /// comparison when there is nothing to drop.
+    pub(crate) fn compact(&mut self, before_ms: u64) {
+        for list in [&mut self.users, &mut self.groups] {
+            let old = list.partition_point(|c| c.at_ms < before_ms);
+            if old > 0 {
+                if let Some(last) = list.get(old - 1) {
+                    self.compacted_through = self.compacted_through.max(last.seq);
+                }
+                list.drain(..old);
+            }
+        }
     }
 
     /// The changes of one list after `since` up to and including `upto`.
@@ -83,6 +107,7 @@ mod tests {
     fn change(seq: u64) -> Change {
         Change {
             seq,
+            at_ms: seq * 10,
             id: format!("o{seq}"),
             what: What::Created,
         }
@@ -102,5 +127,24 @@ mod tests {
         assert_eq!(seqs(4, 5), Vec::<u64>::new());
         assert_eq!(seqs(8, 100), Vec::<u64>::new());
         assert_eq!(seqs(6, 2), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn compaction_drops_old_changes_and_remembers_how_far() {
+        let mut log = ChangeLog {
+            users: [2, 4, 6].into_iter().map(change).collect(),
+            groups: [3, 5].into_iter().map(change).collect(),
+            compacted_through: 0,
+        };
+        log.compact(10);
+        assert_eq!(log.compacted_through, 0, "nothing older than 10 ms");
+        log.compact(45);
+        assert_eq!(log.users.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![6]);
+        assert_eq!(
+            log.groups.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![5]
+        );
+        assert_eq!(log.compacted_through, 4);
+        assert!(!log.is_empty());
     }
 }

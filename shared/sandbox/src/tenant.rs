@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::changes::{Change, ChangeLog, What};
 use crate::config::{AppSeed, DomainSeed, Seed, SkuSeed};
-use crate::wire::now_iso;
+use crate::wire::{now_iso, now_ms};
 
 /// A directory object: its Graph properties plus sandbox bookkeeping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +216,7 @@ impl TenantState {
         let seq = self.next_seq();
         self.changes.users.push(Change {
             seq,
+            at_ms: now_ms(),
             id: id.to_owned(),
             what,
         });
@@ -226,6 +227,7 @@ impl TenantState {
         let seq = self.next_seq();
         self.changes.groups.push(Change {
             seq,
+            at_ms: now_ms(),
             id: id.to_owned(),
             what,
         });
@@ -254,6 +256,7 @@ impl TenantState {
         let seq = self.next_seq();
         self.changes.users.push(Change {
             seq,
+            at_ms: now_ms(),
             id: id.clone(),
             what: What::Created,
         });
@@ -302,6 +305,7 @@ impl TenantState {
         let seq = self.next_seq();
         self.changes.groups.push(Change {
             seq,
+            at_ms: now_ms(),
             id: id.clone(),
             what: What::Created,
         });

@@ -396,6 +396,20 @@ async fn an_expired_token_and_a_sync_reset_send_the_caller_back_to_round_one() {
         "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
     );
 
+    // Changes older than a token can live are dropped at the next write: the log does not grow
+    // without end.
+    t.create_user("dl-after", json!({})).await;
+    let changes = &t.rs.sandbox().dump()["changes"];
+    assert!(
+        changes["compactedThrough"].as_u64().unwrap() > 0,
+        "{changes}"
+    );
+    assert_eq!(
+        changes["users"].as_array().map(Vec::len),
+        Some(1),
+        "only the write just made: {changes}"
+    );
+
     knobs.delta.token_lifetime_secs = 3600;
     knobs.delta.reset_generation += 1;
     t.rs.sandbox().set_knobs(knobs);

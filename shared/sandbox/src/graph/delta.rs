@@ -180,7 +180,10 @@ fn read_request(
         return Err(sync_reset(context, entity, &token.scope));
     }
     let age_ms = context.now.saturating_sub(token.issued_ms);
-    if age_ms / 1000 >= context.delta.token_lifetime_secs {
+    let compacted = token
+        .since
+        .is_some_and(|since| since < tenant.changes.compacted_through);
+    if compacted || age_ms / 1000 >= context.delta.token_lifetime_secs {
         return Err(GraphError::new(
             StatusCode::BAD_REQUEST,
             "syncStateNotFound",

@@ -213,6 +213,12 @@ fn run_route(inner: &Inner, req: &GraphRequest, caller: &Caller, knobs: &Knobs) 
         };
         let result = Route::parse(&req.method, &req.path)
             .and_then(|route| dispatch(route, &mut tenant, &mut context));
+        if context.mutated {
+            let lifetime_ms = knobs.delta.token_lifetime_secs.saturating_mul(1000);
+            tenant
+                .changes
+                .compact(context.now.saturating_sub(lifetime_ms));
+        }
         (result, context.mutated)
     };
     if mutated {
