@@ -44,24 +44,12 @@ async fn round_with(t: &T, url: &str, minimal: bool) -> (Vec<Value>, usize, Stri
 }
 
 async fn get_prefer(t: &T, url: &str, minimal: bool) -> Resp {
-    let url = if url.starts_with("http") {
-        url.to_owned()
+    let prefer: &[(&str, &str)] = if minimal {
+        &[("Prefer", "return=minimal")]
     } else {
-        t.url(url)
+        &[]
     };
-    let mut req = t.http.get(url).bearer_auth(&t.token);
-    if minimal {
-        req = req.header("Prefer", "return=minimal");
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
-    Resp {
-        status,
-        body,
-        headers,
-    }
+    t.get_with_headers(url, prefer).await
 }
 
 fn delta_page_size(t: &T, page_size: usize) {

@@ -33,32 +33,8 @@ fn enc(text: &str) -> String {
 
 /// GET with `ConsistencyLevel: eventual`; `path` may be a full nextLink.
 async fn get_eventual(t: &T, path: &str) -> Resp {
-    let url = if path.starts_with("http") {
-        path.to_owned()
-    } else {
-        t.url(path)
-    };
-    let r = t
-        .http
-        .get(url)
-        .bearer_auth(&t.token)
-        .header("ConsistencyLevel", "eventual")
-        .send()
+    t.get_with_headers(path, &[("ConsistencyLevel", "eventual")])
         .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap()
-    };
-    Resp {
-        status,
-        body,
-        headers,
-    }
 }
 
 fn values(r: &Resp) -> &Vec<Value> {

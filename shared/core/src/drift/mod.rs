@@ -193,14 +193,6 @@ impl DriftChange {
     }
 }
 
-impl Drift {
-    /// Whether repairing it removes a license or a membership (what the circuit breaker
-    /// weighs): an added membership is repaired by removing it.
-    pub fn repair_removes(&self) -> bool {
-        matches!(self.change, DriftChange::MemberAdded { .. })
-    }
-}
-
 impl fmt::Display for Drift {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: ", self.kind, self.name)?;
@@ -252,16 +244,19 @@ impl fmt::Display for Drift {
 /// that repair the drift. Never stored: the links keep what was applied.
 #[derive(Debug, Default)]
 pub struct DriftOverlay {
-    changes: HashMap<(ObjectKind, String), Vec<DriftChange>>,
+    /// The changes of each drifted object, by kind and source id.
+    changes: HashMap<ObjectKind, HashMap<String, Vec<DriftChange>>>,
     now: UnixMillis,
 }
 
 impl DriftOverlay {
     pub fn new(findings: &[Drift], now: UnixMillis) -> DriftOverlay {
-        let mut changes: HashMap<(ObjectKind, String), Vec<DriftChange>> = HashMap::new();
+        let mut changes: HashMap<ObjectKind, HashMap<String, Vec<DriftChange>>> = HashMap::new();
         for drift in findings {
             changes
-                .entry((drift.kind, drift.source_id.clone()))
+                .entry(drift.kind)
+                .or_default()
+                .entry(drift.source_id.clone())
                 .or_default()
                 .push(drift.change.clone());
         }
@@ -275,7 +270,11 @@ impl DriftOverlay {
     /// The link as the tenant has it (unchanged when it did not drift). A drifted user's hash
     /// is cleared: its desired state is compared property by property.
     pub fn correct(&self, mut link: Link) -> Link {
-        let Some(changes) = self.changes.get(&(link.kind, link.source_id.clone())) else {
+        let Some(changes) = self
+            .changes
+            .get(&link.kind)
+            .and_then(|of_kind| of_kind.get(&link.source_id))
+        else {
             return link;
         };
         for change in changes {

@@ -110,6 +110,9 @@ async fn judge_round(
     changes: &TenantChanges,
 ) -> Result<Vec<Drift>, PlanError> {
     let reported = (changes.users.len() + changes.groups.len()) as u64;
+    if reported == 0 {
+        return Ok(Vec::new());
+    }
     if reported.saturating_mul(LOOKUP_RATIO) < link_total(state, connection).await? {
         judge_by_lookup(settings, state, connection, changes).await
     } else {

@@ -66,12 +66,32 @@ impl T {
         body: Option<Value>,
         token: &str,
     ) -> Resp {
+        self.send(method, path, body, token, &[]).await
+    }
+
+    /// A GET with extra request headers; `path` may be a full URL (a nextLink).
+    pub async fn get_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let token = self.token.clone();
+        self.send(Method::GET, path, None, &token, headers).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let url = if path.starts_with("http") {
             path.to_owned()
         } else {
             self.url(path)
         };
         let mut req = self.http.request(method, url).bearer_auth(token);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
