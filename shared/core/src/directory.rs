@@ -320,8 +320,8 @@ pub trait Directory: Send + Sync {
 }
 
 /// Where a read of the tenant's changes starts: the `@odata.deltaLink` of the last round of each
-/// collection, kept as Graph gave it (opaque). Absent: that collection's next read is a full
-/// round (<https://learn.microsoft.com/graph/delta-query-overview>).
+/// collection, relative to the Graph version root (its token opaque). Absent: that collection's
+/// next read is a full round (<https://learn.microsoft.com/graph/delta-query-overview>).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantCursor {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -169,7 +169,10 @@ impl fmt::Display for DeltaReset {
 pub struct DeltaRound {
     /// Each object once, merged, in the order Graph first reported it.
     pub objects: Vec<DeltaObject>,
-    /// Where the next round starts: the whole `@odata.deltaLink`, opaque.
+    /// Where the next round starts: the `@odata.deltaLink`, relative to the configured Graph
+    /// version root (`/users/delta?$deltatoken=…`, its token opaque), so that it is only ever
+    /// sent to the configured host, and still works when that host's address changes (an
+    /// embedded sandbox on a new port).
     pub delta_link: String,
     /// A full round (every object as it is now): no link was given, or Graph refused it.
     pub full: bool,
@@ -204,7 +207,7 @@ impl GraphClient {
     ) -> Result<DeltaRound, GraphError> {
         let mut restarted: Option<DeltaReset> = None;
         let mut link = from_link;
-        if link.is_some_and(|l| !self.on_graph_host(l)) {
+        if link.is_some_and(|l| !l.starts_with('/') && !self.on_graph_host(l)) {
             restarted = Some(DeltaReset::other_host());
             link = None;
         }
@@ -220,7 +223,7 @@ impl GraphClient {
                     );
                     return Ok(DeltaRound {
                         objects: merged.objects,
-                        delta_link,
+                        delta_link: self.relative_link(delta_link),
                         full: link.is_none(),
                         restarted,
                         pages,
@@ -243,6 +246,15 @@ impl GraphClient {
         }
     }
 
+    /// `link` relative to the configured version root when it is under it, else as given.
+    fn relative_link(&self, link: String) -> String {
+        let base = self.graph_base();
+        match link.get(..base.len()) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(base) => link[base.len()..].to_owned(),
+            _ => link,
+        }
+    }
+
     /// One round's pages, from `link` or from the first request: the merged objects, the
     /// deltaLink, the pages read.
     async fn read_delta<S: AsRef<str>>(
@@ -252,6 +264,7 @@ impl GraphClient {
         link: Option<&str>,
     ) -> Result<(Merged, String, u64), GraphError> {
         let mut call = match link {
+            Some(link) if link.starts_with('/') => self.call(Method::GET, link, None),
             Some(link) => self.call_absolute(link)?,
             None => {
                 let query = Query::new().select(select).to_query_string();
